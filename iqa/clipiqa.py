@@ -1,0 +1,69 @@
+"""CLIP-IQA: zero-shot quality from antonym prompt pairs (Wang, Chan, Loy, AAAI 2023).
+
+For each pair, p = exp(t*s_pos) / (exp(t*s_pos) + exp(t*s_neg)) where s_* are cosine similarities
+between the photo and each prompt; the score is the (weighted) mean of p over the pairs, as in the
+reference library. t defaults to the checkpoint's logit scale (100 for OpenAI CLIP); t = 1 is the
+formula as the source document writes it, under which every p stays close to 0.5.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .features import FeatureStore, ProgressFn
+from .photos import Photo
+from .prompts import PromptPair, usable_pairs
+from .results import PairScore, ScoreResult
+
+METHOD = "CLIP-IQA"
+
+
+def pair_probabilities(image_features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                       temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Cosines and p(positive) for N images x P pairs, from L2-normalised features.
+
+    Returns (s_pos, s_neg, p), each [N, P]. The two-way softmax is computed as a sigmoid of the
+    difference, which is the same number and does not overflow.
+    """
+    s_pos = image_features @ positive.T
+    s_neg = image_features @ negative.T
+    return s_pos, s_neg, torch.sigmoid(temperature * (s_pos - s_neg))
+
+
+def combine(p: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted mean of per-pair probabilities: [N, P] -> [N]."""
+    return (p * weights).sum(dim=1) / weights.sum()
+
+
+class CLIPIQA:
+    """Scores photos with a set of antonym prompt pairs on a shared, cached FeatureStore."""
+
+    method = METHOD
+
+    def __init__(self, store: FeatureStore, pairs: Sequence[PromptPair], temperature: float | None = None):
+        self.store = store
+        self.pairs = usable_pairs(list(pairs), store.backbone.tokenizer)
+        self.temperature = store.backbone.logit_scale if temperature is None else float(temperature)
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+    def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
+        images = self.store.image_features(photos, progress)
+        return self.score_features(images, [p.name for p in photos], [self.store.notes(p) for p in photos])
+
+    def score_features(self, images: torch.Tensor, names: Sequence[str],
+                       notes: Sequence[list[str]] | None = None) -> list[ScoreResult]:
+        """Scores from image features that are already computed (the prompt-editing fast path)."""
+        positive = self.store.text_features([p.positive for p in self.pairs])
+        negative = self.store.text_features([p.negative for p in self.pairs])
+        s_pos, s_neg, p = pair_probabilities(images, positive, negative, self.temperature)
+        weights = torch.tensor([pair.weight for pair in self.pairs])
+        scores = combine(p, weights)
+        notes = notes or [[] for _ in names]
+        return [
+            ScoreResult(name=name, score=float(scores[i]), method=METHOD, notes=list(notes[i]), pairs=[
+                PairScore(pair.positive, pair.negative, float(s_pos[i, j]), float(s_neg[i, j]),
+                          float(p[i, j]), pair.weight) for j, pair in enumerate(self.pairs)])
+            for i, name in enumerate(names)
+        ]
