@@ -211,7 +211,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def _unavailable_message(name: str, tag: str, cause) -> str:
     return (
         f"cannot load weights for backbone {name!r} (pretrained={tag!r}): {cause}. "
-        f"Either give a local checkpoint file or folder (--checkpoint PATH, or IQA_CHECKPOINT), "
+        f"Either give a local checkpoint file or folder (--weights PATH, or the IQA_WEIGHTS variable), "
         f"or use the test backbone (--backbone test-tiny-rn), whose scores are meaningless."
     )
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .backbones import Backbone
 from .photos import Photo, image_digest
+from .test_backbone import MEANINGLESS_NOTE
 from .preprocess import DEFAULT_MAX_SIDE, Preprocessor, preprocessor_for
 
 ProgressFn = Callable[[int, int], None]
@@ -56,7 +57,9 @@ class FeatureStore:
             return self._stack(self._texts, texts)
 
     def notes(self, photo: Photo) -> list[str]:
-        return self.preprocessor.notes(photo.image.size)
+        """What the user should know about this photo's score: resizing, and a meaningless backbone."""
+        notes = self.preprocessor.notes(photo.image.size)
+        return [MEANINGLESS_NOTE, *notes] if self.backbone.is_test else notes
 
     def clear(self) -> None:
         with self._lock:

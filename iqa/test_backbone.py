@@ -17,6 +17,8 @@ TEST_BACKBONE_WARNING = (
     "they only show that the pipeline works."
 )
 
+MEANINGLESS_NOTE = "test backbone: meaningless score"
+
 _TEXT_CFG = dict(context_length=77, vocab_size=49408, width=32, heads=2, layers=2)
 
 TEST_BACKBONES: dict[str, dict] = {

@@ -36,7 +36,7 @@ def test_offline_failure_is_immediate_and_names_both_ways_out(monkeypatch, tmp_p
         load_backbone("RN50-quickgelu", "openai")
     message = str(err.value)
     assert "RN50-quickgelu" in message and "HF_HUB_OFFLINE" in message
-    assert "--checkpoint" in message and "test-tiny-rn" in message
+    assert "--weights" in message and "test-tiny-rn" in message
 
 
 def test_unknown_model_and_tag_are_named():

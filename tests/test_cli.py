@@ -1,0 +1,97 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image, ImageFilter
+
+from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WEIGHTS, main
+
+TEST = ["--backbone", "test-tiny-rn"]
+
+
+@pytest.fixture
+def folder(tmp_path, photos):
+    album = tmp_path / "album"
+    album.mkdir()
+    for photo in photos:
+        photo.image.save(album / f"{photo.name}.jpg")
+        photo.image.filter(ImageFilter.GaussianBlur(4)).save(album / f"{photo.name}_blurred.png")
+    (album / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return album
+
+
+def test_score_writes_table_csv_and_json(folder, tmp_path, capsys):
+    out_csv, out_json = tmp_path / "r.csv", tmp_path / "r.json"
+    code = main(["score", str(folder), *TEST, "--pairs", "seed", "--csv", str(out_csv), "--json", str(out_json)])
+    assert code == EXIT_PARTIAL  # broken.jpg is reported, the rest is scored
+    captured = capsys.readouterr()
+    assert "broken.jpg" in captured.err and "meaningless" in captured.err
+    lines = captured.out.strip().splitlines()
+    assert lines[0].split()[:3] == ["rank", "CLIP-IQA", "photo"] and len(lines) == 1 + 6
+    scores = [float(line.split()[1]) for line in lines[1:]]
+    assert scores == sorted(scores, reverse=True)
+    rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == 6 and "p[a sharp photo / a blurry photo]" in rows[0]
+    assert "meaningless" in rows[0]["notes"]
+    data = json.loads(out_json.read_text())
+    assert len(data["results"]) == 6 and len(data["results"][0]["pairs"]) == 3
+    assert any("broken.jpg" in e for e in data["errors"])
+
+
+def test_score_with_custom_pairs_file_and_temperature(folder, tmp_path, capsys):
+    pairs = tmp_path / "pairs.csv"
+    pairs.write_text("positive,negative,weight\na sharp photo,a blurry photo,2\nbright,dark,1\n")
+    code = main(["score", str(folder / "*.png"), *TEST, "--pairs", str(pairs), "--temperature", "1"])
+    assert code == EXIT_OK
+    scores = [float(line.split()[1]) for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert len(scores) == 3 and all(0.3 < s < 0.7 for s in scores)  # t = 1 keeps p near 0.5
+
+
+def test_filter_is_a_dry_run_by_default_then_moves_without_overwriting(folder, tmp_path, capsys):
+    rejected = tmp_path / "rejected"
+    rejected.mkdir()
+    (rejected / "chelsea.jpg").write_bytes(b"already here")
+    before = sorted(p.name for p in folder.iterdir())
+    assert main(["filter", str(folder), "--threshold", "1.01", *TEST, "--move-to", str(rejected)]) == EXIT_PARTIAL
+    out = capsys.readouterr().out
+    assert "6 of 6 photos score below 1.01" in out and "dry run" in out
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert main(["filter", str(folder), "--threshold", "1.01", *TEST, "--move-to", str(rejected), "--apply"]) \
+        == EXIT_PARTIAL
+    assert sorted(p.name for p in folder.iterdir()) == ["broken.jpg"]
+    assert (rejected / "chelsea.jpg").read_bytes() == b"already here"
+    assert (rejected / "chelsea-1.jpg").exists() and len(list(rejected.iterdir())) == 7
+
+
+def test_filter_threshold_splits_and_copy_keeps_originals(folder, tmp_path, capsys):
+    main(["score", str(folder), *TEST])
+    scores = sorted(float(line.split()[1]) for line in capsys.readouterr().out.strip().splitlines()[1:])
+    threshold = (scores[2] + scores[3]) / 2
+    copies = tmp_path / "copies"
+    main(["filter", str(folder), "--threshold", str(threshold), *TEST, "--copy-to", str(copies), "--apply"])
+    assert "3 of 6 photos score below" in capsys.readouterr().out
+    assert len(list(copies.iterdir())) == 3 and len(list(folder.iterdir())) == 7
+
+
+def test_exit_codes_name_the_problem(folder, tmp_path, capsys, monkeypatch):
+    assert main(["score", str(tmp_path / "nothing*.jpg"), *TEST]) == EXIT_INPUT
+    assert "nothing" in capsys.readouterr().err
+    assert main(["score", str(folder), *TEST, "--pairs", str(tmp_path / "missing.json")]) == EXIT_INPUT
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["score", str(folder / "broken.jpg"), *TEST]) == EXIT_INPUT
+    assert "could be opened" in capsys.readouterr().err
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
+    assert main(["score", str(folder)]) == EXIT_WEIGHTS
+    assert "--weights" in capsys.readouterr().err
+    assert main(["filter", str(folder), "--threshold", "0.5", *TEST, "--method", "grmp"]) == EXIT_INPUT
+    assert "--checkpoint" in capsys.readouterr().err
+
+
+def test_module_entry_point(folder):
+    run = subprocess.run([sys.executable, "-m", "iqa", "score", str(folder / "coffee.jpg"), *TEST],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "coffee.jpg" in run.stdout
