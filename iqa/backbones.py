@@ -132,16 +132,16 @@ def load_backbone(
     else:
         model, tag = _create_model(name, pretrained, checkpoint)
         tokenizer = open_clip.get_tokenizer(name)
-    model = model.to(device).eval()
-    if dtype != torch.float32:
-        open_clip.model.convert_weights_to_lp(model, dtype)
-    model.requires_grad_(False)
+    logit_scale = float(model.logit_scale.detach().float().exp())
+    # every tensor in one dtype: open_clip's convert_weights_to_lp leaves LayerNorms in fp32, which
+    # CUDA's layer norm refuses to mix with half-precision activations
+    model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     resnet = isinstance(model.visual, ModifiedResNet)
     return Backbone(
         name=name, pretrained=tag, model=model, tokenizer=tokenizer, device=device, dtype=dtype,
         is_test=is_test_backbone(name),
         native_resolution=resnet if native_resolution is None else native_resolution and resnet,
-        image_size=_image_size(model), logit_scale=float(model.logit_scale.detach().float().exp()),
+        image_size=_image_size(model), logit_scale=logit_scale,
     )
 
 
