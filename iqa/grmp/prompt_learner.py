@@ -1,0 +1,175 @@
+"""CoOp-style soft text prompts on an open_clip text tower.
+
+The prompts are "X X X X high quality." and "X X X X low quality.": the four "X" token embeddings
+are replaced by learned context vectors, the start token and everything after the context (class
+words, ".", end token, padding) stay fixed. The same context is shared by both prompts unless
+`class_specific` is set. This is the prompt learner of CoOp and of the GRMP-IQA code
+(`prompt_learner2` there), written for open_clip's batch-first text towers.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from torch import Tensor, nn
+
+Tokenizer = Callable[[Sequence[str]], Tensor]
+
+
+class TextTower:
+    """The pieces of an open_clip text tower, wherever the model keeps them.
+
+    `open_clip.CLIP` keeps them on the model itself, `CustomTextCLIP` in `model.text` (a
+    `TextTransformer`). Hugging Face text towers and CoCa-style towers (appended class token,
+    padding masks) have no place for soft prompts here and are refused.
+
+    A plain object, not an `nn.Module`, so that holding it does not register the tower's weights
+    a second time; it follows the modules through `.to()` and `copy.deepcopy` of their owner.
+    """
+
+    def __init__(self, model: nn.Module):
+        tower = model.text if hasattr(model, "text") else model
+        if not hasattr(tower, "token_embedding") or not hasattr(tower, "transformer"):
+            raise TypeError(
+                f"{type(tower).__name__} is not an open_clip transformer text tower "
+                "(Hugging Face text towers cannot take soft prompts here)"
+            )
+        if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
+            raise TypeError("text towers with an appended class token or a padding mask are not supported")
+        self.token_embedding: nn.Embedding = tower.token_embedding
+        self.positional_embedding: Tensor = tower.positional_embedding
+        self.transformer: nn.Module = tower.transformer
+        self.ln_final: nn.Module = tower.ln_final
+        self.text_projection = tower.text_projection
+        self.attn_mask: Tensor | None = tower.attn_mask
+        self.pool_type: str = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
+        self.eos_id: int | None = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id", None)
+
+    @property
+    def width(self) -> int:
+        return self.token_embedding.weight.shape[1]
+
+    @property
+    def cast_dtype(self) -> torch.dtype:
+        return self.transformer.get_cast_dtype()
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token embeddings [N, L, width] of token ids [N, L]."""
+        return self.token_embedding(tokens)
+
+    def encode_embeddings(self, embeddings: Tensor, tokens: Tensor) -> Tensor:
+        """Text features [N, D] (not normalised) of token embeddings [N, L, width].
+
+        `tokens` are the token ids the embeddings stand for; they only locate the pooled position
+        (the end token for OpenAI towers).
+        """
+        x = embeddings.to(self.cast_dtype) + self.positional_embedding.to(self.cast_dtype)
+        batch_first = getattr(self.transformer, "batch_first", True)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        x = self.transformer(x, attn_mask=self.attn_mask)
+        if not batch_first:
+            x = x.transpose(0, 1)
+        x = self.ln_final(x)
+        x = text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_id)
+        if self.text_projection is None:
+            return x
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection
+
+    def encode_tokens(self, tokens: Tensor) -> Tensor:
+        """Text features [N, D] (not normalised) of hard prompts given as token ids [N, L]."""
+        return self.encode_embeddings(self.embed(tokens), tokens)
+
+
+def count_tokens(tokenizer: Tokenizer, text: str) -> int:
+    """How many tokens `text` takes between the start and end tokens (padding id 0)."""
+    ids = tokenizer([text])[0]
+    return int((ids != 0).sum().item()) - 2
+
+
+class PromptLearner(nn.Module):
+    """Learned context vectors shared by (or specific to) the prompts of `class_texts`.
+
+    forward() returns the text features [n_cls, D] (not normalised) of the prompts
+    "<ctx> <class text>." through the tower, so gradients reach `ctx` (and any tower weights that
+    train). With `ctx_init` the context starts as the word embeddings of that text and the prompt
+    equals the hard prompt "<ctx_init> <class text>."; without it the context is drawn from
+    N(0, 0.02^2) with a generator seeded by `seed`.
+    """
+
+    def __init__(
+        self,
+        tower: TextTower,
+        tokenizer: Tokenizer,
+        class_texts: Sequence[str] = ("high quality", "low quality"),
+        n_ctx: int = 4,
+        ctx_init: str | None = None,
+        class_specific: bool = False,
+        seed: int = 0,
+    ):
+        super().__init__()
+        if n_ctx < 1:
+            raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
+        if len(class_texts) < 2:
+            raise ValueError(f"need at least two class texts, got {list(class_texts)}")
+        self.tower = tower
+        self.class_texts = tuple(class_texts)
+        self.n_ctx = n_ctx
+        self.ctx_init = ctx_init
+        self.class_specific = class_specific
+        n_cls = len(self.class_texts)
+        device = tower.token_embedding.weight.device
+
+        if ctx_init is not None:
+            if count_tokens(tokenizer, ctx_init) != n_ctx:
+                raise ValueError(
+                    f"ctx_init {ctx_init!r} is {count_tokens(tokenizer, ctx_init)} tokens long "
+                    f"but n_ctx is {n_ctx}; make them agree"
+                )
+            with torch.no_grad():
+                init_embedding = tower.embed(tokenizer([ctx_init]).to(device))[0, 1 : 1 + n_ctx]
+            ctx = init_embedding.float().clone()
+            if class_specific:
+                ctx = ctx.unsqueeze(0).repeat(n_cls, 1, 1)
+            context_text = ctx_init
+        else:
+            shape = (n_cls, n_ctx, tower.width) if class_specific else (n_ctx, tower.width)
+            generator = torch.Generator().manual_seed(seed)
+            ctx = (0.02 * torch.randn(shape, generator=generator)).to(device)
+            context_text = " ".join(["X"] * n_ctx)
+        self.ctx = nn.Parameter(ctx)
+
+        self.prompt_texts = tuple(f"{context_text} {text}." for text in self.class_texts)
+        tokens = tokenizer(list(self.prompt_texts)).to(device)
+        with torch.no_grad():
+            embedding = tower.embed(tokens).float()
+        # Recomputed from the class texts on every build, so not part of the state dict.
+        self.register_buffer("tokenized_prompts", tokens, persistent=False)
+        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :], persistent=False)
+
+    @property
+    def n_cls(self) -> int:
+        return len(self.class_texts)
+
+    def prompt_embeddings(self) -> Tensor:
+        """[n_cls, L, width]: start token, the learned context, then the fixed suffix."""
+        ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
+        return torch.cat([self.token_prefix, ctx.to(self.token_prefix.dtype), self.token_suffix], dim=1)
+
+    def forward(self) -> Tensor:
+        return self.tower.encode_embeddings(self.prompt_embeddings(), self.tokenized_prompts)
+
+    def display_texts(self) -> tuple[str, ...]:
+        """How the learned prompts are shown to people, e.g. "[4 learned tokens] high quality"."""
+        return tuple(f"[{self.n_ctx} learned tokens] {text}" for text in self.class_texts)
+
+
+def encode_hard_prompts(tower: TextTower, tokenizer: Tokenizer, texts: Sequence[str]) -> Tensor:
+    """L2-normalised features [N, D] of plain text prompts through `tower` (fine-tuned or not)."""
+    tokens = tokenizer(list(texts)).to(tower.token_embedding.weight.device)
+    return F.normalize(tower.encode_tokens(tokens).float(), dim=-1)
