@@ -33,7 +33,8 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("backbone")
     group.add_argument("--backbone", default=os.environ.get("IQA_BACKBONE", DEFAULT_BACKBONE),
                        help="open_clip model name, or test-tiny-rn / test-tiny-vit (meaningless scores)")
-    group.add_argument("--pretrained", default=DEFAULT_PRETRAINED, help="open_clip pretrained tag")
+    group.add_argument("--pretrained", default=DEFAULT_PRETRAINED, type=_optional_tag,
+                       help="open_clip pretrained tag ('none': random weights, for benchmarks)")
     group.add_argument("--weights", default=os.environ.get("IQA_WEIGHTS"),
                        help="local checkpoint file or folder for the backbone (instead of downloading)")
     group.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
@@ -41,6 +42,10 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-side", type=int, default=1024,
                        help="downsize larger photos to this longest side first (RN50 native resolution)")
     group.add_argument("--batch-size", type=int, default=16)
+
+
+def _optional_tag(value: str) -> str | None:
+    return None if value.lower() in ("", "none") else value
 
 
 def add_scoring_options(parser: argparse.ArgumentParser) -> None:
