@@ -1,0 +1,343 @@
+"""The app's handlers, called directly, on the tiny test backbone."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+import pytest
+from PIL import Image
+
+import app
+from iqa.grmp.checkpoint import save_checkpoint
+from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.test_backbone import TEST_BACKBONE_WARNING
+
+ROOT = Path(__file__).resolve().parents[1]
+T_SCALE = "checkpoint's logit scale"
+
+
+@pytest.fixture(scope="module")
+def handlers(tmp_path_factory):
+    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path_factory.mktemp("work"), max_photos=6,
+                           max_pixels=200_000)
+    return app.Handlers(app.Models(config))
+
+
+@pytest.fixture(scope="module")
+def photo_files(photos, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uploads")
+    paths = []
+    for photo in photos:
+        path = folder / f"{photo.name}.jpg"
+        photo.image.save(path, quality=92)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture
+def session(handlers, photo_files):
+    session, _, _ = handlers.add_photos(photo_files, app.Session())
+    return session
+
+
+def score(handlers, session, table, checkpoint="", temperature=T_SCALE, threshold=0.5, method="CLIP-IQA"):
+    return handlers.score(session, table, "test-tiny-rn", temperature, checkpoint, threshold, method)
+
+
+def test_bad_uploads_are_reported_and_the_rest_are_added(handlers, photo_files, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    corrupt = tmp_path / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 50)
+    huge = tmp_path / "huge.png"
+    Image.new("RGB", (600, 400)).save(huge)
+    with pytest.warns(UserWarning) as caught:
+        session, gallery, info = handlers.add_photos(
+            [photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], app.Session())
+    assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg"]
+    assert len(gallery) == 2 and info.startswith("2 photo(s) ready.")
+    assert "notes.txt: not an image file (looks like a text file)" in info
+    assert "broken.jpg: image is corrupt" in info
+    assert "huge.png: 600x400 pixels is more than the 0.2 MP limit" in info
+    assert len(caught) == 3
+
+
+def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(handlers, photo_files, tmp_path):
+    copies = []
+    for k in range(2):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        copies += [shutil.copy(f, folder) for f in photo_files]
+    session, _, info = handlers.add_photos(photo_files, app.Session())
+    session, _, info = handlers.add_photos(photo_files + copies[:2], session)  # an upload re-sends earlier files
+    assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "astronaut (2).jpg",
+                                                "chelsea (2).jpg"]
+    with pytest.warns(UserWarning, match="only 6 photos"):
+        session, _, _ = handlers.add_photos(copies, session)
+    assert len(session.photos) == 6
+    session, gallery, info = handlers.clear_photos(session)
+    assert gallery == [] and session.photos == [] and session.sources == set()
+
+
+def test_score_ranks_photos_and_reports_time_and_device(handlers, session):
+    session, table, ranking, pick, breakdown, scatter, csv_path, status = score(
+        handlers, session, handlers.load_preset("pyiqa"))
+    assert len(ranking) == 3 and list(ranking["rank"]) == [1, 2, 3]
+    scores = list(ranking["CLIP-IQA"])
+    assert scores == sorted(scores, reverse=True)
+    assert set(ranking["decision"]) <= {"keep", "reject"}
+    assert all(cell.startswith("<img src=\"data:image/jpeg;base64,") for cell in ranking["photo"])
+    assert pick["value"] == ranking["name"][0]
+    assert len(breakdown.data[0].y) == 5
+    assert " s on test-tiny-rn" in status and "cpu" in status and "3 image(s) encoded" in status
+    assert list(table["status"]) == ["ok"] * 5
+    lines = Path(csv_path).read_text().splitlines()
+    assert len(lines) == 4 and lines[1].split(",")[1] == ranking["name"][0]
+
+
+def test_editing_prompts_rescores_from_cached_features(handlers, session):
+    store = handlers.models.store("test-tiny-rn")
+    table = handlers.load_preset("seed")
+    first = score(handlers, session, table)
+    encoded = store.images_encoded
+    table.loc[0, "positive"] = "a crisp photo"
+    second = score(handlers, session, table)
+    assert store.images_encoded == encoded
+    assert "0 image(s) encoded" in second[-1]
+    assert list(first[2]["CLIP-IQA"]) != list(second[2]["CLIP-IQA"])
+
+
+def test_invalid_rows_are_marked_with_the_reason_and_the_rest_scored(handlers, session):
+    table = handlers.load_preset("seed")
+    table.loc[1, "negative"] = "A Professional  photo"
+    table = handlers.add_row(table).astype({"weight": object})  # the browser may send any text
+    table.loc[3, ["positive", "negative", "weight"]] = ["sharp", "blurry", "heavy"]
+    table.loc[0, "on"] = False
+    session, table, ranking, _, breakdown, *_ = score(handlers, session, table)
+    assert list(table["status"]) == ["off", "invalid: the positive and negative prompts are the same", "ok",
+                                     "invalid: weight 'heavy' is not a number"]
+    assert len(ranking) == 3
+    assert list(breakdown.data[0].y) == ["a sharp photo / a blurry photo"]
+
+
+def test_empty_table_or_no_photos_warns_and_keeps_serving(handlers, session):
+    empty = pd.DataFrame(columns=app.PROMPT_COLUMNS)
+    with pytest.warns(UserWarning, match="no usable prompt pair"):
+        out = score(handlers, session, empty)
+    assert out[-1] == "No usable prompt pair." and len(out[2]) == 0
+    with pytest.warns(UserWarning, match="add photos first"):
+        out = score(handlers, app.Session(), handlers.load_preset("seed"))
+    assert out[-1] == "No photos to score."
+
+
+def test_seed_temperature_keeps_scores_near_one_half(handlers, session):
+    ranking = score(handlers, session, handlers.load_preset("seed"), temperature="t = 1 (the seed's formula)")[2]
+    assert all(abs(s - 0.5) < 0.05 for s in ranking["CLIP-IQA"])
+
+
+def test_row_editing_add_delete_and_reorder(handlers):
+    table = handlers.load_preset("seed")
+    table = handlers.add_row(table)
+    assert len(table) == 4 and table.loc[3, "positive"] == ""
+    moved, row = handlers.row_up(table, 2)
+    assert row == 1 and list(moved["positive"][:2]) == ["a professional photo", "a beautiful photo"]
+    moved, row = handlers.row_down(moved, 4)
+    assert row == 4
+    shorter = handlers.delete_row(moved, 1)
+    assert list(shorter["positive"]) == ["a beautiful photo", "a sharp photo", ""]
+    with pytest.raises(gr.Error, match="between 1 and 3"):
+        handlers.delete_row(shorter, 7)
+
+
+def test_prompt_sets_save_and_load_and_bad_files_are_refused(handlers, tmp_path):
+    table = handlers.load_preset("paper-look")
+    table.loc[2, "weight"] = 2.5
+    saved = handlers.save_prompts(table, app.Session())
+    assert saved["visible"] is True
+    path = saved["value"]
+    loaded = handlers.load_prompts(path)
+    assert loaded.drop(columns="status").equals(table.drop(columns="status"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(gr.Error, match="not valid JSON"):
+        handlers.load_prompts(str(bad))
+
+
+def _seed_checkpoint(handlers, folder: Path) -> tuple[Path, Path]:
+    backbone = handlers.models.store("test-tiny-rn").backbone
+    model = GRMPModel(GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=backbone.pretrained), backbone)
+    return save_checkpoint(model, folder / "tiny-seed")
+
+
+def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_path):
+    tensors, config = _seed_checkpoint(handlers, tmp_path)
+    session, choices = handlers.upload_checkpoint([str(config), str(tensors)], session)
+    label, value = choices["choices"][-1]
+    assert label == "tiny-seed (uploaded)" and choices["value"] == value
+    store = handlers.models.store("test-tiny-rn")
+    score(handlers, session, handlers.load_preset("seed"))
+    encoded = store.images_encoded
+    out = score(handlers, session, handlers.load_preset("seed"), checkpoint=value, method="GRMP-IQA")
+    ranking, breakdown, scatter = out[2], out[4], out[5]
+    assert ranking["GRMP-IQA"].notna().all()
+    assert list(ranking["GRMP-IQA"]) == sorted(ranking["GRMP-IQA"], reverse=True)
+    assert breakdown.data[0].y[-1].startswith("GRMP-IQA (seed):<br>")
+    assert len(scatter.data[1].x) == 3
+    assert store.images_encoded == encoded  # the seed variant reuses CLIP-IQA's image features
+    assert "GRMP-IQA (seed)" in out[-1]
+
+
+def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monkeypatch):
+    junk_json, junk_tensors = tmp_path / "junk.json", tmp_path / "junk.safetensors"
+    junk_json.write_text('{"hello": 1}')
+    junk_tensors.write_bytes(b"\x00" * 16)
+    with pytest.raises(gr.Error, match="not a GRMP checkpoint config"):
+        handlers.upload_checkpoint([str(junk_json), str(junk_tensors)], session)
+    with pytest.raises(gr.Error, match="two files"):
+        handlers.upload_checkpoint([str(junk_json)], session)
+    # tensors that do not fit the configuration they came with
+    tensors, config = _seed_checkpoint(handlers, tmp_path / "edited")
+    meta = json.loads(config.read_text())
+    meta["config"]["n_ctx"] = 8
+    config.write_text(json.dumps(meta))
+    with pytest.raises(gr.Error, match="tiny-seed.json: tiny-seed does not fit backbone 'test-tiny-rn'"):
+        handlers.upload_checkpoint([str(config), str(tensors)], session)
+    # a checkpoint for a backbone whose weights cannot be had here
+    tensors, config = _seed_checkpoint(handlers, tmp_path)
+    meta = json.loads(config.read_text())
+    meta["config"].update(backbone="ViT-B-16-quickgelu", pretrained="openai")
+    config.write_text(json.dumps(meta))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="GRMP-IQA checkpoint not used: cannot load weights for backbone "
+                                         "'ViT-B-16-quickgelu'"):
+        out = score(handlers, session, handlers.load_preset("seed"), checkpoint=str(tmp_path / "tiny-seed"))
+    assert len(out[2]) == 3 and out[2]["GRMP-IQA"].isna().all()  # CLIP-IQA still scored
+
+
+def test_unavailable_backbone_falls_back_with_a_warning(handlers, session, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="cannot load weights.*Scoring with test-tiny-rn instead"):
+        out = handlers.score(session, handlers.load_preset("seed"), "ViT-B-16-quickgelu", T_SCALE, "", 0.5, "CLIP-IQA")
+    assert len(out[2]) == 3
+
+
+def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, session):
+    ranking = score(handlers, session, handlers.load_preset("seed"))[2]
+    middle = float(ranking["CLIP-IQA"][1])
+    kept, rejected, list_path, summary = handlers.filter(session, middle, "CLIP-IQA")
+    assert len(kept) == 2 and len(rejected) == 1
+    assert summary.startswith("2 kept, 1 rejected")
+    with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA")) as archive:
+        assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
+    decisions = [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]]
+    assert decisions == ["keep", "keep", "reject"]
+    with pytest.warns(UserWarning, match="filtering by CLIP-IQA"):
+        assert handlers.filter(session, middle, "GRMP-IQA")[-1] == summary
+    table, _ = handlers.rerank(session, 1.01, "CLIP-IQA")
+    assert set(table["decision"]) == {"reject"}
+    with pytest.raises(gr.Error, match="score photos"):
+        handlers.zip_kept(app.Session(), 0.5, "CLIP-IQA")
+
+
+def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_path):
+    csv = tmp_path / "scores.csv"
+    csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,2\ncoffee.jpg,1\nghost.jpg,5\n")
+    table, chart, summary = handlers.run_lab(app.UPLOADED_SET, str(csv), photo_files, handlers.load_preset("seed"),
+                                             "test-tiny-rn", T_SCALE)
+    assert len(table) == 3 and list(table["SRCC"]) == sorted(table["SRCC"], reverse=True)
+    assert "Mean of the chosen (enabled) pairs" in summary and "on 3 photos" in summary
+    assert "ghost.jpg: listed in the CSV but not uploaded" in summary
+    assert len(chart.data[0].y) == 3
+    with pytest.raises(gr.Error, match="upload the photos and a CSV"):
+        handlers.run_lab(app.UPLOADED_SET, None, photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE)
+
+
+def test_every_tab_shows_the_test_backbone_banner(handlers):
+    demo = app.build_demo(handlers.config, handlers.models)
+    config = demo.get_config_file()
+    tabs = [c for c in config["components"] if c["type"] == "tabitem"]
+    banners = [c for c in config["components"]
+               if c["type"] == "markdown" and TEST_BACKBONE_WARNING in str(c["props"].get("value"))]
+    assert len(tabs) == 5 and len(banners) == len(tabs)
+
+
+def test_flags_and_environment_configure_the_app(monkeypatch):
+    monkeypatch.setenv("IQA_PORT", "7999")
+    monkeypatch.setenv("IQA_TEST_BACKBONE", "1")
+    config = app.parse_args([])
+    assert config.port == 7999 and config.backbone == "test-tiny-rn" and config.is_test
+    config = app.parse_args(["--port", "8001", "--backbone", "test-tiny-vit", "--host", "0.0.0.0"])
+    assert (config.port, config.backbone, config.host) == (8001, "test-tiny-vit", "0.0.0.0")
+    monkeypatch.delenv("IQA_TEST_BACKBONE")
+    assert app.parse_args(["--pretrained", "none"]).pretrained is None
+    assert app.parse_args([]).backbone == "RN50-quickgelu"
+
+
+def test_without_weights_offline_the_app_says_so_and_does_not_start(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("IQA_TEST_BACKBONE", None)
+    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--backbone", "RN50-quickgelu", "--port",
+                           str(_free_port())], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "cannot load weights for backbone 'RN50-quickgelu'" in done.stderr
+    assert "HF_HUB_OFFLINE is set" in done.stderr and "--backbone test-tiny-rn" in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session, photo_files, tmp_path, photos):
+    files = list(photo_files)
+    for k, photo in enumerate(photos):  # darker copies with lower scores: six labelled photos
+        path = tmp_path / f"dark-{photo.name}.jpg"
+        photo.image.point(lambda v: v // 3).save(path)
+        files.append(str(path))
+    csv = tmp_path / "scores.csv"
+    csv.write_text("name,score\n" + "".join(f"{Path(f).name},{1 if 'dark' in f else 4}\n" for f in files))
+    updates = list(handlers.adapt(app.UPLOADED_SET, str(csv), files, 1.0, 20, "test-tiny-rn", session))
+    chart, status, session, choices, download = updates[-1]
+    assert len(chart.data[0].x) == 20 and list(chart.data[0].x) == list(range(1, 21))
+    assert status.startswith("Done: 6 labelled photos") and "is now selectable on the first tab" in status
+    label, stem = choices["choices"][-1]
+    assert label.startswith("seed-adapted-1 (adapted") and choices["value"] == stem
+    assert sorted(Path(f).suffix for f in download) == [".json", ".safetensors"]
+    ranking = score(handlers, session, handlers.load_preset("seed"), checkpoint=stem, method="GRMP-IQA")[2]
+    assert ranking["GRMP-IQA"].notna().all()
+
+
+def test_another_backbone_loads_once_and_scores(handlers, session):
+    out = handlers.score(session, handlers.load_preset("seed"), "test-tiny-vit", T_SCALE, "", 0.5, "CLIP-IQA")
+    assert "on test-tiny-vit" in out[-1] and len(out[2]) == 3
+    assert handlers.models.store("test-tiny-vit") is handlers.models.store("test-tiny-vit")
+    assert handlers.models.backbone_choices == ["test-tiny-rn", "test-tiny-vit"]
+
+
+def test_grmp_models_in_memory_are_bounded_and_reload_from_their_files(handlers, tmp_path, monkeypatch):
+    monkeypatch.setattr(handlers.config, "max_grmp_models", 2)
+    stems = []
+    for k in range(3):
+        _seed_checkpoint(handlers, tmp_path / str(k))
+        stems.append(str(tmp_path / str(k) / "tiny-seed"))
+    first = handlers.models.grmp(stems[0])
+    assert handlers.models.grmp(stems[0]) is first
+    handlers.models.grmp(stems[1])
+    handlers.models.grmp(stems[2])
+    again = handlers.models.grmp(stems[0])
+    assert again is not first and again.method == "GRMP-IQA (seed)"
+
+
+def test_clicking_a_ranking_row_shows_its_breakdown(handlers, session):
+    ranking = score(handlers, session, handlers.load_preset("seed"))[2]
+    name = ranking["name"][2]
+    event = gr.SelectData(None, {"index": [2, 0], "value": 3, "row_value": list(ranking.iloc[2]), "selected": True})
+    pick, figure = handlers.pick_ranked(session, event)
+    assert pick["value"] == name and figure.layout.title.text.startswith(f"{name}: CLIP-IQA")

@@ -1,0 +1,143 @@
+"""The running app, driven through gradio_client: one server, started offline on the test backbone."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+
+ROOT = Path(__file__).resolve().parents[1]
+T_SCALE = "checkpoint's logit scale"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python app.py --test-backbone` with the Hugging Face Hub switched off."""
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           "HF_HOME": str(tmp_path_factory.mktemp("hf")), "IQA_TEST_BACKBONE": "1"}
+    log = tmp_path_factory.mktemp("log") / "app.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_for(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"app.py did not answer at {url} within {timeout} s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def photo_files(photos, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("photos")
+    paths = []
+    for photo in photos:
+        photo.image.save(folder / f"{photo.name}.jpg")
+        paths.append(folder / f"{photo.name}.jpg")
+    return paths
+
+
+@pytest.fixture(scope="module")
+def client(server, photo_files):
+    client = Client(server, verbose=False)
+    gallery, info = client.predict([handle_file(str(p)) for p in photo_files], api_name="/add_photos")
+    assert len(gallery) == 3 and info.startswith("3 photo(s) ready.")
+    return client
+
+
+def _score(client, table, checkpoint="", method="CLIP-IQA", threshold=0.5):
+    return client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, threshold, method, api_name="/score")
+
+
+def test_startup_is_offline_and_the_page_warns_about_the_test_backbone(server):
+    page = urllib.request.urlopen(server, timeout=10).read().decode()
+    assert "Test backbone in use" in page
+
+
+def test_full_scoring_round_trip_then_rescore_from_cache(client):
+    table = client.predict("seed", api_name="/load_preset")
+    assert [row[1] for row in table["data"]] == ["a beautiful photo", "a professional photo", "a sharp photo"]
+    checked, ranking, pick, breakdown, scatter, csv_path, status = _score(client, table)
+    assert [row[-1] for row in checked["data"]] == ["ok", "ok", "ok"]
+    assert len(ranking["data"]) == 3 and ranking["headers"][3] == "CLIP-IQA"
+    assert "test-tiny-rn" in status and "cpu" in status
+    assert breakdown["type"] == "plotly" and scatter["type"] == "plotly"
+    assert Path(csv_path).read_text().startswith("rank,name,clip_iqa,grmp_iqa,decision")
+    table["data"][0][1] = "a stunning photo"
+    _, reranked, *_, status = client.predict(table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", api_name="/rescore")
+    assert "0 image(s) encoded" in status
+    assert [r[3] for r in reranked["data"]] != [r[3] for r in ranking["data"]]
+
+
+def test_prompt_rows_are_added_moved_and_deleted(client):
+    table = client.predict("seed", api_name="/load_preset")
+    table = client.predict(table, api_name="/add_row")
+    assert len(table["data"]) == 4
+    table, row = client.predict(table, 3, api_name="/row_up")
+    assert row == 2 and table["data"][1][1] == "a sharp photo"
+    table = client.predict(table, 1, api_name="/delete_row")
+    assert [r[1] for r in table["data"]] == ["a sharp photo", "a professional photo", ""]
+    checked = _score(client, table)[0]
+    assert checked["data"][2][-1] == "invalid: the positive prompt is empty"
+
+
+def test_bad_input_is_reported_and_the_server_keeps_serving(client, server, tmp_path):
+    bad = tmp_path / "prompts.json"
+    bad.write_text("[{\"positive\": \"only one side\"}]")
+    with pytest.raises(AppError, match="needs 'positive' and 'negative'"):
+        client.predict(handle_file(str(bad)), api_name="/load_prompts")
+    other = Client(server, verbose=False)  # another user, with no photos yet
+    assert other.predict(api_name="/clear_photos")[1] == "No photos yet."
+    assert len(_score(client, client.predict("pyiqa", api_name="/load_preset"))[1]["data"]) == 3
+
+
+def test_filter_and_downloads(client):
+    _score(client, client.predict("seed", api_name="/load_preset"))
+    kept, rejected, list_path, summary = client.predict(0.0, "CLIP-IQA", api_name="/filter")
+    assert len(kept) == 3 and rejected == [] and summary.startswith("3 kept, 0 rejected")
+    assert Path(list_path).read_text().count("keep") == 3
+    with zipfile.ZipFile(client.predict(0.0, "CLIP-IQA", api_name="/zip_kept")) as archive:
+        assert sorted(archive.namelist()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
+
+
+def test_prompt_lab_and_adaptation_on_uploaded_labels(client, photo_files, tmp_path):
+    csv = tmp_path / "scores.csv"
+    csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,1\ncoffee.jpg,2\n")
+    files = [handle_file(str(p)) for p in photo_files]
+    table = client.predict("seed", api_name="/load_preset")
+    lab, chart, summary = client.predict("uploaded photos + CSV", handle_file(str(csv)), files, table,
+                                         "test-tiny-rn", T_SCALE, api_name="/prompt_lab")
+    assert len(lab["data"]) == 3 and "on 3 photos" in summary
+    chart, status, choices, download = client.predict("uploaded photos + CSV", handle_file(str(csv)), files, 1.0, 10,
+                                                     "test-tiny-rn", api_name="/adapt")
+    assert status.startswith("Done: 3 labelled photos") and len(download) == 2
+    assert choices["choices"][-1][0].startswith("seed-adapted-1")  # gradio_client returns the dropdown update
+    ranking = _score(client, table, checkpoint=choices["value"], method="GRMP-IQA")[1]
+    assert all(row[4] is not None for row in ranking["data"])

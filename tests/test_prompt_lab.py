@@ -1,0 +1,148 @@
+import math
+import zipfile
+
+import pytest
+
+from iqa.clipiqa import CLIPIQA
+from iqa.compare import CachedScorer, compare, ranked, rows_to_csv, split, zip_photos
+from iqa.features import FeatureStore
+from iqa.metrics import srcc
+from iqa.photos import Photo
+from iqa.prompt_lab import LabelledPhotos, load_labelled_uploads, rank_pairs
+from iqa.prompts import PRESETS, PromptPair
+
+
+@pytest.fixture(scope="module")
+def labelled(photos):
+    """Each photo and a degraded (darker, smaller) copy; labels favour the originals."""
+    items, scores = [], []
+    for photo in photos:
+        for k, factor in enumerate((1.0, 0.6, 0.3)):
+            image = photo.image.point(lambda v, f=factor: int(v * f))
+            items.append(Photo(f"{photo.name}-{k}", image))
+            scores.append(3.0 - k)
+    return LabelledPhotos(items, scores)
+
+
+def test_each_pair_is_ranked_by_its_own_srcc(rn_backbone, labelled):
+    store = FeatureStore(rn_backbone)
+    pairs = PRESETS["seed"] + [PromptPair("a bright photo", "a dark photo", enabled=False)]
+    report = rank_pairs(store, pairs, labelled)
+    assert len(report.ranks) == 4 and report.n == 9
+    srccs = [r.srcc for r in report.ranks]
+    assert srccs == sorted(srccs, reverse=True)
+    for rank in report.ranks:  # each number is that pair's own CLIP-IQA score against the labels
+        alone = CLIPIQA(store, [PromptPair(rank.pair.positive, rank.pair.negative)])
+        scores = [r.score for r in alone.score(labelled.photos)]
+        assert rank.srcc == pytest.approx(srcc(scores, labelled.scores))
+
+
+def test_mean_of_chosen_pairs_is_the_clip_iqa_score(rn_backbone, labelled):
+    store = FeatureStore(rn_backbone)
+    pairs = [PromptPair("a sharp photo", "a blurry photo", weight=2.0), PromptPair("good", "bad"),
+             PromptPair("a bright photo", "a dark photo", enabled=False)]
+    report = rank_pairs(store, pairs, labelled, temperature=1.0)
+    scores = [r.score for r in CLIPIQA(store, pairs, temperature=1.0).score(labelled.photos)]
+    assert report.chosen_srcc == pytest.approx(srcc(scores, labelled.scores))
+    assert report.temperature == 1.0
+
+
+def test_images_are_encoded_once_across_prompt_changes(rn_backbone, labelled):
+    store = FeatureStore(rn_backbone)
+    rank_pairs(store, PRESETS["seed"], labelled)
+    rank_pairs(store, PRESETS["pyiqa"], labelled)
+    assert store.images_encoded == len(labelled.photos)
+
+
+def test_invalid_pairs_are_reported_not_dropped_silently(rn_backbone, labelled):
+    report = rank_pairs(FeatureStore(rn_backbone), [PromptPair("good", "bad"), PromptPair("same", "Same")], labelled)
+    assert len(report.ranks) == 1
+    assert report.invalid == ["same / Same: the positive and negative prompts are the same"]
+
+
+def test_no_chosen_pair_gives_nan_and_too_few_photos_is_an_error(rn_backbone, labelled):
+    store = FeatureStore(rn_backbone)
+    report = rank_pairs(store, [PromptPair("good", "bad", enabled=False)], labelled)
+    assert math.isnan(report.chosen_srcc) and len(report.ranks) == 1
+    with pytest.raises(ValueError, match="at least 3"):
+        rank_pairs(store, PRESETS["seed"], LabelledPhotos(labelled.photos[:2], labelled.scores[:2]))
+
+
+def test_uploads_are_matched_to_csv_rows_by_file_name(tmp_path, photos):
+    files = []
+    for photo in photos:
+        path = tmp_path / "upload" / photo.name / f"{photo.name}.png"
+        path.parent.mkdir(parents=True)
+        photo.image.save(path)
+        files.append(path)
+    broken = tmp_path / "upload" / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    csv = tmp_path / "scores.csv"
+    csv.write_text("name,score\nsome/dir/astronaut.png,4.5\nchelsea.png,2\nbroken.jpg,1\nmissing.png,3\n")
+    labelled = load_labelled_uploads(csv, files + [broken])
+    assert [p.name for p in labelled.photos] == ["astronaut.png", "chelsea.png"]
+    assert labelled.scores == [4.5, 2.0]
+    assert any("broken.jpg" in s for s in labelled.skipped)
+    assert "missing.png: listed in the CSV but not uploaded" in labelled.skipped
+    assert "coffee.png: uploaded but has no score in the CSV" in labelled.skipped
+
+
+@pytest.mark.parametrize("text, message", [("file,quality\na.png,1\n", "needs a header"),
+                                           ("path,score\na.png,high\n", "line 2: score 'high' is not a number")])
+def test_bad_score_csv_names_the_problem(tmp_path, text, message):
+    csv = tmp_path / "s.csv"
+    csv.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_labelled_uploads(csv, [])
+
+
+class FixedScorer:
+    def __init__(self, scores):
+        self.scores = scores
+
+    def score(self, photos):
+        from iqa.results import ScoreResult
+        return [ScoreResult(p.name, self.scores[p.name], [], "GRMP-IQA (seed)") for p in photos]
+
+
+def test_compare_ranks_splits_and_writes_both_scores(rn_backbone, photos, tmp_path):
+    grmp = FixedScorer({"astronaut": 0.9, "chelsea": 0.1, "coffee": 0.5})
+    rows = compare(photos, CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"]), grmp)
+    assert [r.name for r in ranked(rows, "GRMP-IQA")] == ["astronaut", "coffee", "chelsea"]
+    kept, rejected = split(rows, 0.5, "GRMP-IQA")
+    assert [r.name for r in kept] == ["astronaut", "coffee"] and [r.name for r in rejected] == ["chelsea"]
+    lines = rows_to_csv(rows, 0.5, "GRMP-IQA").splitlines()
+    assert lines[0].startswith("rank,name,clip_iqa,grmp_iqa,decision")
+    assert lines[1].startswith("1,astronaut,") and ",0.900000,keep,GRMP-IQA,0.5," in lines[1]
+    assert lines[3].startswith("3,chelsea,") and ",reject," in lines[3]
+    with pytest.raises(ValueError, match="no GRMP-IQA scores"):
+        ranked(compare(photos, CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"])), "GRMP-IQA")
+
+
+def test_zip_keeps_original_bytes_and_unique_names(tmp_path, photos):
+    original = tmp_path / "a.jpg"
+    photos[0].image.save(original)
+    archive = zip_photos([Photo("a.jpg", photos[0].image, original), Photo("a.jpg", photos[1].image)],
+                         tmp_path / "kept.zip")
+    with zipfile.ZipFile(archive) as z:
+        assert z.namelist() == ["a.jpg", "a.png"]
+        assert z.read("a.jpg") == original.read_bytes()
+
+
+def test_cached_scorer_scores_each_photo_content_once(photos):
+    class Counting(FixedScorer):
+        method = "GRMP-IQA (paper)"
+        seen: list[str] = []
+
+        def score(self, batch):
+            self.seen.extend(p.name for p in batch)
+            return super().score(batch)
+
+    inner = Counting({"astronaut": 0.9, "chelsea": 0.1, "coffee": 0.5})
+    cached = CachedScorer(inner)
+    first = cached.score(photos[:2])
+    renamed = Photo("copy of chelsea", photos[1].image)
+    second = cached.score([photos[2], renamed, photos[0]])
+    assert inner.seen == ["astronaut", "chelsea", "coffee"]
+    assert [(r.name, r.score) for r in second] == [("coffee", 0.5), ("copy of chelsea", 0.1), ("astronaut", 0.9)]
+    assert first[0].score == 0.9 and cached.method == "GRMP-IQA (paper)"
