@@ -1,4 +1,4 @@
-"""Command line: `python -m iqa score|filter|train|eval`.
+"""Command line: `python -m iqa score|filter|train|eval|synth`.
 
 Exit codes: 0 done; 1 done, but some photos could not be read (they are listed); 2 bad usage or
 input (no photos, bad prompt file, bad checkpoint); 3 model weights unavailable.
@@ -14,8 +14,11 @@ from typing import Sequence
 from tqdm import tqdm
 
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneUnavailable, CheckpointMismatch, load_backbone
+from .cli_grmp import add_commands as add_grmp_commands
 from .clipiqa import CLIPIQA
 from .features import FeatureStore
+from .grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config
+from .grmp.model import GRMPScorer
 from .filtering import plan_transfer, split_by_threshold, transfer
 from .photos import collect_photo_paths, open_photos
 from .prompts import DEFAULT_PRESET, PRESETS, PromptError, load_pairs
@@ -80,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--copy-to", type=Path, help="copy the rejected photos into this folder")
     filt.add_argument("--apply", action="store_true", help="really move/copy (default: a dry run)")
     filt.set_defaults(run=run_filter)
+    add_grmp_commands(commands, add_backbone_options)
     return parser
 
 
@@ -114,16 +118,14 @@ def build_scorers(args: argparse.Namespace) -> list:
 
 
 def _grmp_scorer(args: argparse.Namespace, store: FeatureStore | None):
-    from .grmp.checkpoint import load_checkpoint
-    from .grmp.model import GRMPScorer
-
+    """A GRMP scorer; on the CLIP-IQA backbone when the checkpoint was trained on it (shared features)."""
     if not args.checkpoint:
         raise UsageError("--method grmp needs --checkpoint PATH (a GRMP-IQA checkpoint; see `python -m iqa train`)")
-    shared = store if store is not None else None
-    model = load_checkpoint(args.checkpoint, backbone=None, device=args.device)
-    if shared is not None and model.config.backbone != shared.backbone.name:
-        shared = None
-    return GRMPScorer(model, shared)
+    config = read_config(checkpoint_paths(args.checkpoint)[1])
+    shared = store is not None and (config.backbone, config.pretrained) == (store.backbone.name, store.backbone.pretrained)
+    backbone = store.backbone if shared else None
+    model = load_checkpoint(args.checkpoint, backbone=backbone, device=args.device, dtype=args.dtype)
+    return GRMPScorer(model, store)
 
 
 def score_paths(args: argparse.Namespace, patterns: Sequence[str]) -> tuple[list[list[ScoreResult]], list, list]:

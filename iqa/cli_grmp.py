@@ -1,0 +1,208 @@
+"""Command line for GRMP-IQA and evaluation: `python -m iqa train|eval|synth`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from .backbones import load_backbone
+from .clipiqa import CLIPIQA
+from .datasets import DATASETS, LabelledImage, load_dataset
+from .distortions import DISTORTIONS, make_distorted_set, task_list
+from .features import FeatureStore
+from .grmp.checkpoint import load_checkpoint
+from .grmp.evaluate import evaluate
+from .grmp.meta import MetaConfig, meta_pretrain
+from .grmp.model import PRESETS as MODEL_PRESETS
+from .grmp.model import GRMPModel, GRMPScorer
+from .grmp.train import REGULARIZERS, Protocol, TrainConfig, run_protocol
+from .photos import collect_photo_paths
+from .prompts import DEFAULT_PRESET, PRESETS, load_pairs
+from .test_backbone import TEST_BACKBONE_WARNING
+
+META_SOURCES = ("none", "synthetic", "kadid10k", "tid2013")
+PRESET_TAG = "preset"
+
+
+def add_commands(commands: argparse._SubParsersAction, add_backbone_options) -> None:
+    """Register train, eval and synth on the main parser's sub-commands."""
+    _add_train(commands, add_backbone_options)
+    _add_eval(commands, add_backbone_options)
+    synth = commands.add_parser("synth", help="turn a folder of good photos into a labelled distortion set")
+    synth.add_argument("source", help="folder (or glob) of good photos")
+    synth.add_argument("out", type=Path, help="output folder (images + labels.csv)")
+    synth.add_argument("--types", nargs="+", default=list(DISTORTIONS), choices=list(DISTORTIONS))
+    synth.add_argument("--max-side", type=int, default=512)
+    synth.add_argument("--seed", type=int, default=0)
+    synth.set_defaults(run=run_synth)
+
+
+def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="labelled set's layout")
+    parser.add_argument("--root", required=True, type=Path, help="the data set's folder (or CSV file for csv)")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
+
+
+def _add_train(commands, add_backbone_options) -> None:
+    train = commands.add_parser("train", help="meta-pre-train and fine-tune a GRMP-IQA model")
+    _add_dataset_options(train)
+    add_backbone_options(train)
+    train.set_defaults(backbone=None, pretrained=PRESET_TAG)  # by default the variant's preset backbone
+    model = train.add_argument_group("model")
+    model.add_argument("--variant", choices=list(MODEL_PRESETS), default="seed")
+    model.add_argument("--n-ctx", type=int, default=4)
+    model.add_argument("--ctx-init", default=None, help="initialise the context from this text")
+    model.add_argument("--train-last-blocks", type=int, default=None, help="paper variant: blocks trained per tower")
+    model.add_argument("--vpt-tokens", type=int, default=None, help="paper variant: visual prompt tokens")
+    protocol = train.add_argument_group("protocol")
+    protocol.add_argument("--rounds", type=int, default=10)
+    protocol.add_argument("--shots", type=_shots, default=50, help="training images per round: N, a fraction, or all")
+    protocol.add_argument("--val-size", type=_count_or_fraction, default=0.2)
+    protocol.add_argument("--test-fraction", type=float, default=0.2)
+    protocol.add_argument("--group-by-ref", action="store_true", help="keep versions of one photo on one side")
+    optim = train.add_argument_group("optimisation (defaults: the variant's preset)")
+    optim.add_argument("--steps", type=int)
+    optim.add_argument("--batch", type=int, dest="train_batch")
+    optim.add_argument("--lr", type=float)
+    optim.add_argument("--regularizer", choices=REGULARIZERS)
+    optim.add_argument("--lam", type=float, help="regularizer strength (lambda)")
+    optim.add_argument("--seed", type=int, default=0)
+    meta = train.add_argument_group("meta-prompt pre-training")
+    meta.add_argument("--meta", choices=META_SOURCES, default="none",
+                      help="tasks: synthetic distortions of --meta-root photos, or a KADID-10k/TID2013 folder")
+    meta.add_argument("--meta-root", type=Path)
+    meta.add_argument("--meta-epochs", type=int, default=50)
+    out = train.add_argument_group("output")
+    out.add_argument("--out", type=Path, required=True, help="checkpoint path (writes .safetensors + .json)")
+    out.add_argument("--state-dir", type=Path, help="resumable training state; run again to continue")
+    out.add_argument("--checkpoint-every", type=int, default=0)
+    train.set_defaults(run=run_train)
+
+
+def _add_eval(commands, add_backbone_options) -> None:
+    ev = commands.add_parser("eval", help="SRCC / PLCC / KRCC of a scorer on a labelled set")
+    _add_dataset_options(ev)
+    add_backbone_options(ev)
+    ev.add_argument("--method", choices=["clipiqa", "grmp"], default="clipiqa")
+    ev.add_argument("--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: {', '.join(PRESETS)} or a file")
+    ev.add_argument("--temperature", type=float, default=None)
+    ev.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp)")
+    ev.add_argument("--json", type=Path, help="also write the metrics and predictions as JSON")
+    ev.set_defaults(run=run_eval)
+
+
+def _shots(value: str) -> int | float | None:
+    return None if value == "all" else _count_or_fraction(value)
+
+
+def _count_or_fraction(value: str) -> int | float:
+    number = float(value)
+    return int(number) if number >= 1 and number.is_integer() else number
+
+
+def read_dataset(args: argparse.Namespace) -> list[LabelledImage]:
+    images = load_dataset(args.dataset, args.root)
+    return images[:args.limit] if args.limit else images
+
+
+def run_train(args: argparse.Namespace) -> int:
+    preset = MODEL_PRESETS[args.variant]
+    name = args.backbone or preset.backbone
+    tag = preset.pretrained if args.pretrained == PRESET_TAG else args.pretrained
+    backbone = load_backbone(name, tag, args.weights, args.device, args.dtype)
+    if backbone.is_test:
+        print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
+    model = GRMPModel(_model_config(args, preset, name, tag), backbone)
+    store = FeatureStore(backbone, batch_size=args.batch_size, max_side=args.max_side)
+    if args.meta != "none":
+        tasks = _meta_tasks(args)
+        history = meta_pretrain(model, tasks, MetaConfig(epochs=args.meta_epochs, seed=args.seed), store=store)
+        print(f"meta-pre-training: {len(tasks)} tasks, {len(history)} epochs, last query loss "
+              f"{history[-1]['loss']:.4f}")
+    result = run_protocol(
+        model, read_dataset(args), _protocol(args), _train_config(args), store=store,
+        checkpoint_dir=args.state_dir, save_to=args.out,
+    )
+    for r in result.rounds:
+        print(f"round {r.round + 1}: train {r.n_train}, val {r.n_val}, test {r.n_test}: "
+              f"SRCC {r.test['srcc']:.4f}  PLCC {r.test['plcc']:.4f}")
+    summary = result.summary()
+    print("mean SRCC {mean_srcc:.4f}  median SRCC {median_srcc:.4f}  "
+          "mean PLCC {mean_plcc:.4f}  median PLCC {median_plcc:.4f}".format(**summary))
+    print(f"checkpoint: {result.checkpoint[0]} (+ {result.checkpoint[1].name})")
+    for skipped in result.skipped:
+        print(f"skipped: {skipped}", file=sys.stderr)
+    return 1 if result.skipped else 0
+
+
+def _model_config(args, preset, name: str, tag: str | None):
+    overrides = {"variant": args.variant, "backbone": name, "pretrained": tag, "n_ctx": args.n_ctx,
+                 "ctx_init": args.ctx_init, "seed": args.seed}
+    if args.train_last_blocks is not None:
+        overrides["train_last_blocks"] = args.train_last_blocks
+    if args.vpt_tokens is not None:
+        overrides["vpt_tokens"] = args.vpt_tokens
+    return replace(preset, **overrides, training={})
+
+
+def _protocol(args) -> Protocol:
+    return Protocol(rounds=args.rounds, test_fraction=args.test_fraction, shots=args.shots,
+                    val_size=args.val_size, group_by_ref=args.group_by_ref, seed=args.seed)
+
+
+def _train_config(args) -> TrainConfig:
+    names = {"steps": "steps", "train_batch": "batch_size", "lr": "lr", "regularizer": "regularizer", "lam": "lam"}
+    overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
+    return TrainConfig.for_variant(args.variant, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                                   **overrides)
+
+
+def _meta_tasks(args) -> dict[str, list[LabelledImage]]:
+    if args.meta_root is None:
+        raise ValueError("--meta needs --meta-root (good photos for synthetic, else the data set's folder)")
+    if args.meta == "synthetic":
+        folder = (args.state_dir or args.out.parent) / "meta-synthetic"
+        records = make_distorted_set(collect_photo_paths([args.meta_root]), folder, max_side=256, seed=args.seed)
+    else:
+        records = load_dataset(args.meta, args.meta_root)
+    return task_list(records)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    images = read_dataset(args)
+    if args.method == "grmp":
+        if not args.checkpoint:
+            raise ValueError("--method grmp needs --checkpoint PATH")
+        scorer = GRMPScorer(load_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype))
+    else:
+        backbone = load_backbone(args.backbone, args.pretrained, args.weights, args.device, args.dtype)
+        store = FeatureStore(backbone, batch_size=args.batch_size, max_side=args.max_side)
+        scorer = CLIPIQA(store, load_pairs(args.pairs), args.temperature)
+    if scorer_is_test(scorer):
+        print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
+    metrics = evaluate(scorer, images, batch_size=args.batch_size)
+    print(f"{scorer.method} on {args.dataset} ({metrics['n']} images): SRCC {metrics['srcc']:.4f}  "
+          f"PLCC {metrics['plcc']:.4f}  KRCC {metrics['krcc']:.4f}")
+    for skipped in metrics["skipped"]:
+        print(f"skipped: {skipped}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({k: _plain(v) for k, v in metrics.items()}, indent=2), encoding="utf-8")
+    return 1 if metrics["skipped"] else 0
+
+
+def scorer_is_test(scorer) -> bool:
+    backbone = scorer.store.backbone if isinstance(scorer, CLIPIQA) else scorer.model.backbone
+    return backbone.is_test
+
+
+def _plain(value):
+    return value.tolist() if hasattr(value, "tolist") else value
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    sources = collect_photo_paths([args.source])
+    records = make_distorted_set(sources, args.out, types=args.types, max_side=args.max_side, seed=args.seed)
+    print(f"wrote {len(records)} labelled images of {len(sources)} photos to {args.out} (labels.csv)")
+    return 0
