@@ -90,7 +90,7 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike) -> np.ndarray | None:
     when the optimiser does not converge or produces non-finite parameters.
     """
     x, y = _as_pair(pred, target)
-    if _is_constant(x) or _is_constant(y):
+    if _is_constant(x) or _is_constant(y) or len(x) <= 4:  # four parameters need more points than that
         return None
     initial = [y.max(), y.min(), x.mean(), x.std()]
     try:

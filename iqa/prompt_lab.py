@@ -21,7 +21,6 @@ from .photos import Photo, PhotoError, open_photo
 from .prompts import PromptPair, check_pairs
 
 NAME_COLUMNS = ("path", "name", "image", "file")
-MIN_POINTS_FOR_FIT = 4  # the logistic has 4 parameters
 
 
 @dataclass
@@ -84,7 +83,7 @@ def rank_pairs(store: FeatureStore, pairs: Sequence[PromptPair], labelled: Label
 def _agreement(predictions: torch.Tensor, scores: Sequence[float]) -> tuple[float, float]:
     """SRCC, and PLCC after the 4-parameter logistic fit when there are more points than parameters."""
     values = predictions.double().numpy()
-    return srcc(values, scores), plcc(values, scores, fit=len(scores) > MIN_POINTS_FOR_FIT)
+    return srcc(values, scores), plcc(values, scores)
 
 
 def load_labelled_folder(csv_path: str | Path) -> LabelledPhotos:

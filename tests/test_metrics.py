@@ -138,3 +138,9 @@ def test_analytic_jacobian_matches_finite_differences():
         step[j] = eps
         numeric = (logistic4(x, *(params + step)) - logistic4(x, *(params - step))) / (2 * eps)
         np.testing.assert_allclose(jac[:, j], numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_plcc_on_four_points_falls_back_to_pearson():
+    """The logistic fit has four parameters: with four points or fewer it is skipped, not an error."""
+    pred, target = [0.1, 0.4, 0.35, 0.9], [1.0, 2.0, 3.0, 4.0]
+    assert plcc(pred, target) == pytest.approx(stats.pearsonr(pred, target).statistic)
