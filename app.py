@@ -32,7 +32,7 @@ from iqa.backbones import (DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneUnavail
                            load_backbone)
 from iqa.clipiqa import CLIPIQA
 from iqa.compare import (CLIP_IQA, GRMP_IQA, METHODS, CachedScorer, ComparedPhoto, compare, ranked, rows_to_csv, split,
-                         zip_photos)
+                         unique_name, zip_photos)
 from iqa.features import FeatureStore, ProgressFn
 from iqa.grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
 from iqa.grmp.model import GRMPModel, GRMPScorer
@@ -68,7 +68,7 @@ class AppConfig:
     port: int = 7860
     backbone: str = DEFAULT_BACKBONE
     pretrained: str | None = DEFAULT_PRETRAINED
-    checkpoint: str | None = None
+    weights: str | None = None
     grmp_checkpoints: list[str] = field(default_factory=list)
     device: str | None = None
     max_photos: int = 300
@@ -109,7 +109,7 @@ class Models:
                 start = name == self.config.backbone
                 self._stores[name] = FeatureStore(load_backbone(
                     name, pretrained=self.config.pretrained if start else DEFAULT_PRETRAINED,
-                    checkpoint=self.config.checkpoint if start else None, device=self.config.device))
+                    checkpoint=self.config.weights if start else None, device=self.config.device))
             return self._stores[name]
 
     def grmp(self, path: str) -> CachedScorer:
@@ -207,15 +207,6 @@ def _icon_html(data_uri: str) -> str:
     return f'<img src="{data_uri}" alt="" style="height:48px;border-radius:4px">' if data_uri else ""
 
 
-def _unique_name(name: str, taken: set[str]) -> str:
-    stem, suffix = Path(name).stem, Path(name).suffix
-    candidate, n = name, 1
-    while candidate in taken:
-        n += 1
-        candidate = f"{stem} ({n}){suffix}"
-    return candidate
-
-
 class Handlers:
     """Every event handler of the app; `models` is shared, `Session` is per user."""
 
@@ -236,7 +227,7 @@ class Handlers:
                 messages.append(f"only {self.config.max_photos} photos per session; the rest were not added")
                 break
             try:
-                photo = open_photo(file, name=_unique_name(Path(file).name, taken),
+                photo = open_photo(file, name=unique_name(Path(file).name, taken),
                                    max_pixels=self.config.max_pixels)
             except PhotoError as err:
                 messages.append(str(err))
@@ -756,7 +747,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     env = os.environ.get
     parser = argparse.ArgumentParser(
         description="Photo quality app: CLIP-IQA and GRMP-IQA.",
-        epilog="Environment: IQA_HOST, IQA_PORT, IQA_BACKBONE, IQA_PRETRAINED, IQA_CHECKPOINT, IQA_GRMP_CHECKPOINT "
+        epilog="Environment: IQA_HOST, IQA_PORT, IQA_BACKBONE, IQA_PRETRAINED, IQA_WEIGHTS, IQA_GRMP_CHECKPOINT "
                "(paths joined by the path separator), IQA_DEVICE, IQA_TEST_BACKBONE=1, IQA_MAX_PHOTOS, "
                "IQA_MAX_FILE_SIZE, IQA_CONCURRENCY; flags win.")
     parser.add_argument("--host", default=env("IQA_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")))
@@ -765,7 +756,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
                         help="open_clip model name, or test-tiny-rn / test-tiny-vit")
     parser.add_argument("--pretrained", default=env("IQA_PRETRAINED", DEFAULT_PRETRAINED),
                         help="open_clip pretrained tag ('none' for random weights)")
-    parser.add_argument("--checkpoint", default=env("IQA_CHECKPOINT"), help="local CLIP weights file or folder")
+    parser.add_argument("--weights", default=env("IQA_WEIGHTS"), help="local CLIP weights file or folder")
     parser.add_argument("--grmp-checkpoint", action="append", default=_env_list("IQA_GRMP_CHECKPOINT"),
                         help="GRMP-IQA checkpoint stem (repeatable)")
     parser.add_argument("--device", default=env("IQA_DEVICE"), help="cuda, mps or cpu (default: best available)")
@@ -778,7 +769,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     backbone = "test-tiny-rn" if args.test_backbone and not is_test_backbone(args.backbone) else args.backbone
     return AppConfig(host=args.host, port=args.port, backbone=backbone,
                      pretrained=None if str(args.pretrained).lower() == "none" else args.pretrained,
-                     checkpoint=args.checkpoint, grmp_checkpoints=list(args.grmp_checkpoint), device=args.device,
+                     weights=args.weights, grmp_checkpoints=list(args.grmp_checkpoint), device=args.device,
                      max_photos=args.max_photos, max_file_size=args.max_file_size, concurrency=args.concurrency)
 
 

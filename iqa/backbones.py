@@ -10,6 +10,7 @@ import os
 import pickle
 import socket
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,6 +21,7 @@ from open_clip.modified_resnet import ModifiedResNet
 
 from .devices import parse_dtype, pick_device, precision_name
 from .test_backbone import TEST_BACKBONES, build_test_model, is_test_backbone
+from .text_tower import TextTower
 
 DEFAULT_BACKBONE = "RN50-quickgelu"
 DEFAULT_PRETRAINED = "openai"
@@ -69,9 +71,21 @@ class Backbone:
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts).to(self.device)
 
+    @cached_property
+    def text_tower(self) -> TextTower | None:
+        """The tower's parts for padding-free encoding; None for towers it does not cover (HF)."""
+        try:
+            return TextTower(self.model)
+        except TypeError:
+            return None
+
     @torch.no_grad()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_text(tokens.to(self.device))
+        """Unnormalised text embeddings, computed without the padding after the end token."""
+        tokens = tokens.to(self.device)
+        if self.text_tower is None:
+            return self.model.encode_text(tokens)
+        return self.text_tower.encode_tokens(tokens)
 
     @torch.no_grad()
     def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:

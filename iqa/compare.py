@@ -135,15 +135,17 @@ def zip_photos(photos: Sequence[Photo], path: str | Path) -> Path:
                 buffer = io.BytesIO()
                 photo.image.save(buffer, format="PNG")
                 name, data = Path(photo.name).stem + ".png", buffer.getvalue()
-            archive.writestr(_unique(name, used), data)
+            name = unique_name(name, used)
+            used.add(name)
+            archive.writestr(name, data)
     return path
 
 
-def _unique(name: str, used: set[str]) -> str:
+def unique_name(name: str, used: set[str]) -> str:
+    """`name`, or `stem-1.ext`, `stem-2.ext`, ... if it is already in `used`."""
     stem, suffix = Path(name).stem, Path(name).suffix
     candidate, n = name, 0
     while candidate in used:
         n += 1
         candidate = f"{stem}-{n}{suffix}"
-    used.add(candidate)
     return candidate

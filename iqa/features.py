@@ -5,8 +5,10 @@ small matrix products; the image encoder does not run again.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
 import torch
@@ -14,10 +16,14 @@ import torch.nn.functional as F
 
 from .backbones import Backbone
 from .photos import Photo, image_digest
-from .test_backbone import MEANINGLESS_NOTE
 from .preprocess import DEFAULT_MAX_SIDE, Preprocessor, preprocessor_for
+from .test_backbone import MEANINGLESS_NOTE
 
 ProgressFn = Callable[[int, int], None]
+
+# Decoding-side work (hashing, resizing, normalising) runs on the CPU; Pillow and NumPy release the
+# interpreter lock for it, so threads keep a GPU fed instead of leaving it waiting.
+_WORKERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="iqa-prep")
 
 
 class FeatureStore:
@@ -37,7 +43,7 @@ class FeatureStore:
 
     def image_features(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> torch.Tensor:
         """[N, D] float32 features on the CPU, in the order of `photos`."""
-        keys = [(self.preprocessor.key, image_digest(p.image)) for p in photos]
+        keys = [(self.preprocessor.key, digest) for digest in _WORKERS.map(image_digest, [p.image for p in photos])]
         with self._lock:
             missing = {k: p for k, p in zip(keys, photos) if k not in self._images}
             self._encode_images(missing, progress)
@@ -79,7 +85,7 @@ class FeatureStore:
         for group in by_size.values():
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start:start + self.batch_size]
-                batch = torch.stack([self.preprocessor(photo.image) for _, photo in chunk])
+                batch = torch.stack(list(_WORKERS.map(self.preprocessor, [photo.image for _, photo in chunk])))
                 features = F.normalize(self.backbone.encode_image(batch).float(), dim=-1).cpu()
                 self.image_encoder_calls += 1
                 self.images_encoded += len(chunk)

@@ -250,12 +250,7 @@ def _decode(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
     except _DECODE_ERRORS as error:
         raise PhotoError(name, f"image is corrupt or truncated ({error})") from error
     with image:
-        _check_pixel_count(image.size, name, max_pixels)
-        try:
-            image.load()
-        except _DECODE_ERRORS as error:
-            raise PhotoError(name, f"image is corrupt or truncated ({error})") from error
-        return _to_upright_rgb(image, name)
+        return _from_pil(image, name, max_pixels)
 
 
 def _from_pil(image: Image.Image, name: str, max_pixels: int | None) -> Image.Image:

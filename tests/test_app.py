@@ -76,8 +76,8 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
         copies += [shutil.copy(f, folder) for f in photo_files]
     session, _, info = handlers.add_photos(photo_files, app.Session())
     session, _, info = handlers.add_photos(photo_files + copies[:2], session)  # an upload re-sends earlier files
-    assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "astronaut (2).jpg",
-                                                "chelsea (2).jpg"]
+    assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "astronaut-1.jpg",
+                                                "chelsea-1.jpg"]
     with pytest.warns(UserWarning, match="only 6 photos"):
         session, _, _ = handlers.add_photos(copies, session)
     assert len(session.photos) == 6

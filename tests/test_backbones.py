@@ -100,3 +100,13 @@ def test_device_and_dtype_choice():
     assert parse_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="fp16"):
         parse_dtype("fp16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", sorted(TEST_BACKBONES))
+def test_text_encoding_without_padding_equals_open_clip(name):
+    """Cutting the positions after the end token changes nothing under the causal mask."""
+    backbone = load_backbone(name)
+    tokens = backbone.tokenize(["a sharp photo", "Noise-free image of a very long and detailed scene, at night"])
+    assert backbone.text_tower.needed_length(tokens) < 77
+    full = backbone.model.encode_text(tokens)
+    assert torch.allclose(backbone.encode_text(tokens), full, atol=1e-5)

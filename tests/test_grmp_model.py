@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from iqa.features import FeatureStore
 from iqa.grmp.model import (PRESETS, SCENE_PROMPTS, GRMPConfig, GRMPModel, GRMPScorer,
                             OfficialPreprocessor, zero_shot_scene_logits)
-from iqa.grmp.prompt_learner import PromptLearner, TextTower, encode_hard_prompts
+from iqa.grmp.prompt_learner import PromptLearner, encode_hard_prompts
+from iqa.text_tower import TextTower
 from iqa.grmp.vpt import VisualPromptTuning
 from iqa.test_backbone import TEST_BACKBONE_WARNING
 

@@ -27,7 +27,8 @@ from ..photos import Photo
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, preprocessor_for
 from ..results import PairScore, ScoreResult
 from ..test_backbone import TEST_BACKBONE_WARNING
-from .prompt_learner import PromptLearner, TextTower
+from ..text_tower import TextTower
+from .prompt_learner import PromptLearner
 from .vpt import VisualPromptTuning, check_prompt_tunable
 
 if TYPE_CHECKING:

@@ -12,77 +12,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import text_global_pool
 from torch import Tensor, nn
 
+from ..text_tower import TextTower
+
 Tokenizer = Callable[[Sequence[str]], Tensor]
-
-
-class TextTower:
-    """The pieces of an open_clip text tower, wherever the model keeps them.
-
-    `open_clip.CLIP` keeps them on the model itself, `CustomTextCLIP` in `model.text` (a
-    `TextTransformer`). Hugging Face text towers and CoCa-style towers (appended class token,
-    padding masks) have no place for soft prompts here and are refused.
-
-    A plain object, not an `nn.Module`, so that holding it does not register the tower's weights
-    a second time; it follows the modules through `.to()` and `copy.deepcopy` of their owner.
-    """
-
-    def __init__(self, model: nn.Module):
-        tower = model.text if hasattr(model, "text") else model
-        if not hasattr(tower, "token_embedding") or not hasattr(tower, "transformer"):
-            raise TypeError(
-                f"{type(tower).__name__} is not an open_clip transformer text tower "
-                "(Hugging Face text towers cannot take soft prompts here)"
-            )
-        if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
-            raise TypeError("text towers with an appended class token or a padding mask are not supported")
-        self.token_embedding: nn.Embedding = tower.token_embedding
-        self.positional_embedding: Tensor = tower.positional_embedding
-        self.transformer: nn.Module = tower.transformer
-        self.ln_final: nn.Module = tower.ln_final
-        self.text_projection = tower.text_projection
-        self.attn_mask: Tensor | None = tower.attn_mask
-        self.pool_type: str = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
-        self.eos_id: int | None = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id", None)
-
-    @property
-    def width(self) -> int:
-        return self.token_embedding.weight.shape[1]
-
-    @property
-    def cast_dtype(self) -> torch.dtype:
-        return self.transformer.get_cast_dtype()
-
-    def embed(self, tokens: Tensor) -> Tensor:
-        """Token embeddings [N, L, width] of token ids [N, L]."""
-        return self.token_embedding(tokens)
-
-    def encode_embeddings(self, embeddings: Tensor, tokens: Tensor) -> Tensor:
-        """Text features [N, D] (not normalised) of token embeddings [N, L, width].
-
-        `tokens` are the token ids the embeddings stand for; they only locate the pooled position
-        (the end token for OpenAI towers).
-        """
-        x = embeddings.to(self.cast_dtype) + self.positional_embedding.to(self.cast_dtype)
-        batch_first = getattr(self.transformer, "batch_first", True)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        x = self.transformer(x, attn_mask=self.attn_mask)
-        if not batch_first:
-            x = x.transpose(0, 1)
-        x = self.ln_final(x)
-        x = text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_id)
-        if self.text_projection is None:
-            return x
-        if isinstance(self.text_projection, nn.Linear):
-            return self.text_projection(x)
-        return x @ self.text_projection
-
-    def encode_tokens(self, tokens: Tensor) -> Tensor:
-        """Text features [N, D] (not normalised) of hard prompts given as token ids [N, L]."""
-        return self.encode_embeddings(self.embed(tokens), tokens)
 
 
 def count_tokens(tokenizer: Tokenizer, text: str) -> int:

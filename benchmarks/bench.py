@@ -1,15 +1,21 @@
-"""Scoring engine benchmark: ratios measured side by side in one run (this machine is noisy).
+"""Benchmark: ratios measured side by side in one run (these machines are noisy).
 
+Scoring engine:
 1. CLIP-IQA scoring throughput vs a bare `encode_image` loop over the same photos and batch size
    (target: the engine's overhead is at most 5%).
 2. Re-scoring already-scored photos after editing one prompt pair vs scoring them from scratch
    (target: at least 50x faster).
 3. Peak memory (resident set) of a `python -m iqa score` run.
+GRMP-IQA:
+4. Training speed of the seed variant on cached features (steps per second) and the time to adapt
+   it on 200 labelled photos, feature extraction included.
+5. Scoring with CLIP-IQA and GRMP-IQA (seed) together vs CLIP-IQA alone on a shared backbone
+   (target: at most 1.1x).
 
 Backbones are RN50 and ViT-B-16 with random weights (pretrained=None): the compute is the same as
 with pretrained weights, which cannot be downloaded here. Their scores are meaningless.
 
-    python benchmarks/bench_scoring.py [--photos 32] [--repeats 3] [--side 512]
+    python benchmarks/bench.py [--photos 24] [--repeats 3] [--side 448] [--only scoring|grmp]
 """
 from __future__ import annotations
 
@@ -28,7 +34,12 @@ from skimage import data
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from iqa.backbones import load_backbone  # noqa: E402
 from iqa.clipiqa import CLIPIQA  # noqa: E402
+from iqa.compare import compare  # noqa: E402
+from iqa.datasets import LabelledImage  # noqa: E402
+from iqa.distortions import make_distorted_set  # noqa: E402
 from iqa.features import FeatureStore  # noqa: E402
+from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer  # noqa: E402
+from iqa.grmp.train import adapt_seed  # noqa: E402
 from iqa.photos import Photo  # noqa: E402
 from iqa.prompts import PRESETS, PromptPair  # noqa: E402
 
@@ -102,17 +113,37 @@ def _peak_rss(command: list[str]) -> float:
     return int(out.stdout.strip()) / 1024
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--photos", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--side", type=int, default=512, help="photo width (height is 3/4 of it)")
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    photos = make_photos(args.photos, args.side)
-    print(f"{args.photos} photos of {args.side}x{args.side * 3 // 4}, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, random weights (compute as with pretrained ones)")
+def labelled_set(folder: Path, count: int = 200) -> list[LabelledImage]:
+    """`count` labelled photos: five real photos at 256 px, five distortions at five strengths."""
+    sources = {name: Image.fromarray(getattr(data, name)()).convert("RGB")
+               for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry")}
+    records = make_distorted_set(sources, folder, types=("gaussian_blur", "gaussian_noise", "jpeg", "over_exposure",
+                                                         "under_exposure"), max_side=256, image_format="jpg")
+    return records[:count]
+
+
+def bench_grmp(name: str, photos: list[Photo], repeats: int, steps: int = 300) -> dict:
+    backbone = load_backbone(name, pretrained=None, device="cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        images = labelled_set(Path(folder))
+        store = FeatureStore(backbone)
+        start = time.perf_counter()
+        adapt_seed(store, images, steps=steps)
+        adapt_first = time.perf_counter() - start  # features and training
+        start = time.perf_counter()
+        adapt_seed(store, images, steps=steps)
+        adapt_cached = time.perf_counter() - start  # training only: features come from the cache
+    model = GRMPModel(GRMPConfig("seed", name, None), backbone)
+    alone, both = [], []
+    for _ in range(repeats):
+        alone.append(timed(lambda: CLIPIQA(FeatureStore(backbone), PRESETS["pyiqa"]).score(photos)))
+        shared = FeatureStore(backbone)
+        both.append(timed(lambda: compare(photos, CLIPIQA(shared, PRESETS["pyiqa"]), GRMPScorer(model, shared))))
+    return {"n": len(images), "adapt_first": adapt_first, "adapt_cached": adapt_cached,
+            "steps_per_s": steps / adapt_cached, "alone": statistics.median(alone), "both": statistics.median(both)}
+
+
+def report_scoring(photos: list[Photo], args: argparse.Namespace) -> None:
     print(f"{'backbone':20} {'bare s':>8} {'engine s':>9} {'overhead':>9} {'scratch s':>10} "
           f"{'re-score s':>11} {'speed-up':>9} {'peak MiB':>9} {'load MiB':>9}")
     for name in BACKBONES:
@@ -123,6 +154,36 @@ def main() -> None:
               f"{score_mb:9.0f} {load_mb:9.0f}")
     print("overhead: engine time / bare encode_image loop - 1 (target <= +5%); "
           "speed-up: scratch / re-score after editing one pair (target >= 50x)")
+
+
+def report_grmp(photos: list[Photo], args: argparse.Namespace) -> None:
+    print(f"\n{'backbone':20} {'photos':>6} {'adapt s':>8} {'train s':>8} {'steps/s':>8} "
+          f"{'CLIP-IQA s':>11} {'+GRMP s':>8} {'ratio':>6}")
+    for name in BACKBONES:
+        r = bench_grmp(name, photos, args.repeats)
+        print(f"{name:20} {r['n']:6} {r['adapt_first']:8.1f} {r['adapt_cached']:8.1f} {r['steps_per_s']:8.1f} "
+              f"{r['alone']:11.2f} {r['both']:8.2f} {r['both'] / r['alone']:5.2f}x")
+    print("adapt: 300 seed-variant steps on 200 labelled photos, feature extraction included; train: the same "
+          "with features cached; ratio: CLIP-IQA + GRMP-IQA (seed, shared backbone) / CLIP-IQA alone "
+          "(target <= 1.1x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["scoring", "grmp"], default=None)
+    parser.add_argument("--photos", type=int, default=24)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--side", type=int, default=448, help="photo width (height is 3/4 of it)")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    photos = make_photos(args.photos, args.side)
+    print(f"{args.photos} photos of {args.side}x{args.side * 3 // 4}, batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, random weights (compute as with pretrained ones)")
+    if args.only in (None, "scoring"):
+        report_scoring(photos, args)
+    if args.only in (None, "grmp"):
+        report_grmp(photos, args)
 
 
 if __name__ == "__main__":
