@@ -55,8 +55,9 @@ class CLIPIQA:
     def score_features(self, images: torch.Tensor, names: Sequence[str],
                        notes: Sequence[list[str]] | None = None) -> list[ScoreResult]:
         """Scores from image features that are already computed (the prompt-editing fast path)."""
-        positive = self.store.text_features([p.positive for p in self.pairs])
-        negative = self.store.text_features([p.negative for p in self.pairs])
+        # one call, so that the texts a prompt edit leaves uncached are encoded in one batch
+        texts = self.store.text_features([p.positive for p in self.pairs] + [p.negative for p in self.pairs])
+        positive, negative = texts[:len(self.pairs)], texts[len(self.pairs):]
         s_pos, s_neg, p = pair_probabilities(images, positive, negative, self.temperature)
         weights = torch.tensor([pair.weight for pair in self.pairs])
         scores = combine(p, weights)

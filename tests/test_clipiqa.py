@@ -126,10 +126,12 @@ def test_editing_one_pair_reencodes_only_that_pair(rn_backbone, photos):
     CLIPIQA(store, pairs).score(photos)
     assert store.images_encoded == len(photos)
     texts_before, image_calls_before = store.texts_encoded, store.image_encoder_calls
+    text_calls_before = store.text_encoder_calls
     pairs[1] = PromptPair("a crisp photo", "a smeared photo")
     CLIPIQA(store, pairs).score(photos)
     assert store.image_encoder_calls == image_calls_before
     assert store.texts_encoded - texts_before == 2
+    assert store.text_encoder_calls - text_calls_before == 1  # both texts in one batch
 
 
 def test_same_image_content_hits_the_cache(rn_backbone, photos):
