@@ -8,6 +8,12 @@ first use, and are shared by all sessions; each session keeps its own photos and
 """
 from __future__ import annotations
 
+try:  # ZeroGPU on Hugging Face Spaces; imported before torch, which it patches. A plain call elsewhere.
+    from spaces import GPU as gpu
+except ImportError:
+    def gpu(fn=None, **_):
+        return fn if fn is not None else (lambda f: f)
+
 import argparse
 import base64
 import io
@@ -41,12 +47,6 @@ from iqa.photos import Photo, PhotoError, open_photo
 from iqa.prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
 from iqa.prompts import DEFAULT_PRESET, PRESETS, PromptError, PromptPair, check_pairs, load_pairs, save_pairs
 from iqa.test_backbone import TEST_BACKBONE_WARNING, TEST_BACKBONES, is_test_backbone
-
-try:  # ZeroGPU on Hugging Face Spaces; a plain call everywhere else
-    from spaces import GPU as gpu
-except ImportError:
-    def gpu(fn=None, **_):
-        return fn if fn is not None else (lambda f: f)
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
