@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from PIL import Image, ImageFilter
+from PIL import ImageFilter
 
 from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WEIGHTS, main
 

@@ -12,7 +12,6 @@ from iqa.backbones import CheckpointMismatch
 from iqa.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
 from iqa.grmp.official import OfficialCheckpointError, download_official, import_official
-from iqa.text_tower import TextTower
 
 
 @pytest.fixture(scope="module")
