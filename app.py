@@ -337,13 +337,14 @@ class Handlers:
             gr.Warning("no usable prompt pair: every row is off or invalid (see the status column)")
             return (session, table, *self._empty_results(), "No usable prompt pair.")
         grmp = self._grmp_or_none(checkpoint)
-        before, start = store.images_encoded, time.perf_counter()
+        start = time.perf_counter()
         clip = CLIPIQA(store, valid, TEMPERATURES[temperature])
-        session.rows = run_compare(session.photos, clip, grmp, lambda done, total: progress((done, total),
-                                                                                            desc="encoding photos"))
+        session.rows, added = run_compare(session.photos, clip, grmp, lambda done, total: progress(
+            (done, total), desc="encoding photos"))
+        store.merge(added)
         elapsed = time.perf_counter() - start
         status = (f"Scored {len(session.photos)} photo(s) with {len(valid)} pair(s) in {elapsed:.2f} s on "
-                  f"{store.backbone.description}; {store.images_encoded - before} image(s) encoded, "
+                  f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
                   f"the rest from the feature cache.")
         if grmp is not None:
             status += f" GRMP-IQA: {grmp.method} on {grmp.scorer.model.backbone.description}."
@@ -540,9 +541,15 @@ def run_adapt(store: FeatureStore, images: list, steps: int, lam: float, record)
 
 @gpu
 def run_compare(photos: Sequence[Photo], clip: CLIPIQA, grmp: CachedScorer | None,
-                progress: ProgressFn | None = None) -> list[ComparedPhoto]:
-    """The compute-heavy part of scoring, on the GPU under ZeroGPU."""
-    return compare(photos, clip, grmp, progress)
+                progress: ProgressFn | None = None) -> tuple[list[ComparedPhoto], tuple[dict, dict]]:
+    """The compute-heavy part of scoring, on the GPU under ZeroGPU.
+
+    Also returns the features it added to CLIP-IQA's cache: under ZeroGPU this runs in a forked
+    worker, and the caller merges them so that a prompt edit still re-scores without re-encoding.
+    """
+    mark = clip.store.keys()
+    rows = compare(photos, clip, grmp, progress)
+    return rows, clip.store.added_since(mark)
 
 
 ABOUT = r"""
@@ -571,7 +578,7 @@ $$g = g_q - \lambda \frac{\langle g_q, g_s\rangle}{\lVert g_s\rVert^2}\, g_s
 
 with λ = 5 in the paper. The **seed** variant (this project's source document) keeps both encoders frozen
 and trains the prompt plus a small MLP on the two cosines with MSE + λ·mean((Δcos − Δy)²) over photo pairs;
-its image features are the cached CLIP-IQA ones, so it adapts in seconds on a CPU (third tab). Settings that
+its image features are the cached CLIP-IQA ones, so it adapts within a minute on a CPU (third tab). Settings that
 matter: the checkpoint (and the backbone it was trained on), λ and the number of steps.
 """
 

@@ -21,9 +21,20 @@ from .test_backbone import MEANINGLESS_NOTE
 
 ProgressFn = Callable[[int, int], None]
 
-# Decoding-side work (hashing, resizing, normalising) runs on the CPU; Pillow and NumPy release the
-# interpreter lock for it, so threads keep a GPU fed instead of leaving it waiting.
-_WORKERS = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="iqa-prep")
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _workers() -> ThreadPoolExecutor:
+    """Threads for the CPU side (hashing, resizing, normalising), so that a GPU is kept fed.
+
+    Pillow and NumPy release the interpreter lock for this work. Each process gets a pool of its
+    own: one inherited through fork (ZeroGPU's workers are forked) has no threads and would hang.
+    """
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                                 thread_name_prefix="iqa-prep"))
+    return _POOL[1]
 
 
 class FeatureStore:
@@ -43,7 +54,7 @@ class FeatureStore:
 
     def image_features(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> torch.Tensor:
         """[N, D] float32 features on the CPU, in the order of `photos`."""
-        keys = [(self.preprocessor.key, digest) for digest in _WORKERS.map(image_digest, [p.image for p in photos])]
+        keys = [(self.preprocessor.key, digest) for digest in _workers().map(image_digest, [p.image for p in photos])]
         with self._lock:
             missing = {k: p for k, p in zip(keys, photos) if k not in self._images}
             self._encode_images(missing, progress)
@@ -67,6 +78,26 @@ class FeatureStore:
         notes = self.preprocessor.notes(photo.image.size)
         return [MEANINGLESS_NOTE, *notes] if self.backbone.is_test else notes
 
+    def keys(self) -> tuple[set, set]:
+        """The cached (image keys, texts): a mark to pass to `added_since`."""
+        with self._lock:
+            return set(self._images), set(self._texts)
+
+    def added_since(self, mark: tuple[set, set]) -> tuple[dict, dict]:
+        """The image and text features cached after `mark` was taken."""
+        with self._lock:
+            return ({k: v for k, v in self._images.items() if k not in mark[0]},
+                    {k: v for k, v in self._texts.items() if k not in mark[1]})
+
+    def merge(self, added: tuple[dict, dict]) -> None:
+        """Cache features computed by a copy of this store in another process (ZeroGPU runs GPU work
+        in a forked worker, whose cache would otherwise be lost with it)."""
+        with self._lock:
+            for key, value in added[0].items():
+                self._put(self._images, key, value, self._limits[0])
+            for key, value in added[1].items():
+                self._put(self._texts, key, value, self._limits[1])
+
     def clear(self) -> None:
         with self._lock:
             self._images.clear()
@@ -85,7 +116,7 @@ class FeatureStore:
         for group in by_size.values():
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start:start + self.batch_size]
-                batch = torch.stack(list(_WORKERS.map(self.preprocessor, [photo.image for _, photo in chunk])))
+                batch = torch.stack(list(_workers().map(self.preprocessor, [photo.image for _, photo in chunk])))
                 features = F.normalize(self.backbone.encode_image(batch).float(), dim=-1).cpu()
                 self.image_encoder_calls += 1
                 self.images_encoded += len(chunk)
