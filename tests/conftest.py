@@ -1,6 +1,15 @@
 """Shared fixtures: the test backbones and a few real photos from scikit-image."""
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 from PIL import Image
 from skimage import data
@@ -29,3 +38,40 @@ def photos() -> list[Photo]:
         image.thumbnail((160, 160))
         out.append(Photo(name, image))
     return out
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def running_app(folder: Path, *args: str, timeout: float = 90):
+    """`python app.py --test-backbone ARGS` on a free port with the Hugging Face Hub switched off;
+    yields its URL once it answers, and stops it afterwards."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HOME": str(folder / "hf")}
+    log = folder / "app.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--test-backbone", "--port", str(port),
+                                    *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _wait_for(url, process, log, timeout)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    pytest.fail(f"app.py did not answer at {url} within {timeout} s:\n{log.read_text()}")

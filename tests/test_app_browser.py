@@ -5,14 +5,10 @@ The screenshot lands in artifacts/ (git-ignored) for a person to look at.
 """
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import running_app
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
@@ -51,30 +47,8 @@ def browser_page(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "HF_HOME": str(tmp_path_factory.mktemp("hf"))}
-    log = tmp_path_factory.mktemp("log") / "app.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--test-backbone", "--port", str(port)],
-                                   cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 90
-    try:
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"app.py did not start:\n{log.read_text()}")
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                time.sleep(0.3)
+    with running_app(tmp_path_factory.mktemp("app")) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_upload_edit_prompt_score_and_see_ranking_and_chart(browser_page, server):

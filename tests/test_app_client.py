@@ -1,14 +1,10 @@
 """The running app, driven through gradio_client: one server, started offline on the test backbone."""
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
@@ -16,42 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`python app.py --test-backbone` with the Hugging Face Hub switched off."""
-    port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
-           "HF_HOME": str(tmp_path_factory.mktemp("hf")), "IQA_TEST_BACKBONE": "1"}
-    log = tmp_path_factory.mktemp("log") / "app.log"
-    with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(port)], cwd=ROOT, env=env,
-                                   stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        _wait_for(url, process, log)
+    with running_app(tmp_path_factory.mktemp("app")) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-
-
-def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"app.py exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except OSError:
-            time.sleep(0.3)
-    pytest.fail(f"app.py did not answer at {url} within {timeout} s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
