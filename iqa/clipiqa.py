@@ -31,6 +31,15 @@ def pair_probabilities(image_features: torch.Tensor, positive: torch.Tensor, neg
     return s_pos, s_neg, torch.sigmoid(temperature * (s_pos - s_neg))
 
 
+def pair_features(store: FeatureStore, pairs: Sequence[PromptPair]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text features of the positive and of the negative prompts, [P, D] each.
+
+    One call, so that the texts a prompt edit leaves uncached are encoded in one batch.
+    """
+    texts = store.text_features([p.positive for p in pairs] + [p.negative for p in pairs])
+    return texts[:len(pairs)], texts[len(pairs):]
+
+
 def combine(p: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Weighted mean of per-pair probabilities: [N, P] -> [N]."""
     return (p * weights).sum(dim=1) / weights.sum()
@@ -55,9 +64,7 @@ class CLIPIQA:
     def score_features(self, images: torch.Tensor, names: Sequence[str],
                        notes: Sequence[list[str]] | None = None) -> list[ScoreResult]:
         """Scores from image features that are already computed (the prompt-editing fast path)."""
-        # one call, so that the texts a prompt edit leaves uncached are encoded in one batch
-        texts = self.store.text_features([p.positive for p in self.pairs] + [p.negative for p in self.pairs])
-        positive, negative = texts[:len(self.pairs)], texts[len(self.pairs):]
+        positive, negative = pair_features(self.store, self.pairs)
         s_pos, s_neg, p = pair_probabilities(images, positive, negative, self.temperature)
         weights = torch.tensor([pair.weight for pair in self.pairs])
         scores = combine(p, weights)

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from .clipiqa import combine, pair_probabilities
+from .clipiqa import combine, pair_features, pair_probabilities
 from .datasets import LabelledImage, load_csv
 from .features import FeatureStore
 from .metrics import plcc, srcc
@@ -66,8 +66,7 @@ def rank_pairs(store: FeatureStore, pairs: Sequence[PromptPair], labelled: Label
     if not valid:
         raise ValueError("no valid prompt pair to rank" + (f" ({invalid[0]})" if invalid else ""))
     images = store.image_features(labelled.photos)
-    positive = store.text_features([p.positive for p in valid])
-    negative = store.text_features([p.negative for p in valid])
+    positive, negative = pair_features(store, valid)
     _, _, p = pair_probabilities(images, positive, negative, t)
     ranks = [PairRank(pair, *_agreement(p[:, j], labelled.scores)) for j, pair in enumerate(valid)]
     ranks.sort(key=lambda r: -r.srcc if not math.isnan(r.srcc) else math.inf)
