@@ -1,4 +1,4 @@
-"""Command line: `python -m iqa score|filter|train|eval|synth`.
+"""Command line: `python -m iqa score|filter|train|eval|synth|import-official`.
 
 Exit codes: 0 done; 1 done, but some photos could not be read (they are listed); 2 bad usage or
 input (no photos, bad prompt file, bad checkpoint); 3 model weights unavailable.

@@ -12,11 +12,12 @@ from .clipiqa import CLIPIQA
 from .datasets import DATASETS, LabelledImage, load_dataset
 from .distortions import DISTORTIONS, make_distorted_set, task_list
 from .features import FeatureStore
-from .grmp.checkpoint import load_checkpoint
+from .grmp.checkpoint import load_checkpoint, save_checkpoint
 from .grmp.evaluate import evaluate
 from .grmp.meta import MetaConfig, meta_pretrain
 from .grmp.model import PRESETS as MODEL_PRESETS
 from .grmp.model import GRMPModel, GRMPScorer
+from .grmp.official import DEFAULT_FILE, HUB_REPO, download_official, import_official
 from .grmp.train import REGULARIZERS, Protocol, TrainConfig, run_protocol
 from .photos import collect_photo_paths
 from .prompts import DEFAULT_PRESET, PRESETS, load_pairs
@@ -37,6 +38,15 @@ def add_commands(commands: argparse._SubParsersAction, add_backbone_options) -> 
     synth.add_argument("--max-side", type=int, default=512)
     synth.add_argument("--seed", type=int, default=0)
     synth.set_defaults(run=run_synth)
+    official = commands.add_parser("import-official", help="convert an official GRMP-IQA release checkpoint")
+    official.add_argument("source", nargs="?", default=DEFAULT_FILE,
+                          help=f"a local .pt file, or a file name in the Hub repository {HUB_REPO} "
+                               f"(default {DEFAULT_FILE})")
+    official.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors + .json)")
+    official.add_argument("--backbone", default=None,
+                          help="architecture to load it into (default ViT-B-16-quickgelu; test-tiny-vit for tests)")
+    official.add_argument("--device", default=None)
+    official.set_defaults(run=run_import_official)
 
 
 def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
@@ -205,4 +215,14 @@ def run_synth(args: argparse.Namespace) -> int:
     sources = collect_photo_paths([args.source])
     records = make_distorted_set(sources, args.out, types=args.types, max_side=args.max_side, seed=args.seed)
     print(f"wrote {len(records)} labelled images of {len(sources)} photos to {args.out} (labels.csv)")
+    return 0
+
+
+def run_import_official(args: argparse.Namespace) -> int:
+    source = Path(args.source)
+    path = source if source.is_file() else download_official(args.source)
+    backbone = load_backbone(args.backbone, None, device=args.device) if args.backbone else None
+    model = import_official(path, backbone=backbone, device=args.device)
+    tensors, config = save_checkpoint(model, args.out)
+    print(f"imported {path.name} as {tensors} (+ {config.name}); score with --method grmp --checkpoint {args.out}")
     return 0

@@ -65,3 +65,21 @@ def test_train_and_eval_name_missing_data(tmp_path, capsys):
     assert "labels.csv" in capsys.readouterr().err
     assert main([*train, "--meta", "synthetic"]) == EXIT_INPUT
     assert "--meta needs --meta-root" in capsys.readouterr().err
+
+
+def test_import_official_then_score(vit_backbone, photos, tmp_path, capsys):
+    """A checkpoint in the official release's key layout converts and scores from the command line."""
+    import torch
+    from test_grmp_checkpoint import official_state
+
+    official = tmp_path / "clive_50_prompt_lda_5.0.pt"
+    torch.save(official_state(vit_backbone), official)
+    out = tmp_path / "imported"
+    assert main(["import-official", str(official), "--out", str(out), "--backbone", "test-tiny-vit"]) == 0
+    assert "imported clive_50_prompt_lda_5.0.pt" in capsys.readouterr().out
+    assert read_config(out.with_suffix(".json")).variant == "paper"
+    photo = tmp_path / "one.png"
+    photos[0].image.save(photo)
+    assert main(["score", str(photo), "--backbone", "test-tiny-vit", "--method", "grmp",
+                 "--checkpoint", str(out)]) == 0
+    assert "GRMP-IQA" in capsys.readouterr().out.splitlines()[0]
