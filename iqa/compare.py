@@ -17,7 +17,7 @@ from typing import Protocol, Sequence
 from .clipiqa import CLIPIQA
 from .features import ProgressFn
 from .filtering import split_by_threshold
-from .photos import Photo, image_digest
+from .photos import Photo
 from .results import ScoreResult
 
 CLIP_IQA = "CLIP-IQA"
@@ -73,7 +73,7 @@ class CachedScorer:
         return self.scorer.method
 
     def score(self, photos: Sequence[Photo]) -> list[ScoreResult]:
-        keys = [image_digest(p.image) for p in photos]
+        keys = [p.digest for p in photos]
         with self._lock:
             missing = {k: p for k, p in zip(keys, photos) if k not in self._results}
             for key, result in zip(missing, self.scorer.score(list(missing.values())) if missing else []):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import Backbone
-from .photos import Photo, image_digest
+from .photos import Photo
 from .preprocess import DEFAULT_MAX_SIDE, Preprocessor, preprocessor_for
 from .test_backbone import MEANINGLESS_NOTE
 
@@ -37,6 +37,10 @@ def _workers() -> ThreadPoolExecutor:
     return _POOL[1]
 
 
+def _digest(photo: Photo) -> str:
+    return photo.digest
+
+
 class FeatureStore:
     """Normalised image and text features of one backbone, cached in least-recently-used order."""
 
@@ -54,7 +58,7 @@ class FeatureStore:
 
     def image_features(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> torch.Tensor:
         """[N, D] float32 features on the CPU, in the order of `photos`."""
-        keys = [(self.preprocessor.key, digest) for digest in _workers().map(image_digest, [p.image for p in photos])]
+        keys = [(self.preprocessor.key, digest) for digest in _workers().map(_digest, photos)]
         with self._lock:
             missing = {k: p for k, p in zip(keys, photos) if k not in self._images}
             self._encode_images(missing, progress)

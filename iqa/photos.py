@@ -16,6 +16,7 @@ import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from functools import cache
 from pathlib import Path
 from typing import Union
@@ -65,6 +66,11 @@ class Photo:
     def __post_init__(self) -> None:
         if self.image.mode != "RGB":
             raise ValueError(f"Photo {self.name!r} needs an RGB image, got mode {self.image.mode}")
+
+    @cached_property
+    def digest(self) -> str:
+        """The image's content hash (the feature caches' key), computed once: images are not edited."""
+        return image_digest(self.image)
 
 
 def open_photo(
