@@ -126,7 +126,7 @@ def test_paper_without_visual_prompts_is_the_plain_tower(vit_backbone, pixels):
     assert model.vpt is None
     assert torch.allclose(model.image_features(pixels), expected, atol=1e-5)
     assert torch.allclose(model.scene_logits(model.image_features(pixels)),
-                          zero_shot_scene_logits(vit_backbone, pixels), atol=1e-4)
+                          zero_shot_scene_logits(vit_backbone, expected), atol=1e-4)
 
 
 # Variants ---------------------------------------------------------------------------------------

@@ -327,15 +327,14 @@ class GRMPModel(nn.Module):
 
 
 @torch.no_grad()
-def zero_shot_scene_logits(backbone: "Backbone", pixels: Tensor) -> Tensor:
+def zero_shot_scene_logits(backbone: "Backbone", image_features: Tensor) -> Tensor:
     """[N, 9] scene logits of the frozen zero-shot CLIP: the gradient regularizer's teacher.
 
-    As the official teacher: the plain image tower (no visual prompts), the 9 scene prompts,
-    `logit_scale * cos`.
+    As the official teacher: the plain image tower's L2-normalised features (no visual prompts),
+    the 9 scene prompts, `logit_scale * cos`.
     """
-    image = F.normalize(backbone.encode_image(pixels).float(), dim=-1)
     scenes = F.normalize(backbone.encode_text(backbone.tokenize(list(SCENE_PROMPTS))).float(), dim=-1)
-    return backbone.logit_scale * image @ scenes.t()
+    return backbone.logit_scale * image_features.to(scenes.device).float() @ scenes.t()
 
 
 def _half_precision(model: GRMPModel):

@@ -43,7 +43,7 @@ from ..metrics import all_metrics, plcc, srcc
 from ..photos import PhotoError, open_photo
 from .checkpoint import save_checkpoint
 from .losses import pairwise_regularizer, project_gradients, quality_loss, semantic_loss
-from .model import SCENE_PROMPTS, GRMPConfig, GRMPModel, zero_shot_scene_logits
+from .model import GRMPConfig, GRMPModel, zero_shot_scene_logits
 
 REGULARIZERS = ("pairwise", "projection", "none")
 OPTIMIZERS = ("sgd", "adam")
@@ -324,11 +324,9 @@ class _Run:
         """The frozen zero-shot CLIP's scene logits of the training images (fixed: no augmentation)."""
         inputs = self.data.inputs(self.split.train)
         backbone = self.model.backbone
-        if not self.model.features_frozen:
-            return zero_shot_scene_logits(backbone, inputs).float().to(self.model.device)
-        scenes = torch.nn.functional.normalize(
-            backbone.encode_text(backbone.tokenize(list(SCENE_PROMPTS))).float(), dim=-1)
-        return (backbone.logit_scale * inputs.to(scenes.device) @ scenes.t()).to(self.model.device)
+        if not self.model.features_frozen:  # pixels: the plain tower's features
+            inputs = torch.nn.functional.normalize(backbone.encode_image(inputs).float(), dim=-1)
+        return zero_shot_scene_logits(backbone, inputs).to(self.model.device)
 
     @property
     def lr(self) -> float:
