@@ -6,9 +6,11 @@ the attention pool's positional embedding switched off (`native_resolution`).
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +27,7 @@ from .text_tower import TextTower
 
 DEFAULT_BACKBONE = "RN50-quickgelu"
 DEFAULT_PRETRAINED = "openai"
+logger = logging.getLogger(__name__)
 CHECKPOINT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
                     "pytorch_model.bin")
 
@@ -49,6 +52,8 @@ class Backbone:
     native_resolution: bool
     image_size: int
     logit_scale: float
+    preprocess_cfg: dict  # open_clip's: size, mean, std, interpolation, resize mode
+    source: str = ""  # where the weights came from, in words
 
     @property
     def key(self) -> str:
@@ -65,8 +70,7 @@ class Backbone:
 
     @property
     def description(self) -> str:
-        source = "random test weights" if self.is_test else (self.pretrained or "random init")
-        return f"{self.name} ({source}) on {self.device.type}, {precision_name(self.dtype)}"
+        return f"{self.name} ({self.source}) on {self.device.type}, {precision_name(self.dtype)}"
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts).to(self.device)
@@ -146,6 +150,8 @@ def load_backbone(
     else:
         model, tag = _create_model(name, pretrained, checkpoint)
         tokenizer = open_clip.get_tokenizer(name)
+    source = _weights_source(name, tag, checkpoint)
+    logger.info("loaded backbone %s: %s", name, source)
     logit_scale = float(model.logit_scale.detach().float().exp())
     # every tensor in one dtype: open_clip's convert_weights_to_lp leaves LayerNorms in fp32, which
     # CUDA's layer norm refuses to mix with half-precision activations
@@ -156,7 +162,31 @@ def load_backbone(
         is_test=is_test_backbone(name),
         native_resolution=resnet if native_resolution is None else native_resolution and resnet,
         image_size=_image_size(model), logit_scale=logit_scale,
+        preprocess_cfg=open_clip.get_model_preprocess_cfg(model), source=source,
     )
+
+
+def _weights_source(name: str, tag: str | None, checkpoint) -> str:
+    if checkpoint is not None:
+        return f"weights from {checkpoint}"
+    if is_test_backbone(name):
+        return "random test weights"
+    return f"pretrained {tag!r}" if tag else "random init"
+
+
+@contextmanager
+def _no_random_init_warning():
+    """Hide open_clip's "No pretrained weights loaded ... initialized randomly" where that is the plan:
+    the weights are loaded right after (a local file, a GRMP-IQA checkpoint) or asked to be random."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
 
 
 def available_backbones() -> list[str]:
@@ -174,12 +204,14 @@ def _create_model(name: str, pretrained: str | None, checkpoint) -> tuple[open_c
         raise BackboneUnavailable(
             f"unknown backbone {name!r}: not an open_clip model name (e.g. RN50-quickgelu, "
             f"ViT-B-16-quickgelu, ViT-L-14-quickgelu) nor a test backbone ({', '.join(TEST_BACKBONES)})")
+    if checkpoint is not None or pretrained is None:
+        with _no_random_init_warning():
+            model = open_clip.create_model(name, pretrained=None)
     if checkpoint is not None:
-        model = open_clip.create_model(name, pretrained=None)
         _load_checkpoint_into(model, name, _checkpoint_file(Path(checkpoint)))
         return model, str(checkpoint)
     if pretrained is None:
-        return open_clip.create_model(name, pretrained=None), None
+        return model, None
     _check_weights_reachable(name, pretrained)
     try:
         return open_clip.create_model(name, pretrained=pretrained), pretrained

@@ -1,34 +1,43 @@
-"""From an RGB photo to the normalised tensor a CLIP image encoder takes."""
+"""From an RGB photo to the normalised tensor a CLIP image encoder takes.
+
+Two modes. Native resolution (CLIP-IQA's RN50, as the reference implementation feeds it): the
+photo at its own size, bounded by `max_side`, normalised. Otherwise open_clip's own evaluation
+transform for the loaded model, built from the model's preprocess configuration (size, mean, std,
+interpolation, resize mode), so any open_clip model gets the input it was trained on.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Callable
 
 import numpy as np
 import torch
+from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 DEFAULT_MAX_SIDE = 1024
 MIN_SIDE = 64  # the ResNet downsamples 32x: smaller inputs leave almost nothing to pool
 
 
 @dataclass(frozen=True)
 class Preprocessor:
-    """Native resolution (CLIP-IQA's RN50, bounded by `max_side`) or resize + centre crop (ViTs)."""
+    """Native resolution (CLIP-IQA's RN50, bounded by `max_side`) or open_clip's transform (ViTs)."""
 
     native_resolution: bool
     image_size: int = 224
     max_side: int | None = DEFAULT_MAX_SIDE
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
+    mean: tuple[float, ...] = OPENAI_DATASET_MEAN
+    std: tuple[float, ...] = OPENAI_DATASET_STD
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
 
     @property
     def key(self) -> str:
-        mode = f"native<={self.max_side}" if self.native_resolution else f"crop{self.image_size}"
-        return f"{mode}|{self.mean}|{self.std}"
+        if self.native_resolution:
+            return f"native<={self.max_side}|{self.mean}|{self.std}"
+        return f"{self.resize_mode}{self.image_size}-{self.interpolation}|{self.mean}|{self.std}"
 
     def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """The (width, height) the photo is resized to before normalisation (native mode)."""
@@ -55,30 +64,30 @@ class Preprocessor:
         return [f"resized from {size[0]}x{size[1]} to {target[0]}x{target[1]} ({why})"]
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        if self.native_resolution:
-            target = self.target_size(image.size)
-            if target != image.size:
-                image = image.resize(target, Image.BICUBIC)
-        else:
-            image = _resize_center_crop(image, self.image_size)
+        if not self.native_resolution:
+            return self._open_clip_transform(image.convert("RGB"))
+        target = self.target_size(image.size)
+        if target != image.size:
+            image = image.resize(target, Image.BICUBIC)
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         pixels = torch.from_numpy(array).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return (pixels - mean) / std
 
-
-def _resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """open_clip's evaluation transform: shortest side to `size` (bicubic), then centre crop."""
-    w, h = image.size
-    scale = size / min(w, h)
-    resized = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-    left = (resized.width - size) // 2
-    top = (resized.height - size) // 2
-    return resized.crop((left, top, left + size, top + size))
+    @cached_property
+    def _open_clip_transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        cfg = PreprocessCfg(size=self.image_size, mean=self.mean, std=self.std, interpolation=self.interpolation,
+                            resize_mode=self.resize_mode)
+        return image_transform_v2(cfg, is_train=False)
 
 
-def preprocessor_for(backbone, max_side: int | None = DEFAULT_MAX_SIDE) -> Preprocessor:
-    """The preprocessing that matches a loaded backbone."""
-    return Preprocessor(native_resolution=backbone.native_resolution, image_size=backbone.image_size,
-                        max_side=max_side)
+def preprocessor_for(backbone, max_side: int | None = DEFAULT_MAX_SIDE, native_resolution: bool | None = None
+                     ) -> Preprocessor:
+    """The preprocessing that matches a loaded backbone: its own open_clip preprocess configuration."""
+    known = {f.name for f in fields(PreprocessCfg)}
+    cfg = PreprocessCfg(**{k: v for k, v in backbone.preprocess_cfg.items() if k in known})
+    native = backbone.native_resolution if native_resolution is None else native_resolution
+    return Preprocessor(native_resolution=native, image_size=backbone.image_size, max_side=max_side,
+                        mean=tuple(cfg.mean), std=tuple(cfg.std), interpolation=cfg.interpolation,
+                        resize_mode=cfg.resize_mode)
