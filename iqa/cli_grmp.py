@@ -44,7 +44,8 @@ def add_commands(commands: argparse._SubParsersAction, add_backbone_options) -> 
                                f"(default {DEFAULT_FILE})")
     official.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors + .json)")
     official.add_argument("--backbone", default=None,
-                          help="architecture to load it into (default ViT-B-16-quickgelu; test-tiny-vit for tests)")
+                          help="architecture to load it into (default: the one its tensors describe, ViT-B-16-quickgelu "
+                               "for the release)")
     official.add_argument("--device", default=None)
     official.set_defaults(run=run_import_official)
 
@@ -124,7 +125,7 @@ def run_train(args: argparse.Namespace) -> int:
     backbone = load_backbone(name, tag, args.weights, args.device, args.dtype)
     if backbone.is_test:
         print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
-    model = GRMPModel(_model_config(args, preset, name, tag), backbone)
+    model = GRMPModel(_model_config(args, preset, name, backbone.pretrained), backbone)
     store = FeatureStore(backbone, batch_size=args.batch_size, max_side=args.max_side)
     if args.meta != "none":
         tasks = _meta_tasks(args)

@@ -70,10 +70,10 @@ def test_train_and_eval_name_missing_data(tmp_path, capsys):
 def test_import_official_then_score(vit_backbone, photos, tmp_path, capsys):
     """A checkpoint in the official release's key layout converts and scores from the command line."""
     import torch
-    from test_grmp_checkpoint import official_state
+    from official_reference import tiny_official_state
 
     official = tmp_path / "clive_50_prompt_lda_5.0.pt"
-    torch.save(official_state(vit_backbone), official)
+    torch.save(tiny_official_state(vit_backbone), official)
     out = tmp_path / "imported"
     assert main(["import-official", str(official), "--out", str(out), "--backbone", "test-tiny-vit"]) == 0
     assert "imported clive_50_prompt_lda_5.0.pt" in capsys.readouterr().out

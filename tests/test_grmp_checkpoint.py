@@ -12,6 +12,7 @@ from iqa.backbones import CheckpointMismatch
 from iqa.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
 from iqa.grmp.official import OfficialCheckpointError, download_official, import_official
+from official_reference import tiny_official_state
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +86,7 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path):
     (tmp_path / "empty.json").write_text(json.dumps({"format": "iqa-grmp", "config": {}}))
     with pytest.raises(CheckpointError, match="empty.json holds an invalid GRMP config"):
         load_checkpoint(tmp_path / "empty")
-    config = GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=None)
+    config = GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained="random-test-weights")
     (tmp_path / "broken.json").write_text(json.dumps({"format": "iqa-grmp", "config": config.to_dict()}))
     (tmp_path / "broken.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="broken.safetensors is not a readable safetensors file"):
@@ -93,36 +94,6 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path):
 
 
 # Official GRMP-IQA checkpoints ------------------------------------------------------------------
-
-def official_state(backbone, seed: int = 0, class_texts=("high quality", "low quality")) -> dict[str, torch.Tensor]:
-    """A state dict in the official layout at tiny size, in fp16 like the official model's weights.
-
-    CLIP weights from the backbone (OpenAI key names = open_clip quickgelu key names), random VPT
-    and context, and the fixed prompt tokens the official PromptLearner registers.
-    """
-    model, generator = backbone.model, torch.Generator().manual_seed(seed)
-    width, depth, tokens = model.visual.conv1.out_channels, len(model.visual.transformer.resblocks), 4
-    state = {f"image_encoder.{k}": v for k, v in model.visual.state_dict().items()}
-    state.update({
-        "image_encoder.prompt_embeddings": torch.rand(1, tokens, width, generator=generator) - 0.5,
-        "image_encoder.deep_prompt_embeddings": torch.rand(depth - 1, tokens, width, generator=generator) - 0.5,
-        "image_encoder.prompt_proj.weight": torch.randn(width, width, generator=generator) / width ** 0.5,
-        "image_encoder.prompt_proj.bias": 0.1 * torch.randn(width, generator=generator),
-        "image_encoder.prompt_norm.weight": 1 + 0.1 * torch.randn(width, generator=generator),
-        "image_encoder.prompt_norm.bias": 0.1 * torch.randn(width, generator=generator),
-    })
-    text_keys = ("transformer.", "positional_embedding", "ln_final.", "text_projection", "token_embedding.")
-    state.update({f"text_encoder.{k}": v for k, v in model.state_dict().items() if k.startswith(text_keys)})
-    prompts = backbone.tokenize([f"X X X X {text}." for text in class_texts])
-    embedded = model.token_embedding(prompts).detach()
-    state.update({
-        "prompt_learner2.ctx": 0.02 * torch.randn(4, model.token_embedding.embedding_dim, generator=generator),
-        "prompt_learner2.token_prefix": embedded[:, :1],
-        "prompt_learner2.token_suffix": embedded[:, 5:],
-        "logit_scale": model.logit_scale.detach().clone(),
-    })
-    return {k: v.detach().clone().half() for k, v in state.items()}
-
 
 def direct_model(backbone, state: dict[str, torch.Tensor]) -> GRMPModel:
     """The same weights put in by hand: a paper model whose VPT and context are the official ones."""
@@ -141,7 +112,7 @@ def direct_model(backbone, state: dict[str, torch.Tensor]) -> GRMPModel:
 
 
 def test_official_layout_imports_to_the_same_scores(vit_backbone, pixels, tmp_path):
-    state = official_state(vit_backbone)
+    state = tiny_official_state(vit_backbone)
     # the official ViT-B/16 file has 8 + 12*12 visual, 6 VPT, 5 + 12*12 text, 3 prompt tensors and
     # logit_scale = 311; the same layout at two blocks per tower:
     assert len(state) == (8 + 12 * 2) + 6 + (5 + 12 * 2) + 3 + 1
@@ -163,13 +134,13 @@ def test_official_layout_imports_to_the_same_scores(vit_backbone, pixels, tmp_pa
 
 
 def test_official_import_refuses_another_backbone(vit_backbone, rn_backbone, tmp_path):
-    torch.save(official_state(vit_backbone), tmp_path / "official.pt")
+    torch.save(tiny_official_state(vit_backbone), tmp_path / "official.pt")
     with pytest.raises(CheckpointMismatch, match="does not fit backbone 'test-tiny-rn'"):
         import_official(tmp_path / "official.pt", backbone=rn_backbone)
 
 
 def test_official_import_checks_the_prompt_texts(vit_backbone, tmp_path):
-    state = official_state(vit_backbone, class_texts=("good photo", "bad photo"))
+    state = tiny_official_state(vit_backbone, class_texts=("good photo", "bad photo"))
     torch.save(state, tmp_path / "other_texts.pt")
     with pytest.raises(OfficialCheckpointError, match="fixed prompt tokens .* differ"):
         import_official(tmp_path / "other_texts.pt", backbone=vit_backbone)
@@ -196,7 +167,7 @@ class _TouchFile:
 
 def test_pickles_that_run_code_are_refused_unrun(vit_backbone, tmp_path):
     marker = tmp_path / "pwned"
-    state = official_state(vit_backbone)
+    state = tiny_official_state(vit_backbone)
     state["prompt_learner2.ctx"] = _TouchFile(str(marker))
     torch.save(state, tmp_path / "evil.pt")
     assert not marker.exists()

@@ -36,16 +36,40 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
 
 
 def saved_keys(model: GRMPModel) -> list[str]:
-    """The state-dict keys a checkpoint of this model holds (see the module docstring)."""
-    state_keys = list(model.state_dict())
-    own = [k for k in state_keys if not k.startswith("clip.")]
+    """The state-dict keys a checkpoint of this model holds (see the module docstring).
+
+    Besides the blocks that fine-tuning trains, any backbone tensor that no longer equals the
+    pretrained backbone's is saved too, so a reloaded model always scores as the saved one did.
+    """
+    own = [k for k in model.state_dict() if not k.startswith("clip.")]
     if model.config.variant != "paper":
         return own
     if model.config.pretrained is None:
         return own + model.backbone_state_keys()
+    return own + [f"clip.{name}" for name in _changed_backbone_tensors(model)]
+
+
+def _required_keys(model: GRMPModel) -> set[str]:
+    """What a checkpoint of this (freshly built) model must hold at least."""
+    own = {k for k in model.state_dict() if not k.startswith("clip.")}
+    if model.config.variant != "paper":
+        return own
+    if model.config.pretrained is None:
+        return own | set(model.backbone_state_keys())
     trainable = {id(p) for p in model.trainable_parameters()}
-    changed = {f"clip.{name}" for name, p in model.clip.named_parameters() if id(p) in trainable}
-    return own + [k for k in state_keys if k in changed]
+    return own | {f"clip.{name}" for name, p in model.clip.named_parameters() if id(p) in trainable}
+
+
+def _changed_backbone_tensors(model: GRMPModel) -> list[str]:
+    """Names of the paper model's CLIP tensors that train, or that differ from its backbone's."""
+    trainable = {id(p) for p in model.trainable_parameters()}
+    reference = model.backbone.model.state_dict()
+    changed = []
+    for name, tensor in model.clip.state_dict(keep_vars=True).items():
+        if id(tensor) in trainable or not torch.equal(tensor.detach().float().cpu(),
+                                                      reference[name].detach().float().cpu()):
+            changed.append(name)
+    return changed
 
 
 def save_checkpoint(model: GRMPModel, path: str | os.PathLike) -> tuple[Path, Path]:
@@ -98,6 +122,7 @@ def load_checkpoint(
     """
     tensors_path, json_path = checkpoint_paths(path)
     config = read_config(json_path)
+    _check_backbone_source(config, json_path)
     tensors = _read_tensors(tensors_path)
     if backbone is None:
         backbone = _load_named_backbone(config, device, dtype)
@@ -107,6 +132,20 @@ def load_checkpoint(
     _check_tensors(model, tensors, json_path)
     model.load_state_dict(tensors, strict=False)
     return model.eval()
+
+
+def _check_backbone_source(config: GRMPConfig, json_path: Path) -> None:
+    """Refuse a checkpoint that would score on a silently random backbone.
+
+    A seed checkpoint carries no backbone weights, so it needs a pretrained tag or a weights file
+    to rebuild them from; a paper checkpoint without one must carry its whole backbone (checked
+    with the tensors).
+    """
+    if config.variant == "seed" and config.pretrained is None:
+        raise CheckpointError(
+            f"{json_path.name} names no pretrained weights for backbone {config.backbone!r} and a seed "
+            f"checkpoint does not carry them: it was trained on a randomly initialised backbone and "
+            f"cannot be rebuilt")
 
 
 def _backbone_weights(config: GRMPConfig) -> str:
@@ -167,10 +206,10 @@ def _load_named_backbone(config: GRMPConfig, device, dtype) -> Backbone:
 
 
 def _check_tensors(model: GRMPModel, tensors: dict[str, torch.Tensor], json_path: Path) -> None:
-    expected = set(saved_keys(model))
-    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     own = model.state_dict()
-    shapes = sorted(k for k in expected & set(tensors) if own[k].shape != tensors[k].shape)
+    missing = sorted(_required_keys(model) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    shapes = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if missing or unexpected or shapes:
         details = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
                    (("missing tensors", missing), ("unexpected tensors", unexpected),

@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
+from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 from PIL import Image
 from torch import Tensor, nn
 
 from ..features import FeatureStore, ProgressFn
 from ..photos import Photo
-from ..preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessor, preprocessor_for
+from ..preprocess import Preprocessor, preprocessor_for
 from ..results import PairScore, ScoreResult
 from ..test_backbone import TEST_BACKBONE_WARNING
 from ..text_tower import TextTower
@@ -142,10 +143,11 @@ class QualityHead(nn.Module):
 
 @dataclass(frozen=True)
 class OfficialPreprocessor:
-    """The official GRMP-IQA input: squash to 244x244 (bicubic), centre 224 crop, ImageNet stats.
+    """The official GRMP-IQA input: squash to 244x244, centre 224 crop, ImageNet statistics.
 
-    The official data scripts resize with OpenCV's bicubic filter; PIL's bicubic differs from it by
-    rounding only.
+    As the official data scripts and test loop do it: OpenCV's bicubic resize of the 8-bit RGB
+    photo (no antialiasing, unlike Pillow's bicubic, so the two differ by far more than rounding on
+    downscaled photos), the crop [10:234], then /255 and the ImageNet mean/std in float32.
     """
 
     resize: int = 244
@@ -153,7 +155,7 @@ class OfficialPreprocessor:
 
     @property
     def key(self) -> str:
-        return f"grmp-official{self.resize}c{self.crop}|{IMAGENET_MEAN}|{IMAGENET_STD}"
+        return f"grmp-official-cv2-{self.resize}c{self.crop}|{IMAGENET_MEAN}|{IMAGENET_STD}"
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         return self.crop, self.crop
@@ -162,10 +164,13 @@ class OfficialPreprocessor:
         return []
 
     def __call__(self, image: Image.Image) -> Tensor:
-        image = image.convert("RGB").resize((self.resize, self.resize), Image.BICUBIC)
+        import cv2  # only the official preprocessing needs OpenCV
+
+        array = np.asarray(image.convert("RGB"))
+        resized = cv2.resize(array, (self.resize, self.resize), interpolation=cv2.INTER_CUBIC)
         offset = (self.resize - self.crop) // 2
-        image = image.crop((offset, offset, offset + self.crop, offset + self.crop))
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        crop = resized[offset:offset + self.crop, offset:offset + self.crop]
+        pixels = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float() / 255
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         return (pixels - mean) / std
@@ -231,6 +236,13 @@ class GRMPModel(nn.Module):
         return self.prompt_learner.ctx.device
 
     @property
+    def description(self) -> str:
+        """The backbone this model scores on, and where its weights came from."""
+        if self.config.variant == "paper" and self.config.pretrained is None:
+            return f"{self.config.backbone} (weights from the checkpoint) on {self.device.type}"
+        return self.backbone.description
+
+    @property
     def logit_scale(self) -> Tensor:
         return self.clip.logit_scale.detach().float().exp()
 
@@ -241,7 +253,7 @@ class GRMPModel(nn.Module):
             return preprocessor_for(self.backbone)
         if self.config.preprocess == "official":
             return OfficialPreprocessor()
-        return Preprocessor(native_resolution=False, image_size=self.backbone.image_size)
+        return preprocessor_for(self.backbone, native_resolution=False)
 
     def image_features(self, pixels: Tensor) -> Tensor:
         """[N, D] L2-normalised float32 features; seed: the frozen encoder (no gradients)."""
@@ -345,22 +357,40 @@ def _half_precision(model: GRMPModel):
     return torch.autocast(model.device.type, dtype=dtype, enabled=enabled)
 
 
+class PromptedImageEncoder:
+    """A GRMP model's own image tower (visual prompts included), in the shape a `FeatureStore` takes.
+
+    The paper variant's image features depend on the model, not on the shared backbone, but they
+    do not change while it scores: cached per photo like CLIP-IQA's, a prompt or threshold change
+    never re-encodes a photo. The key names this model instance.
+    """
+
+    def __init__(self, model: GRMPModel):
+        self.model = model
+        self.key = f"grmp-{model.config.variant}@{id(model):x}"
+        self.is_test = model.backbone.is_test
+        self.embed_dim = model.clip.visual.output_dim
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        with torch.no_grad(), _half_precision(self.model):
+            return self.model.image_features(pixels)
+
+
 class GRMPScorer:
     """Scores photos with a GRMP model; one `PairScore` per photo for the learned prompt pair.
 
-    The seed variant's image features come from a `FeatureStore` of its backbone: the one given
-    when it belongs to the same backbone and preprocessing (so features are shared with CLIP-IQA),
-    else a store of its own. The paper variant encodes the photos itself, in batches.
+    Image features come from a `FeatureStore`. seed: the one given when it belongs to the same
+    backbone and preprocessing (so features are shared with CLIP-IQA), else one of its own. paper:
+    a store of its own over the model's prompted image tower.
     """
 
     def __init__(self, model: GRMPModel, store: FeatureStore | None = None, batch_size: int = 16):
         self.model = model
-        self.batch_size = batch_size
-        self.store = None
-        if model.features_frozen:
-            shares = (store is not None and store.backbone.key == model.backbone.key
-                      and store.preprocessor.key == model.preprocessor.key)
-            self.store = store if shares else FeatureStore(model.backbone, batch_size=batch_size)
+        if not model.features_frozen:
+            store = FeatureStore(PromptedImageEncoder(model), model.preprocessor, batch_size=batch_size)  # type: ignore[arg-type]
+        elif store is None or store.backbone.key != model.backbone.key or store.preprocessor.key != model.preprocessor.key:
+            store = FeatureStore(model.backbone, batch_size=batch_size)
+        self.store = store
 
     @property
     def method(self) -> str:
@@ -370,29 +400,15 @@ class GRMPScorer:
         if not photos:
             return []
         self.model.eval()
+        features = self.store.image_features(photos, progress)
         with torch.no_grad(), _half_precision(self.model):
-            output = self.model.predict(self.image_features(photos, progress))
+            output = self.model.predict(features)
         positive, negative = self.model.prompt_learner.display_texts()
         notes = [TEST_BACKBONE_WARNING] if self.model.backbone.is_test else []
         results = []
         for i, photo in enumerate(photos):
             pair = PairScore(positive=positive, negative=negative, s_pos=float(output.s_pos[i]),
                              s_neg=float(output.s_neg[i]), p=float(output.p[i]))
-            photo_notes = notes + (self.store.notes(photo) if self.store is not None else [])
             results.append(ScoreResult(name=photo.name, score=float(output.score[i]), pairs=[pair],
-                                       method=self.method, notes=photo_notes))
+                                       method=self.method, notes=notes + self.store.notes(photo)))
         return results
-
-    def image_features(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> Tensor:
-        """[N, D] normalised image features, in the order of `photos`."""
-        if self.store is not None:
-            return self.store.image_features(photos, progress)
-        preprocess = self.model.preprocessor
-        features = []
-        for start in range(0, len(photos), self.batch_size):
-            chunk = photos[start:start + self.batch_size]
-            pixels = torch.stack([preprocess(photo.image) for photo in chunk])
-            features.append(self.model.image_features(pixels).cpu())
-            if progress:
-                progress(start + len(chunk), len(photos))
-        return torch.cat(features)

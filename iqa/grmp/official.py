@@ -23,14 +23,20 @@ import os
 import pickle
 from pathlib import Path
 
+import open_clip
 import torch
 
 from ..backbones import Backbone, CheckpointMismatch, load_backbone
+from ..test_backbone import TEST_BACKBONES
+from .checkpoint import checkpoint_paths, save_checkpoint
 from .model import GRMPConfig, GRMPModel
 
 HUB_REPO = "zzhowe/GRMP-IQA"
 DEFAULT_FILE = "clive_50_prompt_lda_5.0.pt"
 OFFICIAL_BACKBONE = "ViT-B-16-quickgelu"
+# What the default file is, for people reading the app and the README.
+DEFAULT_DESCRIPTION = ("the official GRMP-IQA release, fine-tuned on 50 labelled LIVE Challenge photos "
+                       "(lambda = 5) after meta-prompt pre-training on TID2013 and KADID-10k distortions")
 OFFICIAL_CLASS_TEXTS = ("high quality", "low quality")
 VPT_NAMES = ("prompt_embeddings", "deep_prompt_embeddings", "prompt_proj", "prompt_norm")
 
@@ -98,7 +104,7 @@ def map_official_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
     if unknown:
         raise OfficialCheckpointError(
             f"not an official GRMP-IQA checkpoint: {len(unknown)} unknown tensors (e.g. {unknown[0]})")
-    for needed in ("prompt_learner.ctx", "vpt.prompt_embeddings", "clip.logit_scale"):
+    for needed in ("prompt_learner.ctx", "vpt.prompt_embeddings", "clip.logit_scale", "clip.visual.conv1.weight"):
         if needed not in mapped:
             raise OfficialCheckpointError(f"not an official GRMP-IQA checkpoint: it has no {needed!r} tensor")
     return mapped, prompt_tokens
@@ -129,13 +135,14 @@ def import_official(
     """A paper-variant GRMPModel holding an official checkpoint's weights, in eval mode.
 
     The checkpoint carries its whole fine-tuned CLIP, so no pretrained weights are needed: without
-    `backbone` an untrained `ViT-B-16-quickgelu` is built and fully overwritten. A given backbone
-    only supplies the architecture and tokenizer and must have the checkpoint's shapes.
+    `backbone` the architecture the tensors describe (ViT-B/16 for the release) is built with
+    random weights and fully overwritten. A given backbone only supplies the architecture and
+    tokenizer and must have the checkpoint's shapes.
     """
     path = Path(path)
     mapped, prompt_tokens = map_official_state(read_official_state(path))
     if backbone is None:
-        backbone = load_backbone(OFFICIAL_BACKBONE, pretrained=None, device=device)
+        backbone = load_backbone(_architecture(mapped, path.name), pretrained=None, device=device)
     config = official_config(mapped, backbone.name, source=f"{path.name} (sha256 {_sha256(path)[:16]})")
     try:
         model = GRMPModel(config, backbone)
@@ -145,6 +152,50 @@ def import_official(
     model.load_state_dict(mapped, strict=False)
     _check_prompt_tokens(model, prompt_tokens, path.name)
     return model.eval()
+
+
+def converted_official(source: str | os.PathLike = DEFAULT_FILE, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The stem of this project's checkpoint converted from an official file, converting only once.
+
+    `source` is a local `.pt` file or a file name in the Hub repository (downloaded once into the
+    Hub cache). The conversion is kept under `cache_dir` (default: `default_cache_dir()`), named
+    after the file and its content hash, and reused while both are the same. The JSON is written
+    last, so an interrupted conversion is redone, never half-used.
+    """
+    path = Path(source)
+    if not path.is_file():
+        if len(path.parts) > 1 or path.suffix not in (".pt", ".pth"):
+            raise OfficialCheckpointError(f"official GRMP-IQA checkpoint {source} does not exist")
+        path = download_official(str(source))
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    stem = folder / "official" / f"{path.stem}-{_sha256(path)[:12]}"
+    if not checkpoint_paths(stem)[1].is_file():
+        save_checkpoint(import_official(path, device="cpu"), stem)
+    return stem
+
+
+def default_cache_dir() -> Path:
+    """Where converted checkpoints are kept: $IQA_CACHE_DIR, else $XDG_CACHE_HOME/iqa or ~/.cache/iqa."""
+    if os.environ.get("IQA_CACHE_DIR"):
+        return Path(os.environ["IQA_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iqa"
+
+
+def _architecture(mapped: dict[str, torch.Tensor], name: str) -> str:
+    """The open_clip model whose vision tower has the checkpoint's width and depth.
+
+    The release is ViT-B/16; the tiny test ViT is recognised too, so tests need no 600 MB file.
+    """
+    width = mapped["clip.visual.conv1.weight"].shape[0]
+    depth = _block_count(mapped, "clip.visual.transformer.resblocks.")
+    candidates = {OFFICIAL_BACKBONE: open_clip.get_model_config(OFFICIAL_BACKBONE)["vision_cfg"],
+                  "test-tiny-vit": TEST_BACKBONES["test-tiny-vit"]["vision_cfg"]}
+    for backbone, vision in candidates.items():
+        if (vision["width"], vision["layers"]) == (width, depth):
+            return backbone
+    raise OfficialCheckpointError(
+        f"{name}: a vision tower of width {width} and {depth} blocks is not an official GRMP-IQA model "
+        f"(those are {OFFICIAL_BACKBONE}: width 768, 12 blocks)")
 
 
 def _check_fit(model: GRMPModel, mapped: dict[str, torch.Tensor], name: str) -> None:

@@ -78,22 +78,38 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(ctx)
 
         self.prompt_texts = tuple(f"{context_text} {text}." for text in self.class_texts)
-        tokens = tokenizer(list(self.prompt_texts)).to(device)
-        with torch.no_grad():
-            embedding = tower.embed(tokens).float()
-        # Recomputed from the class texts on every build, so not part of the state dict.
-        self.register_buffer("tokenized_prompts", tokens, persistent=False)
-        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :], persistent=False)
+        # Token ids only: the fixed embeddings are looked up from the tower at every forward.
+        self.register_buffer("tokenized_prompts", tokenizer(list(self.prompt_texts)).to(device), persistent=False)
 
     @property
     def n_cls(self) -> int:
         return len(self.class_texts)
 
+    @property
+    def token_prefix(self) -> Tensor:
+        """[n_cls, 1, width]: the start token's embedding."""
+        return self._fixed_embeddings()[:, :1]
+
+    @property
+    def token_suffix(self) -> Tensor:
+        """[n_cls, L - 1 - n_ctx, width]: class words, ".", end token and padding."""
+        return self._fixed_embeddings()[:, 1 + self.n_ctx :]
+
+    def _fixed_embeddings(self) -> Tensor:
+        """The prompts' token embeddings from the tower's current weights, as constants.
+
+        CoOp registers these as buffers computed once at build time. They are derived from the
+        token embedding, so a learner built on one set of weights and then loaded with another
+        would keep stale ones and score wrongly; looking them up (two short rows) costs nothing.
+        """
+        with torch.no_grad():
+            return self.tower.embed(self.tokenized_prompts).float()
+
     def prompt_embeddings(self) -> Tensor:
         """[n_cls, L, width]: start token, the learned context, then the fixed suffix."""
+        fixed = self._fixed_embeddings()
         ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        return torch.cat([self.token_prefix, ctx.to(self.token_prefix.dtype), self.token_suffix], dim=1)
+        return torch.cat([fixed[:, :1], ctx.to(fixed.dtype), fixed[:, 1 + self.n_ctx :]], dim=1)
 
     def forward(self) -> Tensor:
         return self.tower.encode_embeddings(self.prompt_embeddings(), self.tokenized_prompts)
