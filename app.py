@@ -42,6 +42,7 @@ from iqa.compare import (CLIP_IQA, GRMP_IQA, METHODS, CachedScorer, ComparedPhot
 from iqa.features import FeatureStore, ProgressFn
 from iqa.grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
 from iqa.grmp.model import GRMPModel, GRMPScorer
+from iqa.grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
 from iqa.grmp.train import adapt_seed
 from iqa.photos import Photo, PhotoError, open_photo
 from iqa.prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
@@ -70,6 +71,7 @@ class AppConfig:
     pretrained: str | None = DEFAULT_PRETRAINED
     weights: str | None = None
     grmp_checkpoints: list[str] = field(default_factory=list)
+    grmp_official: str | None = None  # an official GRMP-IQA file (Hub name or local path), the default model
     device: str | None = None
     max_photos: int = 300
     max_file_size: str = "30mb"
@@ -93,9 +95,37 @@ class Models:
         self._grmp: OrderedDict[str, CachedScorer] = OrderedDict()  # least recently used first
         self.store(config.backbone)
         self.startup_checkpoints: dict[str, str] = {}
+        self.grmp_note = ""  # one line for the page: which GRMP-IQA model is the default, or why there is none
+        if config.grmp_official:
+            self._load_official(config.grmp_official)
         for path in config.grmp_checkpoints:
             self.grmp(path)
             self.startup_checkpoints[Path(path).name] = str(path)
+        if not self.startup_checkpoints and not self.grmp_note:
+            self.grmp_note = ("No GRMP-IQA model loaded, so its column is empty: upload a checkpoint below, adapt "
+                              "one on the Adapt tab, or start the app with --grmp-official FILE or "
+                              "--grmp-checkpoint PATH.")
+
+    @property
+    def default_checkpoint(self) -> str:
+        """The GRMP-IQA checkpoint chosen when a page opens: the official model, else the first given."""
+        return next(iter(self.startup_checkpoints.values()), NO_GRMP)
+
+    def _load_official(self, source: str) -> None:
+        """Convert (once, cached on disk) and load an official GRMP-IQA file; say in one line if it cannot be had."""
+        try:
+            stem = converted_official(source)
+            scorer = self.grmp(str(stem))
+        except (OSError, ValueError) as err:  # OfficialCheckpointError, CheckpointMismatch, a full disk ...
+            reason = str(err).splitlines()[0]
+            self.grmp_note = (f"No GRMP-IQA model, so its column is empty: the official checkpoint {source} could "
+                              f"not be loaded ({reason}). Upload a checkpoint below, adapt one on the Adapt tab, or "
+                              "start the app with --grmp-official PATH (a local copy) or --grmp-checkpoint PATH.")
+            return
+        about = f": {DEFAULT_DESCRIPTION}" if Path(source).name == DEFAULT_FILE else ""
+        self.startup_checkpoints[f"official: {Path(source).stem}"] = str(stem)
+        self.grmp_note = (f"GRMP-IQA: the official model {Path(source).name}{about}; on "
+                          f"{scorer.scorer.model.description}.")
 
     @property
     def backbone_choices(self) -> list[str]:
@@ -120,6 +150,8 @@ class Models:
                 self._grmp.move_to_end(path)
                 return self._grmp[path]
         config = read_config(path)
+        if config.variant == "paper" and config.pretrained is None:  # carries its whole backbone
+            return self.register(path, GRMPScorer(load_checkpoint(path, device=self.config.device)))
         store = self.store(config.backbone)
         model = load_checkpoint(path, backbone=store.backbone)
         return self.register(path, GRMPScorer(model, store))
@@ -634,10 +666,11 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
                         temperature = gr.Radio(list(TEMPERATURES), value=next(iter(TEMPERATURES)),
                                                label="Temperature t")
                         checkpoint = gr.Dropdown([("none", NO_GRMP), *models.startup_checkpoints.items()],
-                                                 value=NO_GRMP, label="GRMP-IQA checkpoint")
+                                                 value=models.default_checkpoint, label="GRMP-IQA checkpoint")
                         upload_ckpt = gr.UploadButton("Upload GRMP-IQA checkpoint (.json + .safetensors)",
                                                       file_count="multiple", file_types=[".json", ".safetensors"],
                                                       size="sm", min_width=160)
+                gr.Markdown(models.grmp_note, elem_id="grmp-note")
                 score = gr.Button("Score photos", variant="primary", elem_id="score-button")
                 status = gr.Markdown(elem_id="score-status")
                 ranking = gr.Dataframe(headers=RANK_COLUMNS, label="Ranking (best first; keep/reject at the "
@@ -684,7 +717,8 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
                 gr.Markdown(ABOUT, latex_delimiters=[{"left": "$$", "right": "$$", "display": True},
                                                      {"left": "$", "right": "$", "display": False}])
                 gr.Markdown(f"**Loaded:** CLIP-IQA backbone {models.description}. GRMP-IQA checkpoints at "
-                            f"start: {', '.join(models.startup_checkpoints) or 'none'}.", elem_id="loaded")
+                            f"start: {', '.join(models.startup_checkpoints) or 'none'}. {models.grmp_note}",
+                            elem_id="loaded")
 
         score_inputs = [session, prompts, backbone, temperature, checkpoint, threshold, method]
         score_outputs = [session, prompts, ranking, photo_pick, breakdown, scatter, results_csv, status]
@@ -755,7 +789,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     parser = argparse.ArgumentParser(
         description="Photo quality app: CLIP-IQA and GRMP-IQA.",
         epilog="Environment: IQA_HOST, IQA_PORT, IQA_BACKBONE, IQA_PRETRAINED, IQA_WEIGHTS, IQA_GRMP_CHECKPOINT "
-               "(paths joined by the path separator), IQA_DEVICE, IQA_TEST_BACKBONE=1, IQA_MAX_PHOTOS, "
+               "(paths joined by the path separator), IQA_GRMP_OFFICIAL, IQA_CACHE_DIR (converted checkpoints), "
+               "IQA_DEVICE, IQA_TEST_BACKBONE=1, IQA_MAX_PHOTOS, "
                "IQA_MAX_FILE_SIZE, IQA_CONCURRENCY; flags win.")
     parser.add_argument("--host", default=env("IQA_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")))
     parser.add_argument("--port", type=int, default=int(env("IQA_PORT", env("GRADIO_SERVER_PORT", "7860"))))
@@ -766,6 +801,10 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     parser.add_argument("--weights", default=env("IQA_WEIGHTS"), help="local CLIP weights file or folder")
     parser.add_argument("--grmp-checkpoint", action="append", default=_env_list("IQA_GRMP_CHECKPOINT"),
                         help="GRMP-IQA checkpoint stem (repeatable)")
+    parser.add_argument("--grmp-official", default=env("IQA_GRMP_OFFICIAL"),
+                        help=f"official GRMP-IQA file to convert (once, cached) and show by default: a file name in "
+                             f"the Hub repository zzhowe/GRMP-IQA or a local .pt path; 'none' for no default model "
+                             f"(default: {DEFAULT_FILE}; none with the test backbone)")
     parser.add_argument("--device", default=env("IQA_DEVICE"), help="cuda, mps or cpu (default: best available)")
     parser.add_argument("--test-backbone", action="store_true", default=_env_flag("IQA_TEST_BACKBONE"),
                         help="use the tiny random test backbone: scores are meaningless (for tests/offline)")
@@ -774,9 +813,11 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     parser.add_argument("--concurrency", type=int, default=int(env("IQA_CONCURRENCY", "2")))
     args = parser.parse_args(argv)
     backbone = "test-tiny-rn" if args.test_backbone and not is_test_backbone(args.backbone) else args.backbone
+    official = args.grmp_official or (None if args.test_backbone or is_test_backbone(backbone) else DEFAULT_FILE)
     return AppConfig(host=args.host, port=args.port, backbone=backbone,
                      pretrained=None if str(args.pretrained).lower() == "none" else args.pretrained,
                      weights=args.weights, grmp_checkpoints=list(args.grmp_checkpoint), device=args.device,
+                     grmp_official=None if str(official).lower() == "none" else official,
                      max_photos=args.max_photos, max_file_size=args.max_file_size, concurrency=args.concurrency)
 
 
