@@ -39,6 +39,8 @@ def write_state(path: str | os.PathLike, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=metadata)
+    with tmp.open("rb+") as f:  # on disk before the rename, so a crash leaves the old or the new state
+        os.fsync(f.fileno())
     tmp.replace(path)
 
 
