@@ -7,7 +7,6 @@ import os
 import shutil
 
 import pytest
-from PIL import Image
 
 import iqa.filtering as filtering
 from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WRITE, build_parser, main
