@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import socket
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -38,6 +39,12 @@ class BackboneUnavailable(RuntimeError):
 
 class CheckpointMismatch(ValueError):
     """A checkpoint does not fit the backbone it is being loaded into."""
+
+
+class BadCheckpoint(CheckpointMismatch):
+    """A checkpoint file that cannot be read safely: it would run code, or is empty, truncated or
+    not a checkpoint. A CheckpointMismatch, so every handler of unusable checkpoints (the command
+    line's exit code 2, the app's messages) treats both alike."""
 
 
 @dataclass
@@ -281,11 +288,9 @@ def _load_checkpoint_into(model: open_clip.CLIP, name: str, path: Path) -> None:
     try:
         state = _read_state_dict(path)
     except pickle.UnpicklingError as err:
-        raise BackboneUnavailable(
-            f"refused to load {path.name}: it is not a plain tensor checkpoint and loading it would "
-            f"run code from the file ({err})") from err
+        raise BadCheckpoint(f"refused to load {path}: {unpickling_reason(err)}") from None
     except Exception as err:
-        raise BackboneUnavailable(f"{path.name} is not a readable checkpoint: {err}") from err
+        raise BadCheckpoint(f"{path} is not a readable checkpoint: {unreadable_reason(path, err)}") from None
     state = {k.removeprefix("module."): v for k, v in state.items()}
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected or _shape_mismatch(model, state):
@@ -294,11 +299,42 @@ def _load_checkpoint_into(model: open_clip.CLIP, name: str, path: Path) -> None:
     model.load_state_dict(state, strict=True)
 
 
+def unpickling_reason(err: Exception) -> str:
+    """One line for a file torch.load(weights_only=True) refused: it would have to run code.
+
+    torch's own message is many lines long and advises loading with weights_only=False, which is
+    exactly what must not be done with a file of unknown origin; only its diagnosis is kept.
+    """
+    detail = str(err).partition("WeightsUnpickler error:")[2].strip().split("\n")[0].split(". ")[0].strip()
+    if not detail or "weights_only" in detail:
+        detail = "it holds objects other than tensors"
+    return (f"it is not a plain tensor checkpoint, and reading it would run code stored in the file "
+            f"({detail.rstrip('.')})")
+
+
+def unreadable_reason(path: Path, err: Exception) -> str:
+    """Why a file is not a checkpoint, on one line, for any error that reading it raised."""
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty (0 bytes)"
+    except OSError as os_err:
+        return os_err.strerror or str(os_err)
+    if isinstance(err, EOFError):
+        return "the file is truncated (it ends before its data does)"
+    if isinstance(err, ValueError) and str(err).startswith("expected"):
+        return str(err)
+    text = " ".join(str(err).split())[:160]
+    kind = "a .safetensors file" if path.suffix == ".safetensors" else "a PyTorch or safetensors file"
+    return f"not {kind} ({type(err).__name__}{': ' + text if text else ''})"
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: noise
+        warnings.simplefilter("ignore", UserWarning)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -1,7 +1,6 @@
 """Command line: `python -m iqa score|filter|train|eval|synth|import-official`.
 
-Exit codes: 0 done; 1 done, but some photos could not be read (they are listed); 2 bad usage or
-input (no photos, bad prompt file, bad checkpoint); 3 model weights unavailable.
+Exit codes: see EXIT_CODES_HELP (also printed by --help).
 """
 from __future__ import annotations
 
@@ -19,13 +18,20 @@ from .clipiqa import CLIPIQA
 from .features import FeatureStore
 from .grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config
 from .grmp.model import GRMPScorer
-from .filtering import plan_transfer, split_by_threshold, transfer
-from .photos import collect_photo_paths, open_photos
+from .filtering import (OutputError, check_destination, plan_transfer, remove_partials, split_by_threshold,
+                        transfer, unscored)
+from .photos import find_photo_paths, open_photos
 from .prompts import DEFAULT_PRESET, PRESETS, PromptError, load_pairs
 from .results import ScoreResult, results_to_csv, results_to_json
 from .test_backbone import TEST_BACKBONE_WARNING
 
-EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_WEIGHTS = 0, 1, 2, 3
+EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_WEIGHTS, EXIT_WRITE = 0, 1, 2, 3, 4
+EXIT_CODES_HELP = """exit codes:
+  0  done
+  1  done, but some paths or photos could not be used (each is named on stderr; the rest is scored)
+  2  bad input: nothing could be scored, a bad prompt file, weights or checkpoint, bad options
+  3  model weights unavailable (no such --weights path, or no download: offline, unknown name or tag)
+  4  could not write the output (read-only or full disk, a destination that is a file, ...)"""
 
 
 class UsageError(Exception):
@@ -64,17 +70,20 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m iqa", description="Find low-quality photos with CLIP.")
+    parser = argparse.ArgumentParser(prog="python -m iqa", description="Find low-quality photos with CLIP.",
+                                     epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    score = commands.add_parser("score", help="score photos and print a table")
+    score = commands.add_parser("score", help="score photos and print a table", epilog=EXIT_CODES_HELP,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     score.add_argument("paths", nargs="+", help="photo files, folders or globs")
     add_scoring_options(score)
     score.add_argument("--csv", type=Path, help="also write the results with the per-pair breakdown as CSV")
     score.add_argument("--json", type=Path, help="also write the results as JSON")
     score.set_defaults(run=run_score)
 
-    filt = commands.add_parser("filter", help="list (and move or copy) the photos below a threshold")
+    filt = commands.add_parser("filter", help="list (and move or copy) the photos below a threshold",
+                               epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     filt.add_argument("folder", help="folder (or glob) of photos")
     filt.add_argument("--threshold", type=float, required=True, help="photos scoring below this are rejected")
     add_scoring_options(filt)
@@ -92,11 +101,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except BackboneUnavailable as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_WEIGHTS
     except (UsageError, PromptError, CheckpointMismatch, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return EXIT_INPUT
+    except OSError as err:
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return EXIT_WRITE
+
+
+def one_line(err: BaseException) -> str:
+    """The message on one line; an OSError names its file and reason without the [Errno n] prefix."""
+    if isinstance(err, OSError) and not isinstance(err, OutputError) and err.strerror:
+        text = f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
 
 
 def open_backbone(args: argparse.Namespace):
@@ -129,17 +150,19 @@ def _grmp_scorer(args: argparse.Namespace, store: FeatureStore | None):
 
 
 def score_paths(args: argparse.Namespace, patterns: Sequence[str]) -> tuple[list[list[ScoreResult]], list, list]:
-    """Open the photos, then score them with every scorer.
+    """Find and open the photos, then score them with every scorer.
 
-    Returns (results per scorer, photos, errors): unreadable photos are reported, not raised.
+    Returns (results per scorer, photos, errors): every path or photo that cannot be used is
+    reported on stderr by name and the rest is scored; only when nothing is left is it an error.
     """
-    paths = collect_photo_paths(patterns, recursive=args.recursive)
+    paths, errors = find_photo_paths(patterns, recursive=args.recursive)
     scorers = build_scorers(args)
-    photos, errors = open_photos(paths)
+    photos, unreadable = open_photos(paths)
+    errors = [*errors, *unreadable]
     for error in errors:
         print(f"skipped: {error}", file=sys.stderr)
     if not photos:
-        raise UsageError("none of the given files could be opened as a photo")
+        raise UsageError(f"nothing to score: no photo could be opened ({len(errors)} paths or files skipped)")
     results = []
     for scorer in scorers:
         with tqdm(total=len(photos), desc=scorer.method, unit="photo", file=sys.stderr,
@@ -153,11 +176,19 @@ def run_score(args: argparse.Namespace) -> int:
     print(format_table(results))
     flat = [r for per_method in results for r in per_method]
     if args.csv:
-        args.csv.write_text(results_to_csv(flat), encoding="utf-8")
+        write_output(args.csv, results_to_csv(flat))
     if args.json:
-        args.json.write_text(results_to_json(flat, backbone=args.backbone, pairs=args.pairs,
-                                             errors=[str(e) for e in errors]), encoding="utf-8")
+        write_output(args.json, results_to_json(flat, backbone=args.backbone, pairs=args.pairs,
+                                                errors=[str(e) for e in errors]))
     return EXIT_PARTIAL if errors else EXIT_OK
+
+
+def write_output(path: Path, text: str) -> None:
+    """Write a result file; an operating-system error becomes one line naming the file (exit 4)."""
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise OutputError(err.errno or 0, f"could not write {path}: {err.strerror or err}") from err
 
 
 def format_table(results: list[list[ScoreResult]]) -> str:
@@ -176,19 +207,45 @@ def format_table(results: list[list[ScoreResult]]) -> str:
 def run_filter(args: argparse.Namespace) -> int:
     if args.method == "both":
         raise UsageError("filter needs one method: --method clipiqa or --method grmp")
+    destination = args.move_to or args.copy_to
+    if destination:
+        _refuse_source_as_destination(args, destination)
     results, photos, errors = score_paths(args, [args.folder])
     paths = {photo.name: photo.path for photo in photos}
     kept, rejected = split_by_threshold(results[0], args.threshold)
+    no_score = unscored(results[0])
     print(f"{len(rejected)} of {len(kept) + len(rejected)} photos score below {args.threshold}:")
     for result in rejected:
         print(f"  {result.score:.4f}  {paths[result.name]}")
-    destination = args.move_to or args.copy_to
+    for result in no_score:
+        print(f"skipped: {result.name}: no finite score", file=sys.stderr)
+    total = len(photos) + len(errors)
+    print(f"{total} photos: {len(kept)} kept, {len(rejected)} rejected, "
+          f"{len(errors) + len(no_score)} unscored (unreadable, or no finite score)")
     if destination:
-        plan = plan_transfer([paths[r.name] for r in rejected], destination)
-        verb = "move" if args.move_to else "copy"
-        if not args.apply:
-            print(f"dry run: would {verb} {len(plan)} photos to {destination} (add --apply to do it)")
-        else:
-            transfer(plan, verb)
-            print(f"{'moved' if verb == 'move' else 'copied'} {len(plan)} photos to {destination}")
-    return EXIT_PARTIAL if errors else EXIT_OK
+        _transfer_rejected(args, [paths[r.name] for r in rejected], destination)
+    return EXIT_PARTIAL if errors or no_score else EXIT_OK
+
+
+def _refuse_source_as_destination(args: argparse.Namespace, destination: Path) -> None:
+    folder = Path(args.folder)
+    if folder.is_dir():
+        sources = [folder]
+    else:
+        sources = [path.parent for path in find_photo_paths([args.folder], args.recursive)[0]]
+    problem = check_destination(destination, sources, args.recursive)
+    if problem:
+        raise UsageError(f"refused: {problem}")
+
+
+def _transfer_rejected(args: argparse.Namespace, rejected: list[Path], destination: Path) -> None:
+    verb = "move" if args.move_to else "copy"
+    if not args.apply:
+        plan = plan_transfer(rejected, destination)
+        print(f"dry run: would {verb} {len(plan)} photos to {destination} (add --apply to do it)")
+        return
+    for leftover in remove_partials(destination):
+        print(f"removed {leftover.name}, left by an interrupted run", file=sys.stderr)
+    plan = plan_transfer(rejected, destination)
+    transfer(plan, verb)
+    print(f"{'moved' if verb == 'move' else 'copied'} {len(plan)} photos to {destination}")

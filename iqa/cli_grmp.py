@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
-from .backbones import load_backbone
+from .backbones import BackboneUnavailable, CheckpointMismatch, load_backbone
 from .clipiqa import CLIPIQA
 from .datasets import DATASETS, LabelledImage, load_dataset
 from .distortions import DISTORTIONS, make_distorted_set, task_list
@@ -17,7 +18,7 @@ from .grmp.evaluate import evaluate
 from .grmp.meta import MetaConfig, meta_pretrain
 from .grmp.model import PRESETS as MODEL_PRESETS
 from .grmp.model import GRMPModel, GRMPScorer
-from .grmp.official import DEFAULT_FILE, HUB_REPO, download_official, import_official
+from .grmp.official import DEFAULT_FILE, HUB_REPO, OfficialCheckpointError, download_official, import_official
 from .grmp.train import REGULARIZERS, Protocol, TrainConfig, run_protocol
 from .photos import collect_photo_paths
 from .prompts import DEFAULT_PRESET, PRESETS, load_pairs
@@ -221,9 +222,23 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_import_official(args: argparse.Namespace) -> int:
     source = Path(args.source)
-    path = source if source.is_file() else download_official(args.source)
+    path = source if source.is_file() else _download_official(args.source)
     backbone = load_backbone(args.backbone, None, device=args.device) if args.backbone else None
-    model = import_official(path, backbone=backbone, device=args.device)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: noise
+            warnings.simplefilter("ignore", UserWarning)
+            model = import_official(path, backbone=backbone, device=args.device)
+    except (OfficialCheckpointError, CheckpointMismatch) as err:
+        message = " ".join(str(err).split())
+        raise type(err)(message if path.name in message else f"{path}: {message}") from None
     tensors, config = save_checkpoint(model, args.out)
     print(f"imported {path.name} as {tensors} (+ {config.name}); score with --method grmp --checkpoint {args.out}")
     return 0
+
+
+def _download_official(name: str) -> Path:
+    """The Hub file, or BackboneUnavailable (exit 3: weights unavailable) when it cannot be had."""
+    try:
+        return download_official(name)
+    except OfficialCheckpointError as err:
+        raise BackboneUnavailable(str(err)) from None

@@ -45,6 +45,19 @@ def combine(p: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (p * weights).sum(dim=1) / weights.sum()
 
 
+class ScoringError(ValueError):
+    """A score came out as NaN or infinite; it is never returned as a number."""
+
+
+def check_finite(scores: torch.Tensor, names: Sequence[str]) -> None:
+    """Raise ScoringError naming the photos whose score is not finite (a NaN must never leave here)."""
+    bad = [name for name, ok in zip(names, torch.isfinite(scores).tolist()) if not ok]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ScoringError(f"CLIP-IQA gave no finite score for {shown} (non-finite image features or "
+                           f"weights); nothing was scored")
+
+
 class CLIPIQA:
     """Scores photos with a set of antonym prompt pairs on a shared, cached FeatureStore."""
 
@@ -68,6 +81,7 @@ class CLIPIQA:
         s_pos, s_neg, p = pair_probabilities(images, positive, negative, self.temperature)
         weights = torch.tensor([pair.weight for pair in self.pairs])
         scores = combine(p, weights)
+        check_finite(scores, names)
         notes = notes or [[] for _ in names]
         return [
             ScoreResult(name=name, score=float(scores[i]), method=METHOD, notes=list(notes[i]), pairs=[

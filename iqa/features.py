@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .backbones import Backbone
-from .photos import Photo
-from .preprocess import DEFAULT_MAX_SIDE, Preprocessor, preprocessor_for
+from .photos import Photo, PhotoError
+from .preprocess import DEFAULT_MAX_SIDE, Preprocessor, preprocessor_for, shape_problem
 from .test_backbone import MEANINGLESS_NOTE
 
 ProgressFn = Callable[[int, int], None]
@@ -57,7 +57,15 @@ class FeatureStore:
         self.text_encoder_calls = self.texts_encoded = 0
 
     def image_features(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> torch.Tensor:
-        """[N, D] float32 features on the CPU, in the order of `photos`."""
+        """[N, D] float32 features on the CPU, in the order of `photos`.
+
+        A photo that cannot be preprocessed within the bounds (see `preprocess.shape_problem`) raises
+        PhotoError naming it before any work is done; `open_photo` already refuses such photos.
+        """
+        for photo in photos:
+            problem = shape_problem(photo.image.size)
+            if problem:
+                raise PhotoError(photo.name, problem)
         keys = [(self.preprocessor.key, digest) for digest in _workers().map(_digest, photos)]
         with self._lock:
             missing = {k: p for k, p in zip(keys, photos) if k not in self._images}

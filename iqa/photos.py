@@ -24,6 +24,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from .preprocess import shape_problem
+
 MAX_PIXELS = 100_000_000
 MAX_BYTES = 100_000_000
 SUPPORTED_EXTENSIONS = (
@@ -141,19 +143,44 @@ def collect_photo_paths(
     A file named explicitly is kept whatever its extension, so a bad file is reported when it is
     opened rather than silently skipped. Folders and globs yield only files with a supported
     extension (hidden files skipped), sorted; `recursive` descends into subfolders. A pattern
-    matching nothing raises FileNotFoundError.
+    matching nothing raises FileNotFoundError (see `find_photo_paths` to go on past it).
     """
+    found, errors = find_photo_paths(patterns, recursive)
+    if errors:
+        raise FileNotFoundError(str(errors[0]))
+    return found
+
+
+def find_photo_paths(
+    patterns: Iterable[str | os.PathLike] | str | os.PathLike, recursive: bool = False
+) -> tuple[list[Path], list[PhotoError]]:
+    """Like `collect_photo_paths`, but every pattern that yields nothing becomes a PhotoError
+    naming it (missing, a folder without photos, a glob matching nothing), and the rest is kept."""
     if isinstance(patterns, (str, os.PathLike)):
         patterns = [patterns]
     found: list[Path] = []
+    errors: list[PhotoError] = []
     seen: set[Path] = set()
     for pattern in patterns:
-        for path in _expand_pattern(str(pattern), recursive):
-            key = path.resolve()
+        try:
+            paths = _expand_pattern(str(pattern), recursive)
+        except FileNotFoundError as error:
+            errors.append(PhotoError(str(pattern), str(error).removeprefix(f"{pattern}: ")))
+            continue
+        for path in paths:
+            key = _identity(path)
             if key not in seen:
                 seen.add(key)
                 found.append(path)
-    return found
+    return found, errors
+
+
+def _identity(path: Path) -> Path:
+    """The resolved path, for spotting duplicates; a link loop cannot be resolved and stays as given."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
 
 
 def _expand_pattern(pattern: str, recursive: bool) -> list[Path]:
@@ -168,7 +195,7 @@ def _expand_pattern(pattern: str, recursive: bool) -> list[Path]:
         if not recursive and _photos_in_folder(path, recursive=True):
             hint = "; its subfolders have some, use the recursive option to include them"
         raise FileNotFoundError(
-            f"{pattern}: folder has no photos ({', '.join(SUPPORTED_EXTENSIONS)}){hint}"
+            f"{pattern}: is a folder with no photos ({', '.join(SUPPORTED_EXTENSIONS)}){hint}"
         )
     if any(char in pattern for char in "*?["):
         photos = []
@@ -222,9 +249,11 @@ def _check_byte_count(size: int, name: str, max_bytes: int | None) -> None:
 
 
 def _check_pixel_count(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+    """Refuse, from the header alone, sizes that are empty, too large or too thin to preprocess."""
     width, height = size
-    if width <= 0 or height <= 0:
-        raise PhotoError(name, f"image has zero size ({width}x{height} pixels)")
+    problem = shape_problem(size)
+    if problem:
+        raise PhotoError(name, problem)
     if max_pixels is not None and width * height > max_pixels:
         raise PhotoError(
             name,

@@ -7,6 +7,7 @@ interpolation, resize mode), so any open_clip model gets the input it was traine
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Callable
@@ -19,6 +20,31 @@ from PIL import Image
 
 DEFAULT_MAX_SIDE = 1024
 MIN_SIDE = 64  # the ResNet downsamples 32x: smaller inputs leave almost nothing to pool
+# Photos longer than 20 times their width (or wider than 20 times their height) are refused: the
+# minimum side would blow a thin strip up to millions of pixels (40000x1 -> 2,560,000x64), and a
+# crop of the middle would not be the photo any more. Real panoramas stay well below it.
+MAX_ASPECT_RATIO = 20
+# Every preprocessed input stays under this many pixels, whatever max_side says (None included).
+MAX_INPUT_PIXELS = 2048 * 2048
+
+
+def shape_problem(size: tuple[int, int]) -> str | None:
+    """Why a photo of this (width, height) cannot be preprocessed within the bounds, else None."""
+    w, h = size
+    if w <= 0 or h <= 0:
+        return f"image has zero size ({w}x{h} pixels)"
+    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
+        ratio = max(w, h) / min(w, h)
+        return (f"{w}x{h} pixels: aspect ratio {ratio:.0f}:1 is beyond the {MAX_ASPECT_RATIO}:1 limit "
+                f"(crop it to the part that matters)")
+    return None
+
+
+def check_shape(size: tuple[int, int]) -> None:
+    """Raise ValueError when a photo of this size cannot be preprocessed within the bounds."""
+    problem = shape_problem(size)
+    if problem:
+        raise ValueError(problem)
 
 
 @dataclass(frozen=True)
@@ -41,10 +67,14 @@ class Preprocessor:
 
     def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """The (width, height) the photo is resized to before normalisation (native mode)."""
+        check_shape(size)
         w, h = size
         scale = 1.0
         if self.max_side and max(w, h) > self.max_side:
             scale = self.max_side / max(w, h)
+        if w * h * scale * scale > MAX_INPUT_PIXELS:  # rounded down to stay within; min side >> 64 here
+            scale = (MAX_INPUT_PIXELS / (w * h)) ** 0.5
+            return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
         if min(w, h) * scale < MIN_SIDE:
             scale = MIN_SIDE / min(w, h)
         return max(1, round(w * scale)), max(1, round(h * scale))
@@ -60,11 +90,15 @@ class Preprocessor:
         target = self.target_size(size)
         if target == tuple(size):
             return []
-        why = f"max_side={self.max_side}" if max(target) < max(size) else f"min side {MIN_SIDE}"
+        why = f"min side {MIN_SIDE}"
+        if max(target) < max(size):
+            capped = max(target) == self.max_side
+            why = f"max_side={self.max_side}" if capped else f"at most {MAX_INPUT_PIXELS / 1e6:.1f} MP"
         return [f"resized from {size[0]}x{size[1]} to {target[0]}x{target[1]} ({why})"]
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if not self.native_resolution:
+            check_shape(image.size)
             return self._open_clip_transform(image.convert("RGB"))
         target = self.target_size(image.size)
         if target != image.size:

@@ -3,10 +3,18 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import numbers
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CONTEXT_LENGTH = 77
+# Weights are finite numbers in [0, MAX_WEIGHT] whose sum over the enabled pairs is > 0: with at
+# most millions of pairs their sum stays far from float overflow (two pairs of 1e308 gave NaN).
+MAX_WEIGHT = 1e6
+MAX_PROMPT_FILE_BYTES = 10_000_000
+_ALLOWED_CONTROLS = "\t\n\r"  # white space, which CLIP's tokenizer folds into one space
 
 
 class PromptError(ValueError):
@@ -29,7 +37,8 @@ class PromptPair:
     def validate(self, tokenizer=None) -> None:
         """Raise PromptError naming the problem; `tokenizer` enables the 77-token check."""
         for side, text in (("positive", self.positive), ("negative", self.negative)):
-            if not isinstance(text, str) or not text.strip():
+            check_text(side, text)
+            if not text.strip():
                 raise PromptError(f"the {side} prompt is empty")
             if tokenizer is not None:
                 n = len(tokenizer.encode(text)) + 2  # start and end tokens
@@ -38,11 +47,29 @@ class PromptPair:
                         f"the {side} prompt is {n} tokens long; CLIP reads at most {CONTEXT_LENGTH}")
         if _normal(self.positive) == _normal(self.negative):
             raise PromptError("the positive and negative prompts are the same")
-        if not (self.weight >= 0) or self.weight == float("inf"):
-            raise PromptError(f"the weight {self.weight!r} is not a finite number >= 0")
+        check_weight(self.weight)
 
     def swapped(self) -> PromptPair:
         return PromptPair(self.negative, self.positive, self.weight, self.enabled)
+
+
+def check_text(side: str, text: object) -> None:
+    """PromptError unless `text` is a string without control characters (tab and newlines allowed)."""
+    if not isinstance(text, str):
+        raise PromptError(f"the {side} prompt must be text, not {type(text).__name__}")
+    for char in text:
+        if unicodedata.category(char) == "Cc" and char not in _ALLOWED_CONTROLS:
+            raise PromptError(f"the {side} prompt holds a control character (U+{ord(char):04X})")
+
+
+def check_weight(weight: object) -> None:
+    """PromptError unless `weight` is a finite number in [0, MAX_WEIGHT]."""
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
+        raise PromptError(f"the weight {weight!r} is not a finite number")
+    if weight < 0:
+        raise PromptError(f"the weight {weight!r} is below 0")
+    if weight > MAX_WEIGHT:
+        raise PromptError(f"the weight {weight!r} is beyond the limit of {MAX_WEIGHT:g}")
 
 
 def _normal(text: str) -> str:
@@ -107,21 +134,33 @@ def preset(name: str) -> list[PromptPair]:
 
 
 def pairs_from_records(records: list[dict]) -> list[PromptPair]:
-    """Pairs from dicts with keys positive, negative and optional weight, enabled."""
+    """Pairs from dicts with keys positive, negative and optional weight, enabled.
+
+    Prompts must be strings without control characters and weights finite numbers in
+    [0, MAX_WEIGHT]: anything else is a PromptError naming the entry, never converted.
+    """
     pairs = []
     for i, rec in enumerate(records, 1):
         if not isinstance(rec, dict) or "positive" not in rec or "negative" not in rec:
             raise PromptError(f"entry {i} needs 'positive' and 'negative' fields")
-        pairs.append(PromptPair(str(rec["positive"]), str(rec["negative"]),
-                                _float(rec.get("weight", 1.0), i), _bool(rec.get("enabled", True))))
+        try:
+            check_text("positive", rec["positive"])
+            check_text("negative", rec["negative"])
+            weight = _float(rec.get("weight", 1.0), i)
+            check_weight(weight)
+        except PromptError as err:
+            raise PromptError(f"entry {i}: {err}") from None
+        pairs.append(PromptPair(rec["positive"], rec["negative"], weight, _bool(rec.get("enabled", True))))
     return pairs
 
 
 def _float(value, i: int) -> float:
+    if isinstance(value, bool):
+        raise PromptError(f"the weight {value!r} is not a number")
     try:
         return float(value if value not in ("", None) else 1.0)
     except (TypeError, ValueError):
-        raise PromptError(f"entry {i}: weight {value!r} is not a number") from None
+        raise PromptError(f"the weight {value!r} is not a number") from None
 
 
 def _bool(value) -> bool:
@@ -137,17 +176,29 @@ def load_pairs(path: str | Path) -> list[PromptPair]:
         if path.suffix == "" and str(path) in PRESETS:
             return preset(str(path))
         raise PromptError(f"prompt file {path} does not exist (or give a preset: {', '.join(PRESETS)})")
-    text = path.read_text(encoding="utf-8-sig")
+    if path.stat().st_size > MAX_PROMPT_FILE_BYTES:
+        raise PromptError(f"{path.name} is larger than {MAX_PROMPT_FILE_BYTES // 1_000_000} MB; not a prompt set")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise PromptError(f"{path.name} is not a text file; a prompt set is JSON or CSV") from None
+    try:
+        return pairs_from_records(_records(path, text))
+    except PromptError as err:
+        raise PromptError(f"{path.name}: {err}") from None
+
+
+def _records(path: Path, text: str) -> list:
     if path.suffix.lower() == ".csv":
-        return pairs_from_records(list(csv.DictReader(text.splitlines())))
+        return list(csv.DictReader(text.splitlines()))
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PromptError(f"{path.name} is not valid JSON: {err}") from err
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise PromptError(f"not valid JSON: {' '.join(str(err).split()) or 'nested too deeply'}") from None
     records = data.get("pairs") if isinstance(data, dict) else data
     if not isinstance(records, list):
-        raise PromptError(f"{path.name} should hold a list of prompt pairs")
-    return pairs_from_records(records)
+        raise PromptError("should hold a list of prompt pairs")
+    return records
 
 
 def save_pairs(pairs: list[PromptPair], path: str | Path) -> Path:

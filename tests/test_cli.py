@@ -81,7 +81,7 @@ def test_exit_codes_name_the_problem(folder, tmp_path, capsys, monkeypatch):
     assert main(["score", str(folder), *TEST, "--pairs", str(tmp_path / "missing.json")]) == EXIT_INPUT
     assert "does not exist" in capsys.readouterr().err
     assert main(["score", str(folder / "broken.jpg"), *TEST]) == EXIT_INPUT
-    assert "could be opened" in capsys.readouterr().err
+    assert "no photo could be opened" in capsys.readouterr().err
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path))
     assert main(["score", str(folder)]) == EXIT_WEIGHTS

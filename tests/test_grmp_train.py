@@ -1,8 +1,13 @@
 """GRMP-IQA fine-tuning, meta-pre-training and evaluation on a synthetic distortion set (CPU)."""
 
+import math
+import random
+
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from PIL import Image
 from skimage import data
 
@@ -12,7 +17,9 @@ from iqa.grmp.checkpoint import load_checkpoint
 from iqa.grmp.evaluate import evaluate
 from iqa.grmp.meta import MetaConfig, meta_pretrain
 from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
+from iqa.grmp.state_file import StateFileError, read_state, write_state
 from iqa.grmp.train import (
+    LEGACY_STATE_FILE,
     STATE_FILE,
     Protocol,
     TrainConfig,
@@ -220,3 +227,49 @@ def test_evaluate_skips_unreadable_images(vit_store, distorted, tmp_path):
     metrics = evaluate(scorer, items, batch_size=4, progress=False)
     assert metrics["n"] == 10 and len(metrics["skipped"]) == 1 and "broken.png" in metrics["skipped"][0]
     assert set(metrics) >= {"srcc", "plcc", "krcc", "n"}
+
+
+def test_old_pickle_state_is_never_executed(vit_backbone, vit_store, distorted, tmp_path):
+    from tests.hostile import write_malicious_pickle
+    marker = tmp_path / "pwned"
+    write_malicious_pickle(tmp_path / LEGACY_STATE_FILE, marker, payload_key="run")
+    with pytest.warns(UserWarning, match="ignored .*train_state.pt.*could run code"):
+        _seed_run(vit_backbone, vit_store, distorted, checkpoint_dir=tmp_path, steps=5)
+    assert not marker.exists()
+    assert (tmp_path / STATE_FILE).read_bytes()[8:9] == b"{"  # safetensors: a JSON header, no pickle
+
+
+@pytest.mark.parametrize("damage", ["truncate", "metadata", "tensor_reference", "empty"])
+def test_tampered_state_gives_one_line_error(vit_backbone, vit_store, distorted, tmp_path, damage):
+    _seed_run(vit_backbone, vit_store, distorted, checkpoint_dir=tmp_path, steps=5)
+    path = tmp_path / STATE_FILE
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    else:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            metadata = f.metadata()
+        text = metadata["iqa_train_state"]
+        metadata["iqa_train_state"] = (text[: len(text) // 2] if damage == "metadata"
+                                       else text.replace('"__tensor__": "t0"', '"__tensor__": "t999999"'))
+        save_file(tensors, str(path), metadata=metadata)
+    with pytest.raises(StateFileError, match=r"train_state.safetensors is not a readable training state \(.+\); "
+                                             r"delete it to start afresh") as err:
+        _seed_run(vit_backbone, vit_store, distorted, checkpoint_dir=tmp_path, steps=5)
+    assert "\n" not in str(err.value)
+
+
+def test_state_file_keeps_every_kind_of_value(tmp_path):
+    state = {"ints": {0: torch.arange(3), 1: None}, "rng": torch.get_rng_state(), "py": random.getstate(),
+             "floats": [float("nan"), -math.inf, 0.1], "text": "x", "nested": ({"a": (1, 2.5)},)}
+    write_state(tmp_path / "s.safetensors", state)
+    back = read_state(tmp_path / "s.safetensors", {})
+    assert torch.equal(back["ints"][0], state["ints"][0]) and back["ints"][1] is None
+    assert torch.equal(back["rng"], state["rng"]) and back["rng"].dtype == torch.uint8
+    assert back["py"] == state["py"] and back["nested"] == state["nested"] and back["text"] == "x"
+    assert math.isnan(back["floats"][0]) and back["floats"][1:] == [-math.inf, 0.1]
+    with pytest.raises(TypeError, match="cannot store a object"):
+        write_state(tmp_path / "t.safetensors", {"x": object()})

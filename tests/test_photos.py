@@ -471,12 +471,12 @@ def test_collect_reports_patterns_matching_nothing(album):
     nested = album / "outer" / "inner"
     nested.mkdir(parents=True)
     write(nested / "e.png", encode(two_colour_image((4, 4)), "PNG"))
-    with pytest.raises(FileNotFoundError, match="outer: folder has no photos.*recursive option"):
+    with pytest.raises(FileNotFoundError, match="outer: is a folder with no photos.*recursive option"):
         collect_photo_paths([album / "outer"])
     assert collect_photo_paths([album / "outer"], recursive=True) == [nested / "e.png"]
     empty = album / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError, match="folder has no photos"):
+    with pytest.raises(FileNotFoundError, match="is a folder with no photos"):
         collect_photo_paths([empty], recursive=True)
 
 

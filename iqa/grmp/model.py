@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from ..features import FeatureStore, ProgressFn
 from ..photos import Photo
-from ..preprocess import Preprocessor, preprocessor_for
+from ..preprocess import Preprocessor, check_shape, preprocessor_for
 from ..results import PairScore, ScoreResult
 from ..test_backbone import TEST_BACKBONE_WARNING
 from ..text_tower import TextTower
@@ -166,6 +166,7 @@ class OfficialPreprocessor:
     def __call__(self, image: Image.Image) -> Tensor:
         import cv2  # only the official preprocessing needs OpenCV
 
+        check_shape(image.size)
         array = np.asarray(image.convert("RGB"))
         resized = cv2.resize(array, (self.resize, self.resize), interpolation=cv2.INTER_CUBIC)
         offset = (self.resize - self.crop) // 2

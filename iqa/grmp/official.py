@@ -26,7 +26,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ..backbones import Backbone, CheckpointMismatch, load_backbone
+from ..backbones import Backbone, CheckpointMismatch, load_backbone, unpickling_reason, unreadable_reason
 from ..test_backbone import TEST_BACKBONES
 from .checkpoint import checkpoint_paths, save_checkpoint
 from .model import GRMPConfig, GRMPModel
@@ -70,16 +70,15 @@ def read_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise OfficialCheckpointError(
-            f"refused to load {path.name}: it is not a plain tensor checkpoint, and reading it would "
-            f"run code stored in the file (torch.load weights_only=True said: {str(err).splitlines()[0]})"
-        ) from err
+        raise OfficialCheckpointError(f"refused to load {path.name}: {unpickling_reason(err)}") from None
     except Exception as err:
-        raise OfficialCheckpointError(f"{path.name} is not a readable PyTorch checkpoint: {err}") from err
+        raise OfficialCheckpointError(
+            f"{path.name} is not a readable PyTorch checkpoint: {unreadable_reason(path, err)}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OfficialCheckpointError(f"{path.name} is not a state dict of tensors")
+        raise OfficialCheckpointError(f"{path.name} is not a state dict of tensors (a dictionary of tensor names "
+                                      f"to tensors, as torch.save(model.state_dict()) writes)")
     return {k.removeprefix("module."): v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
@@ -103,7 +102,8 @@ def map_official_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
             unknown.append(key)
     if unknown:
         raise OfficialCheckpointError(
-            f"not an official GRMP-IQA checkpoint: {len(unknown)} unknown tensors (e.g. {unknown[0]})")
+            f"not an official GRMP-IQA checkpoint: {len(unknown)} unknown tensors (e.g. {unknown[0]}; expected "
+            f"image_encoder.*, text_encoder.*, prompt_learner2.* and logit_scale)")
     for needed in ("prompt_learner.ctx", "vpt.prompt_embeddings", "clip.logit_scale", "clip.visual.conv1.weight"):
         if needed not in mapped:
             raise OfficialCheckpointError(f"not an official GRMP-IQA checkpoint: it has no {needed!r} tensor")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -42,12 +43,14 @@ from ..features import FeatureStore
 from ..metrics import all_metrics, plcc, srcc
 from ..photos import PhotoError, open_photo
 from .checkpoint import save_checkpoint
+from .state_file import read_state, write_state
 from .losses import pairwise_regularizer, project_gradients, quality_loss, semantic_loss
 from .model import GRMPConfig, GRMPModel, zero_shot_scene_logits
 
 REGULARIZERS = ("pairwise", "projection", "none")
 OPTIMIZERS = ("sgd", "adam")
-STATE_FILE = "train_state.pt"
+STATE_FILE = "train_state.safetensors"
+LEGACY_STATE_FILE = "train_state.pt"  # pickles of older versions: never read, they could run code
 
 StepCallback = Callable[[int, float, "float | None"], None]
 
@@ -434,7 +437,7 @@ def fine_tune(
             if on_step is not None:
                 on_step(run.step, loss, val_srcc)
             if state_path is not None and config.checkpoint_every and run.step % config.checkpoint_every == 0:
-                _write_state(state_path, {**(extra_state or {}), "run": run.state_dict()})
+                write_state(state_path, {**(extra_state or {}), "run": run.state_dict()})
         bar.close()
     if not split.val:  # nothing to select on: keep the last model
         run.best.update(step=run.step, state=trainable_state(model))
@@ -446,14 +449,6 @@ def fine_tune(
     return RoundResult(round=round_index, n_train=len(split.train), n_val=len(split.val), n_test=len(split.test),
                        best_step=run.best["step"], val_srcc=run.best["srcc"], val_plcc=run.best["plcc"],
                        test=test, history=run.history)
-
-
-def _write_state(path: str | Path, state: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 def run_protocol(
@@ -471,7 +466,7 @@ def run_protocol(
     """Fine-tune `model` over `protocol.rounds` random splits and score each round's test part.
 
     Every round starts from the model as given (e.g. meta-pre-trained prompts). With
-    `checkpoint_dir`, resumable state goes to `<checkpoint_dir>/train_state.pt` every
+    `checkpoint_dir`, resumable state goes to `<checkpoint_dir>/train_state.safetensors` every
     `config.checkpoint_every` steps and after each round; calling again with the same arguments
     continues from it. At the end `model` holds the round whose validation score was best, and
     with `save_to` it is written by `save_checkpoint`, with the protocol, the settings, the
@@ -497,7 +492,7 @@ def run_protocol(
         if best_round is None or _val_key(result) > _val_key(best_round["result"]):
             best_round = {"result": result, "state": trainable_state(model)}
         if state_path is not None:
-            _write_state(state_path, {"settings": settings, "done": done, "best_round": best_round})
+            write_state(state_path, {"settings": settings, "done": done, "best_round": best_round})
     load_trainable_state(model, best_round["state"])
     result = ProtocolResult(rounds=done, skipped=data.skipped)
     chosen = best_round["result"]
@@ -525,9 +520,16 @@ def _round_summary(result: RoundResult) -> dict:
 
 
 def _read_state(path: Path | None, settings: dict) -> dict:
-    if path is None or not path.exists():
+    """The saved state of an interrupted run with these settings ({} when there is none)."""
+    if path is None:
         return {}
-    state = torch.load(path, weights_only=False)
+    legacy = path.with_name(LEGACY_STATE_FILE)
+    if legacy.exists() and not path.exists():
+        warnings.warn(f"ignored {legacy}: training state of an older version, stored as a pickle that could "
+                      f"run code; it is never read (delete it); training starts afresh", stacklevel=3)
+    if not path.exists():
+        return {}
+    state = read_state(path, {"RoundResult": RoundResult})
     if state.get("settings") != settings:
         raise ValueError(
             f"{path} was written by a run with other settings; delete it or use another checkpoint_dir "
