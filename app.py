@@ -612,6 +612,13 @@ with λ = 5 in the paper. The **seed** variant (this project's source document) 
 and trains the prompt plus a small MLP on the two cosines with MSE + λ·mean((Δcos − Δy)²) over photo pairs;
 its image features are the cached CLIP-IQA ones, so it adapts within a minute on a CPU (third tab). Settings that
 matter: the checkpoint (and the backbone it was trained on), λ and the number of steps.
+
+**The default GRMP-IQA model** is the official release's `clive_50_prompt_lda_5.0.pt`
+([zzhowe/GRMP-IQA](https://huggingface.co/zzhowe/GRMP-IQA)): the paper variant (ViT-B/16, 100 visual prompt
+tokens per block, the last 4 blocks of both towers fine-tuned) trained on 50 labelled LIVE Challenge photos with
+λ = 5 after meta-prompt pre-training on TID2013 and KADID-10k distortions. It is converted once and fed as the
+official code feeds it (squashed to 244×244 with OpenCV's bicubic, centre 224 crop, ImageNet statistics); on
+weights made for the test, its scores match the official code's to within 1e-6.
 """
 
 

@@ -49,7 +49,9 @@ def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     group.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on GPU, fp32 on CPU)")
     group.add_argument("--max-side", type=int, default=1024,
-                       help="downsize larger photos to this longest side first (RN50 native resolution)")
+                       help="RN50 native resolution: photos are fed at their own size up to this longest side "
+                            "and downsized to it beyond (the output says so); 0 = never downsize, exactly as the "
+                            "reference library (pyiqa) feeds them, at the cost of memory on big photos")
     group.add_argument("--batch-size", type=int, default=16)
 
 

@@ -24,7 +24,9 @@ MIN_SIDE = 64  # the ResNet downsamples 32x: smaller inputs leave almost nothing
 # minimum side would blow a thin strip up to millions of pixels (40000x1 -> 2,560,000x64), and a
 # crop of the middle would not be the photo any more. Real panoramas stay well below it.
 MAX_ASPECT_RATIO = 20
-# Every preprocessed input stays under this many pixels, whatever max_side says (None included).
+# Every preprocessed input stays under this many pixels, whatever a positive max_side says. With
+# max_side 0 or None (no downsizing, as the reference library feeds photos) the photo's own size
+# is the bound, and that is limited when it is opened (iqa.photos.MAX_PIXELS).
 MAX_INPUT_PIXELS = 2048 * 2048
 
 
@@ -72,7 +74,7 @@ class Preprocessor:
         scale = 1.0
         if self.max_side and max(w, h) > self.max_side:
             scale = self.max_side / max(w, h)
-        if w * h * scale * scale > MAX_INPUT_PIXELS:  # rounded down to stay within; min side >> 64 here
+        if self.max_side and w * h * scale * scale > MAX_INPUT_PIXELS:  # rounded down to stay within
             scale = (MAX_INPUT_PIXELS / (w * h)) ** 0.5
             return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
         if min(w, h) * scale < MIN_SIDE:

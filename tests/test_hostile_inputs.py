@@ -58,10 +58,12 @@ def test_every_preprocessing_path_refuses_absurd_aspect_ratios(size):
 def test_preprocessing_is_bounded_by_pixels_after_resizing():
     thin = Preprocessor(native_resolution=True).target_size((MAX_ASPECT_RATIO * 10, 10))
     assert thin == (MAX_ASPECT_RATIO * 64, 64)  # the minimum side still applies, within the ratio
-    unbounded = Preprocessor(native_resolution=True, max_side=None)
-    width, height = unbounded.target_size((12000, 9000))
+    generous = Preprocessor(native_resolution=True, max_side=100_000)
+    width, height = generous.target_size((12000, 9000))
     assert width * height <= MAX_INPUT_PIXELS and abs(width / height - 12000 / 9000) < 0.01
-    assert "at most 4.2 MP" in unbounded.notes((12000, 9000))[0]
+    # max_side 0 / None: never downsized (the reference library's way); opening bounds the pixels
+    assert Preprocessor(native_resolution=True, max_side=None).target_size((12000, 9000)) == (12000, 9000)
+    assert "at most 4.2 MP" in generous.notes((12000, 9000))[0]
     assert Preprocessor(native_resolution=True).target_size((640, 480)) == (640, 480)
 
 
