@@ -1,0 +1,88 @@
+"""The app shows an official GRMP-IQA model by default, and says in one line when it cannot."""
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+
+import pytest
+import torch
+from conftest import running_app
+from gradio_client import Client, handle_file
+
+import app
+from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError
+from official_reference import tiny_official_state
+
+T_SCALE = "checkpoint's logit scale"
+
+
+@pytest.fixture(scope="module")
+def official_file(vit_backbone, tmp_path_factory):
+    """An official-layout file at the tiny test ViT's size (its architecture is recognised)."""
+    path = tmp_path_factory.mktemp("release") / "tiny_official.pt"
+    torch.save(tiny_official_state(vit_backbone), path)
+    return path
+
+
+def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_file, photos, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
+    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=str(official_file))
+    handlers = app.Handlers(app.Models(config))
+    models = handlers.models
+    assert list(models.startup_checkpoints) == ["official: tiny_official"]
+    assert models.default_checkpoint.startswith(str(tmp_path / "cache" / "official" / "tiny_official-"))
+    assert models.grmp_note.startswith("GRMP-IQA: the official model tiny_official.pt; on test-tiny-vit")
+    files = []
+    for photo in photos:
+        files.append(str(tmp_path / f"{photo.name}.png"))
+        photo.image.save(files[-1])
+    session, _, _ = handlers.add_photos(files, app.Session())
+    handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint,
+                   0.5, "GRMP-IQA")
+    assert all(row.grmp is not None and row.grmp.method == "GRMP-IQA (paper)" for row in session.rows)
+    assert all(0 <= row.grmp.score <= 1 for row in session.rows)
+
+
+def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeypatch):
+    def offline(filename, *args, **kwargs):
+        raise OfficialCheckpointError(f"could not download {filename} from the Hugging Face Hub (offline)")
+
+    monkeypatch.setattr("iqa.grmp.official.download_official", offline)
+    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=DEFAULT_FILE)
+    models = app.Models(config)
+    assert models.startup_checkpoints == {} and models.default_checkpoint == app.NO_GRMP
+    note = models.grmp_note
+    assert "\n" not in note and "column is empty" in note and "could not download" in note
+    assert "--grmp-official PATH" in note and "Adapt tab" in note
+
+
+def test_flags_choose_the_official_file(monkeypatch):
+    monkeypatch.delenv("IQA_GRMP_OFFICIAL", raising=False)
+    assert app.parse_args([]).grmp_official == DEFAULT_FILE
+    assert app.parse_args(["--test-backbone"]).grmp_official is None  # meaningless scores: no 600 MB model
+    assert app.parse_args(["--grmp-official", "none"]).grmp_official is None
+    monkeypatch.setenv("IQA_GRMP_OFFICIAL", "koniq_50_prompt_lda_5.0.pt")
+    assert app.parse_args([]).grmp_official == "koniq_50_prompt_lda_5.0.pt"
+
+
+@pytest.mark.slow
+def test_the_served_page_opens_with_the_official_model_chosen(official_file, photos, tmp_path, monkeypatch):
+    monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
+    with running_app(tmp_path, "--grmp-official", str(official_file)) as url:
+        page = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert "the official model tiny_official.pt" in page
+        config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
+        chosen = [c["props"]["value"] for c in config["components"]
+                  if c.get("props", {}).get("label") == "GRMP-IQA checkpoint"]
+        assert len(chosen) == 1 and re.search(r"official/tiny_official-[0-9a-f]{12}$", chosen[0])
+        client = Client(url, verbose=False)
+        paths = []
+        for photo in photos:
+            paths.append(tmp_path / f"{photo.name}.png")
+            photo.image.save(paths[-1])
+        client.predict([handle_file(str(p)) for p in paths], api_name="/add_photos")
+        table = client.predict("seed", api_name="/load_preset")
+        ranking = client.predict(table, "test-tiny-rn", T_SCALE, chosen[0], 0.5, "GRMP-IQA", api_name="/score")[1]
+        assert len(ranking["data"]) == 3 and all(row[4] is not None for row in ranking["data"])
