@@ -95,7 +95,7 @@ def test_official_preprocessing_is_the_official_transform_pixel_for_pixel(name):
     rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     squashed = cv2.resize(rgb, (244, 244), interpolation=cv2.INTER_CUBIC).transpose(2, 0, 1)
     theirs = torch.from_numpy(np.ascontiguousarray(squashed[:, 10:234, 10:234])).float() / 255
-    for channel, (mean, std) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))):
+    for channel, (mean, std) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), strict=True)):
         theirs[channel] = (theirs[channel] - mean) / std
     assert ours.shape == theirs.shape == (3, 224, 224)
     assert torch.allclose(ours, theirs, atol=1e-6, rtol=0)

@@ -4,7 +4,8 @@ Pretrained tags carry their own mean, std, interpolation and resize mode (SigLIP
 squash; OpenAI and LAION: CLIP statistics and a centre crop). Loading a tag downloads weights
 (and SigLIP's tokenizer), which cannot happen here, so open_clip's `create_model` is made to apply
 the tag's preprocess configuration to random weights, exactly as it does on a real download;
-everything after that is the real loading path. The reference is open_clip's own `preprocess` for the same configuration.
+everything after that is the real loading path. The reference is open_clip's own `preprocess`
+for the same configuration.
 """
 from __future__ import annotations
 

@@ -377,6 +377,12 @@ class PromptedImageEncoder:
             return self.model.image_features(pixels)
 
 
+def _shares_features(store: FeatureStore | None, model: GRMPModel) -> bool:
+    """Whether a (seed) model can use `store`'s cached features: same backbone weights and preprocessing."""
+    return (store is not None and store.backbone.key == model.backbone.key
+            and store.preprocessor.key == model.preprocessor.key)
+
+
 class GRMPScorer:
     """Scores photos with a GRMP model; one `PairScore` per photo for the learned prompt pair.
 
@@ -388,8 +394,9 @@ class GRMPScorer:
     def __init__(self, model: GRMPModel, store: FeatureStore | None = None, batch_size: int = 16):
         self.model = model
         if not model.features_frozen:
-            store = FeatureStore(PromptedImageEncoder(model), model.preprocessor, batch_size=batch_size)  # type: ignore[arg-type]
-        elif store is None or store.backbone.key != model.backbone.key or store.preprocessor.key != model.preprocessor.key:
+            encoder = PromptedImageEncoder(model)
+            store = FeatureStore(encoder, model.preprocessor, batch_size=batch_size)  # type: ignore[arg-type]
+        elif not _shares_features(store, model):
             store = FeatureStore(model.backbone, batch_size=batch_size)
         self.store = store
 
