@@ -26,7 +26,14 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ..backbones import Backbone, CheckpointMismatch, load_backbone, unpickling_reason, unreadable_reason
+from ..backbones import (
+    Backbone,
+    CheckpointMismatch,
+    load_backbone,
+    unpickling_reason,
+    unreadable_reason,
+)
+from ..disk_cache import default_cache_dir
 from ..test_backbone import TEST_BACKBONES
 from .checkpoint import checkpoint_paths, save_checkpoint
 from .model import GRMPConfig, GRMPModel
@@ -172,13 +179,6 @@ def converted_official(source: str | os.PathLike = DEFAULT_FILE, cache_dir: str 
     if not checkpoint_paths(stem)[1].is_file():
         save_checkpoint(import_official(path, device="cpu"), stem)
     return stem
-
-
-def default_cache_dir() -> Path:
-    """Where converted checkpoints are kept: $IQA_CACHE_DIR, else $XDG_CACHE_HOME/iqa or ~/.cache/iqa."""
-    if os.environ.get("IQA_CACHE_DIR"):
-        return Path(os.environ["IQA_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "iqa"
 
 
 def _architecture(mapped: dict[str, torch.Tensor], name: str) -> str:
