@@ -209,6 +209,12 @@ class Session:
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
 
+    def end(self, notice: str = "") -> None:
+        """Forget everything, files included: the session starts afresh if it comes back."""
+        self.drop_photos(notice)
+        self.checkpoints = {}
+        self.remove_files()
+
     def directory(self, root: Path) -> Path:
         if not self.folder:
             self.folder = str(root / uuid.uuid4().hex)
@@ -222,15 +228,27 @@ class SessionBudget:
 
     Every handler that gets a session calls `use`; when all sessions together hold more than
     `limit` bytes, the least recently used other sessions lose their photos (they are told why at
-    their next request), and sessions idle for longer than `ttl` seconds lose theirs too (Gradio's
-    own state expiry, which this backs up, keeps a closed tab's state for an hour). Sessions are
-    held by weak reference: a session Gradio drops is not kept alive here.
+    their next request), and sessions idle for longer than `ttl` seconds are ended, files included.
+    A background thread sweeps for idle sessions even when no request comes: Gradio's own state
+    expiry, which this backs up, keeps a closed tab's state for an hour and runs in a task that
+    stops for good at its first error. Sessions are held by weak reference: a session Gradio drops
+    is not kept alive here.
     """
 
     def __init__(self, limit: int, ttl: float):
         self.limit, self.ttl = limit, ttl
         self._lock = threading.Lock()
         self._sessions: OrderedDict[int, tuple[weakref.ref, float]] = OrderedDict()  # least recently used first
+        sweeper = threading.Thread(target=self._sweep_forever, name="session-expiry", daemon=True)
+        sweeper.start()
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(min(max(self.ttl / 4, 0.5), 60))
+            with self._lock:
+                dropped = self._expire_idle()
+            if dropped:
+                release_memory()
 
     def use(self, session: Session) -> None:
         with self._lock:
@@ -257,15 +275,15 @@ class SessionBudget:
         return [s for s in (ref() for ref, _ in self._sessions.values()) if s is not None]
 
     def _expire_idle(self) -> int:
-        """Drop the photos of sessions idle for longer than `ttl`; returns how many lost photos."""
+        """End the sessions idle for longer than `ttl` (files included); returns how many it ended."""
         now, dropped = time.monotonic(), 0
         for key, (ref, last) in list(self._sessions.items()):
             session = ref()
             if session is None or now - last > self.ttl:
                 del self._sessions[key]
-                if session is not None and session.photos:
-                    session.drop_photos(f"this session was idle for more than {self.ttl:g} s, so the server "
-                                        "dropped its photos; add them again")
+                if session is not None and (session.photos or session.folder):
+                    session.end(f"this session was idle for more than {self.ttl:g} s, so the server dropped its "
+                                "photos and checkpoints; add them again")
                     dropped += 1
         return dropped
 
@@ -284,6 +302,18 @@ class SessionBudget:
             del self._sessions[key]
             dropped += 1
         return dropped
+
+
+def return_freed_memory_promptly() -> None:
+    """Make glibc serve allocations over 1 MiB from their own mappings, given back when freed.
+
+    By default glibc raises that threshold (up to 32 MiB) after large blocks are freed, so the
+    full-size decodes of an upload burst would stay in the heap long after their sessions ended.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, MIB)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def release_memory() -> None:
@@ -395,11 +425,17 @@ class Handlers:
             session.notice = ""
 
     def end_session(self, session: Session) -> None:
-        """Gradio dropped the session (idle expiry, or its tab closed long ago): free its memory and files."""
-        self.budget.forget(session)
-        session.drop_photos()
-        session.remove_files()
-        release_memory()
+        """Gradio dropped the session (idle expiry, or its tab closed long ago): free its memory and files.
+
+        Never raises: Gradio calls this from the task that expires every session, which an error
+        would stop for good.
+        """
+        try:
+            self.budget.forget(session)
+            session.end()
+            release_memory()
+        except Exception:  # noqa: BLE001 - logged; see the docstring
+            traceback.print_exc(file=sys.stderr)
 
     # --- photos -------------------------------------------------------------------------------
 
@@ -424,6 +460,7 @@ class Handlers:
                 messages.append(str(err))
                 continue
             taken.add(photo.name)
+            self.budget.use(session)  # a long upload is not idle, and others give way as it grows
             session.sources.add(str(file))
             session.photos.append(photo)
             session.thumbnails[photo.name], session.icons[photo.name] = thumbnail(photo, thumbs)
@@ -746,6 +783,7 @@ class Handlers:
             job = pool.submit(run_adapt, store, labelled.images(), steps, float(lam), history.append)
             while not job.done():
                 time.sleep(0.5)
+                self.budget.use(session)  # a long adaptation is not idle
                 progress((len(history), steps), desc="adapting")
                 yield charts.training_curves(list(history)), f"Step {len(history)} of {steps}…", session, \
                     gr.update(), None
@@ -1099,6 +1137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if config.is_test:
         print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
+    return_freed_memory_promptly()
     launch(build_demo(config, models), config)
     return 0
 

@@ -154,6 +154,16 @@ def test_idle_sessions_lose_their_photos_and_ended_ones_their_files(handlers, go
     assert not folder.exists() and ended.photos == []
 
 
+def test_idle_sessions_are_ended_without_any_request(handlers, good_photos, monkeypatch):
+    monkeypatch.setattr(handlers, "budget", app.SessionBudget(1 << 30, ttl=0.2))
+    session = handlers.add_photos(good_photos, app.Session())[0]
+    folder = Path(session.folder)
+    deadline = time.monotonic() + 10
+    while session.photos and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert session.photos == [] and not folder.exists()
+
+
 def test_a_checkpoint_path_the_session_was_not_given_is_not_loaded(handlers, good_photos, tmp_path):
     tensors, json_path = good_checkpoint(tmp_path)
     session = handlers.add_photos(good_photos, app.Session())[0]
