@@ -272,3 +272,16 @@ def test_served_sessions_expire_and_their_folders_are_removed(client, served):
         time.sleep(0.5)
     assert not any(f.exists() for f in folders)
     assert _served_score(client)[-1] == "No photos to score."  # the session starts afresh
+
+
+def test_help_states_the_limits_and_the_default_host(capsys, monkeypatch):
+    with pytest.raises(SystemExit):
+        app.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for needle in ("127.0.0.1", "GRADIO_SERVER_NAME", "--max-file-size", "--max-photos", "--max-pixels",
+                   "--session-memory-mb", "--session-ttl", "--allow-backbone", "(default 30mb)", "(default 3600)"):
+        assert needle in text
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("IQA_SESSION_TTL", "30")
+    config = app.parse_args([])
+    assert config.host == "0.0.0.0" and config.session_ttl == 30
