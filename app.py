@@ -16,6 +16,9 @@ except ImportError:
 
 import argparse
 import base64
+import ctypes
+import functools
+import inspect
 import io
 import os
 import shutil
@@ -23,15 +26,19 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 import uuid
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import gradio as gr
 import pandas as pd
+from PIL import Image
+from starlette.middleware import Middleware
 
 from iqa import charts
 from iqa.backbones import (DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneUnavailable, CheckpointMismatch,
@@ -40,17 +47,20 @@ from iqa.clipiqa import CLIPIQA
 from iqa.compare import (CLIP_IQA, GRMP_IQA, METHODS, CachedScorer, ComparedPhoto, compare, ranked, rows_to_csv, split,
                          unique_name, zip_photos)
 from iqa.features import FeatureStore, ProgressFn
-from iqa.grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
-from iqa.grmp.model import GRMPModel, GRMPScorer
+from iqa.grmp.checkpoint import (CheckpointError, check_checkpoint, checkpoint_paths, load_checkpoint, read_config,
+                                 save_checkpoint)
+from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from iqa.grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
 from iqa.grmp.train import adapt_seed
 from iqa.photos import Photo, PhotoError, open_photo
+from iqa.preprocess import DEFAULT_MAX_SIDE
 from iqa.prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
 from iqa.prompts import DEFAULT_PRESET, PRESETS, PromptError, PromptPair, check_pairs, load_pairs, save_pairs
 from iqa.test_backbone import TEST_BACKBONE_WARNING, TEST_BACKBONES, is_test_backbone
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
+MIB = 1 << 20
 EXAMPLE_PHOTOS = [f"{ref}{suffix}.jpg" for ref in ("astronaut", "chelsea", "coffee", "rocket")
                   for suffix in ("", "_gaussian_blur_L5", "_gaussian_noise_L3")]
 REAL_BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu", "ViT-L-14-quickgelu")
@@ -73,9 +83,13 @@ class AppConfig:
     grmp_checkpoints: list[str] = field(default_factory=list)
     grmp_official: str | None = None  # an official GRMP-IQA file (Hub name or local path), the default model
     device: str | None = None
+    allow_backbones: list[str] = field(default_factory=list)  # backbones uploaded checkpoints may use
     max_photos: int = 300
     max_file_size: str = "30mb"
-    max_pixels: int = 60_000_000
+    max_pixels: int = 60_000_000  # checked from the file header, before decoding
+    max_side: int = DEFAULT_MAX_SIDE  # photos are downsized to this as soon as they are uploaded
+    session_memory_mb: int = 2048  # all sessions' photos together; least recently used sessions lose theirs
+    session_ttl: float = 3600.0  # seconds without an upload or a scoring before a session is dropped
     max_grmp_models: int = 4  # GRMP models kept in memory (a paper-variant model holds a whole ViT)
     concurrency: int = 2
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "iqa-app")
@@ -93,14 +107,20 @@ class Models:
         self._lock = threading.Lock()
         self._stores: dict[str, FeatureStore] = {}
         self._grmp: OrderedDict[str, CachedScorer] = OrderedDict()  # least recently used first
-        self.store(config.backbone)
+        self._trusted: set[str] = set()  # checkpoints the operator or the server made (not uploads)
+        for name in dict.fromkeys([config.backbone, *config.allow_backbones]):
+            self.store(name)
         self.startup_checkpoints: dict[str, str] = {}
         self.grmp_note = ""  # one line for the page: which GRMP-IQA model is the default, or why there is none
         if config.grmp_official:
             self._load_official(config.grmp_official)
         for path in config.grmp_checkpoints:
+            self.trust(path)
             self.grmp(path)
             self.startup_checkpoints[Path(path).name] = str(path)
+        # fixed at start: an upload never loads a backbone
+        self.upload_backbones = tuple(dict.fromkeys(
+            [*self._stores, *(cached.scorer.model.config.backbone for cached in self._grmp.values())]))
         if not self.startup_checkpoints and not self.grmp_note:
             self.grmp_note = ("No GRMP-IQA model loaded, so its column is empty: upload a checkpoint below, adapt "
                               "one on the Adapt tab, or start the app with --grmp-official FILE or "
@@ -115,6 +135,7 @@ class Models:
         """Convert (once, cached on disk) and load an official GRMP-IQA file; say in one line if it cannot be had."""
         try:
             stem = converted_official(source)
+            self.trust(str(stem))
             scorer = self.grmp(str(stem))
         except (OSError, ValueError) as err:  # OfficialCheckpointError, CheckpointMismatch, a full disk ...
             reason = str(err).splitlines()[0]
@@ -143,21 +164,41 @@ class Models:
             return self._stores[name]
 
     def grmp(self, path: str) -> CachedScorer:
-        """A GRMP scorer for a checkpoint (results cached per photo), sharing CLIP-IQA's features when it can."""
-        path = str(checkpoint_paths(path)[0].with_suffix(""))
+        """A GRMP scorer for a checkpoint (results cached per photo), sharing CLIP-IQA's features when it can.
+
+        An untrusted checkpoint (an upload) is validated against its tensors before anything is
+        built, and may only use a backbone the server started with.
+        """
+        path = _stem(path)
         with self._lock:
             if path in self._grmp:
                 self._grmp.move_to_end(path)
                 return self._grmp[path]
-        config = read_config(path)
+        config = read_config(path) if path in self._trusted else self.check_upload(path)
         if config.variant == "paper" and config.pretrained is None:  # carries its whole backbone
             return self.register(path, GRMPScorer(load_checkpoint(path, device=self.config.device)))
         store = self.store(config.backbone)
         model = load_checkpoint(path, backbone=store.backbone)
         return self.register(path, GRMPScorer(model, store))
 
+    def check_upload(self, path: str) -> GRMPConfig:
+        """The config of an uploaded checkpoint, refused (CheckpointError) unless its backbone is loaded
+        already, since it was named at start."""
+        config = check_checkpoint(path)
+        if config.backbone not in self.upload_backbones:
+            raise CheckpointError(
+                f"{Path(path).name}.json needs backbone {config.backbone!r}; uploaded checkpoints may only use "
+                f"the backbones this server was started with: {', '.join(self.upload_backbones)} (an operator "
+                f"can allow more with --allow-backbone)")
+        return config
+
+    def trust(self, path: str) -> None:
+        """Mark a checkpoint as the operator's or the server's own (it may load its backbone)."""
+        self._trusted.add(_stem(path))
+
     def register(self, path: str, scorer: GRMPScorer) -> CachedScorer:
         """Keep a scorer for the checkpoint at `path` (a stem), e.g. one just adapted."""
+        self.trust(path)
         with self._lock:
             cached = self._grmp.setdefault(path, CachedScorer(scorer))
             while len(self._grmp) > self.config.max_grmp_models:
@@ -167,6 +208,10 @@ class Models:
     @property
     def description(self) -> str:
         return self.store(self.config.backbone).backbone.description
+
+
+def _stem(path: str) -> str:
+    return str(checkpoint_paths(path)[0].with_suffix(""))
 
 
 @dataclass
@@ -180,11 +225,30 @@ class Session:
     rows: list[ComparedPhoto] = field(default_factory=list)
     checkpoints: dict[str, str] = field(default_factory=dict)
     folder: str = ""
+    notice: str = ""  # why the server dropped this session's photos, told at its next request
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the session's photos take: their (bounded) pixels and the ranking table's icons."""
+        return sum(p.image.width * p.image.height * 3 for p in self.photos) + sum(map(len, self.icons.values()))
+
+    def drop_photos(self, notice: str = "") -> None:
+        """Forget the photos and results (checkpoint choices stay); thumbnails go with them."""
+        self.photos, self.rows, self.thumbnails, self.icons, self.sources = [], [], {}, {}, set()
+        self.notice = notice
+        if self.folder:
+            shutil.rmtree(Path(self.folder) / "thumbnails", ignore_errors=True)
 
     def remove_files(self) -> None:
         """Delete the session's folder (thumbnails, downloads, checkpoints) when Gradio drops the session."""
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
+
+    def end(self, notice: str = "") -> None:
+        """Forget everything, files included: the session starts afresh if it comes back."""
+        self.drop_photos(notice)
+        self.checkpoints = {}
+        self.remove_files()
 
     def directory(self, root: Path) -> Path:
         if not self.folder:
@@ -192,6 +256,118 @@ class Session:
         path = Path(self.folder)
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+class SessionBudget:
+    """A server-wide cap on the memory sessions' photos take, and the expiry of idle sessions.
+
+    Every handler that gets a session calls `use`; when all sessions together hold more than
+    `limit` bytes, the least recently used other sessions lose their photos (they are told why at
+    their next request), and sessions idle for longer than `ttl` seconds are ended, files included.
+    A background thread sweeps for idle sessions even when no request comes: Gradio's own state
+    expiry, which this backs up, keeps a closed tab's state for an hour and runs in a task that
+    stops for good at its first error. Sessions are held by weak reference: a session Gradio drops
+    is not kept alive here.
+    """
+
+    def __init__(self, limit: int, ttl: float):
+        self.limit, self.ttl = limit, ttl
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[int, tuple[weakref.ref, float]] = OrderedDict()  # least recently used first
+        sweeper = threading.Thread(target=self._sweep_forever, name="session-expiry", daemon=True)
+        sweeper.start()
+
+    def _sweep_forever(self) -> None:
+        while True:
+            time.sleep(min(max(self.ttl / 4, 0.5), 60))
+            with self._lock:
+                dropped = self._expire_idle()
+            if dropped:
+                release_memory()
+
+    def use(self, session: Session) -> None:
+        with self._lock:
+            self._sessions[id(session)] = (weakref.ref(session), time.monotonic())
+            self._sessions.move_to_end(id(session))
+            dropped = self._expire_idle() + self._evict_beyond_limit(session)
+        if dropped:
+            release_memory()
+
+    def forget(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.pop(id(session), None)
+
+    def room(self, session: Session) -> int:
+        """Bytes `session` may still add: the whole budget, less what it holds (others give way)."""
+        return self.limit - session.nbytes
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(s.nbytes for s in self._live())
+
+    def _live(self) -> list[Session]:
+        return [s for s in (ref() for ref, _ in self._sessions.values()) if s is not None]
+
+    def _expire_idle(self) -> int:
+        """End the sessions idle for longer than `ttl` (files included); returns how many it ended."""
+        now, dropped = time.monotonic(), 0
+        for key, (ref, last) in list(self._sessions.items()):
+            session = ref()
+            if session is None or now - last > self.ttl:
+                del self._sessions[key]
+                if session is not None and (session.photos or session.folder):
+                    session.end(f"this session was idle for more than {self.ttl:g} s, so the server dropped its "
+                                "photos and checkpoints; add them again")
+                    dropped += 1
+        return dropped
+
+    def _evict_beyond_limit(self, keep: Session) -> int:
+        """Drop the photos of the least recently used sessions but `keep` until the rest fit the limit."""
+        total, dropped = sum(s.nbytes for s in self._live()), 0
+        for key, (ref, _) in list(self._sessions.items()):
+            session = ref()
+            if total <= self.limit:
+                break
+            if session is None or session is keep:
+                continue
+            total -= session.nbytes
+            session.drop_photos("the server needed the memory for newer sessions, so it dropped this session's "
+                                "photos (least recently used first); add them again")
+            del self._sessions[key]
+            dropped += 1
+        return dropped
+
+
+def return_freed_memory_promptly() -> None:
+    """Make glibc serve allocations over 1 MiB from their own mappings, given back when freed.
+
+    By default glibc raises that threshold (up to 32 MiB) after large blocks are freed, so the
+    full-size decodes of an upload burst would stay in the heap long after their sessions ended.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, MIB)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def release_memory() -> None:
+    """Give freed heap memory back to the operating system (glibc keeps it otherwise; elsewhere a no-op)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def bounded_copy(photo: Photo, max_side: int) -> Photo:
+    """The photo downsized (bicubic, as the scorers resize) so that neither side exceeds `max_side`:
+    a session keeps no more pixels than scoring uses. The original file stays for downloads."""
+    width, height = photo.image.size
+    if max(width, height) <= max_side:
+        return photo
+    scale = max_side / max(width, height)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return Photo(photo.name, photo.image.resize(size, Image.BICUBIC), photo.path)
 
 
 def parse_table(table: pd.DataFrame | None, tokenizer=None) -> tuple[list[PromptPair | None], list[str]]:
@@ -239,45 +415,112 @@ def _icon_html(data_uri: str) -> str:
     return f'<img src="{data_uri}" alt="" style="height:48px;border-radius:4px">' if data_uri else ""
 
 
+def shown_as_message(handler: Callable) -> Callable:
+    """Wrap an event handler so that every error reaches the user as its message (gr.Error), never as
+    Gradio's generic "Error". Unexpected ones are also logged with their traceback for the operator."""
+    def as_message(err: Exception) -> gr.Error:
+        if isinstance(err, gr.Error):
+            return err
+        if not isinstance(err, (ValueError, OSError)):
+            traceback.print_exception(err, file=sys.stderr)
+            return gr.Error(f"internal error ({type(err).__name__}: {err}); the server log has the details")
+        return gr.Error(str(err) or type(err).__name__)
+
+    if inspect.isgeneratorfunction(handler):
+        @functools.wraps(handler)
+        def generator(*args, **kwargs):
+            try:
+                yield from handler(*args, **kwargs)
+            except Exception as err:
+                raise as_message(err) from err
+        return generator
+
+    @functools.wraps(handler)
+    def function(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except Exception as err:
+            raise as_message(err) from err
+    return function
+
+
 class Handlers:
     """Every event handler of the app; `models` is shared, `Session` is per user."""
 
     def __init__(self, models: Models):
         self.models = models
         self.config = models.config
+        self.budget = SessionBudget(self.config.session_memory_mb * MIB, self.config.session_ttl)
+
+    def _use(self, session: Session) -> None:
+        """Every request of a session: keep the memory budget, and tell it if its photos were dropped."""
+        self.budget.use(session)
+        if session.notice:
+            gr.Warning(session.notice)
+            session.notice = ""
+
+    def end_session(self, session: Session) -> None:
+        """Gradio dropped the session (idle expiry, or its tab closed long ago): free its memory and files.
+
+        Never raises: Gradio calls this from the task that expires every session, which an error
+        would stop for good.
+        """
+        try:
+            self.budget.forget(session)
+            session.end()
+            release_memory()
+        except Exception:  # noqa: BLE001 - logged; see the docstring
+            traceback.print_exc(file=sys.stderr)
 
     # --- photos -------------------------------------------------------------------------------
 
+    @shown_as_message
     def add_photos(self, files: Sequence[str] | None, session: Session):
-        """Open uploaded files into the session; bad ones are reported and skipped."""
+        """Open uploaded files into the session, each downsized to the scorers' largest side at once;
+        bad ones are reported and skipped."""
+        self._use(session)
         messages = []
         taken = {p.name for p in session.photos}
         thumbs = session.directory(self.config.work_dir) / "thumbnails"
-        thumbs.mkdir(exist_ok=True)
+        thumbs.mkdir(parents=True, exist_ok=True)
         for file in [f for f in files or [] if str(f) not in session.sources]:
-            if len(session.photos) >= self.config.max_photos:
-                messages.append(f"only {self.config.max_photos} photos per session; the rest were not added")
+            full = self._photos_full(session)
+            if full:
+                messages.append(full)
                 break
             try:
-                photo = open_photo(file, name=unique_name(Path(file).name, taken),
-                                   max_pixels=self.config.max_pixels)
+                photo = bounded_copy(open_photo(file, name=unique_name(Path(file).name, taken),
+                                                max_pixels=self.config.max_pixels), self.config.max_side)
             except PhotoError as err:
                 messages.append(str(err))
                 continue
             taken.add(photo.name)
+            self.budget.use(session)  # a long upload is not idle, and others give way as it grows
             session.sources.add(str(file))
             session.photos.append(photo)
             session.thumbnails[photo.name], session.icons[photo.name] = thumbnail(photo, thumbs)
+        self.budget.use(session)
         for message in messages:
             gr.Warning(message)
         return session, self.gallery(session), self._photo_summary(session, messages)
 
+    def _photos_full(self, session: Session) -> str:
+        """Why the session can take no more photos, or "" while it can."""
+        if len(session.photos) >= self.config.max_photos:
+            return f"only {self.config.max_photos} photos per session; the rest were not added"
+        largest = self.config.max_side ** 2 * 3
+        if self.budget.room(session) < largest:
+            return (f"this session holds {session.nbytes / MIB:.0f} MiB of photos, the server's limit for all "
+                    f"sessions ({self.config.session_memory_mb} MiB); the rest were not added")
+        return ""
+
     def add_examples(self, session: Session):
         return self.add_photos([str(EXAMPLES / name) for name in EXAMPLE_PHOTOS], session)
 
+    @shown_as_message
     def clear_photos(self, session: Session):
-        session.photos, session.rows, session.thumbnails, session.icons = [], [], {}, {}
-        session.sources = set()
+        self._use(session)
+        session.drop_photos()
         return session, [], "No photos yet."
 
     @staticmethod
@@ -293,13 +536,16 @@ class Handlers:
 
     # --- prompt table ------------------------------------------------------------------------
 
+    @shown_as_message
     def load_preset(self, name: str) -> pd.DataFrame:
         return pairs_table(PRESETS[name])
 
+    @shown_as_message
     def add_row(self, table: pd.DataFrame) -> pd.DataFrame:
         row = pd.DataFrame([[True, "", "", 1.0, "new: fill in both prompts"]], columns=PROMPT_COLUMNS)
         return pd.concat([table, row], ignore_index=True)
 
+    @shown_as_message
     def delete_row(self, table: pd.DataFrame, row: float | None) -> pd.DataFrame:
         index = self._row_index(table, row)
         return table.drop(index=table.index[index]).reset_index(drop=True)
@@ -312,9 +558,11 @@ class Handlers:
         order.insert(target, order.pop(index))
         return table.iloc[order].reset_index(drop=True), target + 1
 
+    @shown_as_message
     def row_up(self, table: pd.DataFrame, row: float | None):
         return self.move_row(table, row, -1)
 
+    @shown_as_message
     def row_down(self, table: pd.DataFrame, row: float | None):
         return self.move_row(table, row, 1)
 
@@ -325,9 +573,11 @@ class Handlers:
         return int(row) - 1
 
     @staticmethod
+    @shown_as_message
     def select_row(event: gr.SelectData) -> int:
         return event.index[0] + 1
 
+    @shown_as_message
     def save_prompts(self, table: pd.DataFrame, session: Session):
         """Write the table as a JSON prompt set and show it for download."""
         pairs, status = parse_table(table)
@@ -337,6 +587,7 @@ class Handlers:
         path = save_pairs(usable, session.directory(self.config.work_dir) / "prompts.json")
         return gr.update(value=str(path), visible=True)
 
+    @shown_as_message
     def load_prompts(self, file: str | None) -> pd.DataFrame:
         if not file:
             raise gr.Error("choose a prompt set file (.json or .csv) first")
@@ -355,9 +606,11 @@ class Handlers:
 
     # --- scoring -----------------------------------------------------------------------------
 
+    @shown_as_message
     def score(self, session: Session, table: pd.DataFrame, backbone: str, temperature: str, checkpoint: str,
               threshold: float, method: str, progress=gr.Progress()):
         """Score the session's photos; prompt edits reuse cached image features."""
+        self._use(session)
         store = self._store_or_default(backbone)
         pairs, status = parse_table(table, store.backbone.tokenizer)
         table = table.assign(status=status)
@@ -368,7 +621,7 @@ class Handlers:
         if not valid:
             gr.Warning("no usable prompt pair: every row is off or invalid (see the status column)")
             return (session, table, *self._empty_results(), "No usable prompt pair.")
-        grmp = self._grmp_or_none(checkpoint)
+        grmp = self._grmp_or_none(checkpoint, session)
         start = time.perf_counter()
         clip = CLIPIQA(store, valid, TEMPERATURES[temperature])
         session.rows, added = run_compare(session.photos, clip, grmp, lambda done, total: progress(
@@ -389,8 +642,11 @@ class Handlers:
             gr.Warning(f"{err} Scoring with {self.config.backbone} instead.")
             return self.models.store(self.config.backbone)
 
-    def _grmp_or_none(self, checkpoint: str | None) -> CachedScorer | None:
+    def _grmp_or_none(self, checkpoint: str | None, session: Session) -> CachedScorer | None:
         if not checkpoint:
+            return None
+        if checkpoint not in self.checkpoint_paths(session):  # the API lets a client send any text
+            gr.Warning(f"GRMP-IQA checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
             return None
         try:
             return self.models.grmp(checkpoint)
@@ -404,6 +660,7 @@ class Handlers:
         return (table, gr.update(choices=names, value=names[0]), self.breakdown(session, names[0]),
                 charts.score_scatter(session.rows), csv_path)
 
+    @shown_as_message
     def rerank(self, session: Session, threshold: float, method: str):
         """The ranking table and its CSV download, with keep/reject at `threshold` by `method`."""
         if not session.rows:
@@ -429,33 +686,47 @@ class Handlers:
     def _empty_results():
         return (pd.DataFrame(columns=RANK_COLUMNS), gr.update(choices=[], value=None), None, None, None)
 
+    @shown_as_message
     def pick_ranked(self, session: Session, event: gr.SelectData):
         """Clicking a row of the ranking shows that photo's breakdown."""
         name = event.row_value[RANK_COLUMNS.index("name")]
         return gr.update(value=name), self.breakdown(session, name)
 
     @staticmethod
+    @shown_as_message
     def breakdown(session: Session, name: str | None):
         row = next((r for r in session.rows if r.name == name), None)
         return charts.pair_breakdown(row.clip, row.grmp) if row is not None else None
 
+    @shown_as_message
     def upload_checkpoint(self, files: Sequence[str] | None, session: Session):
-        """Add an uploaded GRMP checkpoint (its .json and .safetensors) to this session's choices."""
-        by_suffix = {Path(f).suffix.lower(): Path(f) for f in files or []}
-        if set(by_suffix) != {".json", ".safetensors"}:
+        """Add an uploaded GRMP checkpoint (its .json and .safetensors) to this session's choices.
+
+        The upload is checked (config, sizes against the tensors, an allowed backbone) before any
+        model is built from it; a refused one leaves no files behind.
+        """
+        self._use(session)
+        files = list(files or [])
+        by_suffix = {Path(f).suffix.lower(): Path(f) for f in files}
+        if len(files) != 2 or set(by_suffix) != {".json", ".safetensors"}:
             raise gr.Error("upload a GRMP-IQA checkpoint as its two files: <name>.json and <name>.safetensors")
         stem = by_suffix[".json"].stem
         folder = session.directory(self.config.work_dir) / "checkpoints" / uuid.uuid4().hex[:8]
         folder.mkdir(parents=True)
         for suffix, path in by_suffix.items():
-            (folder / f"{stem}{suffix}").write_bytes(path.read_bytes())
+            shutil.copyfile(path, folder / f"{stem}{suffix}")
         try:
             scorer = self.models.grmp(str(folder / stem))
         except (BackboneUnavailable, ValueError) as err:  # ValueError: CheckpointError, CheckpointMismatch
+            shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
         session.checkpoints[f"{stem} (uploaded)"] = str(folder / stem)
         gr.Info(f"{stem}: {scorer.method} on {scorer.scorer.model.backbone.description}")
         return session, self.checkpoint_choices(session, str(folder / stem))
+
+    def checkpoint_paths(self, session: Session) -> set[str]:
+        """The checkpoints this session may score with: the server's and its own."""
+        return {*self.models.startup_checkpoints.values(), *session.checkpoints.values()}
 
     def checkpoint_choices(self, session: Session, value: str | None = None):
         choices = [("none", NO_GRMP), *self.models.startup_checkpoints.items(), *session.checkpoints.items()]
@@ -463,8 +734,10 @@ class Handlers:
 
     # --- filter ------------------------------------------------------------------------------
 
+    @shown_as_message
     def filter(self, session: Session, threshold: float, method: str):
         """Kept and rejected galleries and the decision list, by `method`'s score against `threshold`."""
+        self._use(session)
         if not session.rows:
             return [], [], None, "Score photos on the first tab first."
         method = self._filter_method(session, method)
@@ -478,8 +751,10 @@ class Handlers:
         summary = f"{len(kept)} kept, {len(rejected)} rejected at {method} >= {threshold:.3f}."
         return gallery(kept), gallery(rejected), str(list_path), summary
 
+    @shown_as_message
     def zip_kept(self, session: Session, threshold: float, method: str) -> str:
         """A zip of the kept photos (their original files where there are any)."""
+        self._use(session)
         if not session.rows:
             raise gr.Error("score photos on the first tab first")
         kept, _ = split(session.rows, threshold, self._filter_method(session, method))
@@ -504,6 +779,7 @@ class Handlers:
         except ValueError as err:
             raise gr.Error(str(err)) from None
 
+    @shown_as_message
     def run_lab(self, source: str, csv_file: str | None, files: Sequence[str] | None, table: pd.DataFrame,
                 backbone: str, temperature: str):
         """Rank every valid prompt pair of the table by SRCC/PLCC on a labelled set."""
@@ -526,6 +802,7 @@ class Handlers:
 
     # --- adapt -------------------------------------------------------------------------------
 
+    @shown_as_message
     def adapt(self, source: str, csv_file: str | None, files: Sequence[str] | None, lam: float, steps: float,
               backbone: str, session: Session, progress=gr.Progress()):
         """Few-shot adaptation of the seed variant, streaming the loss / validation-SRCC chart.
@@ -533,6 +810,7 @@ class Handlers:
         Training runs in a worker thread; this generator redraws the chart from its history until
         it ends, then saves the checkpoint and offers it on the first tab and for download.
         """
+        self._use(session)
         labelled = self.labelled_set(source, csv_file, files)
         store = self._store_or_default(backbone)
         steps, history = int(steps), []
@@ -540,6 +818,7 @@ class Handlers:
             job = pool.submit(run_adapt, store, labelled.images(), steps, float(lam), history.append)
             while not job.done():
                 time.sleep(0.5)
+                self.budget.use(session)  # a long adaptation is not idle
                 progress((len(history), steps), desc="adapting")
                 yield charts.training_curves(list(history)), f"Step {len(history)} of {steps}…", session, \
                     gr.update(), None
@@ -632,7 +911,7 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
     models = models or Models(config)
     h = Handlers(models)
     with gr.Blocks(title="Photo quality: CLIP-IQA and GRMP-IQA", delete_cache=(3600, 86400)) as demo:
-        session = gr.State(Session(), delete_callback=Session.remove_files)
+        session = gr.State(Session(), time_to_live=config.session_ttl, delete_callback=h.end_session)
         gr.Markdown("# Photo quality with CLIP: CLIP-IQA and GRMP-IQA")
         with gr.Tabs():
             with gr.Tab("Score and compare", id="score"):
@@ -794,12 +1073,14 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     """Flags win over environment variables (IQA_HOST, IQA_PORT, IQA_BACKBONE, ...)."""
     env = os.environ.get
     parser = argparse.ArgumentParser(
-        description="Photo quality app: CLIP-IQA and GRMP-IQA.",
-        epilog="Environment: IQA_HOST, IQA_PORT, IQA_BACKBONE, IQA_PRETRAINED, IQA_WEIGHTS, IQA_GRMP_CHECKPOINT "
-               "(paths joined by the path separator), IQA_GRMP_OFFICIAL, IQA_CACHE_DIR (converted checkpoints), "
-               "IQA_DEVICE, IQA_TEST_BACKBONE=1, IQA_MAX_PHOTOS, "
-               "IQA_MAX_FILE_SIZE, IQA_CONCURRENCY; flags win.")
-    parser.add_argument("--host", default=env("IQA_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")))
+        description="Photo quality app: CLIP-IQA and GRMP-IQA. Serves on 127.0.0.1 (this machine only) unless "
+                    "--host, IQA_HOST or GRADIO_SERVER_NAME says otherwise (0.0.0.0: every network interface).",
+        epilog="Environment: IQA_HOST (or GRADIO_SERVER_NAME), IQA_PORT (or GRADIO_SERVER_PORT), IQA_BACKBONE, "
+               "IQA_PRETRAINED, IQA_WEIGHTS, IQA_GRMP_CHECKPOINT and IQA_ALLOW_BACKBONE (lists joined by the path "
+               "separator), IQA_GRMP_OFFICIAL, IQA_CACHE_DIR (converted checkpoints), IQA_DEVICE, "
+               "IQA_TEST_BACKBONE=1, IQA_MAX_PHOTOS, IQA_MAX_FILE_SIZE, IQA_MAX_PIXELS, IQA_MAX_SIDE, IQA_SESSION_MEMORY_MB, IQA_SESSION_TTL, IQA_CONCURRENCY; flags win.")
+    parser.add_argument("--host", default=env("IQA_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")),
+                        help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=int(env("IQA_PORT", env("GRADIO_SERVER_PORT", "7860"))))
     parser.add_argument("--backbone", default=env("IQA_BACKBONE", DEFAULT_BACKBONE),
                         help="open_clip model name, or test-tiny-rn / test-tiny-vit")
@@ -815,9 +1096,26 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     parser.add_argument("--device", default=env("IQA_DEVICE"), help="cuda, mps or cpu (default: best available)")
     parser.add_argument("--test-backbone", action="store_true", default=_env_flag("IQA_TEST_BACKBONE"),
                         help="use the tiny random test backbone: scores are meaningless (for tests/offline)")
-    parser.add_argument("--max-photos", type=int, default=int(env("IQA_MAX_PHOTOS", "300")))
-    parser.add_argument("--max-file-size", default=env("IQA_MAX_FILE_SIZE", "30mb"))
-    parser.add_argument("--concurrency", type=int, default=int(env("IQA_CONCURRENCY", "2")))
+    parser.add_argument("--allow-backbone", action="append", default=_env_list("IQA_ALLOW_BACKBONE"),
+                        metavar="NAME", help="a backbone uploaded GRMP checkpoints may use, loaded at start "
+                        "(repeatable); uploads may always use --backbone and those of --grmp-checkpoint, never others")
+    parser.add_argument("--max-photos", type=int, default=int(env("IQA_MAX_PHOTOS", "300")),
+                        help="photos per session (default 300)")
+    parser.add_argument("--max-file-size", default=env("IQA_MAX_FILE_SIZE", "30mb"),
+                        help="largest uploaded file (default 30mb)")
+    parser.add_argument("--max-pixels", type=int, default=int(env("IQA_MAX_PIXELS", "60000000")),
+                        help="largest photo in pixels, checked before decoding (default 60000000)")
+    parser.add_argument("--max-side", type=int, default=int(env("IQA_MAX_SIDE", str(DEFAULT_MAX_SIDE))),
+                        help=f"photos are downsized to this longest side on upload (default {DEFAULT_MAX_SIDE}, "
+                             "what scoring uses)")
+    parser.add_argument("--session-memory-mb", type=int, default=int(env("IQA_SESSION_MEMORY_MB", "2048")),
+                        help="memory budget for all sessions' photos together, in MiB; beyond it the least "
+                             "recently used sessions lose their photos (default 2048)")
+    parser.add_argument("--session-ttl", type=float, default=float(env("IQA_SESSION_TTL", "3600")),
+                        help="seconds after a session's last upload or scoring before it is dropped with its "
+                             "files (default 3600)")
+    parser.add_argument("--concurrency", type=int, default=int(env("IQA_CONCURRENCY", "2")),
+                        help="jobs run at once (default 2; 64 more may wait in the queue)")
     args = parser.parse_args(argv)
     backbone = "test-tiny-rn" if args.test_backbone and not is_test_backbone(args.backbone) else args.backbone
     official = args.grmp_official or (None if args.test_backbone or is_test_backbone(backbone) else DEFAULT_FILE)
@@ -825,7 +1123,10 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
                      pretrained=None if str(args.pretrained).lower() == "none" else args.pretrained,
                      weights=args.weights, grmp_checkpoints=list(args.grmp_checkpoint), device=args.device,
                      grmp_official=None if str(official).lower() == "none" else official,
-                     max_photos=args.max_photos, max_file_size=args.max_file_size, concurrency=args.concurrency)
+                     allow_backbones=list(args.allow_backbone), max_photos=args.max_photos,
+                     max_file_size=args.max_file_size, max_pixels=args.max_pixels, max_side=args.max_side,
+                     session_memory_mb=args.session_memory_mb, session_ttl=args.session_ttl,
+                     concurrency=args.concurrency)
 
 
 def _env_list(name: str) -> list[str]:
@@ -837,12 +1138,44 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
 CSS = ".test-warning {background: #fff3cd; border: 1px solid #e0b100; border-radius: 6px; padding: 4px 12px;}"
 
 
+class SecurityHeaders:
+    """ASGI middleware adding security headers to every HTTP response: no framing by other origins
+    (on Hugging Face Spaces the Space page on huggingface.co may frame it) and no MIME sniffing."""
+
+    def __init__(self, app, on_spaces: bool = False):
+        self.app = app
+        ancestors = "'self' https://huggingface.co" if on_spaces else "'self'"
+        self.headers = [(b"content-security-policy", f"frame-ancestors {ancestors}".encode()),
+                        (b"x-content-type-options", b"nosniff")]
+        if not on_spaces:  # X-Frame-Options cannot name another origin
+            self.headers.append((b"x-frame-options", b"SAMEORIGIN"))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                ours = {name for name, _ in self.headers}
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in ours]
+                message = {**message, "headers": kept + self.headers}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
+
+
+def example_files() -> list[str]:
+    """The bundled photos, one by one: the app serves these and not the folder's scripts or CSV."""
+    return sorted(str(path) for path in EXAMPLES.glob("*.jpg"))
+
+
 def launch(demo: gr.Blocks, config: AppConfig, **kwargs):
     """Queue and serve; extra keyword arguments go to `Blocks.launch` (tests pass prevent_thread_lock)."""
     demo.queue(default_concurrency_limit=config.concurrency, max_size=64)
+    middleware = Middleware(SecurityHeaders, on_spaces=bool(os.environ.get("SPACE_ID")))
     return demo.launch(server_name=config.host, server_port=config.port, max_file_size=config.max_file_size,
-                       allowed_paths=[str(EXAMPLES)], theme=THEME, css=CSS, footer_links=["api", "settings"],
-                       **kwargs)
+                       allowed_paths=example_files(), theme=THEME, css=CSS, footer_links=["api", "settings"],
+                       app_kwargs={"middleware": [middleware]}, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -854,6 +1187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if config.is_test:
         print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
+    return_freed_memory_promptly()
     launch(build_demo(config, models), config)
     return 0
 

@@ -206,16 +206,21 @@ def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monke
     meta = json.loads(config.read_text())
     meta["config"]["n_ctx"] = 8
     config.write_text(json.dumps(meta))
-    with pytest.raises(gr.Error, match="tiny-seed.json: tiny-seed does not fit backbone 'test-tiny-rn'"):
+    with pytest.raises(gr.Error, match=r"tiny-seed.json: tiny-seed.safetensors: tensor 'prompt_learner.ctx' has "
+                                       r"shape \[4, 32\], which does not fit the config in tiny-seed.json \(n_ctx=8"):
         handlers.upload_checkpoint([str(config), str(tensors)], session)
-    # a checkpoint for a backbone whose weights cannot be had here
+    # a checkpoint for a backbone the server did not start with: refused, nothing is loaded
     tensors, config = _seed_checkpoint(handlers, tmp_path)
     meta = json.loads(config.read_text())
     meta["config"].update(backbone="ViT-B-16-quickgelu", pretrained="openai")
     config.write_text(json.dumps(meta))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.warns(UserWarning, match="GRMP-IQA checkpoint not used: cannot load weights for backbone "
-                                         "'ViT-B-16-quickgelu'"):
+    loaded = set(handlers.models._stores)
+    with pytest.raises(gr.Error, match="needs backbone 'ViT-B-16-quickgelu'; uploaded checkpoints may only use "
+                                       "the backbones this server was started with: test-tiny-rn"):
+        handlers.upload_checkpoint([str(config), str(tensors)], session)
+    assert set(handlers.models._stores) == loaded
+    # a path the session was never given (the API accepts any text) is not loaded either
+    with pytest.warns(UserWarning, match="GRMP-IQA checkpoint not used: .* is not one of this session's"):
         out = score(handlers, session, handlers.load_preset("seed"), checkpoint=str(tmp_path / "tiny-seed"))
     assert len(out[2]) == 3 and out[2]["GRMP-IQA"].isna().all()  # CLIP-IQA still scored
 

@@ -101,7 +101,7 @@ def test_python_api_and_command_line_reload_exactly(build, vit_backbone, photos,
 
 
 def test_app_upload_reloads_exactly(photos, tmp_path):
-    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work")
+    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", allow_backbones=["test-tiny-vit"])
     handlers = app.Handlers(app.Models(config))
     server = handlers.models.store("test-tiny-rn").backbone
     files = []

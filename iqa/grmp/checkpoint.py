@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..backbones import Backbone, CheckpointMismatch, load_backbone
@@ -21,6 +22,8 @@ from .model import GRMPConfig, GRMPModel
 
 FORMAT = "iqa-grmp"
 FORMAT_VERSION = 1
+MAX_JSON_BYTES = 1 << 20  # 1 MiB: a config is a few kilobytes
+MAX_JSON_DEPTH = 32
 
 
 class CheckpointError(ValueError):
@@ -120,6 +123,7 @@ def load_checkpoint(
     leaves OpenAI's fp16-born weights unchanged). A given backbone must be the one the checkpoint
     was trained on, else `CheckpointMismatch` says which one it needs.
     """
+    check_checkpoint(path)
     tensors_path, json_path = checkpoint_paths(path)
     config = read_config(json_path)
     _check_backbone_source(config, json_path)
@@ -162,16 +166,94 @@ def _read_meta(json_path: Path) -> dict:
         if json_path.with_suffix(".pt").is_file() or json_path.with_suffix(".pth").is_file():
             hint = " (an official GRMP-IQA .pt file? import it with iqa.grmp.official.import_official)"
         raise CheckpointError(f"GRMP checkpoint config {json_path} does not exist{hint}")
-    try:
-        meta = json.loads(json_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config: not valid JSON ({err})") from err
+    meta = _parse_json(json_path)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
         raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config (no '{FORMAT}' format marker)")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{json_path.name} has format version {meta['format_version']}; "
+    version = meta.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{json_path.name}: format_version must be an integer, got {version!r:.40}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{json_path.name} has format version {version}; "
                               f"this program reads up to {FORMAT_VERSION}")
     return meta
+
+
+def _parse_json(json_path: Path) -> object:
+    """The JSON in the file, refusing oversized files before reading and deep nesting after parsing
+    (a real config is a few kilobytes, three levels deep)."""
+    size = json_path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config: {size:,} bytes, more than the "
+                              f"{MAX_JSON_BYTES:,} a config may have")
+    try:
+        meta = json.loads(json_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config: not valid JSON ({err})") from err
+    except RecursionError:
+        meta = None
+    if meta is None or _depth(meta) > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config: JSON nested more than "
+                              f"{MAX_JSON_DEPTH} levels deep")
+    return meta
+
+
+def _depth(value: object) -> int:
+    """Nesting depth of parsed JSON, without recursion (so a deep value cannot exhaust the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_checkpoint(path: str | os.PathLike) -> GRMPConfig:
+    """The checkpoint's config, once it is known to fit its tensors: every size the config sets is
+    compared with the shapes in the .safetensors header (read without loading a tensor), so that
+    nothing is allocated from a config its tensors contradict."""
+    tensors_path, json_path = checkpoint_paths(path)
+    config = read_config(json_path)
+    shapes = _header_shapes(tensors_path)
+    for key, expected in _expected_shapes(config).items():
+        found = shapes.get(key)
+        if found is None:
+            raise CheckpointError(f"{tensors_path.name} has no tensor {key!r}, which a {config.variant} "
+                                  f"checkpoint needs")
+        if not expected(found):
+            raise CheckpointError(f"{tensors_path.name}: tensor {key!r} has shape {list(found)}, which does not "
+                                  f"fit the config in {json_path.name} ({_config_sizes(config)})")
+    return config
+
+
+def _header_shapes(tensors_path: Path) -> dict[str, tuple[int, ...]]:
+    if not tensors_path.is_file():
+        raise CheckpointError(f"GRMP checkpoint tensors {tensors_path} do not exist")
+    try:
+        with safe_open(str(tensors_path), framework="pt") as handle:
+            return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{tensors_path.name} is not a readable safetensors file: {reason}") from err
+
+
+def _expected_shapes(config: GRMPConfig) -> dict[str, Callable[[tuple[int, ...]], bool]]:
+    """Tests on the shapes of the tensors whose sizes the config decides."""
+    ctx_dims = 3 if config.class_specific else 2
+    tests = {"prompt_learner.ctx": lambda s: len(s) == ctx_dims and s[-2] == config.n_ctx}
+    if config.variant == "seed":
+        tests["head.mlp.0.weight"] = lambda s: s == (config.mlp_hidden, 2)
+    elif config.vpt_tokens > 0:
+        tests["vpt.prompt_embeddings"] = lambda s: len(s) == 3 and s[1] == config.vpt_tokens
+    return tests
+
+
+def _config_sizes(config: GRMPConfig) -> str:
+    sizes = f"n_ctx={config.n_ctx}, class_specific={config.class_specific}"
+    return sizes + (f", mlp_hidden={config.mlp_hidden}" if config.variant == "seed"
+                    else f", vpt_tokens={config.vpt_tokens}")
 
 
 def _read_tensors(tensors_path: Path) -> dict[str, torch.Tensor]:

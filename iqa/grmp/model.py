@@ -44,6 +44,23 @@ SCENES = ("animal", "cityscape", "human", "indoor", "landscape", "night", "plant
 SCENE_PROMPTS = tuple(f"a photo of a {scene}" for scene in SCENES)
 
 
+# What a config may hold: checked before anything is built from it (a checkpoint JSON can come from
+# an upload). The ranges are far above any real model and keep a hostile file from allocating much.
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "variant": (str,), "backbone": (str,), "pretrained": (str, type(None)), "n_ctx": (int,),
+    "ctx_init": (str, type(None)), "class_specific": (bool,), "vpt_tokens": (int,), "train_last_blocks": (int,),
+    "finetune_vpt": (bool,), "preprocess": (str,), "mlp_hidden": (int,), "seed": (int,), "training": (dict,),
+}
+CONFIG_RANGES: dict[str, tuple[int, int]] = {
+    "n_ctx": (1, 64),  # CLIP's text context is 77 tokens
+    "vpt_tokens": (0, 1024),
+    "train_last_blocks": (0, 256),
+    "mlp_hidden": (1, 4096),
+    "seed": (0, 2**63 - 1),
+}
+MAX_CONFIG_TEXT = 1000
+
+
 @dataclass
 class GRMPConfig:
     """Everything needed to rebuild a GRMP model around its backbone (saved as the checkpoint JSON).
@@ -77,6 +94,7 @@ class GRMPConfig:
     training: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self._check_types()
         self.class_texts = tuple(self.class_texts)
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown GRMP variant {self.variant!r}; choose one of {VARIANTS}")
@@ -86,8 +104,26 @@ class GRMPConfig:
             raise ValueError(f"unknown preprocess {self.preprocess!r}; choose one of {PREPROCESSING}")
         if self.variant == "seed" and self.preprocess != "clip":
             raise ValueError("the seed variant uses its backbone's own preprocessing (preprocess='clip')")
-        if self.vpt_tokens < 0 or self.train_last_blocks < 0 or self.mlp_hidden < 1 or self.n_ctx < 1:
-            raise ValueError("n_ctx and mlp_hidden must be positive, vpt_tokens and train_last_blocks >= 0")
+        for name, (low, high) in CONFIG_RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+    def _check_types(self) -> None:
+        """Types first, so that a hand-edited or hostile JSON fails with a message, not a TypeError
+        deep inside model building (and a size is never taken from a string or a float)."""
+        for name, kinds in CONFIG_TYPES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+                expected = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise ValueError(f"{name} must be {expected}, got {type(value).__name__} {_short(value)}")
+        texts = self.class_texts
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"class_texts must be a list of two strings, got {_short(texts)}")
+        for name, value in (("backbone", self.backbone), ("pretrained", self.pretrained),
+                            ("ctx_init", self.ctx_init), *(("class_texts", t) for t in texts)):
+            if value is not None and len(value) > MAX_CONFIG_TEXT:
+                raise ValueError(f"{name} is longer than {MAX_CONFIG_TEXT} characters")
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -96,11 +132,21 @@ class GRMPConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "GRMPConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"the config must be a JSON object, got {type(data).__name__}")
+        missing = [name for name in ("variant", "backbone", "pretrained") if name not in data]
+        if missing:
+            raise ValueError(f"missing GRMP config fields: {', '.join(missing)}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown GRMP config fields: {', '.join(unknown)}")
         return cls(**data)
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 PRESETS: dict[str, GRMPConfig] = {
