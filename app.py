@@ -632,7 +632,7 @@ class Handlers:
                   f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
                   f"the rest from the feature cache.")
         if grmp is not None:
-            status += f" GRMP-IQA: {grmp.method} on {grmp.scorer.model.backbone.description}."
+            status += f" GRMP-IQA: {grmp.method} on {grmp.scorer.model.description}."
         return (session, table, *self._results(session, threshold, self._available(session, method)), status)
 
     def _store_or_default(self, backbone: str) -> FeatureStore:
@@ -721,7 +721,7 @@ class Handlers:
             shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
         session.checkpoints[f"{stem} (uploaded)"] = str(folder / stem)
-        gr.Info(f"{stem}: {scorer.method} on {scorer.scorer.model.backbone.description}")
+        gr.Info(f"{stem}: {scorer.method} on {scorer.scorer.model.description}")
         return session, self.checkpoint_choices(session, str(folder / stem))
 
     def checkpoint_paths(self, session: Session) -> set[str]:
