@@ -47,7 +47,7 @@ from iqa.grmp.train import adapt_seed
 from iqa.photos import Photo, PhotoError, open_photo
 from iqa.prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
 from iqa.prompts import DEFAULT_PRESET, PRESETS, PromptError, PromptPair, check_pairs, load_pairs, save_pairs
-from iqa.test_backbone import TEST_BACKBONE_WARNING, TEST_BACKBONES, is_test_backbone
+from iqa.tiny_backbones import TEST_BACKBONE_WARNING, TEST_BACKBONES, is_test_backbone
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
@@ -379,7 +379,7 @@ class Handlers:
                   f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
                   f"the rest from the feature cache.")
         if grmp is not None:
-            status += f" GRMP-IQA: {grmp.method} on {grmp.scorer.model.backbone.description}."
+            status += f" GRMP-IQA: {grmp.label} on {grmp.scorer.model.backbone.description}."
         return (session, table, *self._results(session, threshold, self._available(session, method)), status)
 
     def _store_or_default(self, backbone: str) -> FeatureStore:
@@ -454,7 +454,7 @@ class Handlers:
         except (BackboneUnavailable, ValueError) as err:  # ValueError: CheckpointError, CheckpointMismatch
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
         session.checkpoints[f"{stem} (uploaded)"] = str(folder / stem)
-        gr.Info(f"{stem}: {scorer.method} on {scorer.scorer.model.backbone.description}")
+        gr.Info(f"{stem}: {scorer.label} on {scorer.scorer.model.backbone.description}")
         return session, self.checkpoint_choices(session, str(folder / stem))
 
     def checkpoint_choices(self, session: Session, value: str | None = None):
@@ -580,7 +580,7 @@ def run_compare(photos: Sequence[Photo], clip: CLIPIQA, grmp: CachedScorer | Non
     worker, and the caller merges them so that a prompt edit still re-scores without re-encoding.
     """
     mark = clip.store.keys()
-    rows = compare(photos, clip, grmp, progress)
+    rows = compare(photos, [clip] if grmp is None else [clip, grmp], progress)
     return rows, clip.store.added_since(mark)
 
 

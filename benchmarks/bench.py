@@ -15,7 +15,7 @@ GRMP-IQA:
 Backbones are RN50 and ViT-B-16 with random weights (pretrained=None): the compute is the same as
 with pretrained weights, which cannot be downloaded here. Their scores are meaningless.
 
-    python benchmarks/bench.py [--photos 24] [--repeats 3] [--side 448] [--only scoring|grmp]
+    python -m benchmarks.bench [--photos 24] [--repeats 3] [--side 448] [--only scoring|grmp]
 """
 from __future__ import annotations
 
@@ -31,17 +31,17 @@ import torch
 from PIL import Image
 from skimage import data
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from iqa.backbones import load_backbone  # noqa: E402
-from iqa.clipiqa import CLIPIQA  # noqa: E402
-from iqa.compare import compare  # noqa: E402
-from iqa.datasets import LabelledImage  # noqa: E402
-from iqa.distortions import make_distorted_set  # noqa: E402
-from iqa.features import FeatureStore  # noqa: E402
-from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer  # noqa: E402
-from iqa.grmp.train import adapt_seed  # noqa: E402
-from iqa.photos import Photo  # noqa: E402
-from iqa.prompts import PRESETS, PromptPair  # noqa: E402
+from iqa.backbones import load_backbone
+from iqa.compare import compare
+from iqa.datasets import LabelledImage
+from iqa.distortions import make_distorted_set
+from iqa.features import FeatureStore
+from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.grmp.train import adapt_seed
+from iqa.names import CLIP_IQA
+from iqa.photos import Photo
+from iqa.prompts import PRESETS, PromptPair
+from iqa.scoring import Scorer, ScorerSpec, build_scorers, grmp_scorer
 
 BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu")
 
@@ -64,6 +64,11 @@ def bare_loop(backbone, store: FeatureStore, photos: list[Photo], batch_size: in
         backbone.encode_image(batch)
 
 
+def clip_iqa(store: FeatureStore, pairs: list[PromptPair]) -> Scorer:
+    """CLIP-IQA on `store`, built by the factory like everywhere else."""
+    return build_scorers(ScorerSpec(pairs=pairs), store)[CLIP_IQA]
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -77,14 +82,14 @@ def bench_backbone(name: str, photos: list[Photo], batch_size: int, repeats: int
     bare, engine = [], []
     for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
         bare.append(timed(lambda: bare_loop(backbone, probe, photos, batch_size)))
-        engine.append(timed(lambda: CLIPIQA(FeatureStore(backbone, batch_size=batch_size), pairs).score(photos)))
+        engine.append(timed(lambda: clip_iqa(FeatureStore(backbone, batch_size=batch_size), pairs).score(photos)))
     store = FeatureStore(backbone, batch_size=batch_size)
-    scratch = timed(lambda: CLIPIQA(store, pairs).score(photos))
+    scratch = timed(lambda: clip_iqa(store, pairs).score(photos))
     edited = list(pairs)
     rescore = []
     for i in range(repeats):
         edited[0] = PromptPair(f"a good photo {i}", f"a bad photo {i}")
-        rescore.append(timed(lambda: CLIPIQA(store, edited).score(photos)))
+        rescore.append(timed(lambda: clip_iqa(store, edited).score(photos)))
     return {
         "bare": statistics.median(bare), "engine": statistics.median(engine),
         "scratch": scratch, "rescore": statistics.median(rescore),
@@ -136,9 +141,9 @@ def bench_grmp(name: str, photos: list[Photo], repeats: int, steps: int = 300) -
     model = GRMPModel(GRMPConfig("seed", name, None), backbone)
     alone, both = [], []
     for _ in range(repeats):
-        alone.append(timed(lambda: CLIPIQA(FeatureStore(backbone), PRESETS["pyiqa"]).score(photos)))
+        alone.append(timed(lambda: clip_iqa(FeatureStore(backbone), PRESETS["pyiqa"]).score(photos)))
         shared = FeatureStore(backbone)
-        both.append(timed(lambda: compare(photos, CLIPIQA(shared, PRESETS["pyiqa"]), GRMPScorer(model, shared))))
+        both.append(timed(lambda: compare(photos, [clip_iqa(shared, PRESETS["pyiqa"]), grmp_scorer(model, shared)])))
     return {"n": len(images), "adapt_first": adapt_first, "adapt_cached": adapt_cached,
             "steps_per_s": steps / adapt_cached, "alone": statistics.median(alone), "both": statistics.median(both)}
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .preprocess import shape_problem
+from .errors import IQAError
 
 MAX_PIXELS = 100_000_000
 MAX_BYTES = 100_000_000
@@ -45,7 +46,7 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib
 PhotoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
 
 
-class PhotoError(ValueError):
+class PhotoError(IQAError, ValueError):
     """A photo that cannot be used; the message reads "<name>: <what is wrong>"."""
 
     def __init__(self, name: str, reason: str):

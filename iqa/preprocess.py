@@ -18,7 +18,8 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-DEFAULT_MAX_SIDE = 1024
+from .names import DEFAULT_MAX_SIDE
+
 MIN_SIDE = 64  # the ResNet downsamples 32x: smaller inputs leave almost nothing to pool
 # Photos longer than 20 times their width (or wider than 20 times their height) are refused: the
 # minimum side would blow a thin strip up to millions of pixels (40000x1 -> 2,560,000x64), and a

@@ -8,6 +8,7 @@ import numbers
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from .errors import IQAError
 
 CONTEXT_LENGTH = 77
 # Weights are finite numbers in [0, MAX_WEIGHT] whose sum over the enabled pairs is > 0: with at
@@ -17,7 +18,7 @@ MAX_PROMPT_FILE_BYTES = 10_000_000
 _ALLOWED_CONTROLS = "\t\n\r"  # white space, which CLIP's tokenizer folds into one space
 
 
-class PromptError(ValueError):
+class PromptError(IQAError, ValueError):
     """A prompt pair that cannot be scored, with the reason."""
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 import app
 from iqa.grmp.checkpoint import save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
-from iqa.test_backbone import TEST_BACKBONE_WARNING
+from iqa.tiny_backbones import TEST_BACKBONE_WARNING
 
 ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"
@@ -332,7 +332,7 @@ def test_grmp_models_in_memory_are_bounded_and_reload_from_their_files(handlers,
     handlers.models.grmp(stems[1])
     handlers.models.grmp(stems[2])
     again = handlers.models.grmp(stems[0])
-    assert again is not first and again.method == "GRMP-IQA (seed)"
+    assert again is not first and again.label == "GRMP-IQA (seed)"
 
 
 def test_clicking_a_ranking_row_shows_its_breakdown(handlers, session):

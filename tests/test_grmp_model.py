@@ -13,7 +13,7 @@ from iqa.grmp.model import (PRESETS, SCENE_PROMPTS, GRMPConfig, GRMPModel, GRMPS
 from iqa.grmp.prompt_learner import PromptLearner, encode_hard_prompts
 from iqa.text_tower import TextTower
 from iqa.grmp.vpt import VisualPromptTuning
-from iqa.test_backbone import TEST_BACKBONE_WARNING
+from iqa.tiny_backbones import TEST_BACKBONE_WARNING
 
 
 def paper_config(**overrides) -> GRMPConfig:
@@ -240,7 +240,7 @@ def test_seed_scorer_reuses_the_feature_store(rn_backbone, photos):
     assert [r.score for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
     pair = results[0].pairs[0]
     assert (pair.positive, pair.negative) == ("[4 learned tokens] high quality", "[4 learned tokens] low quality")
-    assert results[0].method == "GRMP-IQA (seed)" and TEST_BACKBONE_WARNING in results[0].notes
+    assert results[0].label == "GRMP-IQA (seed)" and TEST_BACKBONE_WARNING in results[0].notes
 
 
 def test_paper_scorer_uses_the_model_preprocessing(vit_backbone, photos):

@@ -14,14 +14,14 @@ from skimage import data
 from iqa.distortions import make_distorted_set, task_list
 from iqa.features import FeatureStore
 from iqa.grmp.checkpoint import load_checkpoint
-from iqa.grmp.evaluate import evaluate
+from iqa.evaluate import evaluate
 from iqa.grmp.meta import MetaConfig, meta_pretrain
 from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from iqa.grmp.state_file import StateFileError, read_state, write_state
 from iqa.grmp.train import (
     LEGACY_STATE_FILE,
     STATE_FILE,
-    Protocol,
+    FinetuneProtocol,
     TrainConfig,
     adapt_seed,
     make_splits,
@@ -53,7 +53,7 @@ def seed_model(backbone, seed=0):
 
 
 def test_splits_keep_test_validation_and_training_apart(distorted):
-    protocol = Protocol(rounds=3, shots=40, val_size=10, seed=1)
+    protocol = FinetuneProtocol(rounds=3, shots=40, val_size=10, seed=1)
     splits = make_splits(distorted, protocol)
     assert len(splits) == 3
     for split in splits:
@@ -63,14 +63,14 @@ def test_splits_keep_test_validation_and_training_apart(distorted):
         assert not (set(split.train) | set(split.val)) & set(split.test)
     assert splits[0].test != splits[1].test
     assert make_splits(distorted, protocol) == splits
-    grouped = make_splits(distorted, Protocol(rounds=1, shots=None, group_by_ref=True))[0]
+    grouped = make_splits(distorted, FinetuneProtocol(rounds=1, shots=None, group_by_ref=True))[0]
     refs = lambda idx: {distorted[i].ref for i in idx}  # noqa: E731
     assert not refs(grouped.train + grouped.val) & refs(grouped.test)
 
 
 def test_splits_refuse_more_shots_than_the_train_part_has(distorted):
     with pytest.raises(ValueError, match="training images asked for"):
-        make_splits(distorted, Protocol(rounds=1, shots=500))
+        make_splits(distorted, FinetuneProtocol(rounds=1, shots=500))
 
 
 def test_seed_variant_learns_the_distortion_ranking(vit_backbone, vit_store, distorted):
@@ -80,7 +80,7 @@ def test_seed_variant_learns_the_distortion_ranking(vit_backbone, vit_store, dis
     test SRCC of about 0.2-0.3 from about 0 untrained (a ridge fit on the same features reaches
     0.7-0.87), so the margin asked for is what this tiny model can do, not what CLIP does.
     """
-    protocol = Protocol(rounds=3, shots=None, val_size=0.2, seed=0)
+    protocol = FinetuneProtocol(rounds=3, shots=None, val_size=0.2, seed=0)
     untrained = run_protocol(seed_model(vit_backbone), distorted, protocol,
                              TrainConfig.for_variant("seed", steps=1, lr=1e-12), store=vit_store, progress=False)
     trained = run_protocol(seed_model(vit_backbone), distorted, protocol,
@@ -100,7 +100,7 @@ def test_paper_variant_trains_end_to_end_with_projection(vit_backbone, distorted
     before = {id(p): p.detach().clone() for p in model.trainable_parameters()}
     steps = []
     result = run_protocol(
-        model, distorted[:40], Protocol(rounds=1, shots=16, val_size=6),
+        model, distorted[:40], FinetuneProtocol(rounds=1, shots=16, val_size=6),
         TrainConfig.for_variant("paper", steps=4, batch_size=8, eval_every=2),
         on_step=lambda step, loss, val: steps.append((step, loss, val)), save_to=tmp_path / "paper",
         progress=False,
@@ -155,7 +155,7 @@ def test_paper_meta_pretraining_leaves_backbone_copy_untouched(vit_backbone, dis
 def _seed_run(backbone, store, images, checkpoint_dir=None, steps=30, checkpoint_every=0):
     model = seed_model(backbone)
     result = run_protocol(
-        model, images, Protocol(rounds=2, shots=40, val_size=10, seed=3),
+        model, images, FinetuneProtocol(rounds=2, shots=40, val_size=10, seed=3),
         TrainConfig.for_variant("seed", steps=steps, eval_every=5, checkpoint_every=checkpoint_every, seed=7),
         store=store, checkpoint_dir=checkpoint_dir, progress=False,
     )
@@ -185,7 +185,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(vit_backbone, vit_st
 
     calls = []
     model = seed_model(vit_backbone)
-    args = (distorted, Protocol(rounds=2, shots=40, val_size=10, seed=3),
+    args = (distorted, FinetuneProtocol(rounds=2, shots=40, val_size=10, seed=3),
             TrainConfig.for_variant("seed", steps=30, eval_every=5, checkpoint_every=5, seed=7))
     with pytest.raises(_Interrupt):
         run_protocol(model, *args, store=vit_store, checkpoint_dir=tmp_path, on_step=stop_in_round_two,

@@ -23,11 +23,15 @@ from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 from PIL import Image
 from torch import Tensor, nn
 
+import logging
+
 from ..features import FeatureStore, ProgressFn
+from ..names import GRMP_IQA
 from ..photos import Photo
 from ..preprocess import Preprocessor, check_shape, preprocessor_for
 from ..results import PairScore, ScoreResult
-from ..test_backbone import TEST_BACKBONE_WARNING
+from ..scoring import shares_features
+from ..tiny_backbones import TEST_BACKBONE_WARNING
 from ..text_tower import TextTower
 from .prompt_learner import PromptLearner
 from .vpt import VisualPromptTuning, check_prompt_tunable
@@ -35,6 +39,7 @@ from .vpt import VisualPromptTuning, check_prompt_tunable
 if TYPE_CHECKING:
     from ..backbones import Backbone
 
+logger = logging.getLogger(__name__)
 VARIANTS = ("paper", "seed")
 PREPROCESSING = ("clip", "official")
 
@@ -380,22 +385,34 @@ class PromptedImageEncoder:
 class GRMPScorer:
     """Scores photos with a GRMP model; one `PairScore` per photo for the learned prompt pair.
 
-    Image features come from a `FeatureStore`. seed: the one given when it belongs to the same
-    backbone and preprocessing (so features are shared with CLIP-IQA), else one of its own. paper:
-    a store of its own over the model's prompted image tower.
+    Image features come from a `FeatureStore`: the one given where `iqa.scoring.shares_features`
+    allows (seed on CLIP-IQA's backbone and preprocessing), else one of its own (paper: over the
+    model's prompted image tower).
     """
+
+    method = GRMP_IQA
 
     def __init__(self, model: GRMPModel, store: FeatureStore | None = None, batch_size: int = 16):
         self.model = model
-        if not model.features_frozen:
-            store = FeatureStore(PromptedImageEncoder(model), model.preprocessor, batch_size=batch_size)  # type: ignore[arg-type]
-        elif store is None or store.backbone.key != model.backbone.key or store.preprocessor.key != model.preprocessor.key:
+        if store is not None and shares_features(model, store):
+            logger.info("GRMP-IQA (%s) shares CLIP-IQA's image features", model.config.variant)
+        elif model.features_frozen:
             store = FeatureStore(model.backbone, batch_size=batch_size)
+        else:
+            store = FeatureStore(PromptedImageEncoder(model), model.preprocessor, batch_size=batch_size)  # type: ignore[arg-type]
         self.store = store
 
     @property
-    def method(self) -> str:
-        return f"GRMP-IQA ({self.model.config.variant})"
+    def variant(self) -> str:
+        return self.model.config.variant
+
+    @property
+    def label(self) -> str:
+        return f"{GRMP_IQA} ({self.variant})"
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.model.backbone
 
     def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
         if not photos:
@@ -411,5 +428,6 @@ class GRMPScorer:
             pair = PairScore(positive=positive, negative=negative, s_pos=float(output.s_pos[i]),
                              s_neg=float(output.s_neg[i]), p=float(output.p[i]))
             results.append(ScoreResult(name=photo.name, score=float(output.score[i]), pairs=[pair],
-                                       method=self.method, notes=notes + self.store.notes(photo)))
+                                       method=GRMP_IQA, variant=self.variant,
+                                       notes=notes + self.store.notes(photo)))
         return results
