@@ -29,17 +29,6 @@ def handlers(tmp_path_factory):
     return app.Handlers(app.Models(config))
 
 
-@pytest.fixture(scope="module")
-def photo_files(photos, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("uploads")
-    paths = []
-    for photo in photos:
-        path = folder / f"{photo.name}.jpg"
-        photo.image.save(path, quality=92)
-        paths.append(str(path))
-    return paths
-
-
 @pytest.fixture
 def session(handlers, photo_files):
     session, _, _ = handlers.add_photos(photo_files, app.Session())

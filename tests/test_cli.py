@@ -1,7 +1,5 @@
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import ImageFilter
@@ -124,10 +122,3 @@ def test_verbose_logs_the_choices_on_stderr_and_the_library_is_silent_without_it
     err = capsys.readouterr().err
     assert "iqa.backbones: loaded backbone test-tiny-rn" in err and "iqa.devices: no device asked for" in err
     assert "coffee.jpg: resized from 160x107 to 100x67 (max_side=100)" in err
-
-
-def test_module_entry_point(folder):
-    run = subprocess.run([sys.executable, "-m", "iqa", "score", str(folder / "coffee.jpg"), *TEST],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "coffee.jpg" in run.stdout

@@ -15,11 +15,6 @@ from iqa.grmp.official import OfficialCheckpointError, download_official, import
 from official_reference import tiny_official_state
 
 
-@pytest.fixture(scope="module")
-def pixels() -> torch.Tensor:
-    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
-
-
 def perturb(params, seed: int = 0) -> None:
     """Stand-in for training: move every given parameter."""
     generator = torch.Generator().manual_seed(seed)

@@ -26,11 +26,6 @@ def seed_config(**overrides) -> GRMPConfig:
     return GRMPConfig(**{"variant": "seed", "backbone": "test-tiny-rn", "pretrained": None, **overrides})
 
 
-@pytest.fixture(scope="module")
-def pixels() -> torch.Tensor:
-    return torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
-
-
 # Prompt learner ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("class_specific", [False, True])

@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from PIL import Image
+from scipy import stats
 from skimage import data
 
 from iqa.distortions import make_distorted_set, task_list
@@ -18,6 +19,7 @@ from iqa.evaluate import evaluate
 from iqa.grmp.meta import MetaConfig, meta_pretrain
 from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from iqa.grmp.state_file import StateFileError, read_state, write_state
+from iqa.photos import open_photo
 from iqa.grmp.train import (
     LEGACY_STATE_FILE,
     STATE_FILE,
@@ -77,16 +79,17 @@ def test_seed_variant_learns_the_distortion_ranking(vit_backbone, vit_store, dis
     """Mean held-out SRCC over 3 rounds rises clearly above the untrained model's; loss falls.
 
     On the random test backbone the seed head (two cosines with learned prompts) reaches a mean
-    test SRCC of about 0.2-0.3 from about 0 untrained (a ridge fit on the same features reaches
-    0.7-0.87), so the margin asked for is what this tiny model can do, not what CLIP does.
+    test SRCC of 0.22 from -0.04 untrained (a ridge fit on the same features reaches 0.7-0.87);
+    more steps do not help (600 steps select the same models), so the margin asked for is most
+    of what this tiny model can do, not what CLIP does.
     """
     protocol = FinetuneProtocol(rounds=3, shots=None, val_size=0.2, seed=0)
     untrained = run_protocol(seed_model(vit_backbone), distorted, protocol,
                              TrainConfig.for_variant("seed", steps=1, lr=1e-12), store=vit_store, progress=False)
     trained = run_protocol(seed_model(vit_backbone), distorted, protocol,
-                           TrainConfig.for_variant("seed", steps=600), store=vit_store, progress=False)
+                           TrainConfig.for_variant("seed", steps=300), store=vit_store, progress=False)
     before, after = untrained.summary()["mean_srcc"], trained.summary()["mean_srcc"]
-    assert after > before + 0.15 and after > 0.15, (before, after)
+    assert after > before + 0.2 and after > 0.18, (before, after)
     for result in trained.rounds:
         losses = [entry["loss"] for entry in result.history]
         assert np.mean(losses[-20:]) < 0.8 * np.mean(losses[:5])
@@ -215,8 +218,12 @@ def test_adapt_seed_reports_steps_and_scores_photos(vit_store, distorted):
     assert [s for s, _ in seen] == list(range(1, 21)) and len(history) == 20
     assert sum(v is not None for _, v in seen) == 2  # validation every 10 steps
     assert model.config.training["n_images"] == len(distorted)
-    metrics = evaluate(GRMPScorer(model, vit_store), distorted[:20], batch_size=8, progress=False)
-    assert metrics["n"] == 20 and -1.0 <= metrics["srcc"] <= 1.0
+    scorer = GRMPScorer(model, vit_store)
+    metrics = evaluate(scorer, distorted[:20], batch_size=8, progress=False)
+    direct = [r.score for r in scorer.score([open_photo(item.path) for item in distorted[:20]])]
+    assert metrics["n"] == 20 and metrics["predictions"] == pytest.approx(direct)
+    assert metrics["targets"] == pytest.approx([item.score for item in distorted[:20]])
+    assert metrics["srcc"] == pytest.approx(stats.spearmanr(direct, metrics["targets"]).statistic)
 
 
 def test_evaluate_skips_unreadable_images(vit_store, distorted, tmp_path):
