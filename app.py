@@ -25,20 +25,30 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import gradio as gr
 import pandas as pd
 
 from iqa import charts
-from iqa.backbones import (DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneUnavailable, CheckpointMismatch,
-                           load_backbone)
+from iqa.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneUnavailable, CheckpointMismatch, load_backbone
 from iqa.clipiqa import CLIPIQA
-from iqa.compare import (CLIP_IQA, GRMP_IQA, METHODS, CachedScorer, ComparedPhoto, compare, ranked, rows_to_csv, split,
-                         unique_name, zip_photos)
+from iqa.compare import (
+    CLIP_IQA,
+    GRMP_IQA,
+    METHODS,
+    CachedScorer,
+    ComparedPhoto,
+    compare,
+    ranked,
+    rows_to_csv,
+    split,
+    unique_name,
+    zip_photos,
+)
 from iqa.features import FeatureStore, ProgressFn
 from iqa.grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
 from iqa.grmp.model import GRMPModel, GRMPScorer

@@ -121,7 +121,8 @@ def _peak_rss(command: list[str]) -> float:
 def labelled_set(folder: Path, count: int = 200) -> list[LabelledImage]:
     """`count` labelled photos: five real photos at 256 px, five distortions at five strengths."""
     sources = {name: Image.fromarray(getattr(data, name)()).convert("RGB")
-               for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry")}
+               for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "hubble_deep_field",
+                            "immunohistochemistry")}
     records = make_distorted_set(sources, folder, types=("gaussian_blur", "gaussian_noise", "jpeg", "over_exposure",
                                                          "under_exposure"), max_side=256, image_format="jpg")
     return records[:count]
@@ -143,7 +144,8 @@ def bench_grmp(name: str, photos: list[Photo], repeats: int, steps: int = 300) -
     for _ in range(repeats):
         alone.append(timed(lambda: clip_iqa(FeatureStore(backbone), PRESETS["pyiqa"]).score(photos)))
         shared = FeatureStore(backbone)
-        both.append(timed(lambda: compare(photos, [clip_iqa(shared, PRESETS["pyiqa"]), grmp_scorer(model, shared)])))
+        pair = [clip_iqa(shared, PRESETS["pyiqa"]), grmp_scorer(model, shared)]
+        both.append(timed(lambda pair=pair: compare(photos, pair)))
     return {"n": len(images), "adapt_first": adapt_first, "adapt_cached": adapt_cached,
             "steps_per_s": steps / adapt_cached, "alone": statistics.median(alone), "both": statistics.median(both)}
 

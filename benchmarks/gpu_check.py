@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -128,14 +129,15 @@ def main() -> None:
     card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"device: {card}, torch {torch.__version__}")
     photos, _ = open_photos(sorted((ROOT / "examples").glob("*.jpg"))[:16])
-    report = {"device": card, "torch": torch.__version__}
+    report: dict[str, Any] = {"device": card, "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         weights = {}
         for name in args.names:
             torch.manual_seed(0)
             weights[name] = Path(tmp) / f"{name}.safetensors"
             save_file(load_backbone(name, None, device="cpu").model.state_dict(), str(weights[name]))
-        report["agreement"] = [row for name in args.names for row in agreement(name, photos, weights[name], args.device, args.dtypes)]
+        report["agreement"] = [row for name in args.names
+                               for row in agreement(name, photos, weights[name], args.device, args.dtypes)]
         for row in report["agreement"]:
             print(f"agree  {row['backbone']:20} {row['dtype']}  {row['method']:11} "
                   f"max|gpu-cpu| = {row['max_abs_diff']:.2e}  {'ok' if row['ok'] else 'FAIL'}")

@@ -11,6 +11,7 @@ import os
 import pickle
 import socket
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,10 +24,10 @@ import torch.nn.functional as F
 from open_clip.modified_resnet import ModifiedResNet
 
 from .devices import parse_dtype, pick_device, precision_name
-from .tiny_backbones import TEST_BACKBONES, build_test_model, is_test_backbone
-from .text_tower import TextTower
 from .errors import IQAError
 from .names import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
+from .text_tower import TextTower
+from .tiny_backbones import TEST_BACKBONES, build_test_model, is_test_backbone
 
 logger = logging.getLogger(__name__)
 CHECKPOINT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
@@ -52,7 +53,7 @@ class Backbone:
     name: str
     pretrained: str | None
     model: open_clip.CLIP
-    tokenizer: object
+    tokenizer: Callable[[list[str]], torch.Tensor]
     device: torch.device
     dtype: torch.dtype
     is_test: bool
@@ -149,6 +150,7 @@ def load_backbone(
     """
     device = pick_device(device)
     dtype = parse_dtype(dtype, device)
+    tag: str | None
     if is_test_backbone(name):
         model, tokenizer, tag = build_test_model(name), open_clip.tokenizer.SimpleTokenizer(), "random-test-weights"
         if checkpoint is not None:

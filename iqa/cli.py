@@ -17,7 +17,15 @@ from typing import TYPE_CHECKING
 from . import cli_eval, cli_grmp
 from .cli_options import add_scoring_options, open_scorers
 from .errors import IQAError, UsageError
-from .filtering import OutputError, check_destination, plan_transfer, remove_partials, split_by_threshold, transfer, unscored
+from .filtering import (
+    OutputError,
+    check_destination,
+    plan_transfer,
+    remove_partials,
+    split_by_threshold,
+    transfer,
+    unscored,
+)
 from .results import ScoreResult, results_to_csv, results_to_json
 
 if TYPE_CHECKING:
@@ -179,7 +187,7 @@ def run_filter(args: argparse.Namespace) -> int:
     if destination:
         _refuse_source_as_destination(args, destination)
     results, photos, errors = score_paths(args, [args.folder])
-    paths = {photo.name: photo.path for photo in photos}
+    paths = {photo.name: Path(photo.path) for photo in photos if photo.path is not None}  # all opened from files
     kept, rejected = split_by_threshold(results[0], args.threshold)
     no_score = unscored(results[0])
     print(f"{len(rejected)} of {len(kept) + len(rejected)} photos score below {args.threshold}:")

@@ -33,8 +33,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                f"(default {DEFAULT_FILE})")
     official.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors + .json)")
     official.add_argument("--backbone", default=None,
-                          help="architecture to load it into (default: the one its tensors describe, ViT-B-16-quickgelu "
-                               "for the release)")
+                          help="architecture to load it into (default: the one its tensors describe, "
+                               "ViT-B-16-quickgelu for the release)")
     official.add_argument("--device", default=None)
     official.set_defaults(run=run_import_official)
 
@@ -118,6 +118,7 @@ def run_train(args: argparse.Namespace) -> int:
     summary = result.summary()
     print("mean SRCC {mean_srcc:.4f}  median SRCC {median_srcc:.4f}  "
           "mean PLCC {mean_plcc:.4f}  median PLCC {median_plcc:.4f}".format(**summary))
+    assert result.checkpoint is not None  # run_protocol saves to save_to
     print(f"checkpoint: {result.checkpoint[0]} (+ {result.checkpoint[1].name})")
     for skipped in result.skipped:
         print(f"skipped: {skipped}", file=sys.stderr)

@@ -7,18 +7,17 @@ formula as the source document writes it, under which every p stays close to 0.5
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from .backbones import Backbone
+from .errors import InputError, IQAError
 from .features import FeatureStore, ProgressFn
 from .names import CLIP_IQA
 from .photos import Photo
 from .prompts import PromptPair, usable_pairs
 from .results import PairScore, ScoreResult
-from .errors import IQAError, InputError
-
 
 
 def pair_probabilities(image_features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,

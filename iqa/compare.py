@@ -10,9 +10,10 @@ import io
 import threading
 import zipfile
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from .errors import InputError
 from .features import ProgressFn
@@ -103,7 +104,8 @@ def compare(photos: Sequence[Photo], scorers: Sequence[Scorer],
 
     The first scorer is the reference: `ranked`, `split` and `rows_to_csv` default to CLIP-IQA.
     """
-    per_method = {s.method: s.score(photos, progress if i == 0 else None) if photos else [] for i, s in enumerate(scorers)}
+    per_method = {s.method: s.score(photos, progress if i == 0 else None) if photos else []
+                  for i, s in enumerate(scorers)}
     return [ComparedPhoto(p.name, {m: results[i] for m, results in per_method.items()}) for i, p in enumerate(photos)]
 
 

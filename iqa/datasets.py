@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .errors import IQAError, InputError
+from .errors import InputError, IQAError
 
 
 @dataclass
@@ -174,7 +174,7 @@ def _to_float(kind: str, path: Path, line: int, value: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise DatasetFormatError(f"{kind}: {path} row {line}: score {value!r} is not a number")
+        raise DatasetFormatError(f"{kind}: {path} row {line}: score {value!r} is not a number") from None
 
 
 def load_koniq10k(
@@ -232,7 +232,7 @@ def load_livec(root: str | Path, drop_training: bool = True) -> list[LabelledIma
         names = _mat_strings(loadmat(names_file)["AllImages_release"])
         mos = np.asarray(loadmat(mos_file)["AllMOS_release"], dtype=np.float64).ravel()
     except KeyError as missing_key:
-        raise DatasetFormatError(f"livec: variable {missing_key} not found in {root / 'Data'}")
+        raise DatasetFormatError(f"livec: variable {missing_key} not found in {root / 'Data'}") from None
     if len(names) != len(mos):
         raise DatasetFormatError(
             f"livec: {LIVEC_NAMES} lists {len(names)} images but {LIVEC_MOS} has {len(mos)} scores"
@@ -381,7 +381,7 @@ def load_csv(path: str | Path) -> list[LabelledImage]:
         try:
             parsed_level = int(level) if level is not None else None
         except ValueError:
-            raise DatasetFormatError(f"csv: {path} row {line}: level {level!r} is not an integer")
+            raise DatasetFormatError(f"csv: {path} row {line}: level {level!r} is not an integer") from None
         items.append(
             LabelledImage(
                 (path.parent / row["path"]).resolve(),

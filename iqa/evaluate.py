@@ -7,10 +7,10 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from iqa.errors import InputError
 from iqa.metrics import krcc, plcc, srcc
 from iqa.photos import Photo, PhotoError, open_photo
 from iqa.results import ScoreResult
-from iqa.errors import InputError
 
 
 class Scorer(Protocol):

@@ -12,10 +12,11 @@ report rather than crashing an evaluation loop.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import optimize, stats
+
 from .errors import InputError
 
 ArrayLike = Sequence[float] | np.ndarray

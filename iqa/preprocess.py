@@ -8,9 +8,9 @@ interpolation, resize mode), so any open_clip model gets the input it was traine
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 import torch
@@ -103,7 +103,7 @@ class Preprocessor:
             return self._open_clip_transform(image.convert("RGB"))
         target = self.target_size(image.size)
         if target != image.size:
-            image = image.resize(target, Image.BICUBIC)
+            image = image.resize(target, Image.Resampling.BICUBIC)
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         pixels = torch.from_numpy(array).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)

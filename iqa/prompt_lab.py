@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from .clipiqa import combine, pair_features, pair_probabilities
 from .datasets import LabelledImage, load_csv
+from .errors import InputError
 from .features import FeatureStore
 from .metrics import plcc, srcc
 from .photos import Photo, PhotoError, open_photo
 from .prompts import PromptPair, check_pairs
-from .errors import InputError
 
 NAME_COLUMNS = ("path", "name", "image", "file")
 

@@ -8,6 +8,7 @@ import numbers
 import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
 from .errors import IQAError
 
 CONTEXT_LENGTH = 77
@@ -67,6 +68,7 @@ def check_weight(weight: object) -> None:
     """PromptError unless `weight` is a finite number in [0, MAX_WEIGHT]."""
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
         raise PromptError(f"the weight {weight!r} is not a finite number")
+    weight = float(weight)
     if weight < 0:
         raise PromptError(f"the weight {weight!r} is below 0")
     if weight > MAX_WEIGHT:
@@ -80,7 +82,7 @@ def _normal(text: str) -> str:
 
 def check_pairs(pairs: list[PromptPair], tokenizer=None) -> list[str | None]:
     """For each pair: None when it can be scored, else the reason it cannot."""
-    reasons = []
+    reasons: list[str | None] = []
     for pair in pairs:
         try:
             pair.validate(tokenizer)

@@ -62,8 +62,8 @@ def results_to_csv(results: list[ScoreResult]) -> str:
         by_label = {f"{p.positive} / {p.negative}": p for p in result.pairs}
         row = [result.name, result.label, f"{result.score:.6f}"]
         for label in pair_labels:
-            pair = by_label.get(label)
-            row += [f"{pair.p:.6f}", f"{pair.s_pos:.6f}", f"{pair.s_neg:.6f}"] if pair else ["", "", ""]
+            found = by_label.get(label)
+            row += [f"{found.p:.6f}", f"{found.s_pos:.6f}", f"{found.s_neg:.6f}"] if found else ["", "", ""]
         row.append("; ".join(result.notes))
         writer.writerow(row)
     return out.getvalue()

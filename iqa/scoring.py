@@ -143,7 +143,8 @@ def shares_backbone(config: GRMPConfig, backbone: Backbone) -> bool:
     Only onto the backbone it was trained on: the same name and pretrained weights. A paper
     checkpoint without a pretrained tag carries its whole backbone and always loads its own.
     """
-    return config.pretrained is not None and (config.backbone, config.pretrained) == (backbone.name, backbone.pretrained)
+    trained_on = (config.backbone, config.pretrained)
+    return config.pretrained is not None and trained_on == (backbone.name, backbone.pretrained)
 
 
 def shares_features(model: GRMPModel, store: FeatureStore) -> bool:

@@ -286,7 +286,7 @@ def _free_port() -> int:
 
 def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session, photo_files, tmp_path, photos):
     files = list(photo_files)
-    for k, photo in enumerate(photos):  # darker copies with lower scores: six labelled photos
+    for photo in photos:  # darker copies with lower scores: six labelled photos
         path = tmp_path / f"dark-{photo.name}.jpg"
         photo.image.point(lambda v: v // 3).save(path)
         files.append(str(path))

@@ -8,11 +8,18 @@ import torch
 import torch.nn.functional as F
 
 from iqa.features import FeatureStore
-from iqa.grmp.model import (PRESETS, SCENE_PROMPTS, GRMPConfig, GRMPModel, GRMPScorer,
-                            OfficialPreprocessor, zero_shot_scene_logits)
+from iqa.grmp.model import (
+    PRESETS,
+    SCENE_PROMPTS,
+    GRMPConfig,
+    GRMPModel,
+    GRMPScorer,
+    OfficialPreprocessor,
+    zero_shot_scene_logits,
+)
 from iqa.grmp.prompt_learner import PromptLearner, encode_hard_prompts
-from iqa.text_tower import TextTower
 from iqa.grmp.vpt import VisualPromptTuning
+from iqa.text_tower import TextTower
 from iqa.tiny_backbones import TEST_BACKBONE_WARNING
 
 

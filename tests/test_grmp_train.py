@@ -6,20 +6,19 @@ import random
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from PIL import Image
 from scipy import stats
 from skimage import data
 
 from iqa.distortions import make_distorted_set, task_list
+from iqa.evaluate import evaluate
 from iqa.features import FeatureStore
 from iqa.grmp.checkpoint import load_checkpoint
-from iqa.evaluate import evaluate
 from iqa.grmp.meta import MetaConfig, meta_pretrain
 from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from iqa.grmp.state_file import StateFileError, read_state, write_state
-from iqa.photos import open_photo
 from iqa.grmp.train import (
     LEGACY_STATE_FILE,
     STATE_FILE,
@@ -29,6 +28,7 @@ from iqa.grmp.train import (
     make_splits,
     run_protocol,
 )
+from iqa.photos import open_photo
 
 TYPES = ("gaussian_blur", "gaussian_noise", "contrast_decrease", "over_exposure")
 REFERENCES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat")

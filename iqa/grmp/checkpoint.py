@@ -18,8 +18,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..backbones import Backbone, CheckpointMismatch, load_backbone
-from .model import GRMPConfig, GRMPModel
 from ..errors import IQAError
+from .model import GRMPConfig, GRMPModel
 
 logger = logging.getLogger(__name__)
 FORMAT = "iqa-grmp"

@@ -30,12 +30,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..datasets import LabelledImage, normalize_scores
+from ..errors import InputError
 from ..features import FeatureStore
 from ..metrics import srcc
 from .losses import quality_loss
 from .model import GRMPModel
 from .train import TrainingData
-from ..errors import InputError
 
 
 @dataclass
@@ -74,7 +74,7 @@ def meta_pretrain(
     *,
     store: FeatureStore | None = None,
     validation: Sequence[LabelledImage] | None = None,
-    on_epoch: Callable[[int, float, "float | None"], None] | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Meta-learn `model.prompt_parameters()` over `tasks` (name -> labelled images).

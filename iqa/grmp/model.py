@@ -12,6 +12,7 @@ computed once (and shared with CLIP-IQA on the same backbone through a `FeatureS
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
@@ -23,16 +24,14 @@ from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 from PIL import Image
 from torch import Tensor, nn
 
-import logging
-
 from ..features import FeatureStore, ProgressFn
 from ..names import GRMP_IQA
 from ..photos import Photo
 from ..preprocess import Preprocessor, check_shape, preprocessor_for
 from ..results import PairScore, ScoreResult
 from ..scoring import shares_features
-from ..tiny_backbones import TEST_BACKBONE_WARNING
 from ..text_tower import TextTower
+from ..tiny_backbones import TEST_BACKBONE_WARNING
 from .prompt_learner import PromptLearner
 from .vpt import VisualPromptTuning, check_prompt_tunable
 
@@ -100,7 +99,7 @@ class GRMPConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GRMPConfig":
+    def from_dict(cls, data: dict) -> GRMPConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -192,7 +191,7 @@ class GRMPModel(nn.Module):
     `train()` never reaches its batch norms).
     """
 
-    def __init__(self, config: GRMPConfig, backbone: "Backbone"):
+    def __init__(self, config: GRMPConfig, backbone: Backbone):
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -217,7 +216,7 @@ class GRMPModel(nn.Module):
         self._set_requires_grad()
         self.eval()  # deterministic until a trainer calls train() (VPT dropout)
 
-    def __deepcopy__(self, memo: dict) -> "GRMPModel":
+    def __deepcopy__(self, memo: dict) -> GRMPModel:
         """Copies share the backbone (and, for seed, its frozen CLIP); everything else is copied.
 
         Meta-learning copies the model per task; copying the backbone too would only waste memory.
@@ -345,7 +344,7 @@ class GRMPModel(nn.Module):
 
 
 @torch.no_grad()
-def zero_shot_scene_logits(backbone: "Backbone", image_features: Tensor) -> Tensor:
+def zero_shot_scene_logits(backbone: Backbone, image_features: Tensor) -> Tensor:
     """[N, 9] scene logits of the frozen zero-shot CLIP: the gradient regularizer's teacher.
 
     As the official teacher: the plain image tower's L2-normalised features (no visual prompts),
@@ -399,7 +398,7 @@ class GRMPScorer:
         elif model.features_frozen:
             store = FeatureStore(model.backbone, batch_size=batch_size)
         else:
-            store = FeatureStore(PromptedImageEncoder(model), model.preprocessor, batch_size=batch_size)  # type: ignore[arg-type]
+            store = FeatureStore(PromptedImageEncoder(model), model.preprocessor, batch_size=batch_size)
         self.store = store
 
     @property

@@ -28,11 +28,11 @@ import open_clip
 import torch
 
 from ..backbones import Backbone, CheckpointMismatch, load_backbone, unpickling_reason, unreadable_reason
+from ..errors import IQAError
+from ..names import DEFAULT_FILE, HUB_REPO
 from ..tiny_backbones import TEST_BACKBONES
 from .checkpoint import checkpoint_paths, save_checkpoint
 from .model import GRMPConfig, GRMPModel
-from ..errors import IQAError
-from ..names import DEFAULT_FILE, HUB_REPO
 
 logger = logging.getLogger(__name__)
 

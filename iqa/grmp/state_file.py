@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
+
 from ..errors import IQAError
 
 METADATA_KEY = "iqa_train_state"

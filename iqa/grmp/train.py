@@ -1,6 +1,6 @@
 """Fine-tuning GRMP-IQA models with the paper's few-shot protocol.
 
-FinetuneProtocol (official `finetune.py`): for each of N rounds, a random 80/20 train/test split of the
+The protocol (official `finetune.py`): for each of N rounds, a random 80/20 train/test split of the
 labelled set, a few-shot subset (default 50 images) drawn from the train part, training, and SRCC
 and PLCC of the selected model on the test part; the mean and median over rounds are reported.
 
@@ -39,15 +39,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..datasets import LabelledImage, normalize_scores, split_indices
+from ..errors import InputError
 from ..features import FeatureStore
 from ..metrics import all_metrics, plcc, srcc
+from ..names import REGULARIZERS
 from ..photos import PhotoError, open_photo
 from .checkpoint import save_checkpoint
-from .state_file import read_state, write_state
 from .losses import pairwise_regularizer, project_gradients, quality_loss, semantic_loss
 from .model import GRMPConfig, GRMPModel, zero_shot_scene_logits
-from ..errors import InputError
-from ..names import REGULARIZERS
+from .state_file import read_state, write_state
 
 OPTIMIZERS = ("sgd", "adam")
 STATE_FILE = "train_state.safetensors"
@@ -87,7 +87,7 @@ class TrainConfig:
             raise InputError(f"lr must be positive and lam non-negative, got lr={self.lr}, lam={self.lam}")
 
     @classmethod
-    def for_variant(cls, variant: str, **overrides: Any) -> "TrainConfig":
+    def for_variant(cls, variant: str, **overrides: Any) -> TrainConfig:
         """The preset of a GRMP variant ("paper" or "seed") with some fields replaced."""
         if variant not in TRAIN_PRESETS:
             raise InputError(f"no training preset for variant {variant!r}; choose one of {sorted(TRAIN_PRESETS)}")
@@ -484,16 +484,17 @@ def run_protocol(
     for round_index in range(len(done), protocol.rounds):
         resume = saved.get("run") if saved.get("run", {}).get("round") == round_index else None
         load_trainable_state(model, initial)
-        result = fine_tune(
+        round_result = fine_tune(
             model, data, splits[round_index], config, round_index=round_index, on_step=on_step,
             state_path=state_path, resume=resume, progress=progress,
             extra_state={"settings": settings, "done": done, "best_round": best_round},
         )
-        done.append(result)
-        if best_round is None or _val_key(result) > _val_key(best_round["result"]):
-            best_round = {"result": result, "state": trainable_state(model)}
+        done.append(round_result)
+        if best_round is None or _val_key(round_result) > _val_key(best_round["result"]):
+            best_round = {"result": round_result, "state": trainable_state(model)}
         if state_path is not None:
             write_state(state_path, {"settings": settings, "done": done, "best_round": best_round})
+    assert best_round is not None  # protocol.rounds >= 1
     load_trainable_state(model, best_round["state"])
     result = FinetuneResult(rounds=done, skipped=data.skipped)
     chosen = best_round["result"]
