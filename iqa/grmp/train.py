@@ -44,6 +44,7 @@ from ..features import FeatureStore
 from ..metrics import all_metrics, plcc, srcc
 from ..names import REGULARIZERS
 from ..photos import PhotoError, open_photo
+from ..scoring import shares_features
 from .checkpoint import save_checkpoint
 from .losses import pairwise_regularizer, project_gradients, quality_loss, semantic_loss
 from .model import GRMPConfig, GRMPModel, zero_shot_scene_logits
@@ -177,7 +178,7 @@ class TrainingData:
         self._pixels: dict[int, Tensor] = {}
         self.features: Tensor | None = None
         if model.features_frozen:
-            if store is None or not _store_fits(store, model):
+            if store is None or not shares_features(model, store):
                 store = FeatureStore(model.backbone, preprocessor=model.preprocessor, batch_size=batch_size)
             self.images, self.features = self._encode(images, store, batch_size, progress)
         else:
@@ -228,10 +229,6 @@ class TrainingData:
             self.skipped.append(str(error))
             return False
         return True
-
-
-def _store_fits(store: FeatureStore, model: GRMPModel) -> bool:
-    return store.backbone.key == model.backbone.key and store.preprocessor.key == model.preprocessor.key
 
 
 @torch.no_grad()
