@@ -268,6 +268,7 @@ def test_flags_and_environment_configure_the_app(monkeypatch):
     assert app.parse_args([]).backbone == "RN50-quickgelu"
 
 
+@pytest.mark.slow
 def test_without_weights_offline_the_app_says_so_and_does_not_start(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("IQA_TEST_BACKBONE", None)

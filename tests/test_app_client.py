@@ -7,6 +7,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+pytestmark = pytest.mark.slow  # one app process for the module
 ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"
 

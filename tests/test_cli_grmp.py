@@ -27,6 +27,7 @@ def test_synth_writes_a_labelled_set(synthetic):
     assert lines[0].startswith("path,score") and len(lines) == 1 + 3 * (1 + 3 * 5)
 
 
+@pytest.mark.slow
 def test_train_eval_and_score_with_the_trained_checkpoint(synthetic, photos, tmp_path, capsys):
     checkpoint = tmp_path / "seed-model"
     code = main(["train", "--dataset", "csv", "--root", str(synthetic / "labels.csv"), *TEST,

@@ -217,6 +217,7 @@ def test_train_never_unpickles_an_old_state_file(tmp_path, capsys):
     assert len(lines) == 1 and "train_state.safetensors is not a readable training state" in lines[0]
 
 
+@pytest.mark.slow
 def test_module_entry_point_with_the_corpus(corpus, tmp_path):
     folder, cases = corpus
     run = subprocess.run([sys.executable, "-m", "iqa", "score", str(folder), str(tmp_path / "missing.jpg"), *TEST],

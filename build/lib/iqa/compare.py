@@ -1,0 +1,172 @@
+"""The same photos scored by several methods (CLIP-IQA and, optionally, GRMP-IQA), side by side.
+
+One `ComparedPhoto` per photo is what the app's ranking table, charts, filter and CSV download
+are built from, so they all agree.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import threading
+import zipfile
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import InputError
+from .features import ProgressFn
+from .filtering import split_by_threshold
+from .names import CLIP_IQA, GRMP_IQA, METHODS
+from .photos import Photo
+from .results import ScoreResult
+from .scoring import Scorer
+
+if TYPE_CHECKING:
+    from .backbones import Backbone
+
+
+@dataclass
+class ComparedPhoto:
+    """A photo's results, keyed by method (`iqa.names.METHODS`), in the order they were scored."""
+
+    name: str
+    results: dict[str, ScoreResult]
+
+    def result(self, method: str) -> ScoreResult:
+        """The result of `method`; InputError when it was not scored."""
+        if method in self.results:
+            return self.results[method]
+        if method == GRMP_IQA:
+            raise InputError("no GRMP-IQA scores: choose a GRMP-IQA checkpoint first")
+        raise InputError(f"no {method!r} scores; scored: {', '.join(self.results)} (known: {', '.join(METHODS)})")
+
+    # The app reads these two; they go once the app's views take `results` (issue 9, the app split).
+    @property
+    def clip(self) -> ScoreResult:
+        return self.results[CLIP_IQA]
+
+    @property
+    def grmp(self) -> ScoreResult | None:
+        return self.results.get(GRMP_IQA)
+
+    @property
+    def notes(self) -> list[str]:
+        notes: list[str] = []
+        for result in self.results.values():
+            notes += [n for n in result.notes if n not in notes]
+        return notes
+
+
+class CachedScorer:
+    """A scorer's results remembered per photo content (least recently used dropped first).
+
+    For scorers whose result does not depend on the prompt table (GRMP-IQA): editing prompts
+    then re-runs only CLIP-IQA. The wrapped scorer stays reachable as `scorer`.
+    """
+
+    def __init__(self, scorer: Scorer, max_items: int = 20_000):
+        self.scorer = scorer
+        self._results: OrderedDict[str, ScoreResult] = OrderedDict()
+        self._max_items = max_items
+        self._lock = threading.Lock()
+
+    @property
+    def method(self) -> str:
+        return self.scorer.method
+
+    @property
+    def label(self) -> str:
+        return self.scorer.label
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.scorer.backbone
+
+    def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
+        keys = [p.digest for p in photos]
+        with self._lock:
+            missing = {k: p for k, p in zip(keys, photos) if k not in self._results}
+            scored = self.scorer.score(list(missing.values()), progress) if missing else []
+            for key, result in zip(missing, scored):
+                self._results[key] = result
+            for key in keys:
+                self._results.move_to_end(key)
+            while len(self._results) > self._max_items:
+                self._results.popitem(last=False)
+            return [replace(self._results[k], name=p.name) for k, p in zip(keys, photos)]
+
+
+def compare(photos: Sequence[Photo], scorers: Sequence[Scorer],
+            progress: ProgressFn | None = None) -> list[ComparedPhoto]:
+    """Score every photo with every scorer, in the order of `photos`; `progress` follows the first one's encoding.
+
+    The first scorer is the reference: `ranked`, `split` and `rows_to_csv` default to CLIP-IQA.
+    """
+    per_method = {s.method: s.score(photos, progress if i == 0 else None) if photos else []
+                  for i, s in enumerate(scorers)}
+    return [ComparedPhoto(p.name, {m: results[i] for m, results in per_method.items()}) for i, p in enumerate(photos)]
+
+
+def ranked(rows: Sequence[ComparedPhoto], method: str = CLIP_IQA) -> list[ComparedPhoto]:
+    """Best first by `method`'s score."""
+    return sorted(rows, key=lambda row: row.result(method).score, reverse=True)
+
+
+def split(rows: Sequence[ComparedPhoto], threshold: float,
+          method: str = CLIP_IQA) -> tuple[list[ComparedPhoto], list[ComparedPhoto]]:
+    """(kept, rejected) rows, best first, by `method`'s score against `threshold`."""
+    by_result = {id(row.result(method)): row for row in rows}
+    kept, rejected = split_by_threshold([row.result(method) for row in rows], threshold)
+    return [by_result[id(r)] for r in kept], [by_result[id(r)] for r in rejected]
+
+
+def rows_to_csv(rows: Sequence[ComparedPhoto], threshold: float, method: str = CLIP_IQA) -> str:
+    """One line per photo, best first: both scores and the keep/reject decision by `method`."""
+    kept, rejected = split(rows, threshold, method)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    methods = list(dict.fromkeys([*METHODS, *(m for row in rows for m in row.results)]))
+    writer.writerow(["rank", "name", *(_column(m) for m in methods), "decision", "method", "threshold", "notes"])
+    for rank, row in enumerate(kept + rejected, 1):
+        scores = [f"{row.results[m].score:.6f}" if m in row.results else "" for m in methods]
+        decision = "keep" if rank <= len(kept) else "reject"
+        writer.writerow([rank, row.name, *scores, decision, method, threshold, "; ".join(row.notes)])
+    return out.getvalue()
+
+
+def _column(method: str) -> str:
+    """"CLIP-IQA" -> "clip_iqa"."""
+    return method.lower().replace("-", "_").replace(" ", "_")
+
+
+def zip_photos(photos: Sequence[Photo], path: str | Path) -> Path:
+    """Write the photos into a zip: each file's own bytes when it has a file, else a PNG of its pixels.
+
+    Names are made unique so that two photos called the same both survive.
+    """
+    path = Path(path)
+    used: set[str] = set()
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        for photo in photos:
+            if photo.path is not None and Path(photo.path).is_file():
+                name, data = Path(photo.name).name, Path(photo.path).read_bytes()
+            else:
+                buffer = io.BytesIO()
+                photo.image.save(buffer, format="PNG")
+                name, data = Path(photo.name).stem + ".png", buffer.getvalue()
+            name = unique_name(name, used)
+            used.add(name)
+            archive.writestr(name, data)
+    return path
+
+
+def unique_name(name: str, used: set[str]) -> str:
+    """`name`, or `stem-1.ext`, `stem-2.ext`, ... if it is already in `used`."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    candidate, n = name, 0
+    while candidate in used:
+        n += 1
+        candidate = f"{stem}-{n}{suffix}"
+    return candidate

@@ -1,0 +1,223 @@
+"""GRMP checkpoints: `<stem>.safetensors` (tensors) beside `<stem>.json` (config and bookkeeping).
+
+What the tensors hold: the learned prompts (text context, VPT, head) always; for the paper
+variant also the backbone weights that fine-tuning changes (the trainable blocks and norms), or
+the whole backbone when the config names no pretrained weights to rebuild it from (imported
+official checkpoints, which carry their own fine-tuned CLIP). The frozen rest comes from
+`load_backbone(config.backbone, config.pretrained)` on loading.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..backbones import Backbone, CheckpointMismatch, load_backbone
+from ..errors import IQAError
+from .model import GRMPConfig, GRMPModel
+
+logger = logging.getLogger(__name__)
+FORMAT = "iqa-grmp"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(IQAError, ValueError):
+    """A file is not a (readable) GRMP checkpoint."""
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(tensors, json) paths of a checkpoint given by its stem or either of its two files."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def saved_keys(model: GRMPModel) -> list[str]:
+    """The state-dict keys a checkpoint of this model holds (see the module docstring).
+
+    Besides the blocks that fine-tuning trains, any backbone tensor that no longer equals the
+    pretrained backbone's is saved too, so a reloaded model always scores as the saved one did.
+    """
+    own = [k for k in model.state_dict() if not k.startswith("clip.")]
+    if model.config.variant != "paper":
+        return own
+    if model.config.pretrained is None:
+        return own + model.backbone_state_keys()
+    return own + [f"clip.{name}" for name in _changed_backbone_tensors(model)]
+
+
+def _required_keys(model: GRMPModel) -> set[str]:
+    """What a checkpoint of this (freshly built) model must hold at least."""
+    own = {k for k in model.state_dict() if not k.startswith("clip.")}
+    if model.config.variant != "paper":
+        return own
+    if model.config.pretrained is None:
+        return own | set(model.backbone_state_keys())
+    trainable = {id(p) for p in model.trainable_parameters()}
+    return own | {f"clip.{name}" for name, p in model.clip.named_parameters() if id(p) in trainable}
+
+
+def _changed_backbone_tensors(model: GRMPModel) -> list[str]:
+    """Names of the paper model's CLIP tensors that train, or that differ from its backbone's."""
+    trainable = {id(p) for p in model.trainable_parameters()}
+    reference = model.backbone.model.state_dict()
+    changed = []
+    for name, tensor in model.clip.state_dict(keep_vars=True).items():
+        if id(tensor) in trainable or not torch.equal(tensor.detach().float().cpu(),
+                                                      reference[name].detach().float().cpu()):
+            changed.append(name)
+    return changed
+
+
+def save_checkpoint(model: GRMPModel, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `<stem>.safetensors` and `<stem>.json`; `path` is a stem, either file, or a folder.
+
+    A folder gets the stem `grmp-<variant>` inside it. Returns the two paths written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"grmp-{model.config.variant}"
+    tensors_path, json_path = checkpoint_paths(path)
+    tensors_path.parent.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    tensors = {k: state[k].detach().to("cpu", torch.float32).contiguous() for k in saved_keys(model)}
+    save_file(tensors, str(tensors_path), metadata={"format": FORMAT})
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "prompts": list(model.prompt_learner.display_texts()),
+        "backbone_weights": _backbone_weights(model.config),
+        "tensors": tensors_path.name,
+    }
+    json_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return tensors_path, json_path
+
+
+def read_config(path: str | os.PathLike) -> GRMPConfig:
+    """The config of a checkpoint, without loading any weights."""
+    json_path = checkpoint_paths(path)[1]
+    meta = _read_meta(json_path)
+    try:
+        return GRMPConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{json_path.name} holds an invalid GRMP config: {err}") from err
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    backbone: Backbone | None = None,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> GRMPModel:
+    """Rebuild a saved GRMP model, in eval mode.
+
+    Without `backbone` the one named in the JSON is loaded (on `device`, in `dtype`, by default
+    fp16 on CUDA: the paper variant's frozen weights then come back rounded through fp16, which
+    leaves OpenAI's fp16-born weights unchanged). A given backbone must be the one the checkpoint
+    was trained on, else `CheckpointMismatch` says which one it needs.
+    """
+    tensors_path, json_path = checkpoint_paths(path)
+    config = read_config(json_path)
+    logger.info("GRMP checkpoint %s (+ %s): %s variant on %s", tensors_path, json_path.name, config.variant,
+                config.backbone)
+    _check_backbone_source(config, json_path)
+    tensors = _read_tensors(tensors_path)
+    if backbone is None:
+        backbone = _load_named_backbone(config, device, dtype)
+    else:
+        _check_backbone(config, backbone, json_path)
+    model = GRMPModel(config, backbone)
+    _check_tensors(model, tensors, json_path)
+    model.load_state_dict(tensors, strict=False)
+    return model.eval()
+
+
+def _check_backbone_source(config: GRMPConfig, json_path: Path) -> None:
+    """Refuse a checkpoint that would score on a silently random backbone.
+
+    A seed checkpoint carries no backbone weights, so it needs a pretrained tag or a weights file
+    to rebuild them from; a paper checkpoint without one must carry its whole backbone (checked
+    with the tensors).
+    """
+    if config.variant == "seed" and config.pretrained is None:
+        raise CheckpointError(
+            f"{json_path.name} names no pretrained weights for backbone {config.backbone!r} and a seed "
+            f"checkpoint does not carry them: it was trained on a randomly initialised backbone and "
+            f"cannot be rebuilt")
+
+
+def _backbone_weights(config: GRMPConfig) -> str:
+    if config.variant == "seed":
+        return "none (frozen backbone)"
+    if config.pretrained is None:
+        return "all (the checkpoint carries its whole backbone)"
+    return "fine-tuned blocks only (the rest from the pretrained backbone)"
+
+
+def _read_meta(json_path: Path) -> dict:
+    if not json_path.is_file():
+        hint = ""
+        if json_path.with_suffix(".pt").is_file() or json_path.with_suffix(".pth").is_file():
+            hint = " (an official GRMP-IQA .pt file? import it with iqa.grmp.official.import_official)"
+        raise CheckpointError(f"GRMP checkpoint config {json_path} does not exist{hint}")
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config: not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "config" not in meta:
+        raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config (no '{FORMAT}' format marker)")
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{json_path.name} has format version {meta['format_version']}; "
+                              f"this program reads up to {FORMAT_VERSION}")
+    return meta
+
+
+def _read_tensors(tensors_path: Path) -> dict[str, torch.Tensor]:
+    if not tensors_path.is_file():
+        raise CheckpointError(f"GRMP checkpoint tensors {tensors_path} do not exist")
+    try:
+        return load_file(str(tensors_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{tensors_path.name} is not a readable safetensors file: {err}") from err
+
+
+def _needed(config: GRMPConfig) -> str:
+    tag = f" (pretrained {config.pretrained!r})" if config.pretrained is not None else ""
+    return f"backbone {config.backbone!r}{tag}"
+
+
+def _check_backbone(config: GRMPConfig, backbone: Backbone, json_path: Path) -> None:
+    same_weights = config.pretrained is None or config.pretrained == backbone.pretrained
+    if backbone.name != config.backbone or not same_weights:
+        raise CheckpointMismatch(
+            f"{json_path.stem} was trained on {_needed(config)}, not on backbone {backbone.name!r} "
+            f"(pretrained {backbone.pretrained!r}); load {config.backbone!r} to use it"
+        )
+
+
+def _load_named_backbone(config: GRMPConfig, device, dtype) -> Backbone:
+    """The backbone named in the config: a pretrained tag, or a local weights file the tag names."""
+    if config.pretrained is not None and Path(config.pretrained).exists():
+        return load_backbone(config.backbone, pretrained=None, checkpoint=config.pretrained, device=device,
+                             dtype=dtype)
+    return load_backbone(config.backbone, pretrained=config.pretrained, device=device, dtype=dtype)
+
+
+def _check_tensors(model: GRMPModel, tensors: dict[str, torch.Tensor], json_path: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(_required_keys(model) - set(tensors))
+    unexpected = sorted(set(tensors) - set(own))
+    shapes = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
+    if missing or unexpected or shapes:
+        details = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+                   (("missing tensors", missing), ("unexpected tensors", unexpected),
+                    ("tensors of another shape", shapes)) if v]
+        raise CheckpointMismatch(
+            f"{json_path.stem} does not fit {_needed(model.config)} as configured: " + "; ".join(details))

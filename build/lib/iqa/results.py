@@ -1,0 +1,69 @@
+"""Score records shared by both methods, and their CSV / JSON forms."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class PairScore:
+    """One antonym pair's breakdown: cosines with each prompt and p(positive)."""
+
+    positive: str
+    negative: str
+    s_pos: float
+    s_neg: float
+    p: float
+    weight: float = 1.0
+
+
+@dataclass
+class ScoreResult:
+    """A photo's quality score in [0, 1] (higher is better) and how it came about."""
+
+    name: str
+    score: float
+    pairs: list[PairScore]
+    method: str  # CLIP_IQA or GRMP_IQA (iqa.names)
+    notes: list[str] = field(default_factory=list)
+    variant: str | None = None  # GRMP-IQA: "seed" or "paper"
+
+    @property
+    def label(self) -> str:
+        """The method as people read it: "CLIP-IQA", "GRMP-IQA (seed)"."""
+        return f"{self.method} ({self.variant})" if self.variant else self.method
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def results_to_json(results: list[ScoreResult], **meta) -> str:
+    return json.dumps({**meta, "results": [r.to_dict() for r in results]}, indent=2, ensure_ascii=False)
+
+
+def results_to_csv(results: list[ScoreResult]) -> str:
+    """One row per photo: the score, then p / s_pos / s_neg for every pair."""
+    pair_labels = []
+    for result in results:
+        for pair in result.pairs:
+            label = f"{pair.positive} / {pair.negative}"
+            if label not in pair_labels:
+                pair_labels.append(label)
+    header = ["name", "method", "score"]
+    for label in pair_labels:
+        header += [f"p[{label}]", f"s_pos[{label}]", f"s_neg[{label}]"]
+    header.append("notes")
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    for result in results:
+        by_label = {f"{p.positive} / {p.negative}": p for p in result.pairs}
+        row = [result.name, result.label, f"{result.score:.6f}"]
+        for label in pair_labels:
+            found = by_label.get(label)
+            row += [f"{found.p:.6f}", f"{found.s_pos:.6f}", f"{found.s_neg:.6f}"] if found else ["", "", ""]
+        row.append("; ".join(result.notes))
+        writer.writerow(row)
+    return out.getvalue()
