@@ -30,10 +30,11 @@ import traceback
 import uuid
 import weakref
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import gradio as gr
 import pandas as pd
@@ -41,11 +42,21 @@ from PIL import Image
 from starlette.middleware import Middleware
 
 from iqa import charts
-from iqa.backbones import (DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneUnavailable, CheckpointMismatch,
-                           load_backbone)
+from iqa.backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneUnavailable, CheckpointMismatch, load_backbone
 from iqa.clipiqa import CLIPIQA
-from iqa.compare import (CLIP_IQA, GRMP_IQA, METHODS, CachedScorer, ComparedPhoto, compare, ranked, rows_to_csv, split,
-                         unique_name, zip_photos)
+from iqa.compare import (
+    CLIP_IQA,
+    GRMP_IQA,
+    METHODS,
+    CachedScorer,
+    ComparedPhoto,
+    compare,
+    ranked,
+    rows_to_csv,
+    split,
+    unique_name,
+    zip_photos,
+)
 from iqa.features import FeatureStore, ProgressFn
 from iqa.grmp.checkpoint import (CheckpointError, check_checkpoint, checkpoint_paths, load_checkpoint, read_config,
                                  save_checkpoint)
@@ -56,7 +67,7 @@ from iqa.photos import Photo, PhotoError, open_photo
 from iqa.preprocess import DEFAULT_MAX_SIDE
 from iqa.prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
 from iqa.prompts import DEFAULT_PRESET, PRESETS, PromptError, PromptPair, check_pairs, load_pairs, save_pairs
-from iqa.test_backbone import TEST_BACKBONE_WARNING, TEST_BACKBONES, is_test_backbone
+from iqa.tiny_backbones import TEST_BACKBONE_WARNING, TEST_BACKBONES, is_test_backbone
 
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
@@ -632,7 +643,7 @@ class Handlers:
                   f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
                   f"the rest from the feature cache.")
         if grmp is not None:
-            status += f" GRMP-IQA: {grmp.method} on {grmp.scorer.model.description}."
+            status += f" GRMP-IQA: {grmp.label} on {grmp.scorer.model.description}."
         return (session, table, *self._results(session, threshold, self._available(session, method)), status)
 
     def _store_or_default(self, backbone: str) -> FeatureStore:
@@ -721,7 +732,7 @@ class Handlers:
             shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
         session.checkpoints[f"{stem} (uploaded)"] = str(folder / stem)
-        gr.Info(f"{stem}: {scorer.method} on {scorer.scorer.model.description}")
+        gr.Info(f"{stem}: {scorer.label} on {scorer.scorer.model.description}")
         return session, self.checkpoint_choices(session, str(folder / stem))
 
     def checkpoint_paths(self, session: Session) -> set[str]:
@@ -859,7 +870,7 @@ def run_compare(photos: Sequence[Photo], clip: CLIPIQA, grmp: CachedScorer | Non
     worker, and the caller merges them so that a prompt edit still re-scores without re-encoding.
     """
     mark = clip.store.keys()
-    rows = compare(photos, clip, grmp, progress)
+    rows = compare(photos, [clip] if grmp is None else [clip, grmp], progress)
     return rows, clip.store.added_since(mark)
 
 

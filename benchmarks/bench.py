@@ -17,7 +17,7 @@ GRMP-IQA:
 Backbones are RN50 and ViT-B-16 with random weights (pretrained=None): the compute is the same as
 with pretrained weights, which cannot be downloaded here. Their scores are meaningless.
 
-    python benchmarks/bench.py [--photos 24] [--repeats 3] [--side 448] [--only scoring|grmp|official]
+    python -m benchmarks.bench [--photos 24] [--repeats 3] [--side 448] [--only scoring|grmp|official]
 """
 from __future__ import annotations
 
@@ -33,17 +33,17 @@ import torch
 from PIL import Image
 from skimage import data
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from iqa.backbones import load_backbone  # noqa: E402
-from iqa.clipiqa import CLIPIQA  # noqa: E402
-from iqa.compare import compare  # noqa: E402
-from iqa.datasets import LabelledImage  # noqa: E402
-from iqa.distortions import make_distorted_set  # noqa: E402
-from iqa.features import FeatureStore  # noqa: E402
-from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer  # noqa: E402
-from iqa.grmp.train import adapt_seed  # noqa: E402
-from iqa.photos import Photo  # noqa: E402
-from iqa.prompts import PRESETS, PromptPair  # noqa: E402
+from iqa.backbones import load_backbone
+from iqa.compare import compare
+from iqa.datasets import LabelledImage
+from iqa.distortions import make_distorted_set
+from iqa.features import FeatureStore
+from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.grmp.train import adapt_seed
+from iqa.names import CLIP_IQA
+from iqa.photos import Photo
+from iqa.prompts import PRESETS, PromptPair
+from iqa.scoring import Scorer, ScorerSpec, build_scorers, grmp_scorer
 
 BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu")
 
@@ -66,6 +66,11 @@ def bare_loop(backbone, store: FeatureStore, photos: list[Photo], batch_size: in
         backbone.encode_image(batch)
 
 
+def clip_iqa(store: FeatureStore, pairs: list[PromptPair]) -> Scorer:
+    """CLIP-IQA on `store`, built by the factory like everywhere else."""
+    return build_scorers(ScorerSpec(pairs=pairs), store)[CLIP_IQA]
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -79,14 +84,14 @@ def bench_backbone(name: str, photos: list[Photo], batch_size: int, repeats: int
     bare, engine = [], []
     for _ in range(repeats):  # interleaved, so drifts in machine load hit both alike
         bare.append(timed(lambda: bare_loop(backbone, probe, photos, batch_size)))
-        engine.append(timed(lambda: CLIPIQA(FeatureStore(backbone, batch_size=batch_size), pairs).score(photos)))
+        engine.append(timed(lambda: clip_iqa(FeatureStore(backbone, batch_size=batch_size), pairs).score(photos)))
     store = FeatureStore(backbone, batch_size=batch_size)
-    scratch = timed(lambda: CLIPIQA(store, pairs).score(photos))
+    scratch = timed(lambda: clip_iqa(store, pairs).score(photos))
     edited = list(pairs)
     rescore = []
     for i in range(repeats):
         edited[0] = PromptPair(f"a good photo {i}", f"a bad photo {i}")
-        rescore.append(timed(lambda: CLIPIQA(store, edited).score(photos)))
+        rescore.append(timed(lambda: clip_iqa(store, edited).score(photos)))
     return {
         "bare": statistics.median(bare), "engine": statistics.median(engine),
         "scratch": scratch, "rescore": statistics.median(rescore),
@@ -118,7 +123,8 @@ def _peak_rss(command: list[str]) -> float:
 def labelled_set(folder: Path, count: int = 200) -> list[LabelledImage]:
     """`count` labelled photos: five real photos at 256 px, five distortions at five strengths."""
     sources = {name: Image.fromarray(getattr(data, name)()).convert("RGB")
-               for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "hubble_deep_field", "immunohistochemistry")}
+               for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "hubble_deep_field",
+                            "immunohistochemistry")}
     records = make_distorted_set(sources, folder, types=("gaussian_blur", "gaussian_noise", "jpeg", "over_exposure",
                                                          "under_exposure"), max_side=256, image_format="jpg")
     return records[:count]
@@ -138,9 +144,10 @@ def bench_grmp(name: str, photos: list[Photo], repeats: int, steps: int = 300) -
     model = GRMPModel(GRMPConfig("seed", name, None), backbone)
     alone, both = [], []
     for _ in range(repeats):
-        alone.append(timed(lambda: CLIPIQA(FeatureStore(backbone), PRESETS["pyiqa"]).score(photos)))
+        alone.append(timed(lambda: clip_iqa(FeatureStore(backbone), PRESETS["pyiqa"]).score(photos)))
         shared = FeatureStore(backbone)
-        both.append(timed(lambda: compare(photos, CLIPIQA(shared, PRESETS["pyiqa"]), GRMPScorer(model, shared))))
+        pair = [clip_iqa(shared, PRESETS["pyiqa"]), grmp_scorer(model, shared)]
+        both.append(timed(lambda pair=pair: compare(photos, pair)))
     return {"n": len(images), "adapt_first": adapt_first, "adapt_cached": adapt_cached,
             "steps_per_s": steps / adapt_cached, "alone": statistics.median(alone), "both": statistics.median(both)}
 
@@ -152,9 +159,9 @@ def bench_official(photos: list[Photo], repeats: int) -> dict:
     model = GRMPModel(config, load_backbone(config.backbone, pretrained=None, device="cpu"))
     alone, both = [], []
     for _ in range(repeats):  # fresh stores: every photo is encoded each time
-        alone.append(timed(lambda: CLIPIQA(FeatureStore(clip_backbone), PRESETS["pyiqa"]).score(photos)))
-        both.append(timed(lambda: compare(photos, CLIPIQA(FeatureStore(clip_backbone), PRESETS["pyiqa"]),
-                                          GRMPScorer(model))))
+        alone.append(timed(lambda: clip_iqa(FeatureStore(clip_backbone), PRESETS["pyiqa"]).score(photos)))
+        pair = [clip_iqa(FeatureStore(clip_backbone), PRESETS["pyiqa"]), grmp_scorer(model)]
+        both.append(timed(lambda pair=pair: compare(photos, pair)))
     return {"alone": statistics.median(alone), "both": statistics.median(both)}
 
 

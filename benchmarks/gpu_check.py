@@ -10,7 +10,7 @@ Backbones carry random weights (pretrained=None: no weights can be downloaded on
 the compute is that of the real models, the scores are meaningless. The GPU models are loaded from
 a checkpoint file of the CPU models' weights, so both sides hold the same numbers.
 
-    python benchmarks/gpu_check.py [--out results.json] [--steps 300]
+    python -m benchmarks.gpu_check [--out results.json] [--steps 300]
 """
 from __future__ import annotations
 
@@ -20,32 +20,38 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
+from iqa.backbones import load_backbone
+from iqa.datasets import load_csv
+from iqa.features import FeatureStore
+from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.grmp.train import FinetuneProtocol, TrainConfig, run_protocol
+from iqa.names import CLIP_IQA
+from iqa.photos import Photo, open_photos
+from iqa.prompts import PRESETS
+from iqa.scoring import Scorer, ScorerSpec, build_scorers, grmp_scorer
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from iqa.backbones import load_backbone  # noqa: E402
-from iqa.clipiqa import CLIPIQA  # noqa: E402
-from iqa.datasets import load_csv  # noqa: E402
-from iqa.features import FeatureStore  # noqa: E402
-from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer  # noqa: E402
-from iqa.grmp.train import Protocol, TrainConfig, run_protocol  # noqa: E402
-from iqa.photos import Photo, open_photos  # noqa: E402
-from iqa.prompts import PRESETS  # noqa: E402
 
 TOLERANCE = 1e-2
 
 
-def scorers(backbone) -> dict:
+def scorers(backbone) -> dict[str, Scorer]:
     """CLIP-IQA and the GRMP variants this backbone supports, all with seeded initial prompts."""
     store = FeatureStore(backbone)
-    out = {"CLIP-IQA": CLIPIQA(store, PRESETS["pyiqa"]),
-           "GRMP seed": GRMPScorer(GRMPModel(GRMPConfig("seed", backbone.name, None), backbone), store)}
+    out = {"CLIP-IQA": clip_iqa(store),
+           "GRMP seed": grmp_scorer(GRMPModel(GRMPConfig("seed", backbone.name, None), backbone), store)}
     if not backbone.is_resnet:
-        out["GRMP paper"] = GRMPScorer(GRMPModel(paper_config(backbone), backbone))
+        out["GRMP paper"] = grmp_scorer(GRMPModel(paper_config(backbone), backbone), store)
     return out
+
+
+def clip_iqa(store: FeatureStore) -> Scorer:
+    return build_scorers(ScorerSpec(pairs=PRESETS["pyiqa"]), store)[CLIP_IQA]
 
 
 def paper_config(backbone) -> GRMPConfig:
@@ -85,7 +91,7 @@ def throughput(name: str, weights: Path, photos: list[Photo], device: str, dtype
         batch_photos = [Photo(f"{p.name}-{i}", p.image.rotate(i + 1)) for p in square]
         store = FeatureStore(backbone, batch_size=batch)
         start = time.perf_counter()
-        CLIPIQA(store, PRESETS["pyiqa"]).score(batch_photos)
+        clip_iqa(store).score(batch_photos)
         engine_times.append(time.perf_counter() - start)
     return {"backbone": name, "dtype": dtype, "bare_img_s": bare, "engine_img_s": batch * repeats / sum(engine_times)}
 
@@ -102,7 +108,7 @@ def paper_training(name: str, weights: Path, steps: int, device: str, dtype: str
     config = TrainConfig.for_variant("paper", steps=steps, batch_size=32, eval_every=50)
     losses = []
     start = time.perf_counter()
-    result = run_protocol(model, images, Protocol(rounds=1, shots=None, group_by_ref=True), config,
+    result = run_protocol(model, images, FinetuneProtocol(rounds=1, shots=None, group_by_ref=True), config,
                           on_step=lambda step, loss, val: losses.append(loss), progress=False)
     seconds = time.perf_counter() - start
     return {"steps": len(losses), "steps_per_s": len(losses) / seconds, "first_loss": losses[0],
@@ -123,14 +129,15 @@ def main() -> None:
     card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"device: {card}, torch {torch.__version__}")
     photos, _ = open_photos(sorted((ROOT / "examples").glob("*.jpg"))[:16])
-    report = {"device": card, "torch": torch.__version__}
+    report: dict[str, Any] = {"device": card, "torch": torch.__version__}
     with tempfile.TemporaryDirectory() as tmp:
         weights = {}
         for name in args.names:
             torch.manual_seed(0)
             weights[name] = Path(tmp) / f"{name}.safetensors"
             save_file(load_backbone(name, None, device="cpu").model.state_dict(), str(weights[name]))
-        report["agreement"] = [row for name in args.names for row in agreement(name, photos, weights[name], args.device, args.dtypes)]
+        report["agreement"] = [row for name in args.names
+                               for row in agreement(name, photos, weights[name], args.device, args.dtypes)]
         for row in report["agreement"]:
             print(f"agree  {row['backbone']:20} {row['dtype']}  {row['method']:11} "
                   f"max|gpu-cpu| = {row['max_abs_diff']:.2e}  {'ok' if row['ok'] else 'FAIL'}")

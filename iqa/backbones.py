@@ -11,6 +11,7 @@ import os
 import pickle
 import socket
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -23,21 +24,21 @@ import torch.nn.functional as F
 from open_clip.modified_resnet import ModifiedResNet
 
 from .devices import parse_dtype, pick_device, precision_name
-from .test_backbone import TEST_BACKBONES, build_test_model, is_test_backbone
+from .errors import IQAError
+from .names import DEFAULT_BACKBONE, DEFAULT_PRETRAINED
 from .text_tower import TextTower
+from .tiny_backbones import TEST_BACKBONES, build_test_model, is_test_backbone
 
-DEFAULT_BACKBONE = "RN50-quickgelu"
-DEFAULT_PRETRAINED = "openai"
 logger = logging.getLogger(__name__)
 CHECKPOINT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
                     "pytorch_model.bin")
 
 
-class BackboneUnavailable(RuntimeError):
+class BackboneUnavailable(IQAError, RuntimeError):
     """The weights of a backbone could not be had (no network, unknown name or tag, bad file)."""
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(IQAError, ValueError):
     """A checkpoint does not fit the backbone it is being loaded into."""
 
 
@@ -52,7 +53,7 @@ class Backbone:
     name: str
     pretrained: str | None
     model: open_clip.CLIP
-    tokenizer: object
+    tokenizer: Callable[[list[str]], torch.Tensor]
     device: torch.device
     dtype: torch.dtype
     is_test: bool
@@ -149,6 +150,7 @@ def load_backbone(
     """
     device = pick_device(device)
     dtype = parse_dtype(dtype, device)
+    tag: str | None
     if is_test_backbone(name):
         model, tokenizer, tag = build_test_model(name), open_clip.tokenizer.SimpleTokenizer(), "random-test-weights"
         if checkpoint is not None:
@@ -271,11 +273,10 @@ def _unavailable_message(name: str, tag: str, cause) -> str:
 
 def _checkpoint_file(path: Path) -> Path:
     if path.is_dir():
-        for candidate in CHECKPOINT_FILES:
-            if (path / candidate).is_file():
-                return path / candidate
-        found = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".pt", ".pth", ".bin"))
+        found = [path / c for c in CHECKPOINT_FILES if (path / c).is_file()]
+        found = found[:1] or sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".pt", ".pth", ".bin"))
         if len(found) == 1:
+            logger.info("weights folder %s: using %s", path, found[0].name)
             return found[0]
         raise BackboneUnavailable(
             f"checkpoint folder {path} holds no single weights file (looked for {', '.join(CHECKPOINT_FILES)})")

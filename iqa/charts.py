@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .compare import ComparedPhoto
+from .names import CLIP_IQA, GRMP_IQA
 from .prompt_lab import LabReport
 from .results import PairScore, ScoreResult
 
@@ -27,7 +28,7 @@ def pair_breakdown(clip: ScoreResult, grmp: ScoreResult | None = None) -> go.Fig
         pairs.append(pair)
     if grmp is not None:
         for pair in grmp.pairs:
-            labels.append(f"{grmp.method}:<br>{_label(pair)}")
+            labels.append(f"{grmp.label}:<br>{_label(pair)}")
             pairs.append(pair)
     hover = [f"s_pos={p.s_pos:.4f}<br>s_neg={p.s_neg:.4f}<br>weight={p.weight:g}" for p in pairs]
     figure = go.Figure([
@@ -40,7 +41,7 @@ def pair_breakdown(clip: ScoreResult, grmp: ScoreResult | None = None) -> go.Fig
     ])
     title = f"{clip.name}: CLIP-IQA {clip.score:.3f}"
     if grmp is not None:
-        title += f", {grmp.method} {grmp.score:.3f}"
+        title += f", {grmp.label} {grmp.score:.3f}"
     figure.update_layout(barmode="stack", title=title, xaxis=dict(range=[0, 1]), yaxis=dict(autorange="reversed"),
                          legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom",
                                      traceorder="normal"),
@@ -54,12 +55,12 @@ def _label(pair: PairScore) -> str:
 
 def score_scatter(rows: Sequence[ComparedPhoto]) -> go.Figure:
     """CLIP-IQA (x) against GRMP-IQA (y), one point per photo, with the diagonal for reference."""
-    scored = [row for row in rows if row.grmp is not None]
+    scored = [row for row in rows if CLIP_IQA in row.results and GRMP_IQA in row.results]
     figure = go.Figure()
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"),
                                 name="equal scores", hoverinfo="skip"))
     figure.add_trace(go.Scatter(
-        x=[r.clip.score for r in scored], y=[r.grmp.score for r in scored], mode="markers",
+        x=[r.results[CLIP_IQA].score for r in scored], y=[r.results[GRMP_IQA].score for r in scored], mode="markers",
         marker=dict(size=10, color=GRMP_COLOUR), text=[r.name for r in scored], name="photos",
         hovertemplate="%{text}<br>CLIP-IQA %{x:.3f}<br>GRMP-IQA %{y:.3f}<extra></extra>"))
     figure.update_layout(title="CLIP-IQA against GRMP-IQA", xaxis=dict(title="CLIP-IQA", range=[0, 1]),

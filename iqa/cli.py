@@ -1,29 +1,35 @@
 """Command line: `python -m iqa score|filter|train|eval|synth|import-official`.
 
-Exit codes: see EXIT_CODES_HELP (also printed by --help).
+Exit codes: see EXIT_CODES_HELP (also printed by --help). The parser is built from light modules
+only; each command imports what it needs when it runs, so `--help` starts in a fraction of a second.
 """
+
 from __future__ import annotations
 
 import argparse
-import os
+import logging
 import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
-from tqdm import tqdm
-
-from .backbones import DEFAULT_BACKBONE, DEFAULT_PRETRAINED, BackboneUnavailable, CheckpointMismatch, load_backbone
-from .cli_grmp import add_commands as add_grmp_commands
-from .clipiqa import CLIPIQA
-from .features import FeatureStore
-from .grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config
-from .grmp.model import GRMPScorer
-from .filtering import (OutputError, check_destination, plan_transfer, remove_partials, split_by_threshold,
-                        transfer, unscored)
-from .photos import find_photo_paths, open_photos
-from .prompts import DEFAULT_PRESET, PRESETS, PromptError, load_pairs
+from . import cli_eval, cli_grmp
+from .cli_options import add_scoring_options, open_scorers
+from .errors import IQAError, UsageError
+from .filtering import (
+    OutputError,
+    check_destination,
+    plan_transfer,
+    remove_partials,
+    split_by_threshold,
+    transfer,
+    unscored,
+)
 from .results import ScoreResult, results_to_csv, results_to_json
-from .test_backbone import TEST_BACKBONE_WARNING
+
+if TYPE_CHECKING:
+    from .photos import Photo
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_WEIGHTS, EXIT_WRITE = 0, 1, 2, 3, 4
 EXIT_CODES_HELP = """exit codes:
@@ -34,46 +40,11 @@ EXIT_CODES_HELP = """exit codes:
   4  could not write the output (read-only or full disk, a destination that is a file, ...)"""
 
 
-class UsageError(Exception):
-    """Bad input the user can fix; the message says how."""
-
-
-def add_backbone_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("backbone")
-    group.add_argument("--backbone", default=os.environ.get("IQA_BACKBONE", DEFAULT_BACKBONE),
-                       help="open_clip model name, or test-tiny-rn / test-tiny-vit (meaningless scores)")
-    group.add_argument("--pretrained", default=DEFAULT_PRETRAINED, type=_optional_tag,
-                       help="open_clip pretrained tag ('none': random weights, for benchmarks)")
-    group.add_argument("--weights", default=os.environ.get("IQA_WEIGHTS"),
-                       help="local checkpoint file or folder for the backbone (instead of downloading)")
-    group.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    group.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on GPU, fp32 on CPU)")
-    group.add_argument("--max-side", type=int, default=1024,
-                       help="RN50 native resolution: photos are fed at their own size up to this longest side "
-                            "and downsized to it beyond (the output says so); 0 = never downsize, exactly as the "
-                            "reference library (pyiqa) feeds them, at the cost of memory on big photos")
-    group.add_argument("--batch-size", type=int, default=16)
-
-
-def _optional_tag(value: str) -> str | None:
-    return None if value.lower() in ("", "none") else value
-
-
-def add_scoring_options(parser: argparse.ArgumentParser) -> None:
-    add_backbone_options(parser)
-    group = parser.add_argument_group("scoring")
-    group.add_argument("--method", choices=["clipiqa", "grmp", "both"], default="clipiqa")
-    group.add_argument("--pairs", default=DEFAULT_PRESET,
-                       help=f"prompt pairs: a preset ({', '.join(PRESETS)}) or a JSON/CSV file")
-    group.add_argument("--temperature", type=float, default=None,
-                       help="softmax temperature t (default: the checkpoint's logit scale; 1 = the seed's formula)")
-    group.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp/both)")
-    group.add_argument("--recursive", action="store_true", help="look into sub-folders too")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m iqa", description="Find low-quality photos with CLIP.",
                                      epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="say on stderr which device, backbone and checkpoint files are used, and why")
     commands = parser.add_subparsers(dest="command", required=True)
 
     score = commands.add_parser("score", help="score photos and print a table", epilog=EXIT_CODES_HELP,
@@ -94,23 +65,51 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--copy-to", type=Path, help="copy the rejected photos into this folder")
     filt.add_argument("--apply", action="store_true", help="really move/copy (default: a dry run)")
     filt.set_defaults(run=run_filter)
-    add_grmp_commands(commands, add_backbone_options)
+    cli_grmp.add_commands(commands)
+    cli_eval.add_commands(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; bad input (an `IQAError`) is one line on stderr and an exit code, a bug a traceback."""
     args = build_parser().parse_args(argv)
+    with _log_to_stderr(args.verbose):
+        try:
+            return int(args.run(args))
+        except IQAError as err:
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return EXIT_WEIGHTS if _is_weights_error(err) else EXIT_INPUT
+        except FileNotFoundError as err:  # an input path that does not exist
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return EXIT_INPUT
+        except OSError as err:
+            print(f"error: {one_line(err)}", file=sys.stderr)
+            return EXIT_WRITE
+
+
+def _is_weights_error(err: IQAError) -> bool:
+    from .backbones import BackboneUnavailable  # loaded by then: only model loading raises it
+
+    return isinstance(err, BackboneUnavailable)
+
+
+@contextmanager
+def _log_to_stderr(verbose: bool) -> Iterator[None]:
+    """With -v, the library's INFO messages (`iqa.*` loggers) on stderr; the library itself stays silent."""
+    if not verbose:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    logger = logging.getLogger("iqa")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
-        return args.run(args)
-    except BackboneUnavailable as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return EXIT_WEIGHTS
-    except (UsageError, PromptError, CheckpointMismatch, FileNotFoundError, ValueError) as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return EXIT_INPUT
-    except OSError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return EXIT_WRITE
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def one_line(err: BaseException) -> str:
@@ -122,52 +121,27 @@ def one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
-def open_backbone(args: argparse.Namespace):
-    backbone = load_backbone(args.backbone, args.pretrained, args.weights, args.device, args.dtype)
-    if backbone.is_test:
-        print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
-    return backbone
-
-
-def build_scorers(args: argparse.Namespace) -> list:
-    """The scorers --method asks for, sharing one FeatureStore where they share a backbone."""
-    scorers = []
-    if args.method in ("clipiqa", "both"):
-        store = FeatureStore(open_backbone(args), batch_size=args.batch_size, max_side=args.max_side)
-        scorers.append(CLIPIQA(store, load_pairs(args.pairs), args.temperature))
-    if args.method in ("grmp", "both"):
-        scorers.append(_grmp_scorer(args, scorers[0].store if scorers else None))
-    return scorers
-
-
-def _grmp_scorer(args: argparse.Namespace, store: FeatureStore | None):
-    """A GRMP scorer; on the CLIP-IQA backbone when the checkpoint was trained on it (shared features)."""
-    if not args.checkpoint:
-        raise UsageError("--method grmp needs --checkpoint PATH (a GRMP-IQA checkpoint; see `python -m iqa train`)")
-    config = read_config(checkpoint_paths(args.checkpoint)[1])
-    shared = store is not None and (config.backbone, config.pretrained) == (store.backbone.name, store.backbone.pretrained)
-    backbone = store.backbone if shared else None
-    model = load_checkpoint(args.checkpoint, backbone=backbone, device=args.device, dtype=args.dtype)
-    return GRMPScorer(model, store)
-
-
-def score_paths(args: argparse.Namespace, patterns: Sequence[str]) -> tuple[list[list[ScoreResult]], list, list]:
+def score_paths(args: argparse.Namespace, patterns: Sequence[str]) -> tuple[list[list[ScoreResult]], list[Photo], list]:
     """Find and open the photos, then score them with every scorer.
 
     Returns (results per scorer, photos, errors): every path or photo that cannot be used is
     reported on stderr by name and the rest is scored; only when nothing is left is it an error.
     """
+    from .photos import find_photo_paths, open_photos
+
     paths, errors = find_photo_paths(patterns, recursive=args.recursive)
-    scorers = build_scorers(args)
+    scorers = open_scorers(args)
     photos, unreadable = open_photos(paths)
     errors = [*errors, *unreadable]
     for error in errors:
         print(f"skipped: {error}", file=sys.stderr)
     if not photos:
         raise UsageError(f"nothing to score: no photo could be opened ({len(errors)} paths or files skipped)")
+    from tqdm import tqdm
+
     results = []
-    for scorer in scorers:
-        with tqdm(total=len(photos), desc=scorer.method, unit="photo", file=sys.stderr,
+    for scorer in scorers.values():
+        with tqdm(total=len(photos), desc=scorer.label, unit="photo", file=sys.stderr,
                   disable=None, leave=False) as bar:
             results.append(scorer.score(photos, progress=lambda done, total: bar.update(done - bar.n)))
     return results, photos, errors
@@ -195,7 +169,7 @@ def write_output(path: Path, text: str) -> None:
 
 def format_table(results: list[list[ScoreResult]]) -> str:
     """Photos ranked by the first method's score, one score column per method, worst last."""
-    methods = [per_method[0].method for per_method in results]
+    methods = [per_method[0].label for per_method in results]
     by_name = [{r.name: r for r in per_method} for per_method in results]
     ranked = sorted(results[0], key=lambda r: r.score, reverse=True)
     width = max(len(r.name) for r in ranked)
@@ -213,7 +187,7 @@ def run_filter(args: argparse.Namespace) -> int:
     if destination:
         _refuse_source_as_destination(args, destination)
     results, photos, errors = score_paths(args, [args.folder])
-    paths = {photo.name: photo.path for photo in photos}
+    paths = {photo.name: Path(photo.path) for photo in photos if photo.path is not None}  # all opened from files
     kept, rejected = split_by_threshold(results[0], args.threshold)
     no_score = unscored(results[0])
     print(f"{len(rejected)} of {len(kept) + len(rejected)} photos score below {args.threshold}:")
@@ -230,6 +204,8 @@ def run_filter(args: argparse.Namespace) -> int:
 
 
 def _refuse_source_as_destination(args: argparse.Namespace, destination: Path) -> None:
+    from .photos import find_photo_paths
+
     folder = Path(args.folder)
     if folder.is_dir():
         sources = [folder]

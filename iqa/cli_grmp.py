@@ -1,69 +1,51 @@
-"""Command line for GRMP-IQA and evaluation: `python -m iqa train|eval|synth`."""
+"""Command line for GRMP-IQA models: `python -m iqa train|import-official`."""
+
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .backbones import BackboneUnavailable, CheckpointMismatch, load_backbone
-from .clipiqa import CLIPIQA
-from .datasets import DATASETS, LabelledImage, load_dataset
-from .distortions import DISTORTIONS, make_distorted_set, task_list
-from .features import FeatureStore
-from .grmp.checkpoint import load_checkpoint, save_checkpoint
-from .grmp.evaluate import evaluate
-from .grmp.meta import MetaConfig, meta_pretrain
-from .grmp.model import PRESETS as MODEL_PRESETS
-from .grmp.model import GRMPModel, GRMPScorer
-from .grmp.official import DEFAULT_FILE, HUB_REPO, OfficialCheckpointError, download_official, import_official
-from .grmp.train import REGULARIZERS, Protocol, TrainConfig, run_protocol
-from .photos import collect_photo_paths
-from .prompts import DEFAULT_PRESET, PRESETS, load_pairs
-from .test_backbone import TEST_BACKBONE_WARNING
+from .cli_eval import add_dataset_options, read_dataset
+from .cli_options import add_backbone_options
+from .errors import UsageError
+from .names import DEFAULT_FILE, GRMP_VARIANTS, HUB_REPO, REGULARIZERS
+from .tiny_backbones import TEST_BACKBONE_WARNING
+
+if TYPE_CHECKING:
+    from .datasets import LabelledImage
+    from .grmp.model import GRMPConfig
+    from .grmp.train import FinetuneProtocol, TrainConfig
 
 META_SOURCES = ("none", "synthetic", "kadid10k", "tid2013")
 PRESET_TAG = "preset"
 
 
-def add_commands(commands: argparse._SubParsersAction, add_backbone_options) -> None:
-    """Register train, eval and synth on the main parser's sub-commands."""
-    _add_train(commands, add_backbone_options)
-    _add_eval(commands, add_backbone_options)
-    synth = commands.add_parser("synth", help="turn a folder of good photos into a labelled distortion set")
-    synth.add_argument("source", help="folder (or glob) of good photos")
-    synth.add_argument("out", type=Path, help="output folder (images + labels.csv)")
-    synth.add_argument("--types", nargs="+", default=list(DISTORTIONS), choices=list(DISTORTIONS))
-    synth.add_argument("--max-side", type=int, default=512)
-    synth.add_argument("--seed", type=int, default=0)
-    synth.set_defaults(run=run_synth)
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Register train and import-official on the main parser's sub-commands."""
+    _add_train(commands)
     official = commands.add_parser("import-official", help="convert an official GRMP-IQA release checkpoint")
     official.add_argument("source", nargs="?", default=DEFAULT_FILE,
                           help=f"a local .pt file, or a file name in the Hub repository {HUB_REPO} "
                                f"(default {DEFAULT_FILE})")
     official.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors + .json)")
     official.add_argument("--backbone", default=None,
-                          help="architecture to load it into (default: the one its tensors describe, ViT-B-16-quickgelu "
-                               "for the release)")
+                          help="architecture to load it into (default: the one its tensors describe, "
+                               "ViT-B-16-quickgelu for the release)")
     official.add_argument("--device", default=None)
     official.set_defaults(run=run_import_official)
 
 
-def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASETS, help="labelled set's layout")
-    parser.add_argument("--root", required=True, type=Path, help="the data set's folder (or CSV file for csv)")
-    parser.add_argument("--limit", type=int, default=None, help="use only the first N images")
-
-
-def _add_train(commands, add_backbone_options) -> None:
+def _add_train(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser("train", help="meta-pre-train and fine-tune a GRMP-IQA model")
-    _add_dataset_options(train)
+    add_dataset_options(train)
     add_backbone_options(train)
     train.set_defaults(backbone=None, pretrained=PRESET_TAG)  # by default the variant's preset backbone
     model = train.add_argument_group("model")
-    model.add_argument("--variant", choices=list(MODEL_PRESETS), default="seed")
+    model.add_argument("--variant", choices=GRMP_VARIANTS, default="seed")
     model.add_argument("--n-ctx", type=int, default=4)
     model.add_argument("--ctx-init", default=None, help="initialise the context from this text")
     model.add_argument("--train-last-blocks", type=int, default=None, help="paper variant: blocks trained per tower")
@@ -93,18 +75,6 @@ def _add_train(commands, add_backbone_options) -> None:
     train.set_defaults(run=run_train)
 
 
-def _add_eval(commands, add_backbone_options) -> None:
-    ev = commands.add_parser("eval", help="SRCC / PLCC / KRCC of a scorer on a labelled set")
-    _add_dataset_options(ev)
-    add_backbone_options(ev)
-    ev.add_argument("--method", choices=["clipiqa", "grmp"], default="clipiqa")
-    ev.add_argument("--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: {', '.join(PRESETS)} or a file")
-    ev.add_argument("--temperature", type=float, default=None)
-    ev.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp)")
-    ev.add_argument("--json", type=Path, help="also write the metrics and predictions as JSON")
-    ev.set_defaults(run=run_eval)
-
-
 def _shots(value: str) -> int | float | None:
     return None if value == "all" else _count_or_fraction(value)
 
@@ -114,19 +84,24 @@ def _count_or_fraction(value: str) -> int | float:
     return int(number) if number >= 1 and number.is_integer() else number
 
 
-def read_dataset(args: argparse.Namespace) -> list[LabelledImage]:
-    images = load_dataset(args.dataset, args.root)
-    return images[:args.limit] if args.limit else images
-
-
 def run_train(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .features import FeatureStore
+    from .grmp.meta import MetaConfig, meta_pretrain
+    from .grmp.model import PRESETS as MODEL_PRESETS
+    from .grmp.model import GRMPModel
+    from .grmp.train import run_protocol
+
     preset = MODEL_PRESETS[args.variant]
     name = args.backbone or preset.backbone
     tag = preset.pretrained if args.pretrained == PRESET_TAG else args.pretrained
     backbone = load_backbone(name, tag, args.weights, args.device, args.dtype)
     if backbone.is_test:
         print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
-    model = GRMPModel(_model_config(args, preset, name, backbone.pretrained), backbone)
+    try:
+        model = GRMPModel(_model_config(args, preset, name, backbone.pretrained), backbone)
+    except ValueError as err:  # GRMPConfig's checks of --n-ctx, --vpt-tokens, ...
+        raise UsageError(str(err)) from None
     store = FeatureStore(backbone, batch_size=args.batch_size, max_side=args.max_side)
     if args.meta != "none":
         tasks = _meta_tasks(args)
@@ -143,13 +118,14 @@ def run_train(args: argparse.Namespace) -> int:
     summary = result.summary()
     print("mean SRCC {mean_srcc:.4f}  median SRCC {median_srcc:.4f}  "
           "mean PLCC {mean_plcc:.4f}  median PLCC {median_plcc:.4f}".format(**summary))
+    assert result.checkpoint is not None  # run_protocol saves to save_to
     print(f"checkpoint: {result.checkpoint[0]} (+ {result.checkpoint[1].name})")
     for skipped in result.skipped:
         print(f"skipped: {skipped}", file=sys.stderr)
     return 1 if result.skipped else 0
 
 
-def _model_config(args, preset, name: str, tag: str | None):
+def _model_config(args: argparse.Namespace, preset: GRMPConfig, name: str, tag: str | None) -> GRMPConfig:
     overrides = {"variant": args.variant, "backbone": name, "pretrained": tag, "n_ctx": args.n_ctx,
                  "ctx_init": args.ctx_init, "seed": args.seed}
     if args.train_last_blocks is not None:
@@ -159,21 +135,29 @@ def _model_config(args, preset, name: str, tag: str | None):
     return replace(preset, **overrides, training={})
 
 
-def _protocol(args) -> Protocol:
-    return Protocol(rounds=args.rounds, test_fraction=args.test_fraction, shots=args.shots,
+def _protocol(args: argparse.Namespace) -> FinetuneProtocol:
+    from .grmp.train import FinetuneProtocol
+
+    return FinetuneProtocol(rounds=args.rounds, test_fraction=args.test_fraction, shots=args.shots,
                     val_size=args.val_size, group_by_ref=args.group_by_ref, seed=args.seed)
 
 
-def _train_config(args) -> TrainConfig:
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    from .grmp.train import TrainConfig
+
     names = {"steps": "steps", "train_batch": "batch_size", "lr": "lr", "regularizer": "regularizer", "lam": "lam"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
     return TrainConfig.for_variant(args.variant, seed=args.seed, checkpoint_every=args.checkpoint_every,
                                    **overrides)
 
 
-def _meta_tasks(args) -> dict[str, list[LabelledImage]]:
+def _meta_tasks(args: argparse.Namespace) -> dict[str, list[LabelledImage]]:
+    from .datasets import load_dataset
+    from .distortions import make_distorted_set, task_list
+    from .photos import collect_photo_paths
+
     if args.meta_root is None:
-        raise ValueError("--meta needs --meta-root (good photos for synthetic, else the data set's folder)")
+        raise UsageError("--meta needs --meta-root (good photos for synthetic, else the data set's folder)")
     if args.meta == "synthetic":
         folder = (args.state_dir or args.out.parent) / "meta-synthetic"
         records = make_distorted_set(collect_photo_paths([args.meta_root]), folder, max_side=256, seed=args.seed)
@@ -182,45 +166,11 @@ def _meta_tasks(args) -> dict[str, list[LabelledImage]]:
     return task_list(records)
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    images = read_dataset(args)
-    if args.method == "grmp":
-        if not args.checkpoint:
-            raise ValueError("--method grmp needs --checkpoint PATH")
-        scorer = GRMPScorer(load_checkpoint(args.checkpoint, device=args.device, dtype=args.dtype))
-    else:
-        backbone = load_backbone(args.backbone, args.pretrained, args.weights, args.device, args.dtype)
-        store = FeatureStore(backbone, batch_size=args.batch_size, max_side=args.max_side)
-        scorer = CLIPIQA(store, load_pairs(args.pairs), args.temperature)
-    if scorer_is_test(scorer):
-        print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
-    metrics = evaluate(scorer, images, batch_size=args.batch_size)
-    print(f"{scorer.method} on {args.dataset} ({metrics['n']} images): SRCC {metrics['srcc']:.4f}  "
-          f"PLCC {metrics['plcc']:.4f}  KRCC {metrics['krcc']:.4f}")
-    for skipped in metrics["skipped"]:
-        print(f"skipped: {skipped}", file=sys.stderr)
-    if args.json:
-        args.json.write_text(json.dumps({k: _plain(v) for k, v in metrics.items()}, indent=2), encoding="utf-8")
-    return 1 if metrics["skipped"] else 0
-
-
-def scorer_is_test(scorer) -> bool:
-    backbone = scorer.store.backbone if isinstance(scorer, CLIPIQA) else scorer.model.backbone
-    return backbone.is_test
-
-
-def _plain(value):
-    return value.tolist() if hasattr(value, "tolist") else value
-
-
-def run_synth(args: argparse.Namespace) -> int:
-    sources = collect_photo_paths([args.source])
-    records = make_distorted_set(sources, args.out, types=args.types, max_side=args.max_side, seed=args.seed)
-    print(f"wrote {len(records)} labelled images of {len(sources)} photos to {args.out} (labels.csv)")
-    return 0
-
-
 def run_import_official(args: argparse.Namespace) -> int:
+    from .backbones import CheckpointMismatch, load_backbone
+    from .grmp.checkpoint import save_checkpoint
+    from .grmp.official import OfficialCheckpointError, import_official
+
     source = Path(args.source)
     path = source if source.is_file() else _download_official(args.source)
     backbone = load_backbone(args.backbone, None, device=args.device) if args.backbone else None
@@ -238,6 +188,9 @@ def run_import_official(args: argparse.Namespace) -> int:
 
 def _download_official(name: str) -> Path:
     """The Hub file, or BackboneUnavailable (exit 3: weights unavailable) when it cannot be had."""
+    from .backbones import BackboneUnavailable
+    from .grmp.official import OfficialCheckpointError, download_official
+
     try:
         return download_official(name)
     except OfficialCheckpointError as err:

@@ -7,16 +7,17 @@ formula as the source document writes it, under which every p stays close to 0.5
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
+from .backbones import Backbone
+from .errors import InputError, IQAError
 from .features import FeatureStore, ProgressFn
+from .names import CLIP_IQA
 from .photos import Photo
 from .prompts import PromptPair, usable_pairs
 from .results import PairScore, ScoreResult
-
-METHOD = "CLIP-IQA"
 
 
 def pair_probabilities(image_features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
@@ -45,7 +46,7 @@ def combine(p: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return (p * weights).sum(dim=1) / weights.sum()
 
 
-class ScoringError(ValueError):
+class ScoringError(IQAError, ValueError):
     """A score came out as NaN or infinite; it is never returned as a number."""
 
 
@@ -61,14 +62,18 @@ def check_finite(scores: torch.Tensor, names: Sequence[str]) -> None:
 class CLIPIQA:
     """Scores photos with a set of antonym prompt pairs on a shared, cached FeatureStore."""
 
-    method = METHOD
+    method = label = CLIP_IQA
 
     def __init__(self, store: FeatureStore, pairs: Sequence[PromptPair], temperature: float | None = None):
         self.store = store
         self.pairs = usable_pairs(list(pairs), store.backbone.tokenizer)
         self.temperature = store.backbone.logit_scale if temperature is None else float(temperature)
         if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+            raise InputError(f"temperature must be > 0, got {temperature!r}")
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.store.backbone
 
     def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
         images = self.store.image_features(photos, progress)
@@ -84,7 +89,7 @@ class CLIPIQA:
         check_finite(scores, names)
         notes = notes or [[] for _ in names]
         return [
-            ScoreResult(name=name, score=float(scores[i]), method=METHOD, notes=list(notes[i]), pairs=[
+            ScoreResult(name=name, score=float(scores[i]), method=CLIP_IQA, notes=list(notes[i]), pairs=[
                 PairScore(pair.positive, pair.negative, float(s_pos[i, j]), float(s_neg[i, j]),
                           float(p[i, j]), pair.weight) for j, pair in enumerate(self.pairs)])
             for i, name in enumerate(names)

@@ -1,4 +1,4 @@
-"""The same photos scored by CLIP-IQA and, optionally, a GRMP-IQA scorer, side by side.
+"""The same photos scored by several methods (CLIP-IQA and, optionally, GRMP-IQA), side by side.
 
 One `ComparedPhoto` per photo is what the app's ranking table, charts, filter and CSV download
 are built from, so they all agree.
@@ -10,48 +10,52 @@ import io
 import threading
 import zipfile
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING
 
-from .clipiqa import CLIPIQA
+from .errors import InputError
 from .features import ProgressFn
 from .filtering import split_by_threshold
+from .names import CLIP_IQA, GRMP_IQA, METHODS
 from .photos import Photo
 from .results import ScoreResult
+from .scoring import Scorer
 
-CLIP_IQA = "CLIP-IQA"
-GRMP_IQA = "GRMP-IQA"
-METHODS = (CLIP_IQA, GRMP_IQA)
-
-
-class Scorer(Protocol):
-    def score(self, photos: Sequence[Photo]) -> list[ScoreResult]: ...
+if TYPE_CHECKING:
+    from .backbones import Backbone
 
 
 @dataclass
 class ComparedPhoto:
-    """A photo's CLIP-IQA result and, when a GRMP scorer was given, its GRMP-IQA result."""
+    """A photo's results, keyed by method (`iqa.names.METHODS`), in the order they were scored."""
 
     name: str
-    clip: ScoreResult
-    grmp: ScoreResult | None = None
+    results: dict[str, ScoreResult]
 
     def result(self, method: str) -> ScoreResult:
-        """The result of `method` ("CLIP-IQA" or "GRMP-IQA"); ValueError when it was not scored."""
-        if method == CLIP_IQA:
-            return self.clip
-        if method == GRMP_IQA and self.grmp is not None:
-            return self.grmp
+        """The result of `method`; InputError when it was not scored."""
+        if method in self.results:
+            return self.results[method]
         if method == GRMP_IQA:
-            raise ValueError("no GRMP-IQA scores: choose a GRMP-IQA checkpoint first")
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+            raise InputError("no GRMP-IQA scores: choose a GRMP-IQA checkpoint first")
+        raise InputError(f"no {method!r} scores; scored: {', '.join(self.results)} (known: {', '.join(METHODS)})")
+
+    # The app reads these two; they go once the app's views take `results` (issue 9, the app split).
+    @property
+    def clip(self) -> ScoreResult:
+        return self.results[CLIP_IQA]
+
+    @property
+    def grmp(self) -> ScoreResult | None:
+        return self.results.get(GRMP_IQA)
 
     @property
     def notes(self) -> list[str]:
-        notes = list(self.clip.notes)
-        if self.grmp is not None:
-            notes += [n for n in self.grmp.notes if n not in notes]
+        notes: list[str] = []
+        for result in self.results.values():
+            notes += [n for n in result.notes if n not in notes]
         return notes
 
 
@@ -72,11 +76,20 @@ class CachedScorer:
     def method(self) -> str:
         return self.scorer.method
 
-    def score(self, photos: Sequence[Photo]) -> list[ScoreResult]:
+    @property
+    def label(self) -> str:
+        return self.scorer.label
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.scorer.backbone
+
+    def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
         keys = [p.digest for p in photos]
         with self._lock:
             missing = {k: p for k, p in zip(keys, photos) if k not in self._results}
-            for key, result in zip(missing, self.scorer.score(list(missing.values())) if missing else []):
+            scored = self.scorer.score(list(missing.values()), progress) if missing else []
+            for key, result in zip(missing, scored):
                 self._results[key] = result
             for key in keys:
                 self._results.move_to_end(key)
@@ -85,12 +98,15 @@ class CachedScorer:
             return [replace(self._results[k], name=p.name) for k, p in zip(keys, photos)]
 
 
-def compare(photos: Sequence[Photo], clip: CLIPIQA, grmp: Scorer | None = None,
+def compare(photos: Sequence[Photo], scorers: Sequence[Scorer],
             progress: ProgressFn | None = None) -> list[ComparedPhoto]:
-    """Score every photo with both methods, in the order of `photos`; `progress` follows image encoding."""
-    clip_results = clip.score(photos, progress)
-    grmp_results = grmp.score(photos) if grmp is not None and photos else [None] * len(photos)
-    return [ComparedPhoto(p.name, c, g) for p, c, g in zip(photos, clip_results, grmp_results)]
+    """Score every photo with every scorer, in the order of `photos`; `progress` follows the first one's encoding.
+
+    The first scorer is the reference: `ranked`, `split` and `rows_to_csv` default to CLIP-IQA.
+    """
+    per_method = {s.method: s.score(photos, progress if i == 0 else None) if photos else []
+                  for i, s in enumerate(scorers)}
+    return [ComparedPhoto(p.name, {m: results[i] for m, results in per_method.items()}) for i, p in enumerate(photos)]
 
 
 def ranked(rows: Sequence[ComparedPhoto], method: str = CLIP_IQA) -> list[ComparedPhoto]:
@@ -111,13 +127,18 @@ def rows_to_csv(rows: Sequence[ComparedPhoto], threshold: float, method: str = C
     kept, rejected = split(rows, threshold, method)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["rank", "name", "clip_iqa", "grmp_iqa", "decision", "method", "threshold", "notes"])
+    methods = list(dict.fromkeys([*METHODS, *(m for row in rows for m in row.results)]))
+    writer.writerow(["rank", "name", *(_column(m) for m in methods), "decision", "method", "threshold", "notes"])
     for rank, row in enumerate(kept + rejected, 1):
-        grmp = f"{row.grmp.score:.6f}" if row.grmp is not None else ""
+        scores = [f"{row.results[m].score:.6f}" if m in row.results else "" for m in methods]
         decision = "keep" if rank <= len(kept) else "reject"
-        writer.writerow([rank, row.name, f"{row.clip.score:.6f}", grmp, decision, method, threshold,
-                         "; ".join(row.notes)])
+        writer.writerow([rank, row.name, *scores, decision, method, threshold, "; ".join(row.notes)])
     return out.getvalue()
+
+
+def _column(method: str) -> str:
+    """"CLIP-IQA" -> "clip_iqa"."""
+    return method.lower().replace("-", "_").replace(" ", "_")
 
 
 def zip_photos(photos: Sequence[Photo], path: str | Path) -> Path:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from openpyxl import load_workbook
-from scipy.io import loadmat
+
+from .errors import InputError, IQAError
 
 
 @dataclass
@@ -38,11 +38,11 @@ class LabelledImage:
     level: int | None = None
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(IQAError, FileNotFoundError):
     """A dataset folder lacks a file or folder that its published layout has."""
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(IQAError, ValueError):
     """A labels file exists but its content is not what the dataset publishes."""
 
 
@@ -174,7 +174,7 @@ def _to_float(kind: str, path: Path, line: int, value: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise DatasetFormatError(f"{kind}: {path} row {line}: score {value!r} is not a number")
+        raise DatasetFormatError(f"{kind}: {path} row {line}: score {value!r} is not a number") from None
 
 
 def load_koniq10k(
@@ -194,7 +194,7 @@ def load_koniq10k(
             raise _missing("koniq10k", " or ".join(f"{r}/" for r in KONIQ_RESOLUTIONS), root)
         resolution = folders[0]
     elif resolution not in KONIQ_RESOLUTIONS:
-        raise ValueError(f"koniq10k: resolution must be one of {KONIQ_RESOLUTIONS}, got {resolution!r}")
+        raise InputError(f"koniq10k: resolution must be one of {KONIQ_RESOLUTIONS}, got {resolution!r}")
     images = _require("koniq10k", root, resolution, folder=True)
     rows = _read_csv_rows("koniq10k", labels, ["image_name", score_column])
     items = [
@@ -227,10 +227,12 @@ def load_livec(root: str | Path, drop_training: bool = True) -> list[LabelledIma
     mos_file = _require("livec", root, LIVEC_MOS)
     images = _require("livec", root, "Images", folder=True)
     try:
+        from scipy.io import loadmat  # here, not at the top: only LIVE Challenge needs it
+
         names = _mat_strings(loadmat(names_file)["AllImages_release"])
         mos = np.asarray(loadmat(mos_file)["AllMOS_release"], dtype=np.float64).ravel()
     except KeyError as missing_key:
-        raise DatasetFormatError(f"livec: variable {missing_key} not found in {root / 'Data'}")
+        raise DatasetFormatError(f"livec: variable {missing_key} not found in {root / 'Data'}") from None
     if len(names) != len(mos):
         raise DatasetFormatError(
             f"livec: {LIVEC_NAMES} lists {len(names)} images but {LIVEC_MOS} has {len(mos)} scores"
@@ -248,6 +250,8 @@ def load_livec(root: str | Path, drop_training: bool = True) -> list[LabelledIma
 
 
 def _read_xlsx_rows(path: Path) -> tuple[list[str], list[tuple]]:
+    from openpyxl import load_workbook  # here, not at the top: only SPAQ needs it
+
     workbook = load_workbook(path, read_only=True, data_only=True)
     try:
         rows = list(workbook.worksheets[0].iter_rows(values_only=True))
@@ -377,7 +381,7 @@ def load_csv(path: str | Path) -> list[LabelledImage]:
         try:
             parsed_level = int(level) if level is not None else None
         except ValueError:
-            raise DatasetFormatError(f"csv: {path} row {line}: level {level!r} is not an integer")
+            raise DatasetFormatError(f"csv: {path} row {line}: level {level!r} is not an integer") from None
         items.append(
             LabelledImage(
                 (path.parent / row["path"]).resolve(),
@@ -404,7 +408,7 @@ def load_dataset(kind: str, root: str | Path, **options) -> list[LabelledImage]:
     """Load dataset ``kind`` (one of :data:`DATASETS`) from ``root``; ``options`` go to its loader."""
     key = kind.lower().replace("-", "").replace("_", "")
     if key not in _LOADERS:
-        raise ValueError(f"unknown dataset {kind!r}; known: {', '.join(DATASETS)}")
+        raise InputError(f"unknown dataset {kind!r}; known: {', '.join(DATASETS)}")
     return _LOADERS[key](root, **options)
 
 
@@ -418,13 +422,13 @@ def normalize_scores(
     """
     values = np.asarray(list(scores), dtype=np.float64)
     if values.size == 0:
-        raise ValueError("normalize_scores needs at least one score")
+        raise InputError("normalize_scores needs at least one score")
     if not np.all(np.isfinite(values)):
-        raise ValueError("normalize_scores: scores contain NaN or infinite values")
+        raise InputError("normalize_scores: scores contain NaN or infinite values")
     low = float(values.min()) if low is None else float(low)
     high = float(values.max()) if high is None else float(high)
     if high <= low:
-        raise ValueError(f"normalize_scores: empty score range [{low}, {high}] (all scores equal?)")
+        raise InputError(f"normalize_scores: empty score range [{low}, {high}] (all scores equal?)")
     return (values - low) / (high - low)
 
 
@@ -441,19 +445,19 @@ def split_indices(
     TID2013 and KADID-10k; ``train_fraction`` then applies to the number of groups.
     """
     if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
+        raise InputError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
     rng = np.random.default_rng(seed)
     if groups is None:
         units: list[list[int]] = [[i] for i in range(n)]
     else:
         if len(groups) != n:
-            raise ValueError(f"groups has {len(groups)} entries for n={n}")
+            raise InputError(f"groups has {len(groups)} entries for n={n}")
         by_group: dict[str | None, list[int]] = {}
         for index, group in enumerate(groups):
             by_group.setdefault(group, []).append(index)
         units = list(by_group.values())
     if len(units) < 2:
-        raise ValueError(f"need at least 2 {'groups' if groups is not None else 'items'} to split, got {len(units)}")
+        raise InputError(f"need at least 2 {'groups' if groups is not None else 'items'} to split, got {len(units)}")
     order = rng.permutation(len(units))
     n_train = min(max(int(round(train_fraction * len(units))), 1), len(units) - 1)
     train = sorted(i for u in order[:n_train] for i in units[u])

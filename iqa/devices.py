@@ -1,7 +1,13 @@
 """Choice of compute device and number format."""
 from __future__ import annotations
 
+import logging
+
 import torch
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
 
 _DTYPES = {
     "fp32": torch.float32, "float32": torch.float32,
@@ -15,15 +21,13 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
     if requested not in (None, "", "auto"):
         device = torch.device(requested)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {requested!r} was asked for, but CUDA is not available here")
+            raise InputError(f"device {requested!r} was asked for, but CUDA is not available here")
         if device.type == "mps" and not torch.backends.mps.is_available():
-            raise ValueError(f"device {requested!r} was asked for, but MPS is not available here")
+            raise InputError(f"device {requested!r} was asked for, but MPS is not available here")
         return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    best = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    logger.info("no device asked for: using %s, the best available", best)
+    return torch.device(best)
 
 
 def default_dtype(device: torch.device) -> torch.dtype:
@@ -40,9 +44,9 @@ def parse_dtype(name: str | torch.dtype | None, device: torch.device) -> torch.d
     elif name.lower() in _DTYPES:
         dtype = _DTYPES[name.lower()]
     else:
-        raise ValueError(f"unknown dtype {name!r}; use one of fp32, fp16, bf16")
+        raise InputError(f"unknown dtype {name!r}; use one of fp32, fp16, bf16")
     if device.type == "cpu" and dtype == torch.float16:
-        raise ValueError("fp16 is not supported on the CPU; use fp32 (or bf16)")
+        raise InputError("fp16 is not supported on the CPU; use fp32 (or bf16)")
     return dtype
 
 

@@ -17,15 +17,15 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
-from scipy import ndimage, signal
 
 from iqa.datasets import LabelledImage
+from iqa.errors import InputError
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -48,6 +48,8 @@ def _to_image(x: Pixels) -> Image.Image:
 
 
 def _gaussian_blur(x: Pixels, sigma: float, rng: np.random.Generator) -> Pixels:
+    from scipy import ndimage  # here, not at the top: the command line's start-up stays short
+
     return ndimage.gaussian_filter(x, sigma=(sigma, sigma, 0), mode="reflect")
 
 
@@ -67,6 +69,8 @@ def _motion_blur(x: Pixels, length: float, rng: np.random.Generator) -> Pixels:
     kernel = _line_kernel(int(length), rng.uniform(0.0, np.pi))
     pad = kernel.shape[0] // 2
     padded = np.pad(x, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    from scipy import signal
+
     return signal.fftconvolve(padded, kernel[:, :, None], mode="valid", axes=(0, 1))
 
 
@@ -145,9 +149,9 @@ def distort(
     The result has the input's size and is fully determined by the image, type, level and seed.
     """
     if distortion not in DISTORTIONS:
-        raise ValueError(f"unknown distortion {distortion!r}; known: {', '.join(DISTORTIONS)}")
+        raise InputError(f"unknown distortion {distortion!r}; known: {', '.join(DISTORTIONS)}")
     if level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        raise InputError(f"level must be one of {LEVELS}, got {level!r}")
     spec = DISTORTIONS[distortion]
     pixels = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
     rng = np.random.default_rng(seed)
@@ -159,7 +163,7 @@ def label_for_level(level: int) -> float:
     0.1667 at level 5, rounded to 4 decimals. The same for every type: it orders levels within a
     type and says nothing about how types compare with one another."""
     if level not in (0, *LEVELS):
-        raise ValueError(f"level must be 0 (reference) or one of {LEVELS}, got {level!r}")
+        raise InputError(f"level must be 0 (reference) or one of {LEVELS}, got {level!r}")
     return round(1.0 - level / 6.0, 4)
 
 
@@ -177,12 +181,12 @@ def _named_sources(sources: Mapping[str, Source] | Iterable[Source]) -> list[tup
     names = [name for name, _ in named]
     for name in names:
         if not _SAFE_NAME.match(name):
-            raise ValueError(f"reference name {name!r} is not usable as a file name")
+            raise InputError(f"reference name {name!r} is not usable as a file name")
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"reference names must be unique; repeated: {duplicates}")
+        raise InputError(f"reference names must be unique; repeated: {duplicates}")
     if not named:
-        raise ValueError("make_distorted_set needs at least one source image")
+        raise InputError("make_distorted_set needs at least one source image")
     return named
 
 
@@ -234,13 +238,13 @@ def make_distorted_set(
     """
     unknown = [t for t in types if t not in DISTORTIONS]
     if unknown:
-        raise ValueError(f"unknown distortion(s) {unknown}; known: {', '.join(DISTORTIONS)}")
+        raise InputError(f"unknown distortion(s) {unknown}; known: {', '.join(DISTORTIONS)}")
     bad_levels = [lv for lv in levels if lv not in LEVELS]
     if bad_levels:
-        raise ValueError(f"levels must be among {LEVELS}, got {bad_levels}")
+        raise InputError(f"levels must be among {LEVELS}, got {bad_levels}")
     extension = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg"}.get(image_format.lower())
     if extension is None:
-        raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
+        raise InputError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     type_index = {name: i for i, name in enumerate(DISTORTIONS)}

@@ -5,11 +5,12 @@ small matrix products; the image encoder does not run again.
 """
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +18,10 @@ import torch.nn.functional as F
 from .backbones import Backbone
 from .photos import Photo, PhotoError
 from .preprocess import DEFAULT_MAX_SIDE, Preprocessor, preprocessor_for, shape_problem
-from .test_backbone import MEANINGLESS_NOTE
+from .tiny_backbones import MEANINGLESS_NOTE
 
 ProgressFn = Callable[[int, int], None]
+logger = logging.getLogger(__name__)
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -69,6 +71,8 @@ class FeatureStore:
         keys = [(self.preprocessor.key, digest) for digest in _workers().map(_digest, photos)]
         with self._lock:
             missing = {k: p for k, p in zip(keys, photos) if k not in self._images}
+            if len(missing) < len(keys):
+                logger.info("%d of %d photos' features from the cache", len(keys) - len(missing), len(keys))
             self._encode_images(missing, progress)
             return self._stack(self._images, keys)
 
@@ -123,6 +127,8 @@ class FeatureStore:
         """
         by_size: dict[tuple[int, int], list] = {}
         for key, photo in missing.items():
+            for note in self.preprocessor.notes(photo.image.size):
+                logger.info("%s: %s", photo.name, note)
             by_size.setdefault(self.preprocessor.output_size(photo.image.size), []).append((key, photo))
         done, total = 0, len(missing)
         for group in by_size.values():

@@ -14,8 +14,8 @@ import hashlib
 import math
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from .results import ScoreResult
 
@@ -161,13 +161,14 @@ def copy_stream(src, dst) -> None:
 
 def _publish(partial: Path, target: Path) -> None:
     """Give `partial` the name `target` atomically, failing (not overwriting) if `target` exists."""
+    appeared = FileExistsError(errno.EEXIST, "a file appeared there while copying; nothing was written over it")
     try:
         os.link(partial, target)
     except FileExistsError:
-        raise FileExistsError(errno.EEXIST, "a file appeared there while copying; nothing was written over it")
+        raise appeared from None
     except OSError:  # file systems without hard links: rename, after checking
         if target.exists():
-            raise FileExistsError(errno.EEXIST, "a file appeared there while copying; nothing was written over it")
+            raise appeared from None
         os.replace(partial, target)
 
 

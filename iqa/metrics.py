@@ -12,10 +12,12 @@ report rather than crashing an evaluation loop.
 from __future__ import annotations
 
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import optimize, stats
+
+from .errors import InputError
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -27,13 +29,13 @@ def _as_pair(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray
     x = np.asarray(pred, dtype=np.float64).ravel()
     y = np.asarray(target, dtype=np.float64).ravel()
     if x.size != y.size:
-        raise ValueError(f"pred and target differ in length: {x.size} predictions, {y.size} targets")
+        raise InputError(f"pred and target differ in length: {x.size} predictions, {y.size} targets")
     if x.size < MIN_VALUES:
-        raise ValueError(f"need at least {MIN_VALUES} values to compute a correlation, got {x.size}")
+        raise InputError(f"need at least {MIN_VALUES} values to compute a correlation, got {x.size}")
     for label, values in (("pred", x), ("target", y)):
         bad = ~np.isfinite(values)
         if bad.any():
-            raise ValueError(
+            raise InputError(
                 f"{label} contains {int(bad.sum())} NaN or infinite value(s), "
                 f"first at index {int(np.argmax(bad))}"
             )

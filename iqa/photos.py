@@ -16,14 +16,13 @@ import warnings
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from .errors import IQAError
 from .preprocess import shape_problem
 
 MAX_PIXELS = 100_000_000
@@ -42,10 +41,10 @@ _ALPHA_MODES = {"RGBA", "RGBa", "LA", "PA"}
 _GREY16_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
-PhotoSource = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+PhotoSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
-class PhotoError(ValueError):
+class PhotoError(IQAError, ValueError):
     """A photo that cannot be used; the message reads "<name>: <what is wrong>"."""
 
     def __init__(self, name: str, reason: str):
@@ -263,7 +262,7 @@ def _check_pixel_count(size: tuple[int, int], name: str, max_pixels: int | None)
 
 def _decode(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
     kind = _sniff(data[:1024])
-    formats = _PILLOW_FORMATS
+    formats: tuple[str, ...] = _PILLOW_FORMATS
     if kind == "HEIC/HEIF":
         if not _heif_opener_registered():
             raise PhotoError(
@@ -379,9 +378,9 @@ def _cmyk_to_rgb(image: Image.Image) -> Image.Image:
     if icc:
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-            return ImageCms.profileToProfile(
-                image, source, ImageCms.createProfile("sRGB"), outputMode="RGB"
-            )
+            converted = ImageCms.profileToProfile(image, source, ImageCms.createProfile("sRGB"), outputMode="RGB")
+            if converted is not None:  # None only for inPlace=True
+                return converted
         except (ImageCms.PyCMSError, OSError):
             pass
     return image.convert("RGB")

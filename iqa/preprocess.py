@@ -8,9 +8,9 @@ interpolation, resize mode), so any open_clip model gets the input it was traine
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 import torch
@@ -18,7 +18,8 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-DEFAULT_MAX_SIDE = 1024
+from .names import DEFAULT_MAX_SIDE
+
 MIN_SIDE = 64  # the ResNet downsamples 32x: smaller inputs leave almost nothing to pool
 # Photos longer than 20 times their width (or wider than 20 times their height) are refused: the
 # minimum side would blow a thin strip up to millions of pixels (40000x1 -> 2,560,000x64), and a
@@ -104,7 +105,7 @@ class Preprocessor:
             return self._open_clip_transform(image.convert("RGB"))
         target = self.target_size(image.size)
         if target != image.size:
-            image = image.resize(target, Image.BICUBIC)
+            image = image.resize(target, Image.Resampling.BICUBIC)
         array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         pixels = torch.from_numpy(array).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)

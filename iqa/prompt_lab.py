@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
 from .clipiqa import combine, pair_features, pair_probabilities
 from .datasets import LabelledImage, load_csv
+from .errors import InputError
 from .features import FeatureStore
 from .metrics import plcc, srcc
 from .photos import Photo, PhotoError, open_photo
@@ -58,13 +59,13 @@ def rank_pairs(store: FeatureStore, pairs: Sequence[PromptPair], labelled: Label
                temperature: float | None = None) -> LabReport:
     """SRCC and PLCC of every valid pair (enabled or not) and of the enabled pairs' weighted mean."""
     if len(labelled.photos) < 3:
-        raise ValueError(f"the labelled set has {len(labelled.photos)} usable photos; at least 3 are needed")
+        raise InputError(f"the labelled set has {len(labelled.photos)} usable photos; at least 3 are needed")
     t = store.backbone.logit_scale if temperature is None else float(temperature)
     reasons = check_pairs(list(pairs), store.backbone.tokenizer)
     valid = [p for p, r in zip(pairs, reasons) if r is None]
     invalid = [f"{p.label}: {r}" for p, r in zip(pairs, reasons) if r is not None]
     if not valid:
-        raise ValueError("no valid prompt pair to rank" + (f" ({invalid[0]})" if invalid else ""))
+        raise InputError("no valid prompt pair to rank" + (f" ({invalid[0]})" if invalid else ""))
     images = store.image_features(labelled.photos)
     positive, negative = pair_features(store, valid)
     _, _, p = pair_probabilities(images, positive, negative, t)
@@ -126,10 +127,10 @@ def _read_score_rows(path: Path) -> list[tuple[str, float]]:
         reader = csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines())
         header = [h.strip().lower() for h in reader.fieldnames or []]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise ValueError(f"{path.name} is not a readable CSV file ({err})") from err
+        raise InputError(f"{path.name} is not a readable CSV file ({err})") from err
     name_column = next((c for c in NAME_COLUMNS if c in header), None)
     if "score" not in header or name_column is None:
-        raise ValueError(f"{path.name} needs a header with a 'score' column and one of "
+        raise InputError(f"{path.name} needs a header with a 'score' column and one of "
                          f"{', '.join(NAME_COLUMNS)}; found: {', '.join(header) or 'nothing'}")
     rows = []
     for line, raw in enumerate(reader, start=2):
@@ -137,8 +138,8 @@ def _read_score_rows(path: Path) -> list[tuple[str, float]]:
         try:
             score = float(row["score"])
         except ValueError:
-            raise ValueError(f"{path.name} line {line}: score {row['score']!r} is not a number") from None
+            raise InputError(f"{path.name} line {line}: score {row['score']!r} is not a number") from None
         if not math.isfinite(score):
-            raise ValueError(f"{path.name} line {line}: score {row['score']!r} is not finite")
+            raise InputError(f"{path.name} line {line}: score {row['score']!r} is not finite")
         rows.append((Path(row[name_column]).name, score))
     return rows

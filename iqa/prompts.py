@@ -9,6 +9,8 @@ import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .errors import IQAError
+
 CONTEXT_LENGTH = 77
 # Weights are finite numbers in [0, MAX_WEIGHT] whose sum over the enabled pairs is > 0: with at
 # most millions of pairs their sum stays far from float overflow (two pairs of 1e308 gave NaN).
@@ -17,7 +19,7 @@ MAX_PROMPT_FILE_BYTES = 10_000_000
 _ALLOWED_CONTROLS = "\t\n\r"  # white space, which CLIP's tokenizer folds into one space
 
 
-class PromptError(ValueError):
+class PromptError(IQAError, ValueError):
     """A prompt pair that cannot be scored, with the reason."""
 
 
@@ -66,6 +68,7 @@ def check_weight(weight: object) -> None:
     """PromptError unless `weight` is a finite number in [0, MAX_WEIGHT]."""
     if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not math.isfinite(weight):
         raise PromptError(f"the weight {weight!r} is not a finite number")
+    weight = float(weight)
     if weight < 0:
         raise PromptError(f"the weight {weight!r} is below 0")
     if weight > MAX_WEIGHT:
@@ -79,7 +82,7 @@ def _normal(text: str) -> str:
 
 def check_pairs(pairs: list[PromptPair], tokenizer=None) -> list[str | None]:
     """For each pair: None when it can be scored, else the reason it cannot."""
-    reasons = []
+    reasons: list[str | None] = []
     for pair in pairs:
         try:
             pair.validate(tokenizer)

@@ -26,8 +26,14 @@ class ScoreResult:
     name: str
     score: float
     pairs: list[PairScore]
-    method: str
+    method: str  # CLIP_IQA or GRMP_IQA (iqa.names)
     notes: list[str] = field(default_factory=list)
+    variant: str | None = None  # GRMP-IQA: "seed" or "paper"
+
+    @property
+    def label(self) -> str:
+        """The method as people read it: "CLIP-IQA", "GRMP-IQA (seed)"."""
+        return f"{self.method} ({self.variant})" if self.variant else self.method
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,10 +60,10 @@ def results_to_csv(results: list[ScoreResult]) -> str:
     writer.writerow(header)
     for result in results:
         by_label = {f"{p.positive} / {p.negative}": p for p in result.pairs}
-        row = [result.name, result.method, f"{result.score:.6f}"]
+        row = [result.name, result.label, f"{result.score:.6f}"]
         for label in pair_labels:
-            pair = by_label.get(label)
-            row += [f"{pair.p:.6f}", f"{pair.s_pos:.6f}", f"{pair.s_neg:.6f}"] if pair else ["", "", ""]
+            found = by_label.get(label)
+            row += [f"{found.p:.6f}", f"{found.s_pos:.6f}", f"{found.s_neg:.6f}"] if found else ["", "", ""]
         row.append("; ".join(result.notes))
         writer.writerow(row)
     return out.getvalue()

@@ -1,4 +1,8 @@
-"""Shared fixtures: the test backbones and a few real photos from scikit-image."""
+"""Shared fixtures: the test backbones, a few real photos from scikit-image, and the running app.
+
+Test modules never import each other nor this file; helpers they share live in `tests/hostile.py`
+and `tests/official_reference.py`.
+"""
 from __future__ import annotations
 
 import os
@@ -38,6 +42,33 @@ def photos() -> list[Photo]:
         image.thumbnail((160, 160))
         out.append(Photo(name, image))
     return out
+
+
+@pytest.fixture(scope="module")
+def photo_files(photos, tmp_path_factory) -> list[str]:
+    """The three photos saved as JPEG files, for uploads (paths as the app's upload handlers get them)."""
+    folder = tmp_path_factory.mktemp("uploads")
+    paths = []
+    for photo in photos:
+        path = folder / f"{photo.name}.jpg"
+        photo.image.save(path, quality=92)
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    """Three random 224x224 inputs for the model-level tests."""
+    import torch
+
+    return torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`python app.py --test-backbone` with the Hugging Face Hub switched off, one per test module."""
+    with running_app(tmp_path_factory.mktemp("app")) as url:
+        yield url
 
 
 ROOT = Path(__file__).resolve().parents[1]

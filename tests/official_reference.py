@@ -68,8 +68,9 @@ def _random_like(name: str, tensor: torch.Tensor, generator: torch.Generator) ->
     return noise / math.sqrt(fan_in)
 
 
-def tiny_official_state(backbone, seed: int = 0,
-                        class_texts=("high quality", "low quality")) -> dict[str, torch.Tensor]:
+def tiny_official_state(
+    backbone, seed: int = 0, class_texts=("high quality", "low quality")
+) -> dict[str, torch.Tensor]:
     """A state dict in the official layout at tiny size, in fp16 like the official model's weights.
 
     CLIP weights from the backbone (OpenAI key names = open_clip quickgelu key names), random VPT

@@ -16,7 +16,7 @@ from PIL import Image
 import app
 from iqa.grmp.checkpoint import save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
-from iqa.test_backbone import TEST_BACKBONE_WARNING
+from iqa.tiny_backbones import TEST_BACKBONE_WARNING
 
 ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"
@@ -27,17 +27,6 @@ def handlers(tmp_path_factory):
     config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path_factory.mktemp("work"), max_photos=6,
                            max_pixels=200_000)
     return app.Handlers(app.Models(config))
-
-
-@pytest.fixture(scope="module")
-def photo_files(photos, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("uploads")
-    paths = []
-    for photo in photos:
-        path = folder / f"{photo.name}.jpg"
-        photo.image.save(path, quality=92)
-        paths.append(str(path))
-    return paths
 
 
 @pytest.fixture
@@ -284,6 +273,7 @@ def test_flags_and_environment_configure_the_app(monkeypatch):
     assert app.parse_args([]).backbone == "RN50-quickgelu"
 
 
+@pytest.mark.slow
 def test_without_weights_offline_the_app_says_so_and_does_not_start(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("IQA_TEST_BACKBONE", None)
@@ -302,7 +292,7 @@ def _free_port() -> int:
 
 def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session, photo_files, tmp_path, photos):
     files = list(photo_files)
-    for k, photo in enumerate(photos):  # darker copies with lower scores: six labelled photos
+    for photo in photos:  # darker copies with lower scores: six labelled photos
         path = tmp_path / f"dark-{photo.name}.jpg"
         photo.image.point(lambda v: v // 3).save(path)
         files.append(str(path))
@@ -337,7 +327,7 @@ def test_grmp_models_in_memory_are_bounded_and_reload_from_their_files(handlers,
     handlers.models.grmp(stems[1])
     handlers.models.grmp(stems[2])
     again = handlers.models.grmp(stems[0])
-    assert again is not first and again.method == "GRMP-IQA (seed)"
+    assert again is not first and again.label == "GRMP-IQA (seed)"
 
 
 def test_clicking_a_ranking_row_shows_its_breakdown(handlers, session):

@@ -4,29 +4,12 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+pytestmark = pytest.mark.slow  # one app process for the module
 ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`python app.py --test-backbone` with the Hugging Face Hub switched off."""
-    with running_app(tmp_path_factory.mktemp("app")) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def photo_files(photos, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    paths = []
-    for photo in photos:
-        photo.image.save(folder / f"{photo.name}.jpg")
-        paths.append(folder / f"{photo.name}.jpg")
-    return paths
 
 
 @pytest.fixture(scope="module")

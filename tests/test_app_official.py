@@ -41,7 +41,7 @@ def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_
     session, _, _ = handlers.add_photos(files, app.Session())
     handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint,
                    0.5, "GRMP-IQA")
-    assert all(row.grmp is not None and row.grmp.method == "GRMP-IQA (paper)" for row in session.rows)
+    assert all(row.grmp is not None and row.grmp.label == "GRMP-IQA (paper)" for row in session.rows)
     assert all(0 <= row.grmp.score <= 1 for row in session.rows)
 
 

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from iqa.backbones import BackboneUnavailable, BadCheckpoint, CheckpointMismatch, load_backbone
 from iqa.devices import parse_dtype, pick_device
-from iqa.test_backbone import TEST_BACKBONES, build_test_model
+from iqa.tiny_backbones import TEST_BACKBONES, build_test_model
 
 
 @pytest.mark.parametrize("name", sorted(TEST_BACKBONES))

@@ -17,7 +17,7 @@ def _result(name, score, ps, method="CLIP-IQA"):
 def test_breakdown_has_one_bar_per_pair_plus_the_grmp_pair():
     clip = _result("a.jpg", 0.5, [0.9, 0.1, 0.5])
     grmp = ScoreResult("a.jpg", 0.7, [PairScore("X X X X high quality.", "X X X X low quality.", 0.4, 0.1, 0.7)],
-                       "GRMP-IQA (seed)")
+                       "GRMP-IQA", variant="seed")
     figure = charts.pair_breakdown(clip, grmp)
     positive, negative = figure.data
     assert list(positive.x) == pytest.approx([0.9, 0.1, 0.5, 0.7])
@@ -33,17 +33,22 @@ def test_breakdown_without_grmp_shows_only_clip_pairs():
     assert len(figure.data[0].y) == 2
 
 
+def _row(name, clip, grmp=None):
+    results = {"CLIP-IQA": _result(name, clip, [clip])}
+    if grmp is not None:
+        results["GRMP-IQA"] = _result(name, grmp, [grmp], "GRMP-IQA")
+    return ComparedPhoto(name, results)
+
+
 def test_scatter_plots_only_photos_with_both_scores():
-    rows = [ComparedPhoto("a", _result("a", 0.2, [0.2]), _result("a", 0.8, [0.8], "GRMP-IQA")),
-            ComparedPhoto("b", _result("b", 0.6, [0.6]), _result("b", 0.3, [0.3], "GRMP-IQA")),
-            ComparedPhoto("c", _result("c", 0.9, [0.9]))]
+    rows = [_row("a", 0.2, 0.8), _row("b", 0.6, 0.3), _row("c", 0.9)]
     points = charts.score_scatter(rows).data[1]
     assert list(points.x) == [0.2, 0.6] and list(points.y) == [0.8, 0.3]
     assert list(points.text) == ["a", "b"]
 
 
 def test_scatter_without_grmp_says_why_it_is_empty():
-    figure = charts.score_scatter([ComparedPhoto("c", _result("c", 0.9, [0.9]))])
+    figure = charts.score_scatter([_row("c", 0.9)])
     assert len(figure.data[1].x) == 0
     assert "checkpoint" in figure.layout.annotations[0].text
 

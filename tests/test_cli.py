@@ -1,7 +1,5 @@
 import csv
 import json
-import subprocess
-import sys
 
 import pytest
 from PIL import ImageFilter
@@ -90,8 +88,37 @@ def test_exit_codes_name_the_problem(folder, tmp_path, capsys, monkeypatch):
     assert "--checkpoint" in capsys.readouterr().err
 
 
-def test_module_entry_point(folder):
-    run = subprocess.run([sys.executable, "-m", "iqa", "score", str(folder / "coffee.jpg"), *TEST],
-                         capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
-    assert "coffee.jpg" in run.stdout
+def test_an_internal_bug_surfaces_with_its_traceback_not_as_bad_input(folder, monkeypatch):
+    def broken(args, patterns):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr("iqa.cli.score_paths", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["score", str(folder), *TEST])
+
+
+def test_every_library_error_is_an_iqa_error_and_keeps_its_builtin_base():
+    from iqa.backbones import BackboneUnavailable, BadCheckpoint, CheckpointMismatch
+    from iqa.clipiqa import ScoringError
+    from iqa.datasets import DatasetFormatError, DatasetLayoutError
+    from iqa.errors import InputError, IQAError, UsageError
+    from iqa.grmp.checkpoint import CheckpointError
+    from iqa.grmp.official import OfficialCheckpointError
+    from iqa.grmp.state_file import StateFileError
+    from iqa.photos import PhotoError
+    from iqa.prompts import PromptError
+
+    value_errors = [BadCheckpoint, CheckpointMismatch, ScoringError, DatasetFormatError, InputError, CheckpointError,
+                    OfficialCheckpointError, StateFileError, PhotoError, PromptError]
+    assert all(issubclass(cls, IQAError) and issubclass(cls, ValueError) for cls in value_errors)
+    assert issubclass(BackboneUnavailable, RuntimeError) and issubclass(DatasetLayoutError, FileNotFoundError)
+    assert all(issubclass(cls, IQAError) for cls in (BackboneUnavailable, DatasetLayoutError, UsageError))
+
+
+def test_verbose_logs_the_choices_on_stderr_and_the_library_is_silent_without_it(folder, capsys):
+    main(["score", str(folder / "coffee.jpg"), *TEST])
+    assert "iqa." not in capsys.readouterr().err
+    main(["-v", "score", str(folder / "coffee.jpg"), *TEST, "--max-side", "100"])
+    err = capsys.readouterr().err
+    assert "iqa.backbones: loaded backbone test-tiny-rn" in err and "iqa.devices: no device asked for" in err
+    assert "coffee.jpg: resized from 160x107 to 100x67 (max_side=100)" in err

@@ -3,6 +3,7 @@ import json
 
 import pytest
 from PIL import Image
+from scipy import stats
 
 from iqa.cli import EXIT_INPUT, main
 from iqa.grmp.checkpoint import read_config
@@ -26,6 +27,7 @@ def test_synth_writes_a_labelled_set(synthetic):
     assert lines[0].startswith("path,score") and len(lines) == 1 + 3 * (1 + 3 * 5)
 
 
+@pytest.mark.slow
 def test_train_eval_and_score_with_the_trained_checkpoint(synthetic, photos, tmp_path, capsys):
     checkpoint = tmp_path / "seed-model"
     code = main(["train", "--dataset", "csv", "--root", str(synthetic / "labels.csv"), *TEST,
@@ -42,9 +44,14 @@ def test_train_eval_and_score_with_the_trained_checkpoint(synthetic, photos, tmp
     metrics_file = tmp_path / "metrics.json"
     assert main(["eval", "--dataset", "csv", "--root", str(synthetic), *TEST, "--method", "grmp",
                  "--checkpoint", str(checkpoint), "--json", str(metrics_file)]) == 0
-    assert "GRMP-IQA (seed) on csv (48 images): SRCC" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "GRMP-IQA (seed) on csv (48 images): SRCC" in printed
     metrics = json.loads(metrics_file.read_text())
-    assert metrics["n"] == 48 and -1 <= metrics["srcc"] <= 1
+    labels = [float(line.split(",")[1]) for line in (synthetic / "labels.csv").read_text().splitlines()[1:]]
+    assert metrics["n"] == 48 and metrics["targets"] == pytest.approx(labels)
+    assert len(set(metrics["predictions"])) > 1  # a real ranking, not one constant score
+    assert metrics["srcc"] == pytest.approx(stats.spearmanr(metrics["predictions"], labels).statistic)
+    assert f"SRCC {metrics['srcc']:.4f}" in printed
 
     assert main(["eval", "--dataset", "csv", "--root", str(synthetic), *TEST, "--pairs", "seed"]) == 0
     assert "CLIP-IQA on csv (48 images)" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from iqa.clipiqa import CLIPIQA, combine, pair_probabilities
 from iqa.features import FeatureStore
 from iqa.photos import Photo
 from iqa.prompts import PRESETS, PromptError, PromptPair
-from iqa.test_backbone import MEANINGLESS_NOTE
+from iqa.tiny_backbones import MEANINGLESS_NOTE
 
 
 def test_pair_probability_matches_hand_computation_at_t_1():

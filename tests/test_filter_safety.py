@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import errno
-import re
 import os
+import re
 import shutil
 
 import pytest
@@ -155,11 +155,12 @@ def test_filter_accounts_for_every_photo(album, monkeypatch, capsys):
     (album / "broken.png").write_bytes(b"not a png")
 
     class NaNForOne:
-        method = "fake"
+        method = label = "fake"
 
         def score(self, photos, progress=None):
             return [ScoreResult(p.name, float("nan") if i == 0 else 0.1 * i, [], "fake") for i, p in enumerate(photos)]
-    monkeypatch.setattr("iqa.cli.build_scorers", lambda args: [NaNForOne()])
+
+    monkeypatch.setattr("iqa.cli.open_scorers", lambda args: {"fake": NaNForOne()})
     assert main(["filter", str(album), "--threshold", "0.25", *TEST]) == EXIT_PARTIAL
     captured = capsys.readouterr()
     assert "5 photos: 1 kept, 2 rejected, 2 unscored" in captured.out

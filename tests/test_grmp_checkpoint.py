@@ -6,18 +6,13 @@ import os
 
 import pytest
 import torch
+from official_reference import tiny_official_state
 from safetensors.torch import load_file
 
 from iqa.backbones import CheckpointMismatch
 from iqa.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
 from iqa.grmp.official import OfficialCheckpointError, download_official, import_official
-from official_reference import tiny_official_state
-
-
-@pytest.fixture(scope="module")
-def pixels() -> torch.Tensor:
-    return torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2))
 
 
 def perturb(params, seed: int = 0) -> None:

@@ -8,12 +8,19 @@ import torch
 import torch.nn.functional as F
 
 from iqa.features import FeatureStore
-from iqa.grmp.model import (PRESETS, SCENE_PROMPTS, GRMPConfig, GRMPModel, GRMPScorer,
-                            OfficialPreprocessor, zero_shot_scene_logits)
+from iqa.grmp.model import (
+    PRESETS,
+    SCENE_PROMPTS,
+    GRMPConfig,
+    GRMPModel,
+    GRMPScorer,
+    OfficialPreprocessor,
+    zero_shot_scene_logits,
+)
 from iqa.grmp.prompt_learner import PromptLearner, encode_hard_prompts
-from iqa.text_tower import TextTower
 from iqa.grmp.vpt import VisualPromptTuning
-from iqa.test_backbone import TEST_BACKBONE_WARNING
+from iqa.text_tower import TextTower
+from iqa.tiny_backbones import TEST_BACKBONE_WARNING
 
 
 def paper_config(**overrides) -> GRMPConfig:
@@ -24,11 +31,6 @@ def paper_config(**overrides) -> GRMPConfig:
 
 def seed_config(**overrides) -> GRMPConfig:
     return GRMPConfig(**{"variant": "seed", "backbone": "test-tiny-rn", "pretrained": None, **overrides})
-
-
-@pytest.fixture(scope="module")
-def pixels() -> torch.Tensor:
-    return torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
 
 
 # Prompt learner ---------------------------------------------------------------------------------
@@ -240,7 +242,7 @@ def test_seed_scorer_reuses_the_feature_store(rn_backbone, photos):
     assert [r.score for r in results] == pytest.approx(expected.tolist(), abs=1e-6)
     pair = results[0].pairs[0]
     assert (pair.positive, pair.negative) == ("[4 learned tokens] high quality", "[4 learned tokens] low quality")
-    assert results[0].method == "GRMP-IQA (seed)" and TEST_BACKBONE_WARNING in results[0].notes
+    assert results[0].label == "GRMP-IQA (seed)" and TEST_BACKBONE_WARNING in results[0].notes
 
 
 def test_paper_scorer_uses_the_model_preprocessing(vit_backbone, photos):

@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from official_reference import EXAMPLES, OFFICIAL_P, PHOTOS, official_state
 from PIL import Image
 
 from iqa.cli import main
@@ -20,7 +21,6 @@ from iqa.grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config, 
 from iqa.grmp.model import GRMPScorer, OfficialPreprocessor
 from iqa.grmp.official import converted_official, import_official
 from iqa.photos import open_photo, open_photos
-from official_reference import EXAMPLES, OFFICIAL_P, PHOTOS, official_state
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-4  # asked for: max |p - official|

@@ -11,6 +11,7 @@ import json
 
 import pytest
 import torch
+from official_reference import tiny_official_state
 from safetensors.torch import save_file
 
 import app
@@ -19,7 +20,6 @@ from iqa.cli import main
 from iqa.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from iqa.grmp.official import import_official
-from official_reference import tiny_official_state
 
 EXACT = 1e-6
 

@@ -6,27 +6,29 @@ import random
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
-from PIL import Image
+from scipy import stats
 from skimage import data
 
 from iqa.distortions import make_distorted_set, task_list
+from iqa.evaluate import evaluate
 from iqa.features import FeatureStore
 from iqa.grmp.checkpoint import load_checkpoint
-from iqa.grmp.evaluate import evaluate
 from iqa.grmp.meta import MetaConfig, meta_pretrain
 from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from iqa.grmp.state_file import StateFileError, read_state, write_state
 from iqa.grmp.train import (
     LEGACY_STATE_FILE,
     STATE_FILE,
-    Protocol,
+    FinetuneProtocol,
     TrainConfig,
     adapt_seed,
     make_splits,
     run_protocol,
 )
+from iqa.photos import open_photo
 
 TYPES = ("gaussian_blur", "gaussian_noise", "contrast_decrease", "over_exposure")
 REFERENCES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat")
@@ -53,7 +55,7 @@ def seed_model(backbone, seed=0):
 
 
 def test_splits_keep_test_validation_and_training_apart(distorted):
-    protocol = Protocol(rounds=3, shots=40, val_size=10, seed=1)
+    protocol = FinetuneProtocol(rounds=3, shots=40, val_size=10, seed=1)
     splits = make_splits(distorted, protocol)
     assert len(splits) == 3
     for split in splits:
@@ -63,30 +65,31 @@ def test_splits_keep_test_validation_and_training_apart(distorted):
         assert not (set(split.train) | set(split.val)) & set(split.test)
     assert splits[0].test != splits[1].test
     assert make_splits(distorted, protocol) == splits
-    grouped = make_splits(distorted, Protocol(rounds=1, shots=None, group_by_ref=True))[0]
+    grouped = make_splits(distorted, FinetuneProtocol(rounds=1, shots=None, group_by_ref=True))[0]
     refs = lambda idx: {distorted[i].ref for i in idx}  # noqa: E731
     assert not refs(grouped.train + grouped.val) & refs(grouped.test)
 
 
 def test_splits_refuse_more_shots_than_the_train_part_has(distorted):
     with pytest.raises(ValueError, match="training images asked for"):
-        make_splits(distorted, Protocol(rounds=1, shots=500))
+        make_splits(distorted, FinetuneProtocol(rounds=1, shots=500))
 
 
 def test_seed_variant_learns_the_distortion_ranking(vit_backbone, vit_store, distorted):
     """Mean held-out SRCC over 3 rounds rises clearly above the untrained model's; loss falls.
 
     On the random test backbone the seed head (two cosines with learned prompts) reaches a mean
-    test SRCC of about 0.2-0.3 from about 0 untrained (a ridge fit on the same features reaches
-    0.7-0.87), so the margin asked for is what this tiny model can do, not what CLIP does.
+    test SRCC of 0.22 from -0.04 untrained (a ridge fit on the same features reaches 0.7-0.87);
+    more steps do not help (600 steps select the same models), so the margin asked for is most
+    of what this tiny model can do, not what CLIP does.
     """
-    protocol = Protocol(rounds=3, shots=None, val_size=0.2, seed=0)
+    protocol = FinetuneProtocol(rounds=3, shots=None, val_size=0.2, seed=0)
     untrained = run_protocol(seed_model(vit_backbone), distorted, protocol,
                              TrainConfig.for_variant("seed", steps=1, lr=1e-12), store=vit_store, progress=False)
     trained = run_protocol(seed_model(vit_backbone), distorted, protocol,
-                           TrainConfig.for_variant("seed", steps=600), store=vit_store, progress=False)
+                           TrainConfig.for_variant("seed", steps=300), store=vit_store, progress=False)
     before, after = untrained.summary()["mean_srcc"], trained.summary()["mean_srcc"]
-    assert after > before + 0.15 and after > 0.15, (before, after)
+    assert after > before + 0.2 and after > 0.18, (before, after)
     for result in trained.rounds:
         losses = [entry["loss"] for entry in result.history]
         assert np.mean(losses[-20:]) < 0.8 * np.mean(losses[:5])
@@ -100,7 +103,7 @@ def test_paper_variant_trains_end_to_end_with_projection(vit_backbone, distorted
     before = {id(p): p.detach().clone() for p in model.trainable_parameters()}
     steps = []
     result = run_protocol(
-        model, distorted[:40], Protocol(rounds=1, shots=16, val_size=6),
+        model, distorted[:40], FinetuneProtocol(rounds=1, shots=16, val_size=6),
         TrainConfig.for_variant("paper", steps=4, batch_size=8, eval_every=2),
         on_step=lambda step, loss, val: steps.append((step, loss, val)), save_to=tmp_path / "paper",
         progress=False,
@@ -155,7 +158,7 @@ def test_paper_meta_pretraining_leaves_backbone_copy_untouched(vit_backbone, dis
 def _seed_run(backbone, store, images, checkpoint_dir=None, steps=30, checkpoint_every=0):
     model = seed_model(backbone)
     result = run_protocol(
-        model, images, Protocol(rounds=2, shots=40, val_size=10, seed=3),
+        model, images, FinetuneProtocol(rounds=2, shots=40, val_size=10, seed=3),
         TrainConfig.for_variant("seed", steps=steps, eval_every=5, checkpoint_every=checkpoint_every, seed=7),
         store=store, checkpoint_dir=checkpoint_dir, progress=False,
     )
@@ -185,7 +188,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(vit_backbone, vit_st
 
     calls = []
     model = seed_model(vit_backbone)
-    args = (distorted, Protocol(rounds=2, shots=40, val_size=10, seed=3),
+    args = (distorted, FinetuneProtocol(rounds=2, shots=40, val_size=10, seed=3),
             TrainConfig.for_variant("seed", steps=30, eval_every=5, checkpoint_every=5, seed=7))
     with pytest.raises(_Interrupt):
         run_protocol(model, *args, store=vit_store, checkpoint_dir=tmp_path, on_step=stop_in_round_two,
@@ -215,8 +218,12 @@ def test_adapt_seed_reports_steps_and_scores_photos(vit_store, distorted):
     assert [s for s, _ in seen] == list(range(1, 21)) and len(history) == 20
     assert sum(v is not None for _, v in seen) == 2  # validation every 10 steps
     assert model.config.training["n_images"] == len(distorted)
-    metrics = evaluate(GRMPScorer(model, vit_store), distorted[:20], batch_size=8, progress=False)
-    assert metrics["n"] == 20 and -1.0 <= metrics["srcc"] <= 1.0
+    scorer = GRMPScorer(model, vit_store)
+    metrics = evaluate(scorer, distorted[:20], batch_size=8, progress=False)
+    direct = [r.score for r in scorer.score([open_photo(item.path) for item in distorted[:20]])]
+    assert metrics["n"] == 20 and metrics["predictions"] == pytest.approx(direct)
+    assert metrics["targets"] == pytest.approx([item.score for item in distorted[:20]])
+    assert metrics["srcc"] == pytest.approx(stats.spearmanr(direct, metrics["targets"]).statistic)
 
 
 def test_evaluate_skips_unreadable_images(vit_store, distorted, tmp_path):

@@ -17,8 +17,15 @@ from iqa.features import FeatureStore
 from iqa.photos import Photo, PhotoError, find_photo_paths, open_photos
 from iqa.preprocess import MAX_ASPECT_RATIO, MAX_INPUT_PIXELS, Preprocessor
 from iqa.prompts import MAX_WEIGHT, PRESETS, PromptError, PromptPair, load_pairs
-from tests.hostile import (GOOD_PHOTOS, good_image, write_empty_file, write_malicious_pickle, write_path_corpus,
-                           write_photo_corpus, write_prompt_files)
+from tests.hostile import (
+    GOOD_PHOTOS,
+    good_image,
+    write_empty_file,
+    write_malicious_pickle,
+    write_path_corpus,
+    write_photo_corpus,
+    write_prompt_files,
+)
 
 
 @pytest.fixture
@@ -146,7 +153,8 @@ def test_score_with_nothing_usable_exits_2_with_a_message(tmp_path, capsys):
     paths = write_path_corpus(tmp_path)
     assert main(["score", *(str(tmp_path / c.name) for c in paths), *TEST]) == EXIT_INPUT
     err = capsys.readouterr().err
-    assert error_lines(err)[-1] == f"error: nothing to score: no photo could be opened ({len(paths)} paths or files skipped)"
+    expected = f"error: nothing to score: no photo could be opened ({len(paths)} paths or files skipped)"
+    assert error_lines(err)[-1] == expected
 
 
 @pytest.mark.parametrize("index", range(9))
@@ -211,6 +219,7 @@ def test_train_never_unpickles_an_old_state_file(tmp_path, capsys):
     assert len(lines) == 1 and "train_state.safetensors is not a readable training state" in lines[0]
 
 
+@pytest.mark.slow
 def test_module_entry_point_with_the_corpus(corpus, tmp_path):
     folder, cases = corpus
     run = subprocess.run([sys.executable, "-m", "iqa", "score", str(folder), str(tmp_path / "missing.jpg"), *TEST],

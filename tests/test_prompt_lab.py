@@ -10,6 +10,7 @@ from iqa.metrics import srcc
 from iqa.photos import Photo
 from iqa.prompt_lab import LabelledPhotos, load_labelled_uploads, rank_pairs
 from iqa.prompts import PRESETS, PromptPair
+from iqa.results import ScoreResult
 
 
 @pytest.fixture(scope="module")
@@ -97,17 +98,19 @@ def test_bad_score_csv_names_the_problem(tmp_path, text, message):
 
 
 class FixedScorer:
+    method = "GRMP-IQA"
+    label = "GRMP-IQA (seed)"
+
     def __init__(self, scores):
         self.scores = scores
 
-    def score(self, photos):
-        from iqa.results import ScoreResult
-        return [ScoreResult(p.name, self.scores[p.name], [], "GRMP-IQA (seed)") for p in photos]
+    def score(self, photos, progress=None):
+        return [ScoreResult(p.name, self.scores[p.name], [], self.method, variant="seed") for p in photos]
 
 
 def test_compare_ranks_splits_and_writes_both_scores(rn_backbone, photos, tmp_path):
     grmp = FixedScorer({"astronaut": 0.9, "chelsea": 0.1, "coffee": 0.5})
-    rows = compare(photos, CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"]), grmp)
+    rows = compare(photos, [CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"]), grmp])
     assert [r.name for r in ranked(rows, "GRMP-IQA")] == ["astronaut", "coffee", "chelsea"]
     kept, rejected = split(rows, 0.5, "GRMP-IQA")
     assert [r.name for r in kept] == ["astronaut", "coffee"] and [r.name for r in rejected] == ["chelsea"]
@@ -116,25 +119,30 @@ def test_compare_ranks_splits_and_writes_both_scores(rn_backbone, photos, tmp_pa
     assert lines[1].startswith("1,astronaut,") and ",0.900000,keep,GRMP-IQA,0.5," in lines[1]
     assert lines[3].startswith("3,chelsea,") and ",reject," in lines[3]
     with pytest.raises(ValueError, match="no GRMP-IQA scores"):
-        ranked(compare(photos, CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"])), "GRMP-IQA")
+        ranked(compare(photos, [CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"])]), "GRMP-IQA")
 
 
 def test_zip_keeps_original_bytes_and_unique_names(tmp_path, photos):
-    original = tmp_path / "a.jpg"
-    photos[0].image.save(original)
-    archive = zip_photos([Photo("a.jpg", photos[0].image, original), Photo("a.jpg", photos[1].image)],
-                         tmp_path / "kept.zip")
+    """Names that clash (two files a.jpg from different folders, two in-memory photos "a") all survive."""
+    originals = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        originals.append(tmp_path / folder / "a.jpg")
+    photos[0].image.save(originals[0])
+    photos[1].image.save(originals[1])
+    archive = zip_photos([Photo("a.jpg", photos[0].image, originals[0]), Photo("a.jpg", photos[1].image, originals[1]),
+                          Photo("a", photos[2].image), Photo("a", photos[0].image)], tmp_path / "kept.zip")
     with zipfile.ZipFile(archive) as z:
-        assert z.namelist() == ["a.jpg", "a.png"]
-        assert z.read("a.jpg") == original.read_bytes()
+        assert z.namelist() == ["a.jpg", "a-1.jpg", "a.png", "a-1.png"]
+        assert z.read("a.jpg") == originals[0].read_bytes() and z.read("a-1.jpg") == originals[1].read_bytes()
 
 
 def test_cached_scorer_scores_each_photo_content_once(photos):
     class Counting(FixedScorer):
-        method = "GRMP-IQA (paper)"
+        label = "GRMP-IQA (paper)"
         seen: list[str] = []
 
-        def score(self, batch):
+        def score(self, batch, progress=None):
             self.seen.extend(p.name for p in batch)
             return super().score(batch)
 
@@ -145,4 +153,4 @@ def test_cached_scorer_scores_each_photo_content_once(photos):
     second = cached.score([photos[2], renamed, photos[0]])
     assert inner.seen == ["astronaut", "chelsea", "coffee"]
     assert [(r.name, r.score) for r in second] == [("coffee", 0.5), ("copy of chelsea", 0.1), ("astronaut", 0.9)]
-    assert first[0].score == 0.9 and cached.method == "GRMP-IQA (paper)"
+    assert first[0].score == 0.9 and cached.method == "GRMP-IQA" and cached.label == "GRMP-IQA (paper)"

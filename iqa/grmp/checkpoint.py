@@ -9,6 +9,7 @@ official checkpoints, which carry their own fine-tuned CLIP). The frozen rest co
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Callable
@@ -18,15 +19,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..backbones import Backbone, CheckpointMismatch, load_backbone
+from ..errors import IQAError
 from .model import GRMPConfig, GRMPModel
 
+logger = logging.getLogger(__name__)
 FORMAT = "iqa-grmp"
 FORMAT_VERSION = 1
 MAX_JSON_BYTES = 1 << 20  # 1 MiB: a config is a few kilobytes
 MAX_JSON_DEPTH = 32
 
 
-class CheckpointError(ValueError):
+class CheckpointError(IQAError, ValueError):
     """A file is not a (readable) GRMP checkpoint."""
 
 
@@ -126,6 +129,8 @@ def load_checkpoint(
     check_checkpoint(path)
     tensors_path, json_path = checkpoint_paths(path)
     config = read_config(json_path)
+    logger.info("GRMP checkpoint %s (+ %s): %s variant on %s", tensors_path, json_path.name, config.variant,
+                config.backbone)
     _check_backbone_source(config, json_path)
     tensors = _read_tensors(tensors_path)
     if backbone is None:

@@ -76,7 +76,8 @@ def semantic_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: f
     """
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(
-            f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}"
+            f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs "
+            f"{tuple(teacher_logits.shape)}"
         )
     target = F.softmax(teacher_logits.detach() / temperature, dim=-1)
     log_q = F.log_softmax(student_logits / temperature, dim=-1)

@@ -30,6 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..datasets import LabelledImage, normalize_scores
+from ..errors import InputError
 from ..features import FeatureStore
 from ..metrics import srcc
 from .losses import quality_loss
@@ -52,9 +53,9 @@ class MetaConfig:
     def __post_init__(self) -> None:
         quality_loss(self.quality_loss)
         if not 0.0 < self.support_fraction < 1.0:
-            raise ValueError(f"support_fraction must be strictly between 0 and 1, got {self.support_fraction}")
+            raise InputError(f"support_fraction must be strictly between 0 and 1, got {self.support_fraction}")
         if min(self.epochs, self.support_batch, self.query_batch, self.inner_epochs) < 1:
-            raise ValueError("epochs, batch sizes and inner_epochs must be positive")
+            raise InputError("epochs, batch sizes and inner_epochs must be positive")
 
 
 @dataclass
@@ -73,7 +74,7 @@ def meta_pretrain(
     *,
     store: FeatureStore | None = None,
     validation: Sequence[LabelledImage] | None = None,
-    on_epoch: Callable[[int, float, "float | None"], None] | None = None,
+    on_epoch: Callable[[int, float, float | None], None] | None = None,
     progress: bool = True,
 ) -> list[dict]:
     """Meta-learn `model.prompt_parameters()` over `tasks` (name -> labelled images).
@@ -88,7 +89,7 @@ def meta_pretrain(
     prepared = [_prepare(name, images, model, store, config, rng) for name, images in tasks.items()]
     prepared = [task for task in prepared if task is not None]
     if not prepared:
-        raise ValueError("no usable meta-learning task: each needs 3 or more readable images with different scores")
+        raise InputError("no usable meta-learning task: each needs 3 or more readable images with different scores")
     val_data = TrainingData(model, validation, store=store, progress=False) if validation else None
     params = model.prompt_parameters()
     loss_fn = quality_loss(config.quality_loss)

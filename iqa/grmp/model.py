@@ -12,6 +12,7 @@ computed once (and shared with CLIP-IQA on the same backbone through a `FeatureS
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING
@@ -24,17 +25,20 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..features import FeatureStore, ProgressFn
+from ..names import GRMP_IQA
 from ..photos import Photo
 from ..preprocess import Preprocessor, check_shape, preprocessor_for
 from ..results import PairScore, ScoreResult
-from ..test_backbone import TEST_BACKBONE_WARNING
+from ..scoring import shares_features
 from ..text_tower import TextTower
+from ..tiny_backbones import TEST_BACKBONE_WARNING
 from .prompt_learner import PromptLearner
 from .vpt import VisualPromptTuning, check_prompt_tunable
 
 if TYPE_CHECKING:
     from ..backbones import Backbone
 
+logger = logging.getLogger(__name__)
 VARIANTS = ("paper", "seed")
 PREPROCESSING = ("clip", "official")
 
@@ -131,7 +135,7 @@ class GRMPConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "GRMPConfig":
+    def from_dict(cls, data: dict) -> GRMPConfig:
         if not isinstance(data, dict):
             raise ValueError(f"the config must be a JSON object, got {type(data).__name__}")
         missing = [name for name in ("variant", "backbone", "pretrained") if name not in data]
@@ -233,7 +237,7 @@ class GRMPModel(nn.Module):
     `train()` never reaches its batch norms).
     """
 
-    def __init__(self, config: GRMPConfig, backbone: "Backbone"):
+    def __init__(self, config: GRMPConfig, backbone: Backbone):
         super().__init__()
         self.config = config
         self.backbone = backbone
@@ -258,7 +262,7 @@ class GRMPModel(nn.Module):
         self._set_requires_grad()
         self.eval()  # deterministic until a trainer calls train() (VPT dropout)
 
-    def __deepcopy__(self, memo: dict) -> "GRMPModel":
+    def __deepcopy__(self, memo: dict) -> GRMPModel:
         """Copies share the backbone (and, for seed, its frozen CLIP); everything else is copied.
 
         Meta-learning copies the model per task; copying the backbone too would only waste memory.
@@ -386,7 +390,7 @@ class GRMPModel(nn.Module):
 
 
 @torch.no_grad()
-def zero_shot_scene_logits(backbone: "Backbone", image_features: Tensor) -> Tensor:
+def zero_shot_scene_logits(backbone: Backbone, image_features: Tensor) -> Tensor:
     """[N, 9] scene logits of the frozen zero-shot CLIP: the gradient regularizer's teacher.
 
     As the official teacher: the plain image tower's L2-normalised features (no visual prompts),
@@ -423,32 +427,37 @@ class PromptedImageEncoder:
             return self.model.image_features(pixels)
 
 
-def _shares_features(store: FeatureStore | None, model: GRMPModel) -> bool:
-    """Whether a (seed) model can use `store`'s cached features: same backbone weights and preprocessing."""
-    return (store is not None and store.backbone.key == model.backbone.key
-            and store.preprocessor.key == model.preprocessor.key)
-
-
 class GRMPScorer:
     """Scores photos with a GRMP model; one `PairScore` per photo for the learned prompt pair.
 
-    Image features come from a `FeatureStore`. seed: the one given when it belongs to the same
-    backbone and preprocessing (so features are shared with CLIP-IQA), else one of its own. paper:
-    a store of its own over the model's prompted image tower.
+    Image features come from a `FeatureStore`: the one given where `iqa.scoring.shares_features`
+    allows (seed on CLIP-IQA's backbone and preprocessing), else one of its own (paper: over the
+    model's prompted image tower).
     """
+
+    method = GRMP_IQA
 
     def __init__(self, model: GRMPModel, store: FeatureStore | None = None, batch_size: int = 16):
         self.model = model
-        if not model.features_frozen:
-            encoder = PromptedImageEncoder(model)
-            store = FeatureStore(encoder, model.preprocessor, batch_size=batch_size)  # type: ignore[arg-type]
-        elif not _shares_features(store, model):
+        if store is not None and shares_features(model, store):
+            logger.info("GRMP-IQA (%s) shares CLIP-IQA's image features", model.config.variant)
+        elif model.features_frozen:
             store = FeatureStore(model.backbone, batch_size=batch_size)
+        else:
+            store = FeatureStore(PromptedImageEncoder(model), model.preprocessor, batch_size=batch_size)
         self.store = store
 
     @property
-    def method(self) -> str:
-        return f"GRMP-IQA ({self.model.config.variant})"
+    def variant(self) -> str:
+        return self.model.config.variant
+
+    @property
+    def label(self) -> str:
+        return f"{GRMP_IQA} ({self.variant})"
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.model.backbone
 
     def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
         if not photos:
@@ -464,5 +473,6 @@ class GRMPScorer:
             pair = PairScore(positive=positive, negative=negative, s_pos=float(output.s_pos[i]),
                              s_neg=float(output.s_neg[i]), p=float(output.p[i]))
             results.append(ScoreResult(name=photo.name, score=float(output.score[i]), pairs=[pair],
-                                       method=self.method, notes=notes + self.store.notes(photo)))
+                                       method=GRMP_IQA, variant=self.variant,
+                                       notes=notes + self.store.notes(photo)))
         return results

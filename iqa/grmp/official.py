@@ -19,6 +19,7 @@ its weights through fp16). The imported model uses the official preprocessing (2
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -26,20 +27,16 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ..backbones import (
-    Backbone,
-    CheckpointMismatch,
-    load_backbone,
-    unpickling_reason,
-    unreadable_reason,
-)
+from ..backbones import Backbone, CheckpointMismatch, load_backbone, unpickling_reason, unreadable_reason
 from ..disk_cache import default_cache_dir
-from ..test_backbone import TEST_BACKBONES
+from ..errors import IQAError
+from ..names import DEFAULT_FILE, HUB_REPO
+from ..tiny_backbones import TEST_BACKBONES
 from .checkpoint import checkpoint_paths, save_checkpoint
 from .model import GRMPConfig, GRMPModel
 
-HUB_REPO = "zzhowe/GRMP-IQA"
-DEFAULT_FILE = "clive_50_prompt_lda_5.0.pt"
+logger = logging.getLogger(__name__)
+
 OFFICIAL_BACKBONE = "ViT-B-16-quickgelu"
 # What the default file is, for people reading the app and the README.
 DEFAULT_DESCRIPTION = ("the official GRMP-IQA release, fine-tuned on 50 labelled LIVE Challenge photos "
@@ -48,7 +45,7 @@ OFFICIAL_CLASS_TEXTS = ("high quality", "low quality")
 VPT_NAMES = ("prompt_embeddings", "deep_prompt_embeddings", "prompt_proj", "prompt_norm")
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(IQAError, ValueError):
     """A file is not a usable official GRMP-IQA checkpoint (or could not be had)."""
 
 
@@ -176,7 +173,10 @@ def converted_official(source: str | os.PathLike = DEFAULT_FILE, cache_dir: str 
         path = download_official(str(source))
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     stem = folder / "official" / f"{path.stem}-{_sha256(path)[:12]}"
-    if not checkpoint_paths(stem)[1].is_file():
+    if checkpoint_paths(stem)[1].is_file():
+        logger.info("official checkpoint %s: converted before, using %s", path.name, stem)
+    else:
+        logger.info("official checkpoint %s: converting to %s", path.name, stem)
         save_checkpoint(import_official(path, device="cpu"), stem)
     return stem
 

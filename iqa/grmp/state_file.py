@@ -22,11 +22,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..errors import IQAError
+
 METADATA_KEY = "iqa_train_state"
 FORMAT = 1
 
 
-class StateFileError(ValueError):
+class StateFileError(IQAError, ValueError):
     """A training state file that cannot be read back; the message names the file and why."""
 
 

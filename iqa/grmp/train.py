@@ -1,6 +1,6 @@
 """Fine-tuning GRMP-IQA models with the paper's few-shot protocol.
 
-Protocol (official `finetune.py`): for each of N rounds, a random 80/20 train/test split of the
+The protocol (official `finetune.py`): for each of N rounds, a random 80/20 train/test split of the
 labelled set, a few-shot subset (default 50 images) drawn from the train part, training, and SRCC
 and PLCC of the selected model on the test part; the mean and median over rounds are reported.
 
@@ -39,15 +39,17 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..datasets import LabelledImage, normalize_scores, split_indices
+from ..errors import InputError
 from ..features import FeatureStore
 from ..metrics import all_metrics, plcc, srcc
+from ..names import REGULARIZERS
 from ..photos import PhotoError, open_photo
+from ..scoring import shares_features
 from .checkpoint import save_checkpoint
-from .state_file import read_state, write_state
 from .losses import pairwise_regularizer, project_gradients, quality_loss, semantic_loss
 from .model import GRMPConfig, GRMPModel, zero_shot_scene_logits
+from .state_file import read_state, write_state
 
-REGULARIZERS = ("pairwise", "projection", "none")
 OPTIMIZERS = ("sgd", "adam")
 STATE_FILE = "train_state.safetensors"
 LEGACY_STATE_FILE = "train_state.pt"  # pickles of older versions: never read, they could run code
@@ -76,20 +78,20 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.regularizer not in REGULARIZERS:
-            raise ValueError(f"unknown regularizer {self.regularizer!r}; choose one of {REGULARIZERS}")
+            raise InputError(f"unknown regularizer {self.regularizer!r}; choose one of {REGULARIZERS}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
+            raise InputError(f"unknown optimizer {self.optimizer!r}; choose one of {OPTIMIZERS}")
         quality_loss(self.quality_loss)
         if self.steps < 1 or self.batch_size < 1 or self.eval_every < 1 or self.checkpoint_every < 0:
-            raise ValueError("steps, batch_size and eval_every must be positive, checkpoint_every >= 0")
+            raise InputError("steps, batch_size and eval_every must be positive, checkpoint_every >= 0")
         if self.lr <= 0 or self.lam < 0:
-            raise ValueError(f"lr must be positive and lam non-negative, got lr={self.lr}, lam={self.lam}")
+            raise InputError(f"lr must be positive and lam non-negative, got lr={self.lr}, lam={self.lam}")
 
     @classmethod
-    def for_variant(cls, variant: str, **overrides: Any) -> "TrainConfig":
+    def for_variant(cls, variant: str, **overrides: Any) -> TrainConfig:
         """The preset of a GRMP variant ("paper" or "seed") with some fields replaced."""
         if variant not in TRAIN_PRESETS:
-            raise ValueError(f"no training preset for variant {variant!r}; choose one of {sorted(TRAIN_PRESETS)}")
+            raise InputError(f"no training preset for variant {variant!r}; choose one of {sorted(TRAIN_PRESETS)}")
         return replace(TRAIN_PRESETS[variant], **overrides)
 
 
@@ -103,7 +105,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 
 @dataclass
-class Protocol:
+class FinetuneProtocol:
     """How the labelled set is split in each round.
 
     `shots`: size of the few-shot training subset drawn from the train part: a count (50, 100,
@@ -128,7 +130,7 @@ class Split:
     test: list[int]
 
 
-def make_splits(images: Sequence[LabelledImage], protocol: Protocol) -> list[Split]:
+def make_splits(images: Sequence[LabelledImage], protocol: FinetuneProtocol) -> list[Split]:
     """The train/validation/test indices of every round, reproducible from `protocol.seed`."""
     n = len(images)
     groups = [image.ref for image in images] if protocol.group_by_ref else None
@@ -141,7 +143,7 @@ def make_splits(images: Sequence[LabelledImage], protocol: Protocol) -> list[Spl
         val, rest = order[:n_val], order[n_val:]
         n_train = len(rest) if protocol.shots is None else _count(protocol.shots, len(order), "shots")
         if n_train > len(rest) or n_train < 2:
-            raise ValueError(
+            raise InputError(
                 f"round {round_index}: {n_train} training images asked for, but the train part of "
                 f"{len(order)} images has {len(rest)} left after {n_val} for validation (need 2 or more)"
             )
@@ -153,10 +155,10 @@ def _count(size: int | float, total: int, name: str) -> int:
     """A count given as an int, or as a float fraction of `total`."""
     if isinstance(size, float):
         if not 0.0 <= size <= 1.0:
-            raise ValueError(f"{name} as a fraction must be in [0, 1], got {size}")
+            raise InputError(f"{name} as a fraction must be in [0, 1], got {size}")
         return int(round(size * total))
     if size < 0:
-        raise ValueError(f"{name} must not be negative, got {size}")
+        raise InputError(f"{name} must not be negative, got {size}")
     return int(size)
 
 
@@ -176,13 +178,13 @@ class TrainingData:
         self._pixels: dict[int, Tensor] = {}
         self.features: Tensor | None = None
         if model.features_frozen:
-            if store is None or not _store_fits(store, model):
+            if store is None or not shares_features(model, store):
                 store = FeatureStore(model.backbone, preprocessor=model.preprocessor, batch_size=batch_size)
             self.images, self.features = self._encode(images, store, batch_size, progress)
         else:
             self.images = [image for image in images if self._readable(image)]
         if len(self.images) < 3:
-            raise ValueError(f"only {len(self.images)} of {len(images)} images are readable; need at least 3")
+            raise InputError(f"only {len(self.images)} of {len(images)} images are readable; need at least 3")
         self.scores = torch.tensor([float(image.score) for image in self.images], dtype=torch.float32)
 
     def __len__(self) -> int:
@@ -229,10 +231,6 @@ class TrainingData:
         return True
 
 
-def _store_fits(store: FeatureStore, model: GRMPModel) -> bool:
-    return store.backbone.key == model.backbone.key and store.preprocessor.key == model.preprocessor.key
-
-
 @torch.no_grad()
 def predict_scores(model: GRMPModel, data: TrainingData, indices: Sequence[int], batch_size: int = 64,
                    keep: bool = True) -> np.ndarray:
@@ -270,7 +268,7 @@ class RoundResult:
 
 
 @dataclass
-class ProtocolResult:
+class FinetuneResult:
     rounds: list[RoundResult]
     skipped: list[str]
     checkpoint: tuple[Path, Path] | None = None
@@ -454,7 +452,7 @@ def fine_tune(
 def run_protocol(
     model: GRMPModel,
     images: Sequence[LabelledImage],
-    protocol: Protocol,
+    protocol: FinetuneProtocol,
     config: TrainConfig,
     *,
     store: FeatureStore | None = None,
@@ -462,7 +460,7 @@ def run_protocol(
     save_to: str | Path | None = None,
     on_step: StepCallback | None = None,
     progress: bool = True,
-) -> ProtocolResult:
+) -> FinetuneResult:
     """Fine-tune `model` over `protocol.rounds` random splits and score each round's test part.
 
     Every round starts from the model as given (e.g. meta-pre-trained prompts). With
@@ -483,18 +481,19 @@ def run_protocol(
     for round_index in range(len(done), protocol.rounds):
         resume = saved.get("run") if saved.get("run", {}).get("round") == round_index else None
         load_trainable_state(model, initial)
-        result = fine_tune(
+        round_result = fine_tune(
             model, data, splits[round_index], config, round_index=round_index, on_step=on_step,
             state_path=state_path, resume=resume, progress=progress,
             extra_state={"settings": settings, "done": done, "best_round": best_round},
         )
-        done.append(result)
-        if best_round is None or _val_key(result) > _val_key(best_round["result"]):
-            best_round = {"result": result, "state": trainable_state(model)}
+        done.append(round_result)
+        if best_round is None or _val_key(round_result) > _val_key(best_round["result"]):
+            best_round = {"result": round_result, "state": trainable_state(model)}
         if state_path is not None:
             write_state(state_path, {"settings": settings, "done": done, "best_round": best_round})
+    assert best_round is not None  # protocol.rounds >= 1
     load_trainable_state(model, best_round["state"])
-    result = ProtocolResult(rounds=done, skipped=data.skipped)
+    result = FinetuneResult(rounds=done, skipped=data.skipped)
     chosen = best_round["result"]
     model.config.training = {
         **settings,
@@ -531,7 +530,7 @@ def _read_state(path: Path | None, settings: dict) -> dict:
         return {}
     state = read_state(path, {"RoundResult": RoundResult})
     if state.get("settings") != settings:
-        raise ValueError(
+        raise InputError(
             f"{path} was written by a run with other settings; delete it or use another checkpoint_dir "
             f"(saved: {state.get('settings')}, now: {settings})"
         )
@@ -568,7 +567,7 @@ def adapt_seed(
     n_val = _count(val_size, len(order), "val_size")
     split = Split(train=sorted(order[n_val:]), val=sorted(order[:n_val]), test=[])
     if len(split.train) < 2:
-        raise ValueError(f"{len(data)} readable images leave {len(split.train)} for training; need 2 or more")
+        raise InputError(f"{len(data)} readable images leave {len(split.train)} for training; need 2 or more")
     result = fine_tune(model, data, split, config, on_step=on_step, progress=progress)
     model.config.training = {
         "val_size": val_size, "config": asdict(config), "n_images": len(data),

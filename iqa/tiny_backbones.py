@@ -8,9 +8,13 @@ last batch norm of each residual block), and the logit scale is set to ln(100) l
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-import torch
-from open_clip.model import CLIP
+from .errors import InputError
+
+if TYPE_CHECKING:  # torch and open_clip load with the first model, not with the command line's parser
+    import torch
+    from open_clip.model import CLIP
 
 TEST_BACKBONE_WARNING = (
     "Test backbone in use: a tiny CLIP with random weights. Its scores are meaningless; "
@@ -45,14 +49,19 @@ def is_test_backbone(name: str) -> bool:
 
 def build_test_model(name: str) -> CLIP:
     """The named tiny CLIP, in eval mode, with the same weights on every call."""
+    import torch
+    from open_clip.model import CLIP
+
     if name not in TEST_BACKBONES:
-        raise ValueError(f"unknown test backbone {name!r}; choose one of {sorted(TEST_BACKBONES)}")
+        raise InputError(f"unknown test backbone {name!r}; choose one of {sorted(TEST_BACKBONES)}")
     model = CLIP(**TEST_BACKBONES[name], quick_gelu=True)
     _fill_randomly(model, torch.Generator().manual_seed(SEED))
     return model.eval()
 
 
 def _fill_randomly(model: CLIP, generator: torch.Generator) -> None:
+    import torch
+
     with torch.no_grad():
         for name, tensor in sorted(model.state_dict(keep_vars=True).items()):
             if tensor.dtype.is_floating_point:
@@ -61,6 +70,8 @@ def _fill_randomly(model: CLIP, generator: torch.Generator) -> None:
 
 
 def _random_like(name: str, tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    import torch
+
     noise = torch.randn(tensor.shape, generator=generator)
     if name.endswith("running_var"):
         return 0.75 + 0.5 * torch.rand(tensor.shape, generator=generator)

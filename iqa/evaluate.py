@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
+from iqa.errors import InputError
 from iqa.metrics import krcc, plcc, srcc
 from iqa.photos import Photo, PhotoError, open_photo
 from iqa.results import ScoreResult
@@ -33,7 +34,7 @@ def evaluate(
     `n` images scored.
     """
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InputError(f"batch_size must be at least 1, got {batch_size}")
     predictions: list[float] = []
     targets: list[float] = []
     skipped: list[str] = []
@@ -55,7 +56,7 @@ def evaluate(
         predictions.extend(r.score for r in results)
         targets.extend(scores)
     if len(predictions) < 3:
-        raise ValueError(
+        raise InputError(
             f"only {len(predictions)} of {len(labelled_images)} images could be scored; "
             f"need at least 3 for a correlation (skipped: {skipped[:3]})"
         )

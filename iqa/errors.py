@@ -1,0 +1,34 @@
+"""The one base of every error a user can fix, and the generic ones.
+
+`IQAError` marks bad input (a photo, a prompt file, a checkpoint, an option): the command line
+prints its message on one line and exits 2 (3 for `BackboneUnavailable`), the app shows it. Any
+other exception is a bug and surfaces with its traceback. The specific classes live beside the
+code that raises them and also derive from the built-in error they always were (`ValueError`,
+`RuntimeError`, `FileNotFoundError`), so existing `except ValueError` handlers keep working:
+
+    IQAError
+    ├── UsageError                        bad options on the command line
+    ├── InputError (ValueError)           a value given to the library is out of range or unusable
+    ├── PromptError (ValueError)          iqa.prompts
+    ├── PhotoError (ValueError)           iqa.photos
+    ├── ScoringError (ValueError)         iqa.clipiqa: a non-finite score
+    ├── DatasetLayoutError (FileNotFoundError), DatasetFormatError (ValueError)   iqa.datasets
+    ├── BackboneUnavailable (RuntimeError)                                      iqa.backbones
+    ├── CheckpointMismatch (ValueError) ── BadCheckpoint                        iqa.backbones
+    ├── CheckpointError (ValueError), OfficialCheckpointError (ValueError)      iqa.grmp
+    └── StateFileError (ValueError)                                             iqa.grmp.state_file
+"""
+
+from __future__ import annotations
+
+
+class IQAError(Exception):
+    """Bad input that the user can fix; the message says what is wrong and, where it can, how."""
+
+
+class UsageError(IQAError):
+    """Options that cannot work together or lack something (a command-line mistake)."""
+
+
+class InputError(IQAError, ValueError):
+    """A value given to the library that it cannot use (a setting out of range, too few images, ...)."""

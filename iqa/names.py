@@ -1,0 +1,25 @@
+"""Names and defaults that several layers share, importable without torch.
+
+The command line builds its parser from these, so `iqa --help` starts without loading torch,
+open_clip or scipy; the modules that own each thing import them from here.
+"""
+
+from __future__ import annotations
+
+# The scoring methods: `ScoreResult.method`, the keys of `build_scorers` and `ComparedPhoto.results`.
+CLIP_IQA = "CLIP-IQA"
+GRMP_IQA = "GRMP-IQA"
+METHODS = (CLIP_IQA, GRMP_IQA)
+# The command line's spelling of them.
+METHOD_OPTIONS = {"clipiqa": (CLIP_IQA,), "grmp": (GRMP_IQA,), "both": (CLIP_IQA, GRMP_IQA)}
+
+DEFAULT_BACKBONE = "RN50-quickgelu"
+DEFAULT_PRETRAINED = "openai"
+DEFAULT_MAX_SIDE = 1024
+
+GRMP_VARIANTS = ("paper", "seed")
+REGULARIZERS = ("pairwise", "projection", "none")
+
+# The official GRMP-IQA release on the Hugging Face Hub.
+HUB_REPO = "zzhowe/GRMP-IQA"
+DEFAULT_FILE = "clive_50_prompt_lda_5.0.pt"
