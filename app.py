@@ -6,13 +6,16 @@ handler lives in `Handlers` so tests can call it directly. Models load once, at 
 first use, and are shared by all sessions; each session keeps its own photos and results in a
 `gr.State`.
 """
+
 from __future__ import annotations
 
 try:  # ZeroGPU on Hugging Face Spaces; imported before torch, which it patches. A plain call elsewhere.
     from spaces import GPU as gpu
 except ImportError:
+
     def gpu(fn=None, **_):
         return fn if fn is not None else (lambda f: f)
+
 
 import argparse
 import base64
@@ -30,11 +33,10 @@ import traceback
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import gradio as gr
 import pandas as pd
@@ -58,8 +60,14 @@ from iqa.compare import (
     zip_photos,
 )
 from iqa.features import FeatureStore, ProgressFn
-from iqa.grmp.checkpoint import (CheckpointError, check_checkpoint, checkpoint_paths, load_checkpoint, read_config,
-                                 save_checkpoint)
+from iqa.grmp.checkpoint import (
+    CheckpointError,
+    check_checkpoint,
+    checkpoint_paths,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+)
 from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from iqa.grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
 from iqa.grmp.train import adapt_seed
@@ -72,8 +80,11 @@ from iqa.tiny_backbones import TEST_BACKBONE_WARNING, TEST_BACKBONES, is_test_ba
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
 MIB = 1 << 20
-EXAMPLE_PHOTOS = [f"{ref}{suffix}.jpg" for ref in ("astronaut", "chelsea", "coffee", "rocket")
-                  for suffix in ("", "_gaussian_blur_L5", "_gaussian_noise_L3")]
+EXAMPLE_PHOTOS = [
+    f"{ref}{suffix}.jpg"
+    for ref in ("astronaut", "chelsea", "coffee", "rocket")
+    for suffix in ("", "_gaussian_blur_L5", "_gaussian_noise_L3")
+]
 REAL_BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu", "ViT-L-14-quickgelu")
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
 PROMPT_COLUMNS = ["on", "positive", "negative", "weight", "status"]
@@ -130,12 +141,15 @@ class Models:
             self.grmp(path)
             self.startup_checkpoints[Path(path).name] = str(path)
         # fixed at start: an upload never loads a backbone
-        self.upload_backbones = tuple(dict.fromkeys(
-            [*self._stores, *(cached.scorer.model.config.backbone for cached in self._grmp.values())]))
+        self.upload_backbones = tuple(
+            dict.fromkeys([*self._stores, *(cached.scorer.model.config.backbone for cached in self._grmp.values())])
+        )
         if not self.startup_checkpoints and not self.grmp_note:
-            self.grmp_note = ("No GRMP-IQA model loaded, so its column is empty: upload a checkpoint below, adapt "
-                              "one on the Adapt tab, or start the app with --grmp-official FILE or "
-                              "--grmp-checkpoint PATH.")
+            self.grmp_note = (
+                "No GRMP-IQA model loaded, so its column is empty: upload a checkpoint below, adapt "
+                "one on the Adapt tab, or start the app with --grmp-official FILE or "
+                "--grmp-checkpoint PATH."
+            )
 
     @property
     def default_checkpoint(self) -> str:
@@ -150,14 +164,17 @@ class Models:
             scorer = self.grmp(str(stem))
         except (OSError, ValueError) as err:  # OfficialCheckpointError, CheckpointMismatch, a full disk ...
             reason = str(err).splitlines()[0]
-            self.grmp_note = (f"No GRMP-IQA model, so its column is empty: the official checkpoint {source} could "
-                              f"not be loaded ({reason}). Upload a checkpoint below, adapt one on the Adapt tab, or "
-                              "start the app with --grmp-official PATH (a local copy) or --grmp-checkpoint PATH.")
+            self.grmp_note = (
+                f"No GRMP-IQA model, so its column is empty: the official checkpoint {source} could "
+                f"not be loaded ({reason}). Upload a checkpoint below, adapt one on the Adapt tab, or "
+                "start the app with --grmp-official PATH (a local copy) or --grmp-checkpoint PATH."
+            )
             return
         about = f": {DEFAULT_DESCRIPTION}" if Path(source).name == DEFAULT_FILE else ""
         self.startup_checkpoints[f"official: {Path(source).stem}"] = str(stem)
-        self.grmp_note = (f"GRMP-IQA: the official model {Path(source).name}{about}; on "
-                          f"{scorer.scorer.model.description}.")
+        self.grmp_note = (
+            f"GRMP-IQA: the official model {Path(source).name}{about}; on {scorer.scorer.model.description}."
+        )
 
     @property
     def backbone_choices(self) -> list[str]:
@@ -169,9 +186,14 @@ class Models:
         with self._lock:
             if name not in self._stores:
                 start = name == self.config.backbone
-                self._stores[name] = FeatureStore(load_backbone(
-                    name, pretrained=self.config.pretrained if start else DEFAULT_PRETRAINED,
-                    checkpoint=self.config.weights if start else None, device=self.config.device))
+                self._stores[name] = FeatureStore(
+                    load_backbone(
+                        name,
+                        pretrained=self.config.pretrained if start else DEFAULT_PRETRAINED,
+                        checkpoint=self.config.weights if start else None,
+                        device=self.config.device,
+                    )
+                )
             return self._stores[name]
 
     def grmp(self, path: str) -> CachedScorer:
@@ -200,7 +222,8 @@ class Models:
             raise CheckpointError(
                 f"{Path(path).name}.json needs backbone {config.backbone!r}; uploaded checkpoints may only use "
                 f"the backbones this server was started with: {', '.join(self.upload_backbones)} (an operator "
-                f"can allow more with --allow-backbone)")
+                f"can allow more with --allow-backbone)"
+            )
         return config
 
     def trust(self, path: str) -> None:
@@ -328,8 +351,10 @@ class SessionBudget:
             if session is None or now - last > self.ttl:
                 del self._sessions[key]
                 if session is not None and (session.photos or session.folder):
-                    session.end(f"this session was idle for more than {self.ttl:g} s, so the server dropped its "
-                                "photos and checkpoints; add them again")
+                    session.end(
+                        f"this session was idle for more than {self.ttl:g} s, so the server dropped its "
+                        "photos and checkpoints; add them again"
+                    )
                     dropped += 1
         return dropped
 
@@ -343,8 +368,10 @@ class SessionBudget:
             if session is None or session is keep:
                 continue
             total -= session.nbytes
-            session.drop_photos("the server needed the memory for newer sessions, so it dropped this session's "
-                                "photos (least recently used first); add them again")
+            session.drop_photos(
+                "the server needed the memory for newer sessions, so it dropped this session's "
+                "photos (least recently used first); add them again"
+            )
             del self._sessions[key]
             dropped += 1
         return dropped
@@ -394,8 +421,9 @@ def parse_table(table: pd.DataFrame | None, tokenizer=None) -> tuple[list[Prompt
             status.append(f"invalid: weight {weight!r} is not a number")
             continue
         enabled = on.strip().lower() in ("true", "1", "yes", "on") if isinstance(on, str) else bool(on)
-        pairs.append(PromptPair(str(row.get("positive", "")).strip(), str(row.get("negative", "")).strip(),
-                                weight, enabled))
+        pairs.append(
+            PromptPair(str(row.get("positive", "")).strip(), str(row.get("negative", "")).strip(), weight, enabled)
+        )
         status.append("")
     reasons = iter(check_pairs([p for p in pairs if p is not None], tokenizer))
     for i, pair in enumerate(pairs):
@@ -406,8 +434,10 @@ def parse_table(table: pd.DataFrame | None, tokenizer=None) -> tuple[list[Prompt
 
 
 def pairs_table(pairs: Sequence[PromptPair]) -> pd.DataFrame:
-    return pd.DataFrame([[p.enabled, p.positive, p.negative, p.weight, "ok" if p.enabled else "off"] for p in pairs],
-                        columns=PROMPT_COLUMNS)
+    return pd.DataFrame(
+        [[p.enabled, p.positive, p.negative, p.weight, "ok" if p.enabled else "off"] for p in pairs],
+        columns=PROMPT_COLUMNS,
+    )
 
 
 def thumbnail(photo: Photo, folder: Path, size: int = 256) -> tuple[str, str]:
@@ -429,6 +459,7 @@ def _icon_html(data_uri: str) -> str:
 def shown_as_message(handler: Callable) -> Callable:
     """Wrap an event handler so that every error reaches the user as its message (gr.Error), never as
     Gradio's generic "Error". Unexpected ones are also logged with their traceback for the operator."""
+
     def as_message(err: Exception) -> gr.Error:
         if isinstance(err, gr.Error):
             return err
@@ -438,12 +469,14 @@ def shown_as_message(handler: Callable) -> Callable:
         return gr.Error(str(err) or type(err).__name__)
 
     if inspect.isgeneratorfunction(handler):
+
         @functools.wraps(handler)
         def generator(*args, **kwargs):
             try:
                 yield from handler(*args, **kwargs)
             except Exception as err:
                 raise as_message(err) from err
+
         return generator
 
     @functools.wraps(handler)
@@ -452,6 +485,7 @@ def shown_as_message(handler: Callable) -> Callable:
             return handler(*args, **kwargs)
         except Exception as err:
             raise as_message(err) from err
+
     return function
 
 
@@ -500,8 +534,10 @@ class Handlers:
                 messages.append(full)
                 break
             try:
-                photo = bounded_copy(open_photo(file, name=unique_name(Path(file).name, taken),
-                                                max_pixels=self.config.max_pixels), self.config.max_side)
+                photo = bounded_copy(
+                    open_photo(file, name=unique_name(Path(file).name, taken), max_pixels=self.config.max_pixels),
+                    self.config.max_side,
+                )
             except PhotoError as err:
                 messages.append(str(err))
                 continue
@@ -519,10 +555,12 @@ class Handlers:
         """Why the session can take no more photos, or "" while it can."""
         if len(session.photos) >= self.config.max_photos:
             return f"only {self.config.max_photos} photos per session; the rest were not added"
-        largest = self.config.max_side ** 2 * 3
+        largest = self.config.max_side**2 * 3
         if self.budget.room(session) < largest:
-            return (f"this session holds {session.nbytes / MIB:.0f} MiB of photos, the server's limit for all "
-                    f"sessions ({self.config.session_memory_mb} MiB); the rest were not added")
+            return (
+                f"this session holds {session.nbytes / MIB:.0f} MiB of photos, the server's limit for all "
+                f"sessions ({self.config.session_memory_mb} MiB); the rest were not added"
+            )
         return ""
 
     def add_examples(self, session: Session):
@@ -618,8 +656,17 @@ class Handlers:
     # --- scoring -----------------------------------------------------------------------------
 
     @shown_as_message
-    def score(self, session: Session, table: pd.DataFrame, backbone: str, temperature: str, checkpoint: str,
-              threshold: float, method: str, progress=gr.Progress()):
+    def score(
+        self,
+        session: Session,
+        table: pd.DataFrame,
+        backbone: str,
+        temperature: str,
+        checkpoint: str,
+        threshold: float,
+        method: str,
+        progress=gr.Progress(),
+    ):
         """Score the session's photos; prompt edits reuse cached image features."""
         self._use(session)
         store = self._store_or_default(backbone)
@@ -635,13 +682,16 @@ class Handlers:
         grmp = self._grmp_or_none(checkpoint, session)
         start = time.perf_counter()
         clip = CLIPIQA(store, valid, TEMPERATURES[temperature])
-        session.rows, added = run_compare(session.photos, clip, grmp, lambda done, total: progress(
-            (done, total), desc="encoding photos"))
+        session.rows, added = run_compare(
+            session.photos, clip, grmp, lambda done, total: progress((done, total), desc="encoding photos")
+        )
         store.merge(added)
         elapsed = time.perf_counter() - start
-        status = (f"Scored {len(session.photos)} photo(s) with {len(valid)} pair(s) in {elapsed:.2f} s on "
-                  f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
-                  f"the rest from the feature cache.")
+        status = (
+            f"Scored {len(session.photos)} photo(s) with {len(valid)} pair(s) in {elapsed:.2f} s on "
+            f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
+            f"the rest from the feature cache."
+        )
         if grmp is not None:
             status += f" GRMP-IQA: {grmp.label} on {grmp.scorer.model.description}."
         return (session, table, *self._results(session, threshold, self._available(session, method)), status)
@@ -668,8 +718,13 @@ class Handlers:
     def _results(self, session: Session, threshold: float, method: str):
         names = [row.name for row in ranked(session.rows, method)]
         table, csv_path = self.rerank(session, threshold, method)
-        return (table, gr.update(choices=names, value=names[0]), self.breakdown(session, names[0]),
-                charts.score_scatter(session.rows), csv_path)
+        return (
+            table,
+            gr.update(choices=names, value=names[0]),
+            self.breakdown(session, names[0]),
+            charts.score_scatter(session.rows),
+            csv_path,
+        )
 
     @shown_as_message
     def rerank(self, session: Session, threshold: float, method: str):
@@ -678,10 +733,20 @@ class Handlers:
             return pd.DataFrame(columns=RANK_COLUMNS), None
         method = self._available(session, method)
         kept_names = {row.name for row in split(session.rows, threshold, method)[0]}
-        table = pd.DataFrame([
-            [i, _icon_html(session.icons.get(row.name, "")), row.name, round(row.clip.score, 4),
-             round(row.grmp.score, 4) if row.grmp else None, "keep" if row.name in kept_names else "reject"]
-            for i, row in enumerate(ranked(session.rows, method), 1)], columns=RANK_COLUMNS)
+        table = pd.DataFrame(
+            [
+                [
+                    i,
+                    _icon_html(session.icons.get(row.name, "")),
+                    row.name,
+                    round(row.clip.score, 4),
+                    round(row.grmp.score, 4) if row.grmp else None,
+                    "keep" if row.name in kept_names else "reject",
+                ]
+                for i, row in enumerate(ranked(session.rows, method), 1)
+            ],
+            columns=RANK_COLUMNS,
+        )
         csv_path = session.directory(self.config.work_dir) / "iqa-results.csv"
         csv_path.write_text(rows_to_csv(session.rows, threshold, method), encoding="utf-8")
         return table, str(csv_path)
@@ -791,8 +856,15 @@ class Handlers:
             raise gr.Error(str(err)) from None
 
     @shown_as_message
-    def run_lab(self, source: str, csv_file: str | None, files: Sequence[str] | None, table: pd.DataFrame,
-                backbone: str, temperature: str):
+    def run_lab(
+        self,
+        source: str,
+        csv_file: str | None,
+        files: Sequence[str] | None,
+        table: pd.DataFrame,
+        backbone: str,
+        temperature: str,
+    ):
         """Rank every valid prompt pair of the table by SRCC/PLCC on a labelled set."""
         labelled = self.labelled_set(source, csv_file, files)
         store = self._store_or_default(backbone)
@@ -801,11 +873,15 @@ class Handlers:
             report = rank_pairs(store, pairs, labelled, TEMPERATURES[temperature])
         except ValueError as err:
             raise gr.Error(str(err)) from None
-        rows = [[i, r.pair.positive, r.pair.negative, r.pair.enabled, round(r.srcc, 4), round(r.plcc, 4)]
-                for i, r in enumerate(report.ranks, 1)]
-        summary = (f"**Mean of the chosen (enabled) pairs:** SRCC {report.chosen_srcc:.3f}, PLCC "
-                   f"{report.chosen_plcc:.3f} on {report.n} photos (t = {report.temperature:g}, "
-                   f"{store.backbone.description}).")
+        rows = [
+            [i, r.pair.positive, r.pair.negative, r.pair.enabled, round(r.srcc, 4), round(r.plcc, 4)]
+            for i, r in enumerate(report.ranks, 1)
+        ]
+        summary = (
+            f"**Mean of the chosen (enabled) pairs:** SRCC {report.chosen_srcc:.3f}, PLCC "
+            f"{report.chosen_plcc:.3f} on {report.n} photos (t = {report.temperature:g}, "
+            f"{store.backbone.description})."
+        )
         notes = [f"left out: {m}" for m in report.invalid] + [f"skipped: {m}" for m in labelled.skipped]
         if notes:
             summary += "\n\n" + "\n".join(f"- {n}" for n in notes)
@@ -814,8 +890,17 @@ class Handlers:
     # --- adapt -------------------------------------------------------------------------------
 
     @shown_as_message
-    def adapt(self, source: str, csv_file: str | None, files: Sequence[str] | None, lam: float, steps: float,
-              backbone: str, session: Session, progress=gr.Progress()):
+    def adapt(
+        self,
+        source: str,
+        csv_file: str | None,
+        files: Sequence[str] | None,
+        lam: float,
+        steps: float,
+        backbone: str,
+        session: Session,
+        progress=gr.Progress(),
+    ):
         """Few-shot adaptation of the seed variant, streaming the loss / validation-SRCC chart.
 
         Training runs in a worker thread; this generator redraws the chart from its history until
@@ -831,8 +916,13 @@ class Handlers:
                 time.sleep(0.5)
                 self.budget.use(session)  # a long adaptation is not idle
                 progress((len(history), steps), desc="adapting")
-                yield charts.training_curves(list(history)), f"Step {len(history)} of {steps}…", session, \
-                    gr.update(), None
+                yield (
+                    charts.training_curves(list(history)),
+                    f"Step {len(history)} of {steps}…",
+                    session,
+                    gr.update(),
+                    None,
+                )
             try:
                 model = job.result()
             except ValueError as err:
@@ -844,16 +934,24 @@ class Handlers:
         session.checkpoints[label] = str(stem)
         self.models.register(str(stem), GRMPScorer(model, store))
         record = model.config.training
-        status = (f"Done: {len(labelled.images())} labelled photos on {store.backbone.description}; best step "
-                  f"{record['best_step']}, validation SRCC {record['val_srcc']:.3f}, PLCC {record['val_plcc']:.3f}. "
-                  f"'{label}' is now selectable on the first tab.")
-        yield (charts.training_curves(list(history)), status, session, self.checkpoint_choices(session, str(stem)),
-               [str(tensors), str(config)])
+        status = (
+            f"Done: {len(labelled.images())} labelled photos on {store.backbone.description}; best step "
+            f"{record['best_step']}, validation SRCC {record['val_srcc']:.3f}, PLCC {record['val_plcc']:.3f}. "
+            f"'{label}' is now selectable on the first tab."
+        )
+        yield (
+            charts.training_curves(list(history)),
+            status,
+            session,
+            self.checkpoint_choices(session, str(stem)),
+            [str(tensors), str(config)],
+        )
 
 
 @gpu(duration=300)
 def run_adapt(store: FeatureStore, images: list, steps: int, lam: float, record) -> GRMPModel:
     """The training part of adaptation, on the GPU under ZeroGPU; `record` gets one dict per step."""
+
     def on_step(step: int, loss: float, val_srcc: float | None) -> None:
         record({"step": step, "loss": loss, "val_srcc": val_srcc})
 
@@ -862,8 +960,9 @@ def run_adapt(store: FeatureStore, images: list, steps: int, lam: float, record)
 
 
 @gpu
-def run_compare(photos: Sequence[Photo], clip: CLIPIQA, grmp: CachedScorer | None,
-                progress: ProgressFn | None = None) -> tuple[list[ComparedPhoto], tuple[dict, dict]]:
+def run_compare(
+    photos: Sequence[Photo], clip: CLIPIQA, grmp: CachedScorer | None, progress: ProgressFn | None = None
+) -> tuple[list[ComparedPhoto], tuple[dict, dict]]:
     """The compute-heavy part of scoring, on the GPU under ZeroGPU.
 
     Also returns the features it added to CLIP-IQA's cache: under ZeroGPU this runs in a forked
@@ -929,8 +1028,12 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
                 _banner(models)
                 with gr.Row():
                     with gr.Column(scale=2):
-                        files = gr.File(label="Photos (drop many at once)", file_count="multiple", height=150,
-                                        elem_id="photo-upload")
+                        files = gr.File(
+                            label="Photos (drop many at once)",
+                            file_count="multiple",
+                            height=150,
+                            elem_id="photo-upload",
+                        )
                         with gr.Row():
                             examples = gr.Button("Add example photos", size="sm", elem_id="add-examples")
                             clear = gr.Button("Clear photos", size="sm")
@@ -938,43 +1041,64 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
                         gallery = gr.Gallery(label="Photos to score", columns=5, height=230, show_label=True)
                     with gr.Column(scale=3):
                         prompts = gr.Dataframe(
-                            pairs_table(PRESETS[DEFAULT_PRESET]), label="Prompt pairs (edit any cell; the status "
-                            "column says why a row is not used)", datatype=["bool", "str", "str", "number", "str"],
-                            interactive=True, static_columns=[4], elem_id="prompt-table", wrap=True,
-                            column_widths=["9%", "31%", "31%", "11%", "18%"])
+                            pairs_table(PRESETS[DEFAULT_PRESET]),
+                            label="Prompt pairs (edit any cell; the status column says why a row is not used)",
+                            datatype=["bool", "str", "str", "number", "str"],
+                            interactive=True,
+                            static_columns=[4],
+                            elem_id="prompt-table",
+                            wrap=True,
+                            column_widths=["9%", "31%", "31%", "11%", "18%"],
+                        )
                         with gr.Row():
-                            preset = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Load preset",
-                                                 scale=3, min_width=120)
-                            row_number = gr.Number(label="Row #", value=1, precision=0, minimum=1,
-                                                   scale=2, min_width=90)
+                            preset = gr.Dropdown(
+                                list(PRESETS), value=DEFAULT_PRESET, label="Load preset", scale=3, min_width=120
+                            )
+                            row_number = gr.Number(
+                                label="Row #", value=1, precision=0, minimum=1, scale=2, min_width=90
+                            )
                             add = gr.Button("Add row", size="sm", scale=1, min_width=70)
                             up = gr.Button("Up", size="sm", scale=1, min_width=50)
                             down = gr.Button("Down", size="sm", scale=1, min_width=50)
                             delete = gr.Button("Delete", size="sm", scale=1, min_width=60, variant="stop")
                         with gr.Row():
-                            prompt_file = gr.UploadButton("Load prompt set (.json/.csv)", file_types=[".json", ".csv"],
-                                                          size="sm")
+                            prompt_file = gr.UploadButton(
+                                "Load prompt set (.json/.csv)", file_types=[".json", ".csv"], size="sm"
+                            )
                             save = gr.Button("Save prompt set as JSON", size="sm")
                         saved_prompts = gr.File(label="Saved prompt set", interactive=False, visible=False)
                 with gr.Accordion("Settings", open=True):
                     with gr.Row():
-                        backbone = gr.Dropdown(models.backbone_choices, value=config.backbone,
-                                               label="CLIP-IQA backbone")
-                        temperature = gr.Radio(list(TEMPERATURES), value=next(iter(TEMPERATURES)),
-                                               label="Temperature t")
-                        checkpoint = gr.Dropdown([("none", NO_GRMP), *models.startup_checkpoints.items()],
-                                                 value=models.default_checkpoint, label="GRMP-IQA checkpoint")
-                        upload_ckpt = gr.UploadButton("Upload GRMP-IQA checkpoint (.json + .safetensors)",
-                                                      file_count="multiple", file_types=[".json", ".safetensors"],
-                                                      size="sm", min_width=160)
+                        backbone = gr.Dropdown(
+                            models.backbone_choices, value=config.backbone, label="CLIP-IQA backbone"
+                        )
+                        temperature = gr.Radio(
+                            list(TEMPERATURES), value=next(iter(TEMPERATURES)), label="Temperature t"
+                        )
+                        checkpoint = gr.Dropdown(
+                            [("none", NO_GRMP), *models.startup_checkpoints.items()],
+                            value=models.default_checkpoint,
+                            label="GRMP-IQA checkpoint",
+                        )
+                        upload_ckpt = gr.UploadButton(
+                            "Upload GRMP-IQA checkpoint (.json + .safetensors)",
+                            file_count="multiple",
+                            file_types=[".json", ".safetensors"],
+                            size="sm",
+                            min_width=160,
+                        )
                 gr.Markdown(models.grmp_note, elem_id="grmp-note")
                 score = gr.Button("Score photos", variant="primary", elem_id="score-button")
                 status = gr.Markdown(elem_id="score-status")
-                ranking = gr.Dataframe(headers=RANK_COLUMNS, label="Ranking (best first; keep/reject at the "
-                                       "Filter tab's threshold and method)",
-                                       datatype=["number", "html", "str", "number", "number", "str"],
-                                       interactive=False, elem_id="ranking", max_height=420,
-                                       column_widths=["7%", "12%", "39%", "14%", "14%", "14%"])
+                ranking = gr.Dataframe(
+                    headers=RANK_COLUMNS,
+                    label="Ranking (best first; keep/reject at the Filter tab's threshold and method)",
+                    datatype=["number", "html", "str", "number", "number", "str"],
+                    interactive=False,
+                    elem_id="ranking",
+                    max_height=420,
+                    column_widths=["7%", "12%", "39%", "14%", "14%", "14%"],
+                )
                 with gr.Row():
                     with gr.Column():
                         photo_pick = gr.Dropdown([], label="Breakdown for photo (or click a ranking row)")
@@ -1011,11 +1135,18 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
                         kept_zip = gr.File(label="Download the kept photos (zip)", interactive=False)
             with gr.Tab("About", id="about"):
                 _banner(models)
-                gr.Markdown(ABOUT, latex_delimiters=[{"left": "$$", "right": "$$", "display": True},
-                                                     {"left": "$", "right": "$", "display": False}])
-                gr.Markdown(f"**Loaded:** CLIP-IQA backbone {models.description}. GRMP-IQA checkpoints at "
-                            f"start: {', '.join(models.startup_checkpoints) or 'none'}. {models.grmp_note}",
-                            elem_id="loaded")
+                gr.Markdown(
+                    ABOUT,
+                    latex_delimiters=[
+                        {"left": "$$", "right": "$$", "display": True},
+                        {"left": "$", "right": "$", "display": False},
+                    ],
+                )
+                gr.Markdown(
+                    f"**Loaded:** CLIP-IQA backbone {models.description}. GRMP-IQA checkpoints at "
+                    f"start: {', '.join(models.startup_checkpoints) or 'none'}. {models.grmp_note}",
+                    elem_id="loaded",
+                )
 
         score_inputs = [session, prompts, backbone, temperature, checkpoint, threshold, method]
         score_outputs = [session, prompts, ranking, photo_pick, breakdown, scatter, results_csv, status]
@@ -1024,15 +1155,17 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
 
         def then_score(event):
             return event.then(h.score, score_inputs, score_outputs, api_visibility="private").then(
-                h.filter, [session, threshold, method], filter_outputs, api_visibility="private")
+                h.filter, [session, threshold, method], filter_outputs, api_visibility="private"
+            )
 
         for event, name in ((threshold.input, "filter"), (method.input, "filter_method")):
-            event(h.filter, [session, threshold, method], filter_outputs, api_name=name,
-                  trigger_mode="always_last").then(
-                h.rerank, [session, threshold, method], [ranking, results_csv], api_visibility="private")
+            event(
+                h.filter, [session, threshold, method], filter_outputs, api_name=name, trigger_mode="always_last"
+            ).then(h.rerank, [session, threshold, method], [ranking, results_csv], api_visibility="private")
         make_zip.click(h.zip_kept, [session, threshold, method], kept_zip, api_name="zip_kept")
         score.click(h.score, score_inputs, score_outputs, api_name="score").then(
-            h.filter, [session, threshold, method], filter_outputs, api_visibility="private")
+            h.filter, [session, threshold, method], filter_outputs, api_visibility="private"
+        )
         then_score(files.upload(h.add_photos, [files, session], photo_outputs, api_name="add_photos"))
         then_score(examples.click(h.add_examples, [session], photo_outputs, api_name="add_examples"))
         clear.click(h.clear_photos, [session], photo_outputs, api_name="clear_photos")
@@ -1048,19 +1181,26 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
         up.click(h.row_up, [prompts, row_number], [prompts, row_number], api_name="row_up")
         down.click(h.row_down, [prompts, row_number], [prompts, row_number], api_name="row_down")
         save.click(h.save_prompts, [prompts, session], saved_prompts, api_name="save_prompts")
-        upload_ckpt.upload(h.upload_checkpoint, [upload_ckpt, session], [session, checkpoint],
-                           api_name="upload_checkpoint")
+        upload_ckpt.upload(
+            h.upload_checkpoint, [upload_ckpt, session], [session, checkpoint], api_name="upload_checkpoint"
+        )
         photo_pick.input(h.breakdown, [session, photo_pick], breakdown, api_name="breakdown")
         ranking.select(h.pick_ranked, [session], [photo_pick, breakdown], api_visibility="private")
-        lab_run.click(h.run_lab, [lab_source, lab_csv, lab_files, prompts, backbone, temperature],
-                      [lab_table, lab_chart, lab_summary], api_name="prompt_lab")
+        lab_run.click(
+            h.run_lab,
+            [lab_source, lab_csv, lab_files, prompts, backbone, temperature],
+            [lab_table, lab_chart, lab_summary],
+            api_name="prompt_lab",
+        )
     return demo
 
 
 def build_adapt_tab(h: Handlers, session: gr.State, checkpoint: gr.Dropdown, backbone: gr.Dropdown) -> None:
-    gr.Markdown("Few-shot adaptation of GRMP-IQA's **seed** variant on the CLIP-IQA backbone: both encoders "
-                "stay frozen, the prompt and the MLP head learn from the labelled photos (MSE + λ·pairwise "
-                "regularizer). The new checkpoint becomes selectable on the first tab.")
+    gr.Markdown(
+        "Few-shot adaptation of GRMP-IQA's **seed** variant on the CLIP-IQA backbone: both encoders "
+        "stay frozen, the prompt and the MLP head learn from the labelled photos (MSE + λ·pairwise "
+        "regularizer). The new checkpoint becomes selectable on the first tab."
+    )
     with gr.Row():
         source = gr.Radio([BUNDLED_SET, UPLOADED_SET], value=BUNDLED_SET, label="Labelled set")
         files = gr.File(label="Photos", file_count="multiple")
@@ -1072,8 +1212,12 @@ def build_adapt_tab(h: Handlers, session: gr.State, checkpoint: gr.Dropdown, bac
     status = gr.Markdown()
     chart = gr.Plot(label="Training loss and validation SRCC", elem_id="adapt-chart")
     download = gr.File(label="Download the new checkpoint", file_count="multiple", interactive=False)
-    run.click(h.adapt, [source, csv_file, files, lam, steps, backbone, session],
-              [chart, status, session, checkpoint, download], api_name="adapt")
+    run.click(
+        h.adapt,
+        [source, csv_file, files, lam, steps, backbone, session],
+        [chart, status, session, checkpoint, download],
+        api_name="adapt",
+    )
 
 
 def _env_flag(name: str) -> bool:
@@ -1085,67 +1229,123 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
     env = os.environ.get
     parser = argparse.ArgumentParser(
         description="Photo quality app: CLIP-IQA and GRMP-IQA. Serves on 127.0.0.1 (this machine only) unless "
-                    "--host, IQA_HOST or GRADIO_SERVER_NAME says otherwise (0.0.0.0: every network interface).",
+        "--host, IQA_HOST or GRADIO_SERVER_NAME says otherwise (0.0.0.0: every network interface).",
         epilog="Environment: IQA_HOST (or GRADIO_SERVER_NAME), IQA_PORT (or GRADIO_SERVER_PORT), IQA_BACKBONE, "
-               "IQA_PRETRAINED, IQA_WEIGHTS, IQA_GRMP_CHECKPOINT and IQA_ALLOW_BACKBONE (lists joined by the path "
-               "separator), IQA_GRMP_OFFICIAL, IQA_CACHE_DIR (converted checkpoints), IQA_DEVICE, "
-               "IQA_TEST_BACKBONE=1, IQA_MAX_PHOTOS, IQA_MAX_FILE_SIZE, IQA_MAX_PIXELS, IQA_MAX_SIDE, IQA_SESSION_MEMORY_MB, IQA_SESSION_TTL, IQA_CONCURRENCY; flags win.")
-    parser.add_argument("--host", default=env("IQA_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")),
-                        help="address to listen on (default 127.0.0.1)")
+        "IQA_PRETRAINED, IQA_WEIGHTS, IQA_GRMP_CHECKPOINT and IQA_ALLOW_BACKBONE (lists joined by the path "
+        "separator), IQA_GRMP_OFFICIAL, IQA_CACHE_DIR (converted checkpoints), IQA_DEVICE, "
+        "IQA_TEST_BACKBONE=1, IQA_MAX_PHOTOS, IQA_MAX_FILE_SIZE, IQA_MAX_PIXELS, IQA_MAX_SIDE, "
+        "IQA_SESSION_MEMORY_MB, IQA_SESSION_TTL, IQA_CONCURRENCY; flags win.",
+    )
+    parser.add_argument(
+        "--host",
+        default=env("IQA_HOST", env("GRADIO_SERVER_NAME", "127.0.0.1")),
+        help="address to listen on (default 127.0.0.1)",
+    )
     parser.add_argument("--port", type=int, default=int(env("IQA_PORT", env("GRADIO_SERVER_PORT", "7860"))))
-    parser.add_argument("--backbone", default=env("IQA_BACKBONE", DEFAULT_BACKBONE),
-                        help="open_clip model name, or test-tiny-rn / test-tiny-vit")
-    parser.add_argument("--pretrained", default=env("IQA_PRETRAINED", DEFAULT_PRETRAINED),
-                        help="open_clip pretrained tag ('none' for random weights)")
+    parser.add_argument(
+        "--backbone",
+        default=env("IQA_BACKBONE", DEFAULT_BACKBONE),
+        help="open_clip model name, or test-tiny-rn / test-tiny-vit",
+    )
+    parser.add_argument(
+        "--pretrained",
+        default=env("IQA_PRETRAINED", DEFAULT_PRETRAINED),
+        help="open_clip pretrained tag ('none' for random weights)",
+    )
     parser.add_argument("--weights", default=env("IQA_WEIGHTS"), help="local CLIP weights file or folder")
-    parser.add_argument("--grmp-checkpoint", action="append", default=_env_list("IQA_GRMP_CHECKPOINT"),
-                        help="GRMP-IQA checkpoint stem (repeatable)")
-    parser.add_argument("--grmp-official", default=env("IQA_GRMP_OFFICIAL"),
-                        help=f"official GRMP-IQA file to convert (once, cached) and show by default: a file name in "
-                             f"the Hub repository zzhowe/GRMP-IQA or a local .pt path; 'none' for no default model "
-                             f"(default: {DEFAULT_FILE}; none with the test backbone)")
+    parser.add_argument(
+        "--grmp-checkpoint",
+        action="append",
+        default=_env_list("IQA_GRMP_CHECKPOINT"),
+        help="GRMP-IQA checkpoint stem (repeatable)",
+    )
+    parser.add_argument(
+        "--grmp-official",
+        default=env("IQA_GRMP_OFFICIAL"),
+        help=f"official GRMP-IQA file to convert (once, cached) and show by default: a file name in "
+        f"the Hub repository zzhowe/GRMP-IQA or a local .pt path; 'none' for no default model "
+        f"(default: {DEFAULT_FILE}; none with the test backbone)",
+    )
     parser.add_argument("--device", default=env("IQA_DEVICE"), help="cuda, mps or cpu (default: best available)")
-    parser.add_argument("--test-backbone", action="store_true", default=_env_flag("IQA_TEST_BACKBONE"),
-                        help="use the tiny random test backbone: scores are meaningless (for tests/offline)")
-    parser.add_argument("--allow-backbone", action="append", default=_env_list("IQA_ALLOW_BACKBONE"),
-                        metavar="NAME", help="a backbone uploaded GRMP checkpoints may use, loaded at start "
-                        "(repeatable); uploads may always use --backbone and those of --grmp-checkpoint, never others")
-    parser.add_argument("--max-photos", type=int, default=int(env("IQA_MAX_PHOTOS", "300")),
-                        help="photos per session (default 300)")
-    parser.add_argument("--max-file-size", default=env("IQA_MAX_FILE_SIZE", "30mb"),
-                        help="largest uploaded file (default 30mb)")
-    parser.add_argument("--max-pixels", type=int, default=int(env("IQA_MAX_PIXELS", "60000000")),
-                        help="largest photo in pixels, checked before decoding (default 60000000)")
-    parser.add_argument("--max-side", type=int, default=int(env("IQA_MAX_SIDE", str(DEFAULT_MAX_SIDE))),
-                        help=f"photos are downsized to this longest side on upload (default {DEFAULT_MAX_SIDE}, "
-                             "what scoring uses)")
-    parser.add_argument("--session-memory-mb", type=int, default=int(env("IQA_SESSION_MEMORY_MB", "2048")),
-                        help="memory budget for all sessions' photos together, in MiB; beyond it the least "
-                             "recently used sessions lose their photos (default 2048)")
-    parser.add_argument("--session-ttl", type=float, default=float(env("IQA_SESSION_TTL", "3600")),
-                        help="seconds after a session's last upload or scoring before it is dropped with its "
-                             "files (default 3600)")
-    parser.add_argument("--concurrency", type=int, default=int(env("IQA_CONCURRENCY", "2")),
-                        help="jobs run at once (default 2; 64 more may wait in the queue)")
+    parser.add_argument(
+        "--test-backbone",
+        action="store_true",
+        default=_env_flag("IQA_TEST_BACKBONE"),
+        help="use the tiny random test backbone: scores are meaningless (for tests/offline)",
+    )
+    parser.add_argument(
+        "--allow-backbone",
+        action="append",
+        default=_env_list("IQA_ALLOW_BACKBONE"),
+        metavar="NAME",
+        help="a backbone uploaded GRMP checkpoints may use, loaded at start "
+        "(repeatable); uploads may always use --backbone and those of --grmp-checkpoint, never others",
+    )
+    parser.add_argument(
+        "--max-photos", type=int, default=int(env("IQA_MAX_PHOTOS", "300")), help="photos per session (default 300)"
+    )
+    parser.add_argument(
+        "--max-file-size", default=env("IQA_MAX_FILE_SIZE", "30mb"), help="largest uploaded file (default 30mb)"
+    )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=int(env("IQA_MAX_PIXELS", "60000000")),
+        help="largest photo in pixels, checked before decoding (default 60000000)",
+    )
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        default=int(env("IQA_MAX_SIDE", str(DEFAULT_MAX_SIDE))),
+        help=f"photos are downsized to this longest side on upload (default {DEFAULT_MAX_SIDE}, what scoring uses)",
+    )
+    parser.add_argument(
+        "--session-memory-mb",
+        type=int,
+        default=int(env("IQA_SESSION_MEMORY_MB", "2048")),
+        help="memory budget for all sessions' photos together, in MiB; beyond it the least "
+        "recently used sessions lose their photos (default 2048)",
+    )
+    parser.add_argument(
+        "--session-ttl",
+        type=float,
+        default=float(env("IQA_SESSION_TTL", "3600")),
+        help="seconds after a session's last upload or scoring before it is dropped with its files (default 3600)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(env("IQA_CONCURRENCY", "2")),
+        help="jobs run at once (default 2; 64 more may wait in the queue)",
+    )
     args = parser.parse_args(argv)
     backbone = "test-tiny-rn" if args.test_backbone and not is_test_backbone(args.backbone) else args.backbone
     official = args.grmp_official or (None if args.test_backbone or is_test_backbone(backbone) else DEFAULT_FILE)
-    return AppConfig(host=args.host, port=args.port, backbone=backbone,
-                     pretrained=None if str(args.pretrained).lower() == "none" else args.pretrained,
-                     weights=args.weights, grmp_checkpoints=list(args.grmp_checkpoint), device=args.device,
-                     grmp_official=None if str(official).lower() == "none" else official,
-                     allow_backbones=list(args.allow_backbone), max_photos=args.max_photos,
-                     max_file_size=args.max_file_size, max_pixels=args.max_pixels, max_side=args.max_side,
-                     session_memory_mb=args.session_memory_mb, session_ttl=args.session_ttl,
-                     concurrency=args.concurrency)
+    return AppConfig(
+        host=args.host,
+        port=args.port,
+        backbone=backbone,
+        pretrained=None if str(args.pretrained).lower() == "none" else args.pretrained,
+        weights=args.weights,
+        grmp_checkpoints=list(args.grmp_checkpoint),
+        device=args.device,
+        grmp_official=None if str(official).lower() == "none" else official,
+        allow_backbones=list(args.allow_backbone),
+        max_photos=args.max_photos,
+        max_file_size=args.max_file_size,
+        max_pixels=args.max_pixels,
+        max_side=args.max_side,
+        session_memory_mb=args.session_memory_mb,
+        session_ttl=args.session_ttl,
+        concurrency=args.concurrency,
+    )
 
 
 def _env_list(name: str) -> list[str]:
     return [p for p in os.environ.get(name, "").split(os.pathsep) if p]
 
 
-THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                       font_mono=["ui-monospace", "monospace"])
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = ".test-warning {background: #fff3cd; border: 1px solid #e0b100; border-radius: 6px; padding: 4px 12px;}"
 
 
@@ -1156,8 +1356,10 @@ class SecurityHeaders:
     def __init__(self, app, on_spaces: bool = False):
         self.app = app
         ancestors = "'self' https://huggingface.co" if on_spaces else "'self'"
-        self.headers = [(b"content-security-policy", f"frame-ancestors {ancestors}".encode()),
-                        (b"x-content-type-options", b"nosniff")]
+        self.headers = [
+            (b"content-security-policy", f"frame-ancestors {ancestors}".encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
         if not on_spaces:  # X-Frame-Options cannot name another origin
             self.headers.append((b"x-frame-options", b"SAMEORIGIN"))
 
@@ -1184,9 +1386,17 @@ def launch(demo: gr.Blocks, config: AppConfig, **kwargs):
     """Queue and serve; extra keyword arguments go to `Blocks.launch` (tests pass prevent_thread_lock)."""
     demo.queue(default_concurrency_limit=config.concurrency, max_size=64)
     middleware = Middleware(SecurityHeaders, on_spaces=bool(os.environ.get("SPACE_ID")))
-    return demo.launch(server_name=config.host, server_port=config.port, max_file_size=config.max_file_size,
-                       allowed_paths=example_files(), theme=THEME, css=CSS, footer_links=["api", "settings"],
-                       app_kwargs={"middleware": [middleware]}, **kwargs)
+    return demo.launch(
+        server_name=config.host,
+        server_port=config.port,
+        max_file_size=config.max_file_size,
+        allowed_paths=example_files(),
+        theme=THEME,
+        css=CSS,
+        footer_links=["api", "settings"],
+        app_kwargs={"middleware": [middleware]},
+        **kwargs,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,6 +19,7 @@ with pretrained weights, which cannot be downloaded here. Their scores are meani
 
     python -m benchmarks.bench [--photos 24] [--repeats 3] [--side 448] [--only scoring|grmp|official]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,7 +63,7 @@ def make_photos(count: int, side: int) -> list[Photo]:
 def bare_loop(backbone, store: FeatureStore, photos: list[Photo], batch_size: int) -> None:
     """The least a scorer must do: preprocess and encode every photo in batches."""
     for start in range(0, len(photos), batch_size):
-        batch = torch.stack([store.preprocessor(p.image) for p in photos[start:start + batch_size]])
+        batch = torch.stack([store.preprocessor(p.image) for p in photos[start : start + batch_size]])
         backbone.encode_image(batch)
 
 
@@ -93,8 +94,10 @@ def bench_backbone(name: str, photos: list[Photo], batch_size: int, repeats: int
         edited[0] = PromptPair(f"a good photo {i}", f"a bad photo {i}")
         rescore.append(timed(lambda: clip_iqa(store, edited).score(photos)))
     return {
-        "bare": statistics.median(bare), "engine": statistics.median(engine),
-        "scratch": scratch, "rescore": statistics.median(rescore),
+        "bare": statistics.median(bare),
+        "engine": statistics.median(engine),
+        "scratch": scratch,
+        "rescore": statistics.median(rescore),
     }
 
 
@@ -103,30 +106,64 @@ def peak_memory_mb(name: str, photos: list[Photo], batch_size: int) -> tuple[flo
     with tempfile.TemporaryDirectory() as folder:
         for photo in photos:
             photo.image.save(Path(folder) / f"{photo.name}.jpg", quality=95)
-        score = _peak_rss([sys.executable, "-m", "iqa", "score", folder, "--backbone", name,
-                           "--pretrained", "none", "--batch-size", str(batch_size), "--device", "cpu"])
-    load = _peak_rss([sys.executable, "-c",
-                      f"from iqa.backbones import load_backbone; load_backbone({name!r}, None, device='cpu')"])
+        score = _peak_rss(
+            [
+                sys.executable,
+                "-m",
+                "iqa",
+                "score",
+                folder,
+                "--backbone",
+                name,
+                "--pretrained",
+                "none",
+                "--batch-size",
+                str(batch_size),
+                "--device",
+                "cpu",
+            ]
+        )
+    load = _peak_rss(
+        [sys.executable, "-c", f"from iqa.backbones import load_backbone; load_backbone({name!r}, None, device='cpu')"]
+    )
     return score, load
 
 
 def _peak_rss(command: list[str]) -> float:
-    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-               "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    wrapper = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+        "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", wrapper, *command], capture_output=True, text=True,
-                         check=True, cwd=root)
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, *command], capture_output=True, text=True, check=True, cwd=root
+    )
     return int(out.stdout.strip()) / 1024
 
 
 def labelled_set(folder: Path, count: int = 200) -> list[LabelledImage]:
     """`count` labelled photos: five real photos at 256 px, five distortions at five strengths."""
-    sources = {name: Image.fromarray(getattr(data, name)()).convert("RGB")
-               for name in ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat", "hubble_deep_field",
-                            "immunohistochemistry")}
-    records = make_distorted_set(sources, folder, types=("gaussian_blur", "gaussian_noise", "jpeg", "over_exposure",
-                                                         "under_exposure"), max_side=256, image_format="jpg")
+    sources = {
+        name: Image.fromarray(getattr(data, name)()).convert("RGB")
+        for name in (
+            "astronaut",
+            "chelsea",
+            "coffee",
+            "rocket",
+            "camera",
+            "cat",
+            "hubble_deep_field",
+            "immunohistochemistry",
+        )
+    }
+    records = make_distorted_set(
+        sources,
+        folder,
+        types=("gaussian_blur", "gaussian_noise", "jpeg", "over_exposure", "under_exposure"),
+        max_side=256,
+        image_format="jpg",
+    )
     return records[:count]
 
 
@@ -148,8 +185,14 @@ def bench_grmp(name: str, photos: list[Photo], repeats: int, steps: int = 300) -
         shared = FeatureStore(backbone)
         pair = [clip_iqa(shared, PRESETS["pyiqa"]), grmp_scorer(model, shared)]
         both.append(timed(lambda pair=pair: compare(photos, pair)))
-    return {"n": len(images), "adapt_first": adapt_first, "adapt_cached": adapt_cached,
-            "steps_per_s": steps / adapt_cached, "alone": statistics.median(alone), "both": statistics.median(both)}
+    return {
+        "n": len(images),
+        "adapt_first": adapt_first,
+        "adapt_cached": adapt_cached,
+        "steps_per_s": steps / adapt_cached,
+        "alone": statistics.median(alone),
+        "both": statistics.median(both),
+    }
 
 
 def bench_official(photos: list[Photo], repeats: int) -> dict:
@@ -167,33 +210,47 @@ def bench_official(photos: list[Photo], repeats: int) -> dict:
 
 def report_official(photos: list[Photo], args: argparse.Namespace) -> None:
     r = bench_official(photos, args.repeats)
-    print(f"\nCLIP-IQA (RN50-quickgelu) {r['alone']:.2f} s; + official GRMP-IQA (ViT-B-16-quickgelu, 100 VPT "
-          f"tokens) {r['both']:.2f} s; ratio {r['both'] / r['alone']:.2f}x (target <= 2.2x)")
+    print(
+        f"\nCLIP-IQA (RN50-quickgelu) {r['alone']:.2f} s; + official GRMP-IQA (ViT-B-16-quickgelu, 100 VPT "
+        f"tokens) {r['both']:.2f} s; ratio {r['both'] / r['alone']:.2f}x (target <= 2.2x)"
+    )
 
 
 def report_scoring(photos: list[Photo], args: argparse.Namespace) -> None:
-    print(f"{'backbone':20} {'bare s':>8} {'engine s':>9} {'overhead':>9} {'scratch s':>10} "
-          f"{'re-score s':>11} {'speed-up':>9} {'peak MiB':>9} {'load MiB':>9}")
+    print(
+        f"{'backbone':20} {'bare s':>8} {'engine s':>9} {'overhead':>9} {'scratch s':>10} "
+        f"{'re-score s':>11} {'speed-up':>9} {'peak MiB':>9} {'load MiB':>9}"
+    )
     for name in BACKBONES:
         r = bench_backbone(name, photos, args.batch_size, args.repeats)
         score_mb, load_mb = peak_memory_mb(name, photos, args.batch_size)
-        print(f"{name:20} {r['bare']:8.2f} {r['engine']:9.2f} {r['engine'] / r['bare'] - 1:+9.1%} "
-              f"{r['scratch']:10.2f} {r['rescore']:11.4f} {r['scratch'] / r['rescore']:8.0f}x "
-              f"{score_mb:9.0f} {load_mb:9.0f}")
-    print("overhead: engine time / bare encode_image loop - 1 (target <= +5%); "
-          "speed-up: scratch / re-score after editing one pair (target >= 50x)")
+        print(
+            f"{name:20} {r['bare']:8.2f} {r['engine']:9.2f} {r['engine'] / r['bare'] - 1:+9.1%} "
+            f"{r['scratch']:10.2f} {r['rescore']:11.4f} {r['scratch'] / r['rescore']:8.0f}x "
+            f"{score_mb:9.0f} {load_mb:9.0f}"
+        )
+    print(
+        "overhead: engine time / bare encode_image loop - 1 (target <= +5%); "
+        "speed-up: scratch / re-score after editing one pair (target >= 50x)"
+    )
 
 
 def report_grmp(photos: list[Photo], args: argparse.Namespace) -> None:
-    print(f"\n{'backbone':20} {'photos':>6} {'adapt s':>8} {'train s':>8} {'steps/s':>8} "
-          f"{'CLIP-IQA s':>11} {'+GRMP s':>8} {'ratio':>6}")
+    print(
+        f"\n{'backbone':20} {'photos':>6} {'adapt s':>8} {'train s':>8} {'steps/s':>8} "
+        f"{'CLIP-IQA s':>11} {'+GRMP s':>8} {'ratio':>6}"
+    )
     for name in BACKBONES:
         r = bench_grmp(name, photos, args.repeats)
-        print(f"{name:20} {r['n']:6} {r['adapt_first']:8.1f} {r['adapt_cached']:8.1f} {r['steps_per_s']:8.1f} "
-              f"{r['alone']:11.2f} {r['both']:8.2f} {r['both'] / r['alone']:5.2f}x")
-    print("adapt: 300 seed-variant steps on 200 labelled photos, feature extraction included; train: the same "
-          "with features cached; ratio: CLIP-IQA + GRMP-IQA (seed, shared backbone) / CLIP-IQA alone "
-          "(target <= 1.1x)")
+        print(
+            f"{name:20} {r['n']:6} {r['adapt_first']:8.1f} {r['adapt_cached']:8.1f} {r['steps_per_s']:8.1f} "
+            f"{r['alone']:11.2f} {r['both']:8.2f} {r['both'] / r['alone']:5.2f}x"
+        )
+    print(
+        "adapt: 300 seed-variant steps on 200 labelled photos, feature extraction included; train: the same "
+        "with features cached; ratio: CLIP-IQA + GRMP-IQA (seed, shared backbone) / CLIP-IQA alone "
+        "(target <= 1.1x)"
+    )
 
 
 def main() -> None:
@@ -206,8 +263,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     photos = make_photos(args.photos, args.side)
-    print(f"{args.photos} photos of {args.side}x{args.side * 3 // 4}, batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads, random weights (compute as with pretrained ones)")
+    print(
+        f"{args.photos} photos of {args.side}x{args.side * 3 // 4}, batch {args.batch_size}, "
+        f"{torch.get_num_threads()} threads, random weights (compute as with pretrained ones)"
+    )
     if args.only in (None, "scoring"):
         report_scoring(photos, args)
     if args.only in (None, "grmp"):

@@ -12,6 +12,7 @@ a checkpoint file of the CPU models' weights, so both sides hold the same number
 
     python -m benchmarks.gpu_check [--out results.json] [--steps 300]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,10 @@ TOLERANCE = 1e-2
 def scorers(backbone) -> dict[str, Scorer]:
     """CLIP-IQA and the GRMP variants this backbone supports, all with seeded initial prompts."""
     store = FeatureStore(backbone)
-    out = {"CLIP-IQA": clip_iqa(store),
-           "GRMP seed": grmp_scorer(GRMPModel(GRMPConfig("seed", backbone.name, None), backbone), store)}
+    out = {
+        "CLIP-IQA": clip_iqa(store),
+        "GRMP seed": grmp_scorer(GRMPModel(GRMPConfig("seed", backbone.name, None), backbone), store),
+    }
     if not backbone.is_resnet:
         out["GRMP paper"] = grmp_scorer(GRMPModel(paper_config(backbone), backbone), store)
     return out
@@ -67,13 +70,15 @@ def agreement(name: str, photos: list[Photo], weights: Path, device: str, dtypes
         for method, scorer in scorers(gpu_backbone).items():
             gpu = [r.score for r in scorer.score(photos)]
             diff = max(abs(a - b) for a, b in zip(cpu[method], gpu))
-            rows.append({"backbone": name, "dtype": dtype, "method": method, "max_abs_diff": diff,
-                         "ok": diff <= TOLERANCE})
+            rows.append(
+                {"backbone": name, "dtype": dtype, "method": method, "max_abs_diff": diff, "ok": diff <= TOLERANCE}
+            )
     return rows
 
 
-def throughput(name: str, weights: Path, photos: list[Photo], device: str, dtype: str, batch: int = 64,
-               repeats: int = 5) -> dict:
+def throughput(
+    name: str, weights: Path, photos: list[Photo], device: str, dtype: str, batch: int = 64, repeats: int = 5
+) -> dict:
     backbone = load_backbone(name, None, weights, device, dtype)
     pixels = torch.randn(batch, 3, 224, 224, device=device, dtype=backbone.dtype)
     for _ in range(3):
@@ -84,8 +89,9 @@ def throughput(name: str, weights: Path, photos: list[Photo], device: str, dtype
         backbone.encode_image(pixels)
     _sync(device)
     bare = batch * repeats / (time.perf_counter() - start)
-    square = [Photo(f"{p.name}-{i}", p.image.resize((224, 224))) for i in range(batch // len(photos) + 1)
-              for p in photos][:batch]
+    square = [
+        Photo(f"{p.name}-{i}", p.image.resize((224, 224))) for i in range(batch // len(photos) + 1) for p in photos
+    ][:batch]
     engine_times = []
     for i in range(repeats):  # distinct crops each time so the cache cannot help
         batch_photos = [Photo(f"{p.name}-{i}", p.image.rotate(i + 1)) for p in square]
@@ -108,12 +114,23 @@ def paper_training(name: str, weights: Path, steps: int, device: str, dtype: str
     config = TrainConfig.for_variant("paper", steps=steps, batch_size=32, eval_every=50)
     losses = []
     start = time.perf_counter()
-    result = run_protocol(model, images, FinetuneProtocol(rounds=1, shots=None, group_by_ref=True), config,
-                          on_step=lambda step, loss, val: losses.append(loss), progress=False)
+    result = run_protocol(
+        model,
+        images,
+        FinetuneProtocol(rounds=1, shots=None, group_by_ref=True),
+        config,
+        on_step=lambda step, loss, val: losses.append(loss),
+        progress=False,
+    )
     seconds = time.perf_counter() - start
-    return {"steps": len(losses), "steps_per_s": len(losses) / seconds, "first_loss": losses[0],
-            "last_loss": sum(losses[-10:]) / 10, "test_srcc": result.rounds[0].test["srcc"],
-            "finite": all(loss == loss for loss in losses)}
+    return {
+        "steps": len(losses),
+        "steps_per_s": len(losses) / seconds,
+        "first_loss": losses[0],
+        "last_loss": sum(losses[-10:]) / 10,
+        "test_srcc": result.rounds[0].test["srcc"],
+        "finite": all(loss == loss for loss in losses),
+    }
 
 
 def main() -> None:
@@ -136,16 +153,22 @@ def main() -> None:
             torch.manual_seed(0)
             weights[name] = Path(tmp) / f"{name}.safetensors"
             save_file(load_backbone(name, None, device="cpu").model.state_dict(), str(weights[name]))
-        report["agreement"] = [row for name in args.names
-                               for row in agreement(name, photos, weights[name], args.device, args.dtypes)]
+        report["agreement"] = [
+            row for name in args.names for row in agreement(name, photos, weights[name], args.device, args.dtypes)
+        ]
         for row in report["agreement"]:
-            print(f"agree  {row['backbone']:20} {row['dtype']}  {row['method']:11} "
-                  f"max|gpu-cpu| = {row['max_abs_diff']:.2e}  {'ok' if row['ok'] else 'FAIL'}")
-        report["throughput"] = [throughput(name, weights[name], photos, args.device, args.dtypes[0])
-                                for name in args.names]
+            print(
+                f"agree  {row['backbone']:20} {row['dtype']}  {row['method']:11} "
+                f"max|gpu-cpu| = {row['max_abs_diff']:.2e}  {'ok' if row['ok'] else 'FAIL'}"
+            )
+        report["throughput"] = [
+            throughput(name, weights[name], photos, args.device, args.dtypes[0]) for name in args.names
+        ]
         for row in report["throughput"]:
-            print(f"speed  {row['backbone']:20} batch 64 @224 {row['dtype']}: bare {row['bare_img_s']:.0f} img/s, "
-                  f"engine {row['engine_img_s']:.0f} img/s")
+            print(
+                f"speed  {row['backbone']:20} batch 64 @224 {row['dtype']}: bare {row['bare_img_s']:.0f} img/s, "
+                f"engine {row['engine_img_s']:.0f} img/s"
+            )
         vit = next((n for n in args.names if "ViT" in n or "vit" in n), None)
         if vit and args.steps:
             report["paper_training"] = paper_training(vit, weights[vit], args.steps, args.device, args.dtypes[0])

@@ -15,6 +15,7 @@ expired. Every loop is bounded; the server is stopped at the end whatever happen
 
     python benchmarks/load.py [--sessions 8] [--edits 3] [--burst 2] [--large 8] [--side 7000] [--ttl 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
-PHOTOS = [EXAMPLES / f"{name}.jpg" for name in ("astronaut", "chelsea", "coffee", "rocket",
-                                                 "astronaut_gaussian_blur_L5", "chelsea_jpeg_L5")]
+PHOTOS = [
+    EXAMPLES / f"{name}.jpg"
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "astronaut_gaussian_blur_L5", "chelsea_jpeg_L5")
+]
 T_SCALE = "checkpoint's logit scale"
 START_TIMEOUT = 120
 CALL_TIMEOUT = 300
@@ -55,8 +58,13 @@ def server(folder: Path, ttl: float):
     port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(folder)}
     log = (folder / "app.log").open("w")
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--test-backbone", "--port", str(port),
-                                "--session-ttl", str(ttl)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py"), "--test-backbone", "--port", str(port), "--session-ttl", str(ttl)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_until_up(url, process)
@@ -141,8 +149,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def report(label: str, timings: Timings, rss: float, seconds: float) -> None:
-    calls = ", ".join(f"{name} p50 {statistics.median(v):.2f} s / p95 {percentile(v, 0.95):.2f} s (n={len(v)})"
-                      for name, v in sorted(timings.latencies.items()))
+    calls = ", ".join(
+        f"{name} p50 {statistics.median(v):.2f} s / p95 {percentile(v, 0.95):.2f} s (n={len(v)})"
+        for name, v in sorted(timings.latencies.items())
+    )
     print(f"{label}: {seconds:.1f} s, {len(timings.errors)} error(s), RSS {rss:.0f} MiB; {calls}")
     for error in timings.errors[:5]:
         print(f"  error: {error}")
@@ -154,7 +164,8 @@ def large_photos(folder: Path, count: int, side: int) -> list[Path]:
     paths = []
     for k in range(count):
         path = folder / f"large_{k}.png"
-        Image.merge("RGB", (gradient, gradient.rotate(90 * (k % 4)), gradient.transpose(0))).save(path)
+        flipped = gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        Image.merge("RGB", (gradient, gradient.rotate(90 * (k % 4)), flipped)).save(path)
         paths.append(path)
     return paths
 
@@ -189,16 +200,24 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             timings = run_sessions(url, args.sessions, PHOTOS, args.edits)
             rounds.append(rss_mib(pid))
-            report(f"round {number} ({args.sessions} sessions x {len(PHOTOS)} photos, {args.edits} edits)", timings,
-                   rounds[-1], time.perf_counter() - start)
+            report(
+                f"round {number} ({args.sessions} sessions x {len(PHOTOS)} photos, {args.edits} edits)",
+                timings,
+                rounds[-1],
+                time.perf_counter() - start,
+            )
         growth = rounds[1] / rounds[0] - 1
         print(f"growth from round 1 to round 2: {growth:+.1%} (target <= +5%)")
         before = wait_for_expiry(pid, args.ttl, idle)
         print(f"once the rounds' sessions expired: RSS {before:.0f} MiB, {before / idle - 1:+.1%} from idle")
         start = time.perf_counter()
         timings = run_sessions(url, args.burst, large_photos(Path(tmp), args.large, args.side), 0)
-        report(f"burst ({args.burst} sessions x {args.large} photos of {args.side}x{args.side})", timings,
-               rss_mib(pid), time.perf_counter() - start)
+        report(
+            f"burst ({args.burst} sessions x {args.large} photos of {args.side}x{args.side})",
+            timings,
+            rss_mib(pid),
+            time.perf_counter() - start,
+        )
         print(f"peak RSS so far (during the burst's decoding): {rss_mib(pid, 'VmHWM'):.0f} MiB")
         after = wait_for_expiry(pid, args.ttl, idle)
         print(f"after the sessions expired: RSS {after:.0f} MiB, {after / idle - 1:+.1%} from idle (target <= +10%)")

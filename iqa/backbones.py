@@ -4,6 +4,7 @@ A `Backbone` bundles the model with its tokenizer, device, dtype and the one det
 CLIP-IQA: RN50 as used by the reference implementation encodes images at their own resolution with
 the attention pool's positional embedding switched off (`native_resolution`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,12 @@ from .text_tower import TextTower
 from .tiny_backbones import TEST_BACKBONES, build_test_model, is_test_backbone
 
 logger = logging.getLogger(__name__)
-CHECKPOINT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors",
-                    "pytorch_model.bin")
+CHECKPOINT_FILES = (
+    "open_clip_model.safetensors",
+    "open_clip_pytorch_model.bin",
+    "model.safetensors",
+    "pytorch_model.bin",
+)
 
 
 class BackboneUnavailable(IQAError, RuntimeError):
@@ -121,14 +126,25 @@ def encode_image_native(visual: ModifiedResNet, x: torch.Tensor) -> torch.Tensor
     tokens = torch.cat([tokens.mean(dim=0, keepdim=True), tokens], dim=0)
     pool = visual.attnpool
     out, _ = F.multi_head_attention_forward(
-        query=tokens[:1], key=tokens, value=tokens,
-        embed_dim_to_check=tokens.shape[-1], num_heads=pool.num_heads,
-        q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
-        v_proj_weight=pool.v_proj.weight, in_proj_weight=None,
+        query=tokens[:1],
+        key=tokens,
+        value=tokens,
+        embed_dim_to_check=tokens.shape[-1],
+        num_heads=pool.num_heads,
+        q_proj_weight=pool.q_proj.weight,
+        k_proj_weight=pool.k_proj.weight,
+        v_proj_weight=pool.v_proj.weight,
+        in_proj_weight=None,
         in_proj_bias=torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
-        bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
-        out_proj_weight=pool.c_proj.weight, out_proj_bias=pool.c_proj.bias,
-        use_separate_proj_weight=True, training=False, need_weights=False,
+        bias_k=None,
+        bias_v=None,
+        add_zero_attn=False,
+        dropout_p=0.0,
+        out_proj_weight=pool.c_proj.weight,
+        out_proj_bias=pool.c_proj.bias,
+        use_separate_proj_weight=True,
+        training=False,
+        need_weights=False,
     )
     return out[0]
 
@@ -167,11 +183,18 @@ def load_backbone(
     model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
     resnet = isinstance(model.visual, ModifiedResNet)
     return Backbone(
-        name=name, pretrained=tag, model=model, tokenizer=tokenizer, device=device, dtype=dtype,
+        name=name,
+        pretrained=tag,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
         is_test=is_test_backbone(name),
         native_resolution=resnet if native_resolution is None else native_resolution and resnet,
-        image_size=_image_size(model), logit_scale=logit_scale,
-        preprocess_cfg=open_clip.get_model_preprocess_cfg(model), source=source,
+        image_size=_image_size(model),
+        logit_scale=logit_scale,
+        preprocess_cfg=open_clip.get_model_preprocess_cfg(model),
+        source=source,
     )
 
 
@@ -187,6 +210,7 @@ def _weights_source(name: str, tag: str | None, checkpoint) -> str:
 def _no_random_init_warning():
     """Hide open_clip's "No pretrained weights loaded ... initialized randomly" where that is the plan:
     the weights are loaded right after (a local file, a GRMP-IQA checkpoint) or asked to be random."""
+
     def keep(record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("No pretrained weights loaded")
 
@@ -212,7 +236,8 @@ def _create_model(name: str, pretrained: str | None, checkpoint) -> tuple[open_c
     if name not in open_clip.list_models():
         raise BackboneUnavailable(
             f"unknown backbone {name!r}: not an open_clip model name (e.g. RN50-quickgelu, "
-            f"ViT-B-16-quickgelu, ViT-L-14-quickgelu) nor a test backbone ({', '.join(TEST_BACKBONES)})")
+            f"ViT-B-16-quickgelu, ViT-L-14-quickgelu) nor a test backbone ({', '.join(TEST_BACKBONES)})"
+        )
     if checkpoint is not None or pretrained is None:
         with _no_random_init_warning():
             model = open_clip.create_model(name, pretrained=None)
@@ -246,15 +271,20 @@ def _hub_weights_cached(repo: str) -> bool:
     if not repo:
         return False
     from huggingface_hub import try_to_load_from_cache
+
     parts = repo.strip("/").split("/")
     repo_id = "/".join(parts[:2])
-    names = [parts[2]] if len(parts) > 2 else [open_clip.constants.HF_SAFE_WEIGHTS_NAME,
-                                                 open_clip.constants.HF_WEIGHTS_NAME]
+    names = (
+        [parts[2]]
+        if len(parts) > 2
+        else [open_clip.constants.HF_SAFE_WEIGHTS_NAME, open_clip.constants.HF_WEIGHTS_NAME]
+    )
     return any(isinstance(try_to_load_from_cache(repo_id, n), str) for n in names)
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
     from huggingface_hub import constants
+
     host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
@@ -279,7 +309,8 @@ def _checkpoint_file(path: Path) -> Path:
             logger.info("weights folder %s: using %s", path, found[0].name)
             return found[0]
         raise BackboneUnavailable(
-            f"checkpoint folder {path} holds no single weights file (looked for {', '.join(CHECKPOINT_FILES)})")
+            f"checkpoint folder {path} holds no single weights file (looked for {', '.join(CHECKPOINT_FILES)})"
+        )
     if not path.is_file():
         raise BackboneUnavailable(f"checkpoint {path} does not exist")
     return path
@@ -296,7 +327,8 @@ def _load_checkpoint_into(model: open_clip.CLIP, name: str, path: Path) -> None:
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected or _shape_mismatch(model, state):
         raise CheckpointMismatch(
-            f"{path.name} does not fit backbone {name!r}: " + _mismatch_summary(model, state, missing, unexpected))
+            f"{path.name} does not fit backbone {name!r}: " + _mismatch_summary(model, state, missing, unexpected)
+        )
     model.load_state_dict(state, strict=True)
 
 
@@ -309,8 +341,9 @@ def unpickling_reason(err: Exception) -> str:
     detail = str(err).partition("WeightsUnpickler error:")[2].strip().split("\n")[0].split(". ")[0].strip()
     if not detail or "weights_only" in detail:
         detail = "it holds objects other than tensors"
-    return (f"it is not a plain tensor checkpoint, and reading it would run code stored in the file "
-            f"({detail.rstrip('.')})")
+    return (
+        f"it is not a plain tensor checkpoint, and reading it would run code stored in the file ({detail.rstrip('.')})"
+    )
 
 
 def unreadable_reason(path: Path, err: Exception) -> str:
@@ -332,6 +365,7 @@ def unreadable_reason(path: Path, err: Exception) -> str:
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+
         return load_file(str(path))
     with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: noise
         warnings.simplefilter("ignore", UserWarning)

@@ -1,4 +1,5 @@
 """Plotly figures for the app: per-pair breakdown, CLIP-IQA against GRMP-IQA, training curves."""
+
 from __future__ import annotations
 
 import math
@@ -31,21 +32,44 @@ def pair_breakdown(clip: ScoreResult, grmp: ScoreResult | None = None) -> go.Fig
             labels.append(f"{grmp.label}:<br>{_label(pair)}")
             pairs.append(pair)
     hover = [f"s_pos={p.s_pos:.4f}<br>s_neg={p.s_neg:.4f}<br>weight={p.weight:g}" for p in pairs]
-    figure = go.Figure([
-        go.Bar(name="p(positive)", y=labels, x=[p.p for p in pairs], orientation="h",
-               marker_color=POSITIVE_COLOUR, text=[f"{p.p:.3f}" for p in pairs], textposition="inside",
-               hovertext=hover, hoverinfo="text+x"),
-        go.Bar(name="p(negative)", y=labels, x=[1 - p.p for p in pairs], orientation="h",
-               marker_color=NEGATIVE_COLOUR, text=[f"{1 - p.p:.3f}" for p in pairs], textposition="inside",
-               hovertext=hover, hoverinfo="text+x"),
-    ])
+    figure = go.Figure(
+        [
+            go.Bar(
+                name="p(positive)",
+                y=labels,
+                x=[p.p for p in pairs],
+                orientation="h",
+                marker_color=POSITIVE_COLOUR,
+                text=[f"{p.p:.3f}" for p in pairs],
+                textposition="inside",
+                hovertext=hover,
+                hoverinfo="text+x",
+            ),
+            go.Bar(
+                name="p(negative)",
+                y=labels,
+                x=[1 - p.p for p in pairs],
+                orientation="h",
+                marker_color=NEGATIVE_COLOUR,
+                text=[f"{1 - p.p:.3f}" for p in pairs],
+                textposition="inside",
+                hovertext=hover,
+                hoverinfo="text+x",
+            ),
+        ]
+    )
     title = f"{clip.name}: CLIP-IQA {clip.score:.3f}"
     if grmp is not None:
         title += f", {grmp.label} {grmp.score:.3f}"
-    figure.update_layout(barmode="stack", title=title, xaxis=dict(range=[0, 1]), yaxis=dict(autorange="reversed"),
-                         legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom",
-                                     traceorder="normal"),
-                         height=170 + 34 * len(labels), margin=dict(l=10, r=10, t=70, b=30))
+    figure.update_layout(
+        barmode="stack",
+        title=title,
+        xaxis=dict(range=[0, 1]),
+        yaxis=dict(autorange="reversed"),
+        legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom", traceorder="normal"),
+        height=170 + 34 * len(labels),
+        margin=dict(l=10, r=10, t=70, b=30),
+    )
     return figure
 
 
@@ -57,18 +81,34 @@ def score_scatter(rows: Sequence[ComparedPhoto]) -> go.Figure:
     """CLIP-IQA (x) against GRMP-IQA (y), one point per photo, with the diagonal for reference."""
     scored = [row for row in rows if CLIP_IQA in row.results and GRMP_IQA in row.results]
     figure = go.Figure()
-    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"),
-                                name="equal scores", hoverinfo="skip"))
-    figure.add_trace(go.Scatter(
-        x=[r.results[CLIP_IQA].score for r in scored], y=[r.results[GRMP_IQA].score for r in scored], mode="markers",
-        marker=dict(size=10, color=GRMP_COLOUR), text=[r.name for r in scored], name="photos",
-        hovertemplate="%{text}<br>CLIP-IQA %{x:.3f}<br>GRMP-IQA %{y:.3f}<extra></extra>"))
-    figure.update_layout(title="CLIP-IQA against GRMP-IQA", xaxis=dict(title="CLIP-IQA", range=[0, 1]),
-                         yaxis=dict(title="GRMP-IQA", range=[0, 1]), height=420,
-                         margin=dict(l=10, r=10, t=50, b=10), showlegend=False)
+    figure.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"), name="equal scores", hoverinfo="skip"
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=[r.results[CLIP_IQA].score for r in scored],
+            y=[r.results[GRMP_IQA].score for r in scored],
+            mode="markers",
+            marker=dict(size=10, color=GRMP_COLOUR),
+            text=[r.name for r in scored],
+            name="photos",
+            hovertemplate="%{text}<br>CLIP-IQA %{x:.3f}<br>GRMP-IQA %{y:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        title="CLIP-IQA against GRMP-IQA",
+        xaxis=dict(title="CLIP-IQA", range=[0, 1]),
+        yaxis=dict(title="GRMP-IQA", range=[0, 1]),
+        height=420,
+        margin=dict(l=10, r=10, t=50, b=10),
+        showlegend=False,
+    )
     if not scored:
-        figure.add_annotation(text="No GRMP-IQA scores: choose a GRMP-IQA checkpoint", x=0.5, y=0.5,
-                              showarrow=False, font=dict(size=14))
+        figure.add_annotation(
+            text="No GRMP-IQA scores: choose a GRMP-IQA checkpoint", x=0.5, y=0.5, showarrow=False, font=dict(size=14)
+        )
     return figure
 
 
@@ -79,14 +119,30 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
     """
     figure = make_subplots(specs=[[{"secondary_y": True}]])
     steps = [h["step"] for h in history]
-    figure.add_trace(go.Scatter(x=steps, y=[h["loss"] for h in history], mode="lines", name="training loss",
-                                line=dict(color=NEGATIVE_COLOUR)), secondary_y=False)
+    figure.add_trace(
+        go.Scatter(
+            x=steps,
+            y=[h["loss"] for h in history],
+            mode="lines",
+            name="training loss",
+            line=dict(color=NEGATIVE_COLOUR),
+        ),
+        secondary_y=False,
+    )
     validated = [h for h in history if _finite(h.get("val_srcc"))]
-    figure.add_trace(go.Scatter(x=[h["step"] for h in validated], y=[h["val_srcc"] for h in validated],
-                                mode="lines+markers", name="validation SRCC", line=dict(color=POSITIVE_COLOUR)),
-                     secondary_y=True)
-    figure.update_layout(title="Adaptation", height=360, margin=dict(l=10, r=10, t=50, b=10),
-                         legend=dict(orientation="h", y=-0.2))
+    figure.add_trace(
+        go.Scatter(
+            x=[h["step"] for h in validated],
+            y=[h["val_srcc"] for h in validated],
+            mode="lines+markers",
+            name="validation SRCC",
+            line=dict(color=POSITIVE_COLOUR),
+        ),
+        secondary_y=True,
+    )
+    figure.update_layout(
+        title="Adaptation", height=360, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2)
+    )
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(title_text="loss", secondary_y=False)
     figure.update_yaxes(title_text="SRCC", range=[-1, 1], secondary_y=True)
@@ -100,17 +156,28 @@ def _finite(value) -> bool:
 def pair_ranking(report: LabReport) -> go.Figure:
     """SRCC and PLCC of each pair, best first, with the chosen pairs' mean as reference lines."""
     labels = [r.pair.label + ("" if r.pair.enabled else " (off)") for r in report.ranks]
-    figure = go.Figure([
-        go.Bar(name="SRCC", y=labels, x=[r.srcc for r in report.ranks], orientation="h",
-               marker_color=POSITIVE_COLOUR),
-        go.Bar(name="PLCC", y=labels, x=[r.plcc for r in report.ranks], orientation="h",
-               marker_color=GRMP_COLOUR),
-    ])
+    figure = go.Figure(
+        [
+            go.Bar(
+                name="SRCC", y=labels, x=[r.srcc for r in report.ranks], orientation="h", marker_color=POSITIVE_COLOUR
+            ),
+            go.Bar(name="PLCC", y=labels, x=[r.plcc for r in report.ranks], orientation="h", marker_color=GRMP_COLOUR),
+        ]
+    )
     if _finite(report.chosen_srcc):
-        figure.add_vline(x=report.chosen_srcc, line_dash="dash", line_color=POSITIVE_COLOUR,
-                         annotation_text=f"mean of chosen pairs: SRCC {report.chosen_srcc:.3f}")
-    figure.update_layout(barmode="group", title=f"Prompt pairs against the labels ({report.n} photos)",
-                         xaxis=dict(range=[-1, 1], title="correlation"), yaxis=dict(autorange="reversed"),
-                         height=200 + 46 * len(labels), margin=dict(l=10, r=10, t=60, b=10),
-                         legend=dict(orientation="h", y=-0.15))
+        figure.add_vline(
+            x=report.chosen_srcc,
+            line_dash="dash",
+            line_color=POSITIVE_COLOUR,
+            annotation_text=f"mean of chosen pairs: SRCC {report.chosen_srcc:.3f}",
+        )
+    figure.update_layout(
+        barmode="group",
+        title=f"Prompt pairs against the labels ({report.n} photos)",
+        xaxis=dict(range=[-1, 1], title="correlation"),
+        yaxis=dict(autorange="reversed"),
+        height=200 + 46 * len(labels),
+        margin=dict(l=10, r=10, t=60, b=10),
+        legend=dict(orientation="h", y=-0.15),
+    )
     return figure

@@ -41,22 +41,38 @@ EXIT_CODES_HELP = """exit codes:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m iqa", description="Find low-quality photos with CLIP.",
-                                     epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="say on stderr which device, backbone and checkpoint files are used, and why")
+    parser = argparse.ArgumentParser(
+        prog="python -m iqa",
+        description="Find low-quality photos with CLIP.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="say on stderr which device, backbone and checkpoint files are used, and why",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    score = commands.add_parser("score", help="score photos and print a table", epilog=EXIT_CODES_HELP,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    score = commands.add_parser(
+        "score",
+        help="score photos and print a table",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     score.add_argument("paths", nargs="+", help="photo files, folders or globs")
     add_scoring_options(score)
     score.add_argument("--csv", type=Path, help="also write the results with the per-pair breakdown as CSV")
     score.add_argument("--json", type=Path, help="also write the results as JSON")
     score.set_defaults(run=run_score)
 
-    filt = commands.add_parser("filter", help="list (and move or copy) the photos below a threshold",
-                               epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    filt = commands.add_parser(
+        "filter",
+        help="list (and move or copy) the photos below a threshold",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     filt.add_argument("folder", help="folder (or glob) of photos")
     filt.add_argument("--threshold", type=float, required=True, help="photos scoring below this are rejected")
     add_scoring_options(filt)
@@ -141,8 +157,9 @@ def score_paths(args: argparse.Namespace, patterns: Sequence[str]) -> tuple[list
 
     results = []
     for scorer in scorers.values():
-        with tqdm(total=len(photos), desc=scorer.label, unit="photo", file=sys.stderr,
-                  disable=None, leave=False) as bar:
+        with tqdm(
+            total=len(photos), desc=scorer.label, unit="photo", file=sys.stderr, disable=None, leave=False
+        ) as bar:
             results.append(scorer.score(photos, progress=lambda done, total: bar.update(done - bar.n)))
     return results, photos, errors
 
@@ -154,8 +171,9 @@ def run_score(args: argparse.Namespace) -> int:
     if args.csv:
         write_output(args.csv, results_to_csv(flat))
     if args.json:
-        write_output(args.json, results_to_json(flat, backbone=args.backbone, pairs=args.pairs,
-                                                errors=[str(e) for e in errors]))
+        write_output(
+            args.json, results_to_json(flat, backbone=args.backbone, pairs=args.pairs, errors=[str(e) for e in errors])
+        )
     return EXIT_PARTIAL if errors else EXIT_OK
 
 
@@ -196,8 +214,10 @@ def run_filter(args: argparse.Namespace) -> int:
     for result in no_score:
         print(f"skipped: {result.name}: no finite score", file=sys.stderr)
     total = len(photos) + len(errors)
-    print(f"{total} photos: {len(kept)} kept, {len(rejected)} rejected, "
-          f"{len(errors) + len(no_score)} unscored (unreadable, or no finite score)")
+    print(
+        f"{total} photos: {len(kept)} kept, {len(rejected)} rejected, "
+        f"{len(errors) + len(no_score)} unscored (unreadable, or no finite score)"
+    )
     if destination:
         _transfer_rejected(args, [paths[r.name] for r in rejected], destination)
     return EXIT_PARTIAL if errors or no_score else EXIT_OK

@@ -47,7 +47,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
 def read_dataset(args: argparse.Namespace) -> list[LabelledImage]:
     """The labelled images of --dataset/--root, the first --limit of them."""
     images = load_dataset(args.dataset, args.root)
-    return images[:args.limit] if args.limit else images
+    return images[: args.limit] if args.limit else images
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -56,8 +56,10 @@ def run_eval(args: argparse.Namespace) -> int:
     images = read_dataset(args)
     scorer = next(iter(open_scorers(args).values()))
     metrics = evaluate(scorer, images, batch_size=args.batch_size)
-    print(f"{scorer.label} on {args.dataset} ({metrics['n']} images): SRCC {metrics['srcc']:.4f}  "
-          f"PLCC {metrics['plcc']:.4f}  KRCC {metrics['krcc']:.4f}")
+    print(
+        f"{scorer.label} on {args.dataset} ({metrics['n']} images): SRCC {metrics['srcc']:.4f}  "
+        f"PLCC {metrics['plcc']:.4f}  KRCC {metrics['krcc']:.4f}"
+    )
     for skipped in metrics["skipped"]:
         print(f"skipped: {skipped}", file=sys.stderr)
     if args.json:
@@ -76,5 +78,3 @@ def run_synth(args: argparse.Namespace) -> int:
     records = make_distorted_set(sources, args.out, types=args.types, max_side=args.max_side, seed=args.seed)
     print(f"wrote {len(records)} labelled images of {len(sources)} photos to {args.out} (labels.csv)")
     return 0
-
-

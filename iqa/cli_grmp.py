@@ -28,13 +28,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     """Register train and import-official on the main parser's sub-commands."""
     _add_train(commands)
     official = commands.add_parser("import-official", help="convert an official GRMP-IQA release checkpoint")
-    official.add_argument("source", nargs="?", default=DEFAULT_FILE,
-                          help=f"a local .pt file, or a file name in the Hub repository {HUB_REPO} "
-                               f"(default {DEFAULT_FILE})")
+    official.add_argument(
+        "source",
+        nargs="?",
+        default=DEFAULT_FILE,
+        help=f"a local .pt file, or a file name in the Hub repository {HUB_REPO} (default {DEFAULT_FILE})",
+    )
     official.add_argument("--out", type=Path, required=True, help="checkpoint path (.safetensors + .json)")
-    official.add_argument("--backbone", default=None,
-                          help="architecture to load it into (default: the one its tensors describe, "
-                               "ViT-B-16-quickgelu for the release)")
+    official.add_argument(
+        "--backbone",
+        default=None,
+        help="architecture to load it into (default: the one its tensors describe, ViT-B-16-quickgelu for the release)",
+    )
     official.add_argument("--device", default=None)
     official.set_defaults(run=run_import_official)
 
@@ -64,8 +69,12 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     optim.add_argument("--lam", type=float, help="regularizer strength (lambda)")
     optim.add_argument("--seed", type=int, default=0)
     meta = train.add_argument_group("meta-prompt pre-training")
-    meta.add_argument("--meta", choices=META_SOURCES, default="none",
-                      help="tasks: synthetic distortions of --meta-root photos, or a KADID-10k/TID2013 folder")
+    meta.add_argument(
+        "--meta",
+        choices=META_SOURCES,
+        default="none",
+        help="tasks: synthetic distortions of --meta-root photos, or a KADID-10k/TID2013 folder",
+    )
     meta.add_argument("--meta-root", type=Path)
     meta.add_argument("--meta-epochs", type=int, default=50)
     out = train.add_argument_group("output")
@@ -106,18 +115,28 @@ def run_train(args: argparse.Namespace) -> int:
     if args.meta != "none":
         tasks = _meta_tasks(args)
         history = meta_pretrain(model, tasks, MetaConfig(epochs=args.meta_epochs, seed=args.seed), store=store)
-        print(f"meta-pre-training: {len(tasks)} tasks, {len(history)} epochs, last query loss "
-              f"{history[-1]['loss']:.4f}")
+        print(
+            f"meta-pre-training: {len(tasks)} tasks, {len(history)} epochs, last query loss {history[-1]['loss']:.4f}"
+        )
     result = run_protocol(
-        model, read_dataset(args), _protocol(args), _train_config(args), store=store,
-        checkpoint_dir=args.state_dir, save_to=args.out,
+        model,
+        read_dataset(args),
+        _protocol(args),
+        _train_config(args),
+        store=store,
+        checkpoint_dir=args.state_dir,
+        save_to=args.out,
     )
     for r in result.rounds:
-        print(f"round {r.round + 1}: train {r.n_train}, val {r.n_val}, test {r.n_test}: "
-              f"SRCC {r.test['srcc']:.4f}  PLCC {r.test['plcc']:.4f}")
+        print(
+            f"round {r.round + 1}: train {r.n_train}, val {r.n_val}, test {r.n_test}: "
+            f"SRCC {r.test['srcc']:.4f}  PLCC {r.test['plcc']:.4f}"
+        )
     summary = result.summary()
-    print("mean SRCC {mean_srcc:.4f}  median SRCC {median_srcc:.4f}  "
-          "mean PLCC {mean_plcc:.4f}  median PLCC {median_plcc:.4f}".format(**summary))
+    print(
+        "mean SRCC {mean_srcc:.4f}  median SRCC {median_srcc:.4f}  "
+        "mean PLCC {mean_plcc:.4f}  median PLCC {median_plcc:.4f}".format(**summary)
+    )
     assert result.checkpoint is not None  # run_protocol saves to save_to
     print(f"checkpoint: {result.checkpoint[0]} (+ {result.checkpoint[1].name})")
     for skipped in result.skipped:
@@ -126,8 +145,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _model_config(args: argparse.Namespace, preset: GRMPConfig, name: str, tag: str | None) -> GRMPConfig:
-    overrides = {"variant": args.variant, "backbone": name, "pretrained": tag, "n_ctx": args.n_ctx,
-                 "ctx_init": args.ctx_init, "seed": args.seed}
+    overrides = {
+        "variant": args.variant,
+        "backbone": name,
+        "pretrained": tag,
+        "n_ctx": args.n_ctx,
+        "ctx_init": args.ctx_init,
+        "seed": args.seed,
+    }
     if args.train_last_blocks is not None:
         overrides["train_last_blocks"] = args.train_last_blocks
     if args.vpt_tokens is not None:
@@ -138,8 +163,14 @@ def _model_config(args: argparse.Namespace, preset: GRMPConfig, name: str, tag: 
 def _protocol(args: argparse.Namespace) -> FinetuneProtocol:
     from .grmp.train import FinetuneProtocol
 
-    return FinetuneProtocol(rounds=args.rounds, test_fraction=args.test_fraction, shots=args.shots,
-                    val_size=args.val_size, group_by_ref=args.group_by_ref, seed=args.seed)
+    return FinetuneProtocol(
+        rounds=args.rounds,
+        test_fraction=args.test_fraction,
+        shots=args.shots,
+        val_size=args.val_size,
+        group_by_ref=args.group_by_ref,
+        seed=args.seed,
+    )
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
@@ -147,8 +178,7 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
     names = {"steps": "steps", "train_batch": "batch_size", "lr": "lr", "regularizer": "regularizer", "lam": "lam"}
     overrides = {field: getattr(args, arg) for arg, field in names.items() if getattr(args, arg) is not None}
-    return TrainConfig.for_variant(args.variant, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                                   **overrides)
+    return TrainConfig.for_variant(args.variant, seed=args.seed, checkpoint_every=args.checkpoint_every, **overrides)
 
 
 def _meta_tasks(args: argparse.Namespace) -> dict[str, list[LabelledImage]]:

@@ -15,18 +15,32 @@ from .tiny_backbones import TEST_BACKBONE_WARNING
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     """Which backbone, where its weights come from, and how photos are fed to it."""
     group = parser.add_argument_group("backbone")
-    group.add_argument("--backbone", default=os.environ.get("IQA_BACKBONE", DEFAULT_BACKBONE),
-                       help="open_clip model name, or test-tiny-rn / test-tiny-vit (meaningless scores)")
-    group.add_argument("--pretrained", default=DEFAULT_PRETRAINED, type=_optional_tag,
-                       help="open_clip pretrained tag ('none': random weights, for benchmarks)")
-    group.add_argument("--weights", default=os.environ.get("IQA_WEIGHTS"),
-                       help="local checkpoint file or folder for the backbone (instead of downloading)")
+    group.add_argument(
+        "--backbone",
+        default=os.environ.get("IQA_BACKBONE", DEFAULT_BACKBONE),
+        help="open_clip model name, or test-tiny-rn / test-tiny-vit (meaningless scores)",
+    )
+    group.add_argument(
+        "--pretrained",
+        default=DEFAULT_PRETRAINED,
+        type=_optional_tag,
+        help="open_clip pretrained tag ('none': random weights, for benchmarks)",
+    )
+    group.add_argument(
+        "--weights",
+        default=os.environ.get("IQA_WEIGHTS"),
+        help="local checkpoint file or folder for the backbone (instead of downloading)",
+    )
     group.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     group.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on GPU, fp32 on CPU)")
-    group.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
-                       help="RN50 native resolution: photos are fed at their own size up to this longest side "
-                            "and downsized to it beyond (the output says so); 0 = never downsize, exactly as the "
-                            "reference library (pyiqa) feeds them, at the cost of memory on big photos")
+    group.add_argument(
+        "--max-side",
+        type=int,
+        default=DEFAULT_MAX_SIDE,
+        help="RN50 native resolution: photos are fed at their own size up to this longest side "
+        "and downsized to it beyond (the output says so); 0 = never downsize, exactly as the "
+        "reference library (pyiqa) feeds them, at the cost of memory on big photos",
+    )
     group.add_argument("--batch-size", type=int, default=16)
 
 
@@ -39,10 +53,15 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     add_backbone_options(parser)
     group = parser.add_argument_group("scoring")
     group.add_argument("--method", choices=list(METHOD_OPTIONS), default="clipiqa")
-    group.add_argument("--pairs", default=DEFAULT_PRESET,
-                       help=f"prompt pairs: a preset ({', '.join(PRESETS)}) or a JSON/CSV file")
-    group.add_argument("--temperature", type=float, default=None,
-                       help="softmax temperature t (default: the checkpoint's logit scale; 1 = the seed's formula)")
+    group.add_argument(
+        "--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: a preset ({', '.join(PRESETS)}) or a JSON/CSV file"
+    )
+    group.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="softmax temperature t (default: the checkpoint's logit scale; 1 = the seed's formula)",
+    )
     group.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp/both)")
     group.add_argument("--recursive", action="store_true", help="look into sub-folders too")
 
@@ -50,10 +69,18 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
 def scorer_spec(args: argparse.Namespace) -> ScorerSpec:
     """The scorers the backbone and scoring options ask for."""
     return ScorerSpec(
-        methods=METHOD_OPTIONS[getattr(args, "method", "clipiqa")], backbone=args.backbone,
-        pretrained=args.pretrained, weights=args.weights, device=args.device, dtype=args.dtype,
-        max_side=args.max_side, batch_size=args.batch_size, pairs=getattr(args, "pairs", DEFAULT_PRESET),
-        temperature=getattr(args, "temperature", None), checkpoint=getattr(args, "checkpoint", None))
+        methods=METHOD_OPTIONS[getattr(args, "method", "clipiqa")],
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+        weights=args.weights,
+        device=args.device,
+        dtype=args.dtype,
+        max_side=args.max_side,
+        batch_size=args.batch_size,
+        pairs=getattr(args, "pairs", DEFAULT_PRESET),
+        temperature=getattr(args, "temperature", None),
+        checkpoint=getattr(args, "checkpoint", None),
+    )
 
 
 def open_scorers(args: argparse.Namespace) -> dict[str, Scorer]:

@@ -5,6 +5,7 @@ between the photo and each prompt; the score is the (weighted) mean of p over th
 reference library. t defaults to the checkpoint's logit scale (100 for OpenAI CLIP); t = 1 is the
 formula as the source document writes it, under which every p stays close to 0.5.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,8 +21,9 @@ from .prompts import PromptPair, usable_pairs
 from .results import PairScore, ScoreResult
 
 
-def pair_probabilities(image_features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
-                       temperature: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pair_probabilities(
+    image_features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cosines and p(positive) for N images x P pairs, from L2-normalised features.
 
     Returns (s_pos, s_neg, p), each [N, P]. The two-way softmax is computed as a sigmoid of the
@@ -38,7 +40,7 @@ def pair_features(store: FeatureStore, pairs: Sequence[PromptPair]) -> tuple[tor
     One call, so that the texts a prompt edit leaves uncached are encoded in one batch.
     """
     texts = store.text_features([p.positive for p in pairs] + [p.negative for p in pairs])
-    return texts[:len(pairs)], texts[len(pairs):]
+    return texts[: len(pairs)], texts[len(pairs) :]
 
 
 def combine(p: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -55,8 +57,9 @@ def check_finite(scores: torch.Tensor, names: Sequence[str]) -> None:
     bad = [name for name, ok in zip(names, torch.isfinite(scores).tolist()) if not ok]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        raise ScoringError(f"CLIP-IQA gave no finite score for {shown} (non-finite image features or "
-                           f"weights); nothing was scored")
+        raise ScoringError(
+            f"CLIP-IQA gave no finite score for {shown} (non-finite image features or weights); nothing was scored"
+        )
 
 
 class CLIPIQA:
@@ -79,8 +82,9 @@ class CLIPIQA:
         images = self.store.image_features(photos, progress)
         return self.score_features(images, [p.name for p in photos], [self.store.notes(p) for p in photos])
 
-    def score_features(self, images: torch.Tensor, names: Sequence[str],
-                       notes: Sequence[list[str]] | None = None) -> list[ScoreResult]:
+    def score_features(
+        self, images: torch.Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None
+    ) -> list[ScoreResult]:
         """Scores from image features that are already computed (the prompt-editing fast path)."""
         positive, negative = pair_features(self.store, self.pairs)
         s_pos, s_neg, p = pair_probabilities(images, positive, negative, self.temperature)
@@ -89,8 +93,22 @@ class CLIPIQA:
         check_finite(scores, names)
         notes = notes or [[] for _ in names]
         return [
-            ScoreResult(name=name, score=float(scores[i]), method=CLIP_IQA, notes=list(notes[i]), pairs=[
-                PairScore(pair.positive, pair.negative, float(s_pos[i, j]), float(s_neg[i, j]),
-                          float(p[i, j]), pair.weight) for j, pair in enumerate(self.pairs)])
+            ScoreResult(
+                name=name,
+                score=float(scores[i]),
+                method=CLIP_IQA,
+                notes=list(notes[i]),
+                pairs=[
+                    PairScore(
+                        pair.positive,
+                        pair.negative,
+                        float(s_pos[i, j]),
+                        float(s_neg[i, j]),
+                        float(p[i, j]),
+                        pair.weight,
+                    )
+                    for j, pair in enumerate(self.pairs)
+                ],
+            )
             for i, name in enumerate(names)
         ]

@@ -3,6 +3,7 @@
 One `ComparedPhoto` per photo is what the app's ranking table, charts, filter and CSV download
 are built from, so they all agree.
 """
+
 from __future__ import annotations
 
 import csv
@@ -98,14 +99,16 @@ class CachedScorer:
             return [replace(self._results[k], name=p.name) for k, p in zip(keys, photos)]
 
 
-def compare(photos: Sequence[Photo], scorers: Sequence[Scorer],
-            progress: ProgressFn | None = None) -> list[ComparedPhoto]:
+def compare(
+    photos: Sequence[Photo], scorers: Sequence[Scorer], progress: ProgressFn | None = None
+) -> list[ComparedPhoto]:
     """Score every photo with every scorer, in the order of `photos`; `progress` follows the first one's encoding.
 
     The first scorer is the reference: `ranked`, `split` and `rows_to_csv` default to CLIP-IQA.
     """
-    per_method = {s.method: s.score(photos, progress if i == 0 else None) if photos else []
-                  for i, s in enumerate(scorers)}
+    per_method = {
+        s.method: s.score(photos, progress if i == 0 else None) if photos else [] for i, s in enumerate(scorers)
+    }
     return [ComparedPhoto(p.name, {m: results[i] for m, results in per_method.items()}) for i, p in enumerate(photos)]
 
 
@@ -114,8 +117,9 @@ def ranked(rows: Sequence[ComparedPhoto], method: str = CLIP_IQA) -> list[Compar
     return sorted(rows, key=lambda row: row.result(method).score, reverse=True)
 
 
-def split(rows: Sequence[ComparedPhoto], threshold: float,
-          method: str = CLIP_IQA) -> tuple[list[ComparedPhoto], list[ComparedPhoto]]:
+def split(
+    rows: Sequence[ComparedPhoto], threshold: float, method: str = CLIP_IQA
+) -> tuple[list[ComparedPhoto], list[ComparedPhoto]]:
     """(kept, rejected) rows, best first, by `method`'s score against `threshold`."""
     by_result = {id(row.result(method)): row for row in rows}
     kept, rejected = split_by_threshold([row.result(method) for row in rows], threshold)
@@ -137,7 +141,7 @@ def rows_to_csv(rows: Sequence[ComparedPhoto], threshold: float, method: str = C
 
 
 def _column(method: str) -> str:
-    """"CLIP-IQA" -> "clip_iqa"."""
+    """ "CLIP-IQA" -> "clip_iqa"."""
     return method.lower().replace("-", "_").replace(" ", "_")
 
 

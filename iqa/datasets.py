@@ -79,9 +79,7 @@ LAYOUTS: dict[str, str] = {
         "  Images/*.bmp|*.JPG           (the first 7 listed images in Images/trainingImages/)"
     ),
     "spaq": (
-        "SPAQ/\n"
-        f"  {SPAQ_LABELS}   (or Annotations/{SPAQ_LABELS}; columns 'Image name', 'MOS')\n"
-        "  TestImage/*.jpg"
+        f"SPAQ/\n  {SPAQ_LABELS}   (or Annotations/{SPAQ_LABELS}; columns 'Image name', 'MOS')\n  TestImage/*.jpg"
     ),
     "kadid10k": (
         "kadid10k/\n"
@@ -128,9 +126,7 @@ _TID_NAME = re.compile(r"^(i\d+)_(\d\d)_(\d)\.\w+$", re.IGNORECASE)
 
 
 def _missing(kind: str, what: str | Path, root: Path) -> DatasetLayoutError:
-    return DatasetLayoutError(
-        f"{kind}: {what} not found under {root}. Expected layout:\n{LAYOUTS[kind]}"
-    )
+    return DatasetLayoutError(f"{kind}: {what} not found under {root}. Expected layout:\n{LAYOUTS[kind]}")
 
 
 def _require(kind: str, root: Path, relative: Path | str, folder: bool = False) -> Path:
@@ -164,9 +160,7 @@ def _read_csv_rows(kind: str, path: Path, required: Sequence[str]) -> list[dict[
         columns = [c.strip() for c in reader.fieldnames or []]
         absent = [c for c in required if c not in columns]
         if absent:
-            raise DatasetFormatError(
-                f"{kind}: {path} lacks column(s) {absent}; it has {columns}"
-            )
+            raise DatasetFormatError(f"{kind}: {path} lacks column(s) {absent}; it has {columns}")
         return [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
 
 
@@ -177,9 +171,7 @@ def _to_float(kind: str, path: Path, line: int, value: str) -> float:
         raise DatasetFormatError(f"{kind}: {path} row {line}: score {value!r} is not a number") from None
 
 
-def load_koniq10k(
-    root: str | Path, resolution: str | None = None, score_column: str = "MOS"
-) -> list[LabelledImage]:
+def load_koniq10k(root: str | Path, resolution: str | None = None, score_column: str = "MOS") -> list[LabelledImage]:
     """KonIQ-10k: MOS on 1-5 (``score_column="MOS_zscore"`` gives the 0-100 z-score MOS).
 
     ``resolution`` picks the image folder, ``"1024x768"`` (the original release) or
@@ -412,9 +404,7 @@ def load_dataset(kind: str, root: str | Path, **options) -> list[LabelledImage]:
     return _LOADERS[key](root, **options)
 
 
-def normalize_scores(
-    scores: Iterable[float], low: float | None = None, high: float | None = None
-) -> np.ndarray:
+def normalize_scores(scores: Iterable[float], low: float | None = None, high: float | None = None) -> np.ndarray:
     """Min-max scale scores to [0, 1].
 
     ``low``/``high`` default to the scores' own min and max; pass a dataset's range (e.g. from

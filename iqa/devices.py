@@ -1,4 +1,5 @@
 """Choice of compute device and number format."""
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,13 @@ from .errors import InputError
 logger = logging.getLogger(__name__)
 
 _DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
 }
 
 

@@ -8,6 +8,7 @@ whose length does not fit is dropped, and a file that is not a readable database
 and started afresh (never trusted). SQLite's write-ahead log lets several processes read and write
 at once. The file is bounded: past `max_bytes` the least recently used rows are evicted.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,10 +64,12 @@ class DiskCache:
         broken: list[str] = []
         db = self._db()
         for start in range(0, len(wanted), _BATCH):
-            chunk = wanted[start:start + _BATCH]
+            chunk = wanted[start : start + _BATCH]
             marks = ",".join("?" * len(chunk))
-            rows = db.execute(f"SELECT digest, vector FROM features WHERE model = ? AND preprocess = ? "
-                              f"AND digest IN ({marks})", (model, preprocess, *chunk)).fetchall()
+            rows = db.execute(
+                f"SELECT digest, vector FROM features WHERE model = ? AND preprocess = ? AND digest IN ({marks})",
+                (model, preprocess, *chunk),
+            ).fetchall()
             for digest, blob in rows:
                 if len(blob) == 4 * dim:
                     found[digest] = np.frombuffer(blob, dtype="<f4").copy()
@@ -114,8 +117,9 @@ class DiskCache:
         except sqlite3.DatabaseError as err:
             self._local.db = None
             aside = self.path.with_name(f"{FILE_NAME}.broken-{int(time.time())}")
-            logger.warning("feature cache %s is not readable (%s); moved to %s, starting afresh", self.path, err,
-                           aside.name)
+            logger.warning(
+                "feature cache %s is not readable (%s); moved to %s, starting afresh", self.path, err, aside.name
+            )
             for suffix in ("", "-wal", "-shm"):
                 part = Path(f"{self.path}{suffix}")
                 if part.exists():
@@ -128,14 +132,18 @@ class DiskCache:
         now = time.time()
         db = self._db()
         with db:
-            db.executemany("UPDATE features SET used = ? WHERE model = ? AND preprocess = ? AND digest = ?",
-                           [(now, model, preprocess, d) for d in digests])
+            db.executemany(
+                "UPDATE features SET used = ? WHERE model = ? AND preprocess = ? AND digest = ?",
+                [(now, model, preprocess, d) for d in digests],
+            )
 
     def _delete(self, model: str, preprocess: str, digests: list[str]) -> None:
         db = self._db()
         with db:
-            db.executemany("DELETE FROM features WHERE model = ? AND preprocess = ? AND digest = ?",
-                           [(model, preprocess, d) for d in digests])
+            db.executemany(
+                "DELETE FROM features WHERE model = ? AND preprocess = ? AND digest = ?",
+                [(model, preprocess, d) for d in digests],
+            )
 
     def _evict(self) -> None:
         """Past `max_bytes`, drop the least recently used rows down to about 90% of it."""
@@ -146,6 +154,9 @@ class DiskCache:
         rows = db.execute("SELECT COUNT(*) FROM features").fetchone()[0]
         doomed = math.ceil((used - 0.9 * self.max_bytes) / max(1.0, used / max(rows, 1)))
         with db:
-            db.execute("DELETE FROM features WHERE (model, preprocess, digest) IN "
-                       "(SELECT model, preprocess, digest FROM features ORDER BY used LIMIT ?)", (doomed,))
+            db.execute(
+                "DELETE FROM features WHERE (model, preprocess, digest) IN "
+                "(SELECT model, preprocess, digest FROM features ORDER BY used LIMIT ?)",
+                (doomed,),
+            )
         logger.info("feature cache: evicted %d of %d rows past %d bytes", doomed, rows, self.max_bytes)

@@ -129,21 +129,15 @@ DISTORTIONS: dict[str, Distortion] = {
         Distortion("gaussian_noise", "sigma (8-bit units)", (5, 10, 16, 25, 38), _gaussian_noise),
         Distortion("jpeg", "JPEG quality", (40, 25, 15, 8, 3), _jpeg),
         Distortion("over_exposure", "exposure gain (stops)", (0.5, 1.0, 1.5, 2.1, 2.8), _exposure),
-        Distortion(
-            "under_exposure", "exposure gain (stops)", (-0.6, -1.2, -1.9, -2.6, -3.4), _exposure
-        ),
-        Distortion(
-            "contrast_decrease", "contrast kept", (0.75, 0.58, 0.44, 0.32, 0.2), _contrast_decrease
-        ),
+        Distortion("under_exposure", "exposure gain (stops)", (-0.6, -1.2, -1.9, -2.6, -3.4), _exposure),
+        Distortion("contrast_decrease", "contrast kept", (0.75, 0.58, 0.44, 0.32, 0.2), _contrast_decrease),
         Distortion("desaturate", "saturation kept", (0.7, 0.5, 0.32, 0.16, 0.0), _desaturate),
         Distortion("pixelate", "downscale factor", (2, 3, 4, 6, 8), _pixelate),
     )
 }
 
 
-def distort(
-    image: Image.Image, distortion: str, level: int, seed: int | Sequence[int] = 0
-) -> Image.Image:
+def distort(image: Image.Image, distortion: str, level: int, seed: int | Sequence[int] = 0) -> Image.Image:
     """Apply ``distortion`` (a key of :data:`DISTORTIONS`) at ``level`` 1-5 to an RGB image.
 
     The result has the input's size and is fully determined by the image, type, level and seed.
@@ -174,10 +168,7 @@ def _named_sources(sources: Mapping[str, Source] | Iterable[Source]) -> list[tup
     if isinstance(sources, Mapping):
         named = list(sources.items())
     else:
-        named = [
-            (Path(s).stem if isinstance(s, (str, Path)) else f"ref{i:02d}", s)
-            for i, s in enumerate(sources)
-        ]
+        named = [(Path(s).stem if isinstance(s, (str, Path)) else f"ref{i:02d}", s) for i, s in enumerate(sources)]
     names = [name for name, _ in named]
     for name in names:
         if not _SAFE_NAME.match(name):

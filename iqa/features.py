@@ -3,6 +3,7 @@
 Editing one prompt pair and re-scoring the same photos then costs two text encodings and a few
 small matrix products; the image encoder does not run again.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,10 @@ def _workers() -> ThreadPoolExecutor:
     """
     global _POOL
     if _POOL is None or _POOL[0] != os.getpid():
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
-                                                 thread_name_prefix="iqa-prep"))
+        _POOL = (
+            os.getpid(),
+            ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="iqa-prep"),
+        )
     return _POOL[1]
 
 
@@ -46,8 +49,15 @@ def _digest(photo: Photo) -> str:
 class FeatureStore:
     """Normalised image and text features of one backbone, cached in least-recently-used order."""
 
-    def __init__(self, backbone: Backbone, preprocessor: Preprocessor | None = None, batch_size: int = 16,
-                 max_images: int = 20_000, max_texts: int = 10_000, max_side: int | None = DEFAULT_MAX_SIDE):
+    def __init__(
+        self,
+        backbone: Backbone,
+        preprocessor: Preprocessor | None = None,
+        batch_size: int = 16,
+        max_images: int = 20_000,
+        max_texts: int = 10_000,
+        max_side: int | None = DEFAULT_MAX_SIDE,
+    ):
         self.backbone = backbone
         self.preprocessor = preprocessor or preprocessor_for(backbone, max_side)
         self.batch_size = batch_size
@@ -102,8 +112,10 @@ class FeatureStore:
     def added_since(self, mark: tuple[set, set]) -> tuple[dict, dict]:
         """The image and text features cached after `mark` was taken."""
         with self._lock:
-            return ({k: v for k, v in self._images.items() if k not in mark[0]},
-                    {k: v for k, v in self._texts.items() if k not in mark[1]})
+            return (
+                {k: v for k, v in self._images.items() if k not in mark[0]},
+                {k: v for k, v in self._texts.items() if k not in mark[1]},
+            )
 
     def merge(self, added: tuple[dict, dict]) -> None:
         """Cache features computed by a copy of this store in another process (ZeroGPU runs GPU work
@@ -133,7 +145,7 @@ class FeatureStore:
         done, total = 0, len(missing)
         for group in by_size.values():
             for start in range(0, len(group), self.batch_size):
-                chunk = group[start:start + self.batch_size]
+                chunk = group[start : start + self.batch_size]
                 batch = torch.stack(list(_workers().map(self.preprocessor, [photo.image for _, photo in chunk])))
                 features = F.normalize(self.backbone.encode_image(batch).float(), dim=-1).cpu()
                 self.image_encoder_calls += 1

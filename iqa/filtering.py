@@ -7,6 +7,7 @@ the original only once the copy's size and content hash equal the original's. Re
 interruption removes the leftover temporary files and recognises photos already copied (same name,
 same content), so it finishes the job without `-1` duplicates.
 """
+
 from __future__ import annotations
 
 import errno
@@ -115,7 +116,8 @@ def transfer(plan: list[tuple[Path, Path]], mode: str = "copy") -> list[tuple[Pa
             raise OutputError(
                 error.errno or errno.EIO,
                 f"could not {mode} {source} to {target}: {_reason(error)} ({len(done)} of {len(plan)} "
-                f"photos {verb} before it; nothing was lost, run again to finish)") from error
+                f"photos {verb} before it; nothing was lost, run again to finish)",
+            ) from error
         done.append((source, target))
     return done
 
@@ -201,8 +203,7 @@ def check_destination(destination: Path, source_folders: Iterable[Path], recursi
         if dest == folder:
             return f"{destination} is the folder the photos come from; choose a folder outside it"
         if recursive and folder in dest.parents:
-            return (f"{destination} is inside {folder}, which is searched with --recursive; "
-                    f"choose a folder outside it")
+            return f"{destination} is inside {folder}, which is searched with --recursive; choose a folder outside it"
     return None
 
 

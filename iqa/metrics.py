@@ -36,8 +36,7 @@ def _as_pair(pred: ArrayLike, target: ArrayLike) -> tuple[np.ndarray, np.ndarray
         bad = ~np.isfinite(values)
         if bad.any():
             raise InputError(
-                f"{label} contains {int(bad.sum())} NaN or infinite value(s), "
-                f"first at index {int(np.argmax(bad))}"
+                f"{label} contains {int(bad.sum())} NaN or infinite value(s), first at index {int(np.argmax(bad))}"
             )
     return x, y
 
@@ -98,9 +97,7 @@ def fit_logistic(pred: ArrayLike, target: ArrayLike) -> np.ndarray | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optimize.OptimizeWarning)
-            params, _ = optimize.curve_fit(
-                logistic4, x, y, p0=initial, jac=_logistic4_jacobian, maxfev=10000
-            )
+            params, _ = optimize.curve_fit(logistic4, x, y, p0=initial, jac=_logistic4_jacobian, maxfev=10000)
     except (RuntimeError, ValueError):
         return None
     if not np.all(np.isfinite(params)):

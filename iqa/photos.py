@@ -28,15 +28,23 @@ from .preprocess import shape_problem
 MAX_PIXELS = 100_000_000
 MAX_BYTES = 100_000_000
 SUPPORTED_EXTENSIONS = (
-    ".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif",
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".gif",
+    ".heic",
+    ".heif",
 )
 SUPPORTED_FORMATS_TEXT = "JPEG, PNG, WebP, TIFF, BMP, GIF, HEIC/HEIF"
 
 # Pillow format ids we let Image.open try (JPEG also covers camera MPO files). Keeping the list
 # short means a mislabelled file is never handed to a rarely used (or Ghostscript) decoder.
 _PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
-_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs",
-                b"mif1", b"mif2", b"msf1"}
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"mif2", b"msf1"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "PA"}
 _GREY16_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
@@ -104,8 +112,7 @@ def open_photo(
         display = name or "<array>"
         return Photo(display, _from_array(source, display, max_pixels))
     raise TypeError(
-        f"cannot open a photo from {type(source).__name__}; "
-        "pass a path, bytes, a PIL image or a numpy array"
+        f"cannot open a photo from {type(source).__name__}; pass a path, bytes, a PIL image or a numpy array"
     )
 
 
@@ -193,9 +200,7 @@ def _expand_pattern(pattern: str, recursive: bool) -> list[Path]:
         hint = ""
         if not recursive and _photos_in_folder(path, recursive=True):
             hint = "; its subfolders have some, use the recursive option to include them"
-        raise FileNotFoundError(
-            f"{pattern}: is a folder with no photos ({', '.join(SUPPORTED_EXTENSIONS)}){hint}"
-        )
+        raise FileNotFoundError(f"{pattern}: is a folder with no photos ({', '.join(SUPPORTED_EXTENSIONS)}){hint}")
     if any(char in pattern for char in "*?["):
         photos = []
         for match in sorted(glob.glob(os.path.expanduser(pattern), recursive=True)):
@@ -242,9 +247,7 @@ def _check_byte_count(size: int, name: str, max_bytes: int | None) -> None:
     if size == 0:
         raise PhotoError(name, "file is empty (0 bytes)")
     if max_bytes is not None and size > max_bytes:
-        raise PhotoError(
-            name, f"file is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:g} MB limit"
-        )
+        raise PhotoError(name, f"file is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:g} MB limit")
 
 
 def _check_pixel_count(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
@@ -265,9 +268,7 @@ def _decode(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
     formats: tuple[str, ...] = _PILLOW_FORMATS
     if kind == "HEIC/HEIF":
         if not _heif_opener_registered():
-            raise PhotoError(
-                name, "HEIC/HEIF photo, but reading it needs pillow-heif (pip install pillow-heif)"
-            )
+            raise PhotoError(name, "HEIC/HEIF photo, but reading it needs pillow-heif (pip install pillow-heif)")
         formats += ("HEIF",)
     try:
         with warnings.catch_warnings():
@@ -321,13 +322,9 @@ def _array_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
     if np.issubdtype(array.dtype, np.floating):
         low, high = float(np.min(array)), float(np.max(array))
         if not (np.isfinite(low) and np.isfinite(high)) or low < 0.0 or high > 1.0:
-            raise PhotoError(
-                name, f"float pixel values must lie in [0, 1], found {low:g} to {high:g}"
-            )
+            raise PhotoError(name, f"float pixel values must lie in [0, 1], found {low:g} to {high:g}")
         return np.round(array * 255.0).astype(np.uint8)
-    raise PhotoError(
-        name, f"unsupported pixel type {array.dtype} (use uint8, uint16, or floats in [0, 1])"
-    )
+    raise PhotoError(name, f"unsupported pixel type {array.dtype} (use uint8, uint16, or floats in [0, 1])")
 
 
 def _to_upright_rgb(image: Image.Image, name: str) -> Image.Image:

@@ -5,6 +5,7 @@ photo at its own size, bounded by `max_side`, normalised. Otherwise open_clip's 
 transform for the loaded model, built from the model's preprocess configuration (size, mean, std,
 interpolation, resize mode), so any open_clip model gets the input it was trained on.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,10 @@ def shape_problem(size: tuple[int, int]) -> str | None:
         return f"image has zero size ({w}x{h} pixels)"
     if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
         ratio = max(w, h) / min(w, h)
-        return (f"{w}x{h} pixels: aspect ratio {ratio:.0f}:1 is beyond the {MAX_ASPECT_RATIO}:1 limit "
-                f"(crop it to the part that matters)")
+        return (
+            f"{w}x{h} pixels: aspect ratio {ratio:.0f}:1 is beyond the {MAX_ASPECT_RATIO}:1 limit "
+            f"(crop it to the part that matters)"
+        )
     return None
 
 
@@ -114,17 +117,29 @@ class Preprocessor:
 
     @cached_property
     def _open_clip_transform(self) -> Callable[[Image.Image], torch.Tensor]:
-        cfg = PreprocessCfg(size=self.image_size, mean=self.mean, std=self.std, interpolation=self.interpolation,
-                            resize_mode=self.resize_mode)
+        cfg = PreprocessCfg(
+            size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+            interpolation=self.interpolation,
+            resize_mode=self.resize_mode,
+        )
         return image_transform_v2(cfg, is_train=False)
 
 
-def preprocessor_for(backbone, max_side: int | None = DEFAULT_MAX_SIDE, native_resolution: bool | None = None
-                     ) -> Preprocessor:
+def preprocessor_for(
+    backbone, max_side: int | None = DEFAULT_MAX_SIDE, native_resolution: bool | None = None
+) -> Preprocessor:
     """The preprocessing that matches a loaded backbone: its own open_clip preprocess configuration."""
     known = {f.name for f in fields(PreprocessCfg)}
     cfg = PreprocessCfg(**{k: v for k, v in backbone.preprocess_cfg.items() if k in known})
     native = backbone.native_resolution if native_resolution is None else native_resolution
-    return Preprocessor(native_resolution=native, image_size=backbone.image_size, max_side=max_side,
-                        mean=tuple(cfg.mean), std=tuple(cfg.std), interpolation=cfg.interpolation,
-                        resize_mode=cfg.resize_mode)
+    return Preprocessor(
+        native_resolution=native,
+        image_size=backbone.image_size,
+        max_side=max_side,
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        interpolation=cfg.interpolation,
+        resize_mode=cfg.resize_mode,
+    )

@@ -3,6 +3,7 @@
 Every photo is encoded once through the `FeatureStore`; each pair then costs two text encodings
 and a matrix product, so trying new pairs on the same labelled set is nearly free.
 """
+
 from __future__ import annotations
 
 import csv
@@ -51,12 +52,14 @@ class LabelledPhotos:
 
     def images(self) -> list[LabelledImage]:
         """The set as the trainers take it: a path and a score per photo (photos read from files)."""
-        return [LabelledImage(photo.path, score) for photo, score in zip(self.photos, self.scores)
-                if photo.path is not None]
+        return [
+            LabelledImage(photo.path, score) for photo, score in zip(self.photos, self.scores) if photo.path is not None
+        ]
 
 
-def rank_pairs(store: FeatureStore, pairs: Sequence[PromptPair], labelled: LabelledPhotos,
-               temperature: float | None = None) -> LabReport:
+def rank_pairs(
+    store: FeatureStore, pairs: Sequence[PromptPair], labelled: LabelledPhotos, temperature: float | None = None
+) -> LabReport:
     """SRCC and PLCC of every valid pair (enabled or not) and of the enabled pairs' weighted mean."""
     if len(labelled.photos) < 3:
         raise InputError(f"the labelled set has {len(labelled.photos)} usable photos; at least 3 are needed")
@@ -130,8 +133,10 @@ def _read_score_rows(path: Path) -> list[tuple[str, float]]:
         raise InputError(f"{path.name} is not a readable CSV file ({err})") from err
     name_column = next((c for c in NAME_COLUMNS if c in header), None)
     if "score" not in header or name_column is None:
-        raise InputError(f"{path.name} needs a header with a 'score' column and one of "
-                         f"{', '.join(NAME_COLUMNS)}; found: {', '.join(header) or 'nothing'}")
+        raise InputError(
+            f"{path.name} needs a header with a 'score' column and one of "
+            f"{', '.join(NAME_COLUMNS)}; found: {', '.join(header) or 'nothing'}"
+        )
     rows = []
     for line, raw in enumerate(reader, start=2):
         row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}

@@ -1,4 +1,5 @@
 """Antonym prompt pairs: the data CLIP-IQA scores with."""
+
 from __future__ import annotations
 
 import csv
@@ -45,8 +46,7 @@ class PromptPair:
             if tokenizer is not None:
                 n = len(tokenizer.encode(text)) + 2  # start and end tokens
                 if n > CONTEXT_LENGTH:
-                    raise PromptError(
-                        f"the {side} prompt is {n} tokens long; CLIP reads at most {CONTEXT_LENGTH}")
+                    raise PromptError(f"the {side} prompt is {n} tokens long; CLIP reads at most {CONTEXT_LENGTH}")
         if _normal(self.positive) == _normal(self.negative):
             raise PromptError("the positive and negative prompts are the same")
         check_weight(self.weight)
@@ -115,17 +115,37 @@ def _photo_pairs(*words: tuple[str, str]) -> list[PromptPair]:
 
 PRESETS: dict[str, list[PromptPair]] = {
     # The source document's three pairs.
-    "seed": _pairs(("a beautiful photo", "an ugly photo"), ("a professional photo", "an amateur photo"),
-                   ("a sharp photo", "a blurry photo")),
+    "seed": _pairs(
+        ("a beautiful photo", "an ugly photo"),
+        ("a professional photo", "an amateur photo"),
+        ("a sharp photo", "a blurry photo"),
+    ),
     # pyiqa's `clipiqa` metric (the reference library).
-    "pyiqa": _pairs(("Good image", "bad image"), ("Sharp image", "blurry image"), ("sharp edges", "blurry edges"),
-                    ("High resolution image", "low resolution image"), ("Noise-free image", "noisy image")),
+    "pyiqa": _pairs(
+        ("Good image", "bad image"),
+        ("Sharp image", "blurry image"),
+        ("sharp edges", "blurry edges"),
+        ("High resolution image", "low resolution image"),
+        ("Noise-free image", "noisy image"),
+    ),
     # The paper's "look" attributes; Noisy/Clean keeps the paper's order (undesirable side first).
-    "paper-look": _photo_pairs(("Good", "Bad"), ("Bright", "Dark"), ("Sharp", "Blurry"), ("Noisy", "Clean"),
-                               ("Colorful", "Dull"), ("High contrast", "Low contrast")),
+    "paper-look": _photo_pairs(
+        ("Good", "Bad"),
+        ("Bright", "Dark"),
+        ("Sharp", "Blurry"),
+        ("Noisy", "Clean"),
+        ("Colorful", "Dull"),
+        ("High contrast", "Low contrast"),
+    ),
     # The paper's "feel" attributes.
-    "paper-feel": _photo_pairs(("Aesthetic", "Not aesthetic"), ("Happy", "Sad"), ("Natural", "Synthetic"),
-                               ("New", "Old"), ("Scary", "Peaceful"), ("Complex", "Simple")),
+    "paper-feel": _photo_pairs(
+        ("Aesthetic", "Not aesthetic"),
+        ("Happy", "Sad"),
+        ("Natural", "Synthetic"),
+        ("New", "Old"),
+        ("Scary", "Peaceful"),
+        ("Complex", "Simple"),
+    ),
 }
 DEFAULT_PRESET = "pyiqa"
 

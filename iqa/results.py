@@ -1,4 +1,5 @@
 """Score records shared by both methods, and their CSV / JSON forms."""
+
 from __future__ import annotations
 
 import csv

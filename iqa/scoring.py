@@ -130,8 +130,11 @@ def grmp_scorer(
     else:
         config = read_config(source)
         shared = store is not None and shares_backbone(config, store.backbone)
-        logger.info("GRMP-IQA checkpoint %s: %s", source,
-                    "on CLIP-IQA's backbone" if shared else f"loading its own backbone {config.backbone}")
+        logger.info(
+            "GRMP-IQA checkpoint %s: %s",
+            source,
+            "on CLIP-IQA's backbone" if shared else f"loading its own backbone {config.backbone}",
+        )
         backbone = store.backbone if shared and store is not None else None
         model = load_checkpoint(source, backbone=backbone, device=device, dtype=dtype)
     return GRMPScorer(model, store, batch_size=batch_size)
@@ -154,5 +157,8 @@ def shares_features(model: GRMPModel, store: FeatureStore) -> bool:
     (name, weights, precision) and the same preprocessing. The paper variant's features depend
     on its own prompted image tower.
     """
-    return (model.features_frozen and store.backbone.key == model.backbone.key
-            and store.preprocessor.key == model.preprocessor.key)
+    return (
+        model.features_frozen
+        and store.backbone.key == model.backbone.key
+        and store.preprocessor.key == model.preprocessor.key
+    )

@@ -5,6 +5,7 @@ attention mask nothing after the end token reaches the pooled feature; encoding 
 up to it gives the same features several times faster, which is what re-scoring after a prompt
 edit and each soft-prompt training step mostly cost.
 """
+
 from __future__ import annotations
 
 import torch

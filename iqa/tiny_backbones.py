@@ -5,6 +5,7 @@ Their scores are meaningless. Every tensor is filled with seeded random values (
 statistics included) because open_clip's own initialisation is degenerate for comparisons (zeroed
 last batch norm of each residual block), and the logit scale is set to ln(100) like OpenAI's CLIP.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 Test modules never import each other nor this file; helpers they share live in `tests/hostile.py`
 and `tests/official_reference.py`.
 """
+
 from __future__ import annotations
 
 import os
@@ -84,8 +85,13 @@ def running_app(folder: Path, *args: str, timeout: float = 90):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HOME": str(folder / "hf")}
     log = folder / "app.log"
     with log.open("w") as out:
-        process = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--test-backbone", "--port", str(port),
-                                    *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), "--test-backbone", "--port", str(port), *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for(url, process, log, timeout)

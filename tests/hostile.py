@@ -5,6 +5,7 @@ photos and returns the cases with the message each must produce; the other write
 each. Every case is small (the 40000x1 strip is a 100-byte PNG; the bomb is a PNG header that
 claims 3.6 gigapixels).
 """
+
 from __future__ import annotations
 
 import io
@@ -56,6 +57,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG signature and IHDR claiming this size, with one tiny IDAT: a decompression-bomb header."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -82,18 +84,21 @@ def write_photo_corpus(folder: Path) -> list[Case]:
     jpeg = io.BytesIO()
     good_image().save(jpeg, "JPEG")
     files = {
-        "corrupt.jpg": (b"\xff\xd8\xff\xe0" + os.urandom(16) + b" not really a jpeg",
-                        r"corrupt or truncated"),
+        "corrupt.jpg": (b"\xff\xd8\xff\xe0" + os.urandom(16) + b" not really a jpeg", r"corrupt or truncated"),
         "truncated.png": (png[: len(png) // 2], r"corrupt or truncated"),
         "truncated.jpg": (jpeg.getvalue()[:200], r"corrupt or truncated"),
         "empty.jpg": (b"", r"file is empty \(0 bytes\)"),
         "notes.jpg": (b"just some words, not a photo\n", r"not an image file \(looks like a text file\)"),
         "page.png": (b"<!doctype html><html><body>hi</body></html>", r"not an image file \(looks like an HTML page\)"),
         "bomb.png": (png_header_only(60000, 60000), r"decompression bomb|MP limit"),
-        "strip_wide.png": (png_bytes(Image.new("RGB", (40000, 1), (9, 9, 9))),
-                           r"40000x1 pixels: aspect ratio 40000:1 is beyond the 20:1 limit"),
-        "strip_tall.png": (png_bytes(Image.new("RGB", (1, 40000), (9, 9, 9))),
-                           r"1x40000 pixels: aspect ratio 40000:1 is beyond the 20:1 limit"),
+        "strip_wide.png": (
+            png_bytes(Image.new("RGB", (40000, 1), (9, 9, 9))),
+            r"40000x1 pixels: aspect ratio 40000:1 is beyond the 20:1 limit",
+        ),
+        "strip_tall.png": (
+            png_bytes(Image.new("RGB", (1, 40000), (9, 9, 9))),
+            r"1x40000 pixels: aspect ratio 40000:1 is beyond the 20:1 limit",
+        ),
     }
     cases = []
     for name, (data, message) in files.items():
@@ -108,9 +113,11 @@ def write_path_corpus(folder: Path) -> list[Case]:
     (folder / "x.jpg").mkdir(parents=True, exist_ok=True)
     (folder / "no_photos").mkdir(exist_ok=True)
     (folder / "no_photos" / "readme.txt").write_text("no photo here")
-    cases = [Case("missing.jpg", r"missing\.jpg: no such file or folder"),
-             Case("x.jpg", r"x\.jpg: is a folder with no photos"),
-             Case("no_photos", r"no_photos: is a folder with no photos")]
+    cases = [
+        Case("missing.jpg", r"missing\.jpg: no such file or folder"),
+        Case("x.jpg", r"x\.jpg: is a folder with no photos"),
+        Case("no_photos", r"no_photos: is a folder with no photos"),
+    ]
     loop = folder / "loop.jpg"
     try:
         os.symlink(loop, loop)
@@ -136,23 +143,38 @@ def write_prompt_files(folder: Path) -> list[Case]:
     """Prompt sets that must be refused by `load_pairs`, with the message each must give."""
     folder.mkdir(parents=True, exist_ok=True)
     sets = {
-        "not_strings.json": ([{"positive": 1, "negative": None}],
-                             r"not_strings\.json: entry 1: the positive prompt must be text, not int"),
-        "list_prompt.json": ([{"positive": ["a"], "negative": "b"}],
-                             r"list_prompt\.json: entry 1: the positive prompt must be text, not list"),
-        "nul.json": ([{"positive": "sharp\x00photo", "negative": "blurry photo"}],
-                     r"nul\.json: entry 1: the positive prompt holds a control character \(U\+0000\)"),
-        "escape.json": ([{"positive": "sharp photo", "negative": "blurry \x1b[31mphoto"}],
-                        r"escape\.json: entry 1: the negative prompt holds a control character \(U\+001B\)"),
-        "nan_weight.json": ([{"positive": "a", "negative": "b", "weight": "nan"}],
-                            r"nan_weight\.json: entry 1: the weight nan is not a finite number"),
-        "inf_weight.json": ([{"positive": "a", "negative": "b", "weight": "inf"}],
-                            r"inf_weight\.json: entry 1: the weight inf is not a finite number"),
-        "huge_weights.json": ([{"positive": "a", "negative": "b", "weight": 1e308},
-                               {"positive": "c", "negative": "d", "weight": 1e308}],
-                              r"huge_weights\.json: entry 1: the weight 1e\+308 is beyond the limit of 1e\+06"),
-        "negative_weight.json": ([{"positive": "a", "negative": "b", "weight": -1}],
-                                 r"negative_weight\.json: entry 1: the weight -1.0 is below 0"),
+        "not_strings.json": (
+            [{"positive": 1, "negative": None}],
+            r"not_strings\.json: entry 1: the positive prompt must be text, not int",
+        ),
+        "list_prompt.json": (
+            [{"positive": ["a"], "negative": "b"}],
+            r"list_prompt\.json: entry 1: the positive prompt must be text, not list",
+        ),
+        "nul.json": (
+            [{"positive": "sharp\x00photo", "negative": "blurry photo"}],
+            r"nul\.json: entry 1: the positive prompt holds a control character \(U\+0000\)",
+        ),
+        "escape.json": (
+            [{"positive": "sharp photo", "negative": "blurry \x1b[31mphoto"}],
+            r"escape\.json: entry 1: the negative prompt holds a control character \(U\+001B\)",
+        ),
+        "nan_weight.json": (
+            [{"positive": "a", "negative": "b", "weight": "nan"}],
+            r"nan_weight\.json: entry 1: the weight nan is not a finite number",
+        ),
+        "inf_weight.json": (
+            [{"positive": "a", "negative": "b", "weight": "inf"}],
+            r"inf_weight\.json: entry 1: the weight inf is not a finite number",
+        ),
+        "huge_weights.json": (
+            [{"positive": "a", "negative": "b", "weight": 1e308}, {"positive": "c", "negative": "d", "weight": 1e308}],
+            r"huge_weights\.json: entry 1: the weight 1e\+308 is beyond the limit of 1e\+06",
+        ),
+        "negative_weight.json": (
+            [{"positive": "a", "negative": "b", "weight": -1}],
+            r"negative_weight\.json: entry 1: the weight -1.0 is below 0",
+        ),
     }
     cases = []
     for name, (records, message) in sets.items():

@@ -3,19 +3,21 @@
 Used by tests/test_app_hostile.py against the handlers and the served app alike. `message` is a
 regular expression the app's answer (an error, or the photo summary) must match.
 """
+
 from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 
 from iqa.backbones import load_backbone
 from iqa.grmp.checkpoint import save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
+
 
 @dataclass
 class Case:
@@ -32,6 +34,7 @@ class Payload:
 
 
 # --- photos (the upload box) ---------------------------------------------------------------------
+
 
 def _corrupt(folder: Path) -> list[Path]:
     path = folder / "corrupt.jpg"
@@ -67,6 +70,7 @@ PHOTO_CASES = [
 
 # --- GRMP checkpoint uploads ---------------------------------------------------------------------
 
+
 def good_checkpoint(folder: Path, stem: str = "tiny") -> tuple[Path, Path]:
     """A valid seed checkpoint on the test backbone the test servers start with."""
     backbone = load_backbone("test-tiny-rn")
@@ -81,6 +85,7 @@ def _edited(**config) -> Callable[[Path], list[Path]]:
         meta["config"].update(config)
         json_path.write_text(json.dumps(meta))
         return [json_path, tensors]
+
     return make
 
 
@@ -115,15 +120,22 @@ CHECKPOINT_CASES = [
     Case("empty files", _empty_checkpoint, r"tiny\.json is not a GRMP checkpoint config: not valid JSON"),
     Case("string format_version", _string_version, r"tiny\.json: format_version must be an integer, got '1'"),
     Case("nesting 200,000 deep", _deep, r"tiny\.json is not a GRMP checkpoint config: JSON nested more than 32"),
-    Case("mlp_hidden 100000000", _edited(mlp_hidden=100_000_000),
-         r"tiny\.json holds an invalid GRMP config: mlp_hidden must be between 1 and 4096, got 100000000"),
-    Case("foreign backbone", _edited(backbone="ViT-L-14-quickgelu", pretrained="openai"),
-         r"needs backbone 'ViT-L-14-quickgelu'; uploaded checkpoints may only use the backbones this server was "
-         r"started with: test-tiny-rn"),
+    Case(
+        "mlp_hidden 100000000",
+        _edited(mlp_hidden=100_000_000),
+        r"tiny\.json holds an invalid GRMP config: mlp_hidden must be between 1 and 4096, got 100000000",
+    ),
+    Case(
+        "foreign backbone",
+        _edited(backbone="ViT-L-14-quickgelu", pretrained="openai"),
+        r"needs backbone 'ViT-L-14-quickgelu'; uploaded checkpoints may only use the backbones this server was "
+        r"started with: test-tiny-rn",
+    ),
 ]
 
 
 # --- prompt sets -----------------------------------------------------------------------------------
+
 
 def _non_strings(folder: Path) -> list[Path]:
     path = folder / "prompts.json"

@@ -10,6 +10,7 @@ these weights on the bundled photos, fed as its test loop feeds them (OpenCV bic
 244x244, crop [10:234], /255, ImageNet statistics). That code was run once, outside this
 repository, on a file written by `official_state()`; none of it is part of this project.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,14 @@ import open_clip
 import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-PHOTOS = ("astronaut.jpg", "chelsea_gaussian_blur_L5.jpg", "coffee_jpeg_L5.jpg", "rocket_gaussian_noise_L3.jpg",
-          "coffee_under_exposure_L5.jpg", "chelsea.jpg")
+PHOTOS = (
+    "astronaut.jpg",
+    "chelsea_gaussian_blur_L5.jpg",
+    "coffee_jpeg_L5.jpg",
+    "rocket_gaussian_noise_L3.jpg",
+    "coffee_under_exposure_L5.jpg",
+    "chelsea.jpg",
+)
 SEED = 20240909
 VPT_TOKENS, VPT_DEPTH, WIDTH = 100, 11, 768
 
@@ -35,20 +42,24 @@ def official_state(seed: int = SEED) -> dict[str, torch.Tensor]:
         clip = open_clip.model.CLIP(**open_clip.get_model_config("ViT-B-16-quickgelu"))
     state = {}
     for name, tensor in sorted(clip.state_dict().items()):
-        key = f"image_encoder.{name[len('visual.'):]}" if name.startswith("visual.") else f"text_encoder.{name}"
+        key = f"image_encoder.{name[len('visual.') :]}" if name.startswith("visual.") else f"text_encoder.{name}"
         state["logit_scale" if name == "logit_scale" else key] = _random_like(name, tensor, generator)
     state["logit_scale"] = torch.tensor(math.log(100.0))
     bound = math.sqrt(6.0 / (3 * 16 * 16 + WIDTH))
-    state.update({
-        "image_encoder.prompt_embeddings": (torch.rand(1, VPT_TOKENS, WIDTH, generator=generator) * 2 - 1) * bound,
-        "image_encoder.deep_prompt_embeddings":
-            (torch.rand(VPT_DEPTH, VPT_TOKENS, WIDTH, generator=generator) * 2 - 1) * bound,
-        "image_encoder.prompt_proj.weight": torch.randn(WIDTH, WIDTH, generator=generator) * math.sqrt(2 / WIDTH),
-        "image_encoder.prompt_proj.bias": 0.02 * torch.randn(WIDTH, generator=generator),
-        "image_encoder.prompt_norm.weight": 1 + 0.1 * torch.randn(WIDTH, generator=generator),
-        "image_encoder.prompt_norm.bias": 0.1 * torch.randn(WIDTH, generator=generator),
-        "prompt_learner2.ctx": 0.02 * torch.randn(4, 512, generator=generator),
-    })
+    state.update(
+        {
+            "image_encoder.prompt_embeddings": (torch.rand(1, VPT_TOKENS, WIDTH, generator=generator) * 2 - 1) * bound,
+            "image_encoder.deep_prompt_embeddings": (
+                torch.rand(VPT_DEPTH, VPT_TOKENS, WIDTH, generator=generator) * 2 - 1
+            )
+            * bound,
+            "image_encoder.prompt_proj.weight": torch.randn(WIDTH, WIDTH, generator=generator) * math.sqrt(2 / WIDTH),
+            "image_encoder.prompt_proj.bias": 0.02 * torch.randn(WIDTH, generator=generator),
+            "image_encoder.prompt_norm.weight": 1 + 0.1 * torch.randn(WIDTH, generator=generator),
+            "image_encoder.prompt_norm.bias": 0.1 * torch.randn(WIDTH, generator=generator),
+            "prompt_learner2.ctx": 0.02 * torch.randn(4, 512, generator=generator),
+        }
+    )
     state = {k: v.half() for k, v in state.items()}
     tokens = open_clip.tokenize(["X X X X high quality.", "X X X X low quality."])
     embedded = torch.nn.functional.embedding(tokens, state["text_encoder.token_embedding.weight"])
@@ -79,22 +90,26 @@ def tiny_official_state(
     model, generator = backbone.model, torch.Generator().manual_seed(seed)
     width, depth, tokens = model.visual.conv1.out_channels, len(model.visual.transformer.resblocks), 4
     state = {f"image_encoder.{k}": v for k, v in model.visual.state_dict().items()}
-    state.update({
-        "image_encoder.prompt_embeddings": torch.rand(1, tokens, width, generator=generator) - 0.5,
-        "image_encoder.deep_prompt_embeddings": torch.rand(depth - 1, tokens, width, generator=generator) - 0.5,
-        "image_encoder.prompt_proj.weight": torch.randn(width, width, generator=generator) / width ** 0.5,
-        "image_encoder.prompt_proj.bias": 0.1 * torch.randn(width, generator=generator),
-        "image_encoder.prompt_norm.weight": 1 + 0.1 * torch.randn(width, generator=generator),
-        "image_encoder.prompt_norm.bias": 0.1 * torch.randn(width, generator=generator),
-    })
+    state.update(
+        {
+            "image_encoder.prompt_embeddings": torch.rand(1, tokens, width, generator=generator) - 0.5,
+            "image_encoder.deep_prompt_embeddings": torch.rand(depth - 1, tokens, width, generator=generator) - 0.5,
+            "image_encoder.prompt_proj.weight": torch.randn(width, width, generator=generator) / width**0.5,
+            "image_encoder.prompt_proj.bias": 0.1 * torch.randn(width, generator=generator),
+            "image_encoder.prompt_norm.weight": 1 + 0.1 * torch.randn(width, generator=generator),
+            "image_encoder.prompt_norm.bias": 0.1 * torch.randn(width, generator=generator),
+        }
+    )
     text_keys = ("transformer.", "positional_embedding", "ln_final.", "text_projection", "token_embedding.")
     state.update({f"text_encoder.{k}": v for k, v in model.state_dict().items() if k.startswith(text_keys)})
     prompts = backbone.tokenize([f"X X X X {text}." for text in class_texts])
     embedded = model.token_embedding(prompts).detach()
-    state.update({
-        "prompt_learner2.ctx": 0.02 * torch.randn(4, model.token_embedding.embedding_dim, generator=generator),
-        "prompt_learner2.token_prefix": embedded[:, :1],
-        "prompt_learner2.token_suffix": embedded[:, 5:],
-        "logit_scale": model.logit_scale.detach().clone(),
-    })
+    state.update(
+        {
+            "prompt_learner2.ctx": 0.02 * torch.randn(4, model.token_embedding.embedding_dim, generator=generator),
+            "prompt_learner2.token_prefix": embedded[:, :1],
+            "prompt_learner2.token_suffix": embedded[:, 5:],
+            "logit_scale": model.logit_scale.detach().clone(),
+        }
+    )
     return {k: v.detach().clone().half() for k, v in state.items()}

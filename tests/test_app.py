@@ -1,4 +1,5 @@
 """The app's handlers, called directly, on the tiny test backbone."""
+
 import json
 import os
 import shutil
@@ -24,8 +25,9 @@ T_SCALE = "checkpoint's logit scale"
 
 @pytest.fixture(scope="module")
 def handlers(tmp_path_factory):
-    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path_factory.mktemp("work"), max_photos=6,
-                           max_pixels=200_000)
+    config = app.AppConfig(
+        backbone="test-tiny-rn", work_dir=tmp_path_factory.mktemp("work"), max_photos=6, max_pixels=200_000
+    )
     return app.Handlers(app.Models(config))
 
 
@@ -48,7 +50,8 @@ def test_bad_uploads_are_reported_and_the_rest_are_added(handlers, photo_files, 
     Image.new("RGB", (600, 400)).save(huge)
     with pytest.warns(UserWarning) as caught:
         session, gallery, info = handlers.add_photos(
-            [photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], app.Session())
+            [photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], app.Session()
+        )
     assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg"]
     assert len(gallery) == 2 and info.startswith("2 photo(s) ready.")
     assert "notes.txt: not an image file (looks like a text file)" in info
@@ -65,8 +68,13 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
         copies += [shutil.copy(f, folder) for f in photo_files]
     session, _, info = handlers.add_photos(photo_files, app.Session())
     session, _, info = handlers.add_photos(photo_files + copies[:2], session)  # an upload re-sends earlier files
-    assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "astronaut-1.jpg",
-                                                "chelsea-1.jpg"]
+    assert [p.name for p in session.photos] == [
+        "astronaut.jpg",
+        "chelsea.jpg",
+        "coffee.jpg",
+        "astronaut-1.jpg",
+        "chelsea-1.jpg",
+    ]
     with pytest.warns(UserWarning, match="only 6 photos"):
         session, _, _ = handlers.add_photos(copies, session)
     assert len(session.photos) == 6
@@ -76,12 +84,13 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
 
 def test_score_ranks_photos_and_reports_time_and_device(handlers, session):
     session, table, ranking, pick, breakdown, scatter, csv_path, status = score(
-        handlers, session, handlers.load_preset("pyiqa"))
+        handlers, session, handlers.load_preset("pyiqa")
+    )
     assert len(ranking) == 3 and list(ranking["rank"]) == [1, 2, 3]
     scores = list(ranking["CLIP-IQA"])
     assert scores == sorted(scores, reverse=True)
     assert set(ranking["decision"]) <= {"keep", "reject"}
-    assert all(cell.startswith("<img src=\"data:image/jpeg;base64,") for cell in ranking["photo"])
+    assert all(cell.startswith('<img src="data:image/jpeg;base64,') for cell in ranking["photo"])
     assert pick["value"] == ranking["name"][0]
     assert len(breakdown.data[0].y) == 5
     assert " s on test-tiny-rn" in status and "cpu" in status and "3 image(s) encoded" in status
@@ -109,8 +118,12 @@ def test_invalid_rows_are_marked_with_the_reason_and_the_rest_scored(handlers, s
     table.loc[3, ["positive", "negative", "weight"]] = ["sharp", "blurry", "heavy"]
     table.loc[0, "on"] = False
     session, table, ranking, _, breakdown, *_ = score(handlers, session, table)
-    assert list(table["status"]) == ["off", "invalid: the positive and negative prompts are the same", "ok",
-                                     "invalid: weight 'heavy' is not a number"]
+    assert list(table["status"]) == [
+        "off",
+        "invalid: the positive and negative prompts are the same",
+        "ok",
+        "invalid: weight 'heavy' is not a number",
+    ]
     assert len(ranking) == 3
     assert list(breakdown.data[0].y) == ["a sharp photo / a blurry photo"]
 
@@ -195,8 +208,11 @@ def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monke
     meta = json.loads(config.read_text())
     meta["config"]["n_ctx"] = 8
     config.write_text(json.dumps(meta))
-    with pytest.raises(gr.Error, match=r"tiny-seed.json: tiny-seed.safetensors: tensor 'prompt_learner.ctx' has "
-                                       r"shape \[4, 32\], which does not fit the config in tiny-seed.json \(n_ctx=8"):
+    with pytest.raises(
+        gr.Error,
+        match=r"tiny-seed.json: tiny-seed.safetensors: tensor 'prompt_learner.ctx' has "
+        r"shape \[4, 32\], which does not fit the config in tiny-seed.json \(n_ctx=8",
+    ):
         handlers.upload_checkpoint([str(config), str(tensors)], session)
     # a checkpoint for a backbone the server did not start with: refused, nothing is loaded
     tensors, config = _seed_checkpoint(handlers, tmp_path)
@@ -204,8 +220,11 @@ def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monke
     meta["config"].update(backbone="ViT-B-16-quickgelu", pretrained="openai")
     config.write_text(json.dumps(meta))
     loaded = set(handlers.models._stores)
-    with pytest.raises(gr.Error, match="needs backbone 'ViT-B-16-quickgelu'; uploaded checkpoints may only use "
-                                       "the backbones this server was started with: test-tiny-rn"):
+    with pytest.raises(
+        gr.Error,
+        match="needs backbone 'ViT-B-16-quickgelu'; uploaded checkpoints may only use "
+        "the backbones this server was started with: test-tiny-rn",
+    ):
         handlers.upload_checkpoint([str(config), str(tensors)], session)
     assert set(handlers.models._stores) == loaded
     # a path the session was never given (the API accepts any text) is not loaded either
@@ -242,8 +261,9 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
 def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_path):
     csv = tmp_path / "scores.csv"
     csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,2\ncoffee.jpg,1\nghost.jpg,5\n")
-    table, chart, summary = handlers.run_lab(app.UPLOADED_SET, str(csv), photo_files, handlers.load_preset("seed"),
-                                             "test-tiny-rn", T_SCALE)
+    table, chart, summary = handlers.run_lab(
+        app.UPLOADED_SET, str(csv), photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE
+    )
     assert len(table) == 3 and list(table["SRCC"]) == sorted(table["SRCC"], reverse=True)
     assert "Mean of the chosen (enabled) pairs" in summary and "on 3 photos" in summary
     assert "ghost.jpg: listed in the CSV but not uploaded" in summary
@@ -256,8 +276,11 @@ def test_every_tab_shows_the_test_backbone_banner(handlers):
     demo = app.build_demo(handlers.config, handlers.models)
     config = demo.get_config_file()
     tabs = [c for c in config["components"] if c["type"] == "tabitem"]
-    banners = [c for c in config["components"]
-               if c["type"] == "markdown" and TEST_BACKBONE_WARNING in str(c["props"].get("value"))]
+    banners = [
+        c
+        for c in config["components"]
+        if c["type"] == "markdown" and TEST_BACKBONE_WARNING in str(c["props"].get("value"))
+    ]
     assert len(tabs) == 5 and len(banners) == len(tabs)
 
 
@@ -277,8 +300,13 @@ def test_flags_and_environment_configure_the_app(monkeypatch):
 def test_without_weights_offline_the_app_says_so_and_does_not_start(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path), "GRADIO_ANALYTICS_ENABLED": "False"}
     env.pop("IQA_TEST_BACKBONE", None)
-    done = subprocess.run([sys.executable, str(ROOT / "app.py"), "--backbone", "RN50-quickgelu", "--port",
-                           str(_free_port())], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--backbone", "RN50-quickgelu", "--port", str(_free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "cannot load weights for backbone 'RN50-quickgelu'" in done.stderr
     assert "HF_HUB_OFFLINE is set" in done.stderr and "--backbone test-tiny-rn" in done.stderr

@@ -3,6 +3,7 @@
 Skipped when Chromium or Playwright is missing, unless IQA_REQUIRE_BROWSER=1 (then it fails).
 The screenshot lands in artifacts/ (git-ignored) for a person to look at.
 """
+
 import os
 import shutil
 from pathlib import Path
@@ -13,8 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "artifacts"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _browser_missing() -> str | None:
@@ -35,10 +44,15 @@ def browser_page(tmp_path_factory):
             pytest.fail(f"IQA_REQUIRE_BROWSER=1 but {reason}")
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-            headless=True, viewport={"width": 1400, "height": 1000})
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1400, "height": 1000},
+        )
         try:
             yield context.new_page()
         finally:
@@ -50,10 +64,13 @@ def test_upload_edit_prompt_score_and_see_ranking_and_chart(browser_page, server
     page.goto(server, timeout=60_000)
     page.wait_for_selector("#photo-upload input[type=file]", state="attached", timeout=60_000)
     assert page.locator(".test-warning").first.is_visible()
-    page.set_input_files("#photo-upload input[type=file]",
-                         [str(ROOT / "examples" / "astronaut.jpg"), str(ROOT / "examples" / "chelsea_jpeg_L5.jpg")])
-    page.wait_for_function("document.querySelector('#score-status').innerText.includes('Scored 2 photo(s)')",
-                           timeout=60_000)
+    page.set_input_files(
+        "#photo-upload input[type=file]",
+        [str(ROOT / "examples" / "astronaut.jpg"), str(ROOT / "examples" / "chelsea_jpeg_L5.jpg")],
+    )
+    page.wait_for_function(
+        "document.querySelector('#score-status').innerText.includes('Scored 2 photo(s)')", timeout=60_000
+    )
 
     cell = page.locator('#prompt-table [data-testid="cell-0-1"]')
     cell.dblclick()
@@ -63,7 +80,8 @@ def test_upload_edit_prompt_score_and_see_ranking_and_chart(browser_page, server
     page.click("#score-button")
     page.wait_for_function(
         "[...document.querySelectorAll('#breakdown text')].some(t => t.textContent.includes('A stunning image'))",
-        timeout=60_000)
+        timeout=60_000,
+    )
 
     names = page.locator('#ranking [data-testid^="cell-"][data-col="2"]').all_inner_texts()
     assert sorted(names) == ["astronaut.jpg", "chelsea_jpeg_L5.jpg"]

@@ -1,4 +1,5 @@
 """The running app, driven through gradio_client: one server, started offline on the test backbone."""
+
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_prompt_rows_are_added_moved_and_deleted(client):
 
 def test_bad_input_is_reported_and_the_server_keeps_serving(client, server, tmp_path):
     bad = tmp_path / "prompts.json"
-    bad.write_text("[{\"positive\": \"only one side\"}]")
+    bad.write_text('[{"positive": "only one side"}]')
     with pytest.raises(AppError, match="needs 'positive' and 'negative'"):
         client.predict(handle_file(str(bad)), api_name="/load_prompts")
     other = Client(server, verbose=False)  # another user, with no photos yet
@@ -80,11 +81,13 @@ def test_prompt_lab_and_adaptation_on_uploaded_labels(client, photo_files, tmp_p
     csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,1\ncoffee.jpg,2\n")
     files = [handle_file(str(p)) for p in photo_files]
     table = client.predict("seed", api_name="/load_preset")
-    lab, chart, summary = client.predict("uploaded photos + CSV", handle_file(str(csv)), files, table,
-                                         "test-tiny-rn", T_SCALE, api_name="/prompt_lab")
+    lab, chart, summary = client.predict(
+        "uploaded photos + CSV", handle_file(str(csv)), files, table, "test-tiny-rn", T_SCALE, api_name="/prompt_lab"
+    )
     assert len(lab["data"]) == 3 and "on 3 photos" in summary
-    chart, status, choices, download = client.predict("uploaded photos + CSV", handle_file(str(csv)), files, 1.0, 10,
-                                                     "test-tiny-rn", api_name="/adapt")
+    chart, status, choices, download = client.predict(
+        "uploaded photos + CSV", handle_file(str(csv)), files, 1.0, 10, "test-tiny-rn", api_name="/adapt"
+    )
     assert status.startswith("Done: 3 labelled photos") and len(download) == 2
     assert choices["choices"][-1][0].startswith("seed-adapted-1")  # gradio_client returns the dropdown update
     ranking = _score(client, table, checkpoint=choices["value"], method="GRMP-IQA")[1]

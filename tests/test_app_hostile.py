@@ -3,6 +3,7 @@
 Every case must give its clear message, and the app must go on serving (a good request afterwards
 succeeds). Also the session memory budget, idle expiry, the security headers and what is served.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,10 +19,10 @@ import pytest
 from conftest import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
+from hostile_app import CHECKPOINT_CASES, PHOTO_CASES, PROMPT_CASES, ZERO_WEIGHTS_MESSAGE, Case, good_checkpoint
 from PIL import Image
 
 import app
-from hostile_app import CHECKPOINT_CASES, PHOTO_CASES, PROMPT_CASES, ZERO_WEIGHTS_MESSAGE, Case, good_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"
@@ -55,6 +56,7 @@ def _scores(handlers, session) -> pd.DataFrame:
 
 # --- handlers, called directly -----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", _params(PHOTO_CASES))
 def test_hostile_photos_are_reported_by_name_and_good_ones_still_added(handlers, good_photos, case, tmp_path):
     files = [str(p) for p in case.make(tmp_path)]
@@ -77,8 +79,9 @@ def test_hostile_checkpoints_are_refused_with_their_reason_and_build_nothing(han
     assert session.checkpoints == {} and not list((Path(session.folder) / "checkpoints").glob("*/*"))
     tensors, json_path = good_checkpoint(tmp_path / "good")
     _, choices = handlers.upload_checkpoint([str(json_path), str(tensors)], session)
-    out = handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, choices["value"], 0.5,
-                         "GRMP-IQA")
+    out = handlers.score(
+        session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, choices["value"], 0.5, "GRMP-IQA"
+    )
     assert out[2]["GRMP-IQA"].notna().all()
 
 
@@ -92,8 +95,9 @@ def test_hostile_prompt_files_give_their_message(handlers, case, tmp_path):
 def test_zero_weight_sum_is_a_clear_message_not_a_generic_error(handlers, good_photos):
     session = handlers.add_photos(good_photos, app.Session())[0]
     with pytest.raises(gr.Error, match=ZERO_WEIGHTS_MESSAGE):
-        handlers.score(session, _zero_weights(handlers.load_preset("seed")), "test-tiny-rn", T_SCALE, "", 0.5,
-                       "CLIP-IQA")
+        handlers.score(
+            session, _zero_weights(handlers.load_preset("seed")), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
+        )
     assert len(_scores(handlers, session)) == 3
 
 
@@ -167,8 +171,15 @@ def test_a_checkpoint_path_the_session_was_not_given_is_not_loaded(handlers, goo
     tensors, json_path = good_checkpoint(tmp_path)
     session = handlers.add_photos(good_photos, app.Session())[0]
     with pytest.warns(UserWarning, match="is not one of this session's checkpoints"):
-        out = handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE,
-                             str(json_path.with_suffix("")), 0.5, "GRMP-IQA")
+        out = handlers.score(
+            session,
+            handlers.load_preset("seed"),
+            "test-tiny-rn",
+            T_SCALE,
+            str(json_path.with_suffix("")),
+            0.5,
+            "GRMP-IQA",
+        )
     assert out[2]["GRMP-IQA"].isna().all()
 
 
@@ -183,6 +194,7 @@ def test_allowed_backbones_are_loaded_at_start_and_accepted_for_uploads(tmp_path
 
 
 # --- the served app, through gradio_client -------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
@@ -277,8 +289,18 @@ def test_help_states_the_limits_and_the_default_host(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         app.parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for needle in ("127.0.0.1", "GRADIO_SERVER_NAME", "--max-file-size", "--max-photos", "--max-pixels",
-                   "--session-memory-mb", "--session-ttl", "--allow-backbone", "(default 30mb)", "(default 3600)"):
+    for needle in (
+        "127.0.0.1",
+        "GRADIO_SERVER_NAME",
+        "--max-file-size",
+        "--max-photos",
+        "--max-pixels",
+        "--session-memory-mb",
+        "--session-ttl",
+        "--allow-backbone",
+        "(default 30mb)",
+        "(default 3600)",
+    ):
         assert needle in text
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("IQA_SESSION_TTL", "30")

@@ -1,4 +1,5 @@
 """The app shows an official GRMP-IQA model by default, and says in one line when it cannot."""
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,10 @@ import pytest
 import torch
 from conftest import running_app
 from gradio_client import Client, handle_file
+from official_reference import tiny_official_state
 
 import app
 from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError
-from official_reference import tiny_official_state
 
 T_SCALE = "checkpoint's logit scale"
 
@@ -25,8 +26,7 @@ def official_file(vit_backbone, tmp_path_factory):
     return path
 
 
-def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_file, photos, tmp_path,
-                                                                     monkeypatch):
+def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_file, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
     config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=str(official_file))
     handlers = app.Handlers(app.Models(config))
@@ -39,8 +39,9 @@ def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_
         files.append(str(tmp_path / f"{photo.name}.png"))
         photo.image.save(files[-1])
     session, _, _ = handlers.add_photos(files, app.Session())
-    handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint,
-                   0.5, "GRMP-IQA")
+    handlers.score(
+        session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint, 0.5, "GRMP-IQA"
+    )
     assert all(row.grmp is not None and row.grmp.label == "GRMP-IQA (paper)" for row in session.rows)
     assert all(0 <= row.grmp.score <= 1 for row in session.rows)
 
@@ -74,8 +75,11 @@ def test_the_served_page_opens_with_the_official_model_chosen(official_file, pho
         page = urllib.request.urlopen(url, timeout=10).read().decode()
         assert "the official model tiny_official.pt" in page
         config = json.loads(urllib.request.urlopen(url + "config", timeout=10).read())
-        chosen = [c["props"]["value"] for c in config["components"]
-                  if c.get("props", {}).get("label") == "GRMP-IQA checkpoint"]
+        chosen = [
+            c["props"]["value"]
+            for c in config["components"]
+            if c.get("props", {}).get("label") == "GRMP-IQA checkpoint"
+        ]
         assert len(chosen) == 1 and re.search(r"official/tiny_official-[0-9a-f]{12}$", chosen[0])
         client = Client(url, verbose=False)
         paths = []

@@ -16,8 +16,13 @@ def _result(name, score, ps, method="CLIP-IQA"):
 
 def test_breakdown_has_one_bar_per_pair_plus_the_grmp_pair():
     clip = _result("a.jpg", 0.5, [0.9, 0.1, 0.5])
-    grmp = ScoreResult("a.jpg", 0.7, [PairScore("X X X X high quality.", "X X X X low quality.", 0.4, 0.1, 0.7)],
-                       "GRMP-IQA", variant="seed")
+    grmp = ScoreResult(
+        "a.jpg",
+        0.7,
+        [PairScore("X X X X high quality.", "X X X X low quality.", 0.4, 0.1, 0.7)],
+        "GRMP-IQA",
+        variant="seed",
+    )
     figure = charts.pair_breakdown(clip, grmp)
     positive, negative = figure.data
     assert list(positive.x) == pytest.approx([0.9, 0.1, 0.5, 0.7])
@@ -54,8 +59,12 @@ def test_scatter_without_grmp_says_why_it_is_empty():
 
 
 def test_training_curves_put_srcc_on_its_own_axis_and_skip_missing_validation():
-    history = [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4, "val_srcc": 0.3},
-               {"step": 3, "loss": 0.2, "val_srcc": math.nan}, {"step": 4, "loss": 0.1, "val_srcc": 0.6}]
+    history = [
+        {"step": 1, "loss": 0.5},
+        {"step": 2, "loss": 0.4, "val_srcc": 0.3},
+        {"step": 3, "loss": 0.2, "val_srcc": math.nan},
+        {"step": 4, "loss": 0.1, "val_srcc": 0.6},
+    ]
     loss, val = charts.training_curves(history).data
     assert list(loss.y) == [0.5, 0.4, 0.2, 0.1]
     assert list(val.x) == [2, 4] and list(val.y) == [0.3, 0.6]

@@ -56,8 +56,10 @@ def test_filter_is_a_dry_run_by_default_then_moves_without_overwriting(folder, t
     out = capsys.readouterr().out
     assert "6 of 6 photos score below 1.01" in out and "dry run" in out
     assert sorted(p.name for p in folder.iterdir()) == before
-    assert main(["filter", str(folder), "--threshold", "1.01", *TEST, "--move-to", str(rejected), "--apply"]) \
+    assert (
+        main(["filter", str(folder), "--threshold", "1.01", *TEST, "--move-to", str(rejected), "--apply"])
         == EXIT_PARTIAL
+    )
     assert sorted(p.name for p in folder.iterdir()) == ["broken.jpg"]
     assert (rejected / "chelsea.jpg").read_bytes() == b"already here"
     assert (rejected / "chelsea-1.jpg").exists() and len(list(rejected.iterdir())) == 7
@@ -108,8 +110,18 @@ def test_every_library_error_is_an_iqa_error_and_keeps_its_builtin_base():
     from iqa.photos import PhotoError
     from iqa.prompts import PromptError
 
-    value_errors = [BadCheckpoint, CheckpointMismatch, ScoringError, DatasetFormatError, InputError, CheckpointError,
-                    OfficialCheckpointError, StateFileError, PhotoError, PromptError]
+    value_errors = [
+        BadCheckpoint,
+        CheckpointMismatch,
+        ScoringError,
+        DatasetFormatError,
+        InputError,
+        CheckpointError,
+        OfficialCheckpointError,
+        StateFileError,
+        PhotoError,
+        PromptError,
+    ]
     assert all(issubclass(cls, IQAError) and issubclass(cls, ValueError) for cls in value_errors)
     assert issubclass(BackboneUnavailable, RuntimeError) and issubclass(DatasetLayoutError, FileNotFoundError)
     assert all(issubclass(cls, IQAError) for cls in (BackboneUnavailable, DatasetLayoutError, UsageError))

@@ -1,4 +1,5 @@
 """The GRMP-IQA command line end to end: synth -> train -> eval -> score, on the test backbone."""
+
 import json
 
 import pytest
@@ -17,8 +18,10 @@ def synthetic(tmp_path_factory, photos):
     for photo in photos:
         photo.image.save(good / f"{photo.name}.png")
     out = tmp_path_factory.mktemp("synthetic")
-    assert main(["synth", str(good), str(out), "--types", "gaussian_blur", "gaussian_noise", "jpeg",
-                 "--max-side", "96"]) == 0
+    assert (
+        main(["synth", str(good), str(out), "--types", "gaussian_blur", "gaussian_noise", "jpeg", "--max-side", "96"])
+        == 0
+    )
     return out
 
 
@@ -30,10 +33,32 @@ def test_synth_writes_a_labelled_set(synthetic):
 @pytest.mark.slow
 def test_train_eval_and_score_with_the_trained_checkpoint(synthetic, photos, tmp_path, capsys):
     checkpoint = tmp_path / "seed-model"
-    code = main(["train", "--dataset", "csv", "--root", str(synthetic / "labels.csv"), *TEST,
-                 "--variant", "seed", "--rounds", "2", "--shots", "all", "--steps", "30",
-                 "--meta", "synthetic", "--meta-root", str(synthetic), "--meta-epochs", "2",
-                 "--out", str(checkpoint)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "csv",
+            "--root",
+            str(synthetic / "labels.csv"),
+            *TEST,
+            "--variant",
+            "seed",
+            "--rounds",
+            "2",
+            "--shots",
+            "all",
+            "--steps",
+            "30",
+            "--meta",
+            "synthetic",
+            "--meta-root",
+            str(synthetic),
+            "--meta-epochs",
+            "2",
+            "--out",
+            str(checkpoint),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "round 2:" in out and "mean SRCC" in out and "meta-pre-training" in out
@@ -42,8 +67,25 @@ def test_train_eval_and_score_with_the_trained_checkpoint(synthetic, photos, tmp
     assert len(config.training["rounds"]) == 2
 
     metrics_file = tmp_path / "metrics.json"
-    assert main(["eval", "--dataset", "csv", "--root", str(synthetic), *TEST, "--method", "grmp",
-                 "--checkpoint", str(checkpoint), "--json", str(metrics_file)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--dataset",
+                "csv",
+                "--root",
+                str(synthetic),
+                *TEST,
+                "--method",
+                "grmp",
+                "--checkpoint",
+                str(checkpoint),
+                "--json",
+                str(metrics_file),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "GRMP-IQA (seed) on csv (48 images): SRCC" in printed
     metrics = json.loads(metrics_file.read_text())
@@ -87,6 +129,5 @@ def test_import_official_then_score(vit_backbone, photos, tmp_path, capsys):
     assert read_config(out.with_suffix(".json")).variant == "paper"
     photo = tmp_path / "one.png"
     photos[0].image.save(photo)
-    assert main(["score", str(photo), "--backbone", "test-tiny-vit", "--method", "grmp",
-                 "--checkpoint", str(out)]) == 0
+    assert main(["score", str(photo), "--backbone", "test-tiny-vit", "--method", "grmp", "--checkpoint", str(out)]) == 0
     assert "GRMP-IQA" in capsys.readouterr().out.splitlines()[0]

@@ -76,10 +76,10 @@ def test_batch_equals_one_by_one(backbone, photos, request):
     backbone = request.getfixturevalue(backbone)
     # same-sized photos share a batch; differently sized ones are grouped
     same_size = [Photo(f"{p.name}-{i}", p.image.resize((96, 64))) for i, p in enumerate(photos)]
-    batch_scores = [r.score for r in CLIPIQA(FeatureStore(backbone, batch_size=8), PRESETS["paper-look"])
-                    .score(same_size + photos)]
-    single = [CLIPIQA(FeatureStore(backbone), PRESETS["paper-look"]).score([p])[0].score
-              for p in same_size + photos]
+    batch_scores = [
+        r.score for r in CLIPIQA(FeatureStore(backbone, batch_size=8), PRESETS["paper-look"]).score(same_size + photos)
+    ]
+    single = [CLIPIQA(FeatureStore(backbone), PRESETS["paper-look"]).score([p])[0].score for p in same_size + photos]
     assert batch_scores == pytest.approx(single, abs=1e-5)
 
 
@@ -102,11 +102,26 @@ def test_native_path_equals_positional_free_attention_pool(rn_backbone):
     tokens = torch.cat([tokens.mean(0, keepdim=True), tokens])
     pool = visual.attnpool
     full, _ = F.multi_head_attention_forward(  # pyiqa's form: every token queries, token 0 is kept
-        tokens, tokens, tokens, tokens.shape[-1], pool.num_heads, None,
-        torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]), None, None, False, 0.0,
-        pool.c_proj.weight, pool.c_proj.bias, training=False, need_weights=False,
-        use_separate_proj_weight=True, q_proj_weight=pool.q_proj.weight, k_proj_weight=pool.k_proj.weight,
-        v_proj_weight=pool.v_proj.weight)
+        tokens,
+        tokens,
+        tokens,
+        tokens.shape[-1],
+        pool.num_heads,
+        None,
+        torch.cat([pool.q_proj.bias, pool.k_proj.bias, pool.v_proj.bias]),
+        None,
+        None,
+        False,
+        0.0,
+        pool.c_proj.weight,
+        pool.c_proj.bias,
+        training=False,
+        need_weights=False,
+        use_separate_proj_weight=True,
+        q_proj_weight=pool.q_proj.weight,
+        k_proj_weight=pool.k_proj.weight,
+        v_proj_weight=pool.v_proj.weight,
+    )
     assert torch.allclose(rn_backbone.encode_image(x), full[0], atol=1e-5)
 
 

@@ -1,4 +1,5 @@
 """The on-disk feature cache: hits across instances, two writing processes, eviction, corrupt files."""
+
 from __future__ import annotations
 
 import multiprocessing
@@ -31,8 +32,9 @@ def test_a_new_instance_reads_what_another_wrote(tmp_path):
 def _write(folder: str, seed: int, count: int) -> None:
     cache = DiskCache(folder)
     for start in range(0, count, 10):
-        chunk = {k: v for i, (k, v) in enumerate(vectors(count, seed, prefix=f"p{seed}-").items())
-                 if start <= i < start + 10}
+        chunk = {
+            k: v for i, (k, v) in enumerate(vectors(count, seed, prefix=f"p{seed}-").items()) if start <= i < start + 10
+        }
         cache.put(MODEL, PREP, chunk)
 
 

@@ -252,7 +252,12 @@ def test_committed_examples_are_a_loadable_labelled_set():
     assert len(records) == 4 * (1 + 5 * 3)
     assert {r.ref for r in records} == {"astronaut", "chelsea", "coffee", "rocket"}
     assert {r.distortion for r in records} == {
-        None, "gaussian_blur", "gaussian_noise", "jpeg", "over_exposure", "under_exposure"
+        None,
+        "gaussian_blur",
+        "gaussian_noise",
+        "jpeg",
+        "over_exposure",
+        "under_exposure",
     }
     assert all(r.score == label_for_level(r.level) for r in records)
     assert sum(r.path.stat().st_size for r in records) < 3_000_000

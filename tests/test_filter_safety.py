@@ -1,4 +1,5 @@
 """filter: atomic copies, verified moves, interrupted runs finished on re-run, refusals, OS errors."""
+
 from __future__ import annotations
 
 import errno
@@ -43,6 +44,7 @@ def flaky_copy(fail_on: int, error: OSError):
             dst.flush()
             raise error
         shutil.copyfileobj(src, dst)
+
     return copy
 
 
@@ -85,6 +87,7 @@ def test_a_move_keeps_the_original_when_the_copy_differs(album, tmp_path, monkey
         data = bytearray(src.read())
         data[-1] ^= 0xFF
         dst.write(bytes(data))
+
     monkeypatch.setattr(filtering, "copy_stream", corrupting_copy)
     source = album / "p0.png"
     with pytest.raises(filtering.OutputError, match="copy differs from the original.*original was kept"):
@@ -115,8 +118,10 @@ def test_filter_into_the_source_is_refused(album, capsys, where, recursive):
 
 
 def test_filter_into_a_subfolder_without_recursive_is_fine(album, capsys):
-    assert main(["filter", str(album / "*.png"), *REJECT_ALL, *TEST, "--copy-to", str(album / "low"),
-                 "--apply"]) == EXIT_OK
+    assert (
+        main(["filter", str(album / "*.png"), *REJECT_ALL, *TEST, "--copy-to", str(album / "low"), "--apply"])
+        == EXIT_OK
+    )
     assert len(list((album / "low").iterdir())) == 4
 
 
@@ -168,8 +173,9 @@ def test_filter_accounts_for_every_photo(album, monkeypatch, capsys):
 
 
 def test_split_keeps_non_finite_scores_out_of_both_lists():
-    results = [ScoreResult(n, s, [], "m") for n, s in (("a", 0.9), ("b", float("nan")), ("c", 0.1),
-                                                        ("d", float("inf")))]
+    results = [
+        ScoreResult(n, s, [], "m") for n, s in (("a", 0.9), ("b", float("nan")), ("c", 0.1), ("d", float("inf")))
+    ]
     kept, rejected = split_by_threshold(results, 0.5)
     assert [r.name for r in kept] == ["a"] and [r.name for r in rejected] == ["c"]
     assert [r.name for r in unscored(results)] == ["b", "d"]

@@ -1,4 +1,5 @@
 """GRMP checkpoints: our safetensors + JSON format, and the import of official GRMP-IQA files."""
+
 from __future__ import annotations
 
 import json
@@ -24,14 +25,21 @@ def perturb(params, seed: int = 0) -> None:
 
 
 def trained_paper(backbone) -> GRMPModel:
-    config = GRMPConfig(variant="paper", backbone="test-tiny-vit", pretrained=backbone.pretrained, vpt_tokens=4,
-                        train_last_blocks=1, training={"dataset": "toy", "srcc": 0.25})
+    config = GRMPConfig(
+        variant="paper",
+        backbone="test-tiny-vit",
+        pretrained=backbone.pretrained,
+        vpt_tokens=4,
+        train_last_blocks=1,
+        training={"dataset": "toy", "srcc": 0.25},
+    )
     model = GRMPModel(config, backbone)
     perturb(model.trainable_parameters() + model.prompt_parameters())
     return model
 
 
 # Our format -------------------------------------------------------------------------------------
+
 
 def test_paper_round_trip_keeps_scores(vit_backbone, pixels, tmp_path):
     model = trained_paper(vit_backbone)
@@ -53,8 +61,9 @@ def test_paper_round_trip_keeps_scores(vit_backbone, pixels, tmp_path):
 
 
 def test_seed_round_trip_into_a_folder(rn_backbone, pixels, tmp_path):
-    model = GRMPModel(GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=rn_backbone.pretrained),
-                      rn_backbone)
+    model = GRMPModel(
+        GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=rn_backbone.pretrained), rn_backbone
+    )
     perturb(model.trainable_parameters())
     tensors_path, _ = save_checkpoint(model, tmp_path)
     assert tensors_path == tmp_path / "grmp-seed.safetensors"
@@ -90,15 +99,28 @@ def test_files_that_are_not_checkpoints_are_refused(tmp_path):
 
 # Official GRMP-IQA checkpoints ------------------------------------------------------------------
 
+
 def direct_model(backbone, state: dict[str, torch.Tensor]) -> GRMPModel:
     """The same weights put in by hand: a paper model whose VPT and context are the official ones."""
-    config = GRMPConfig(variant="paper", backbone=backbone.name, pretrained=None, vpt_tokens=4,
-                        train_last_blocks=2, preprocess="official")
+    config = GRMPConfig(
+        variant="paper",
+        backbone=backbone.name,
+        pretrained=None,
+        vpt_tokens=4,
+        train_last_blocks=2,
+        preprocess="official",
+    )
     model = GRMPModel(config, backbone)
     with torch.no_grad():
         model.clip.load_state_dict({k: v.float() for k, v in backbone.model.state_dict().items()})
-        for name in ("prompt_embeddings", "deep_prompt_embeddings", "prompt_proj.weight", "prompt_proj.bias",
-                     "prompt_norm.weight", "prompt_norm.bias"):
+        for name in (
+            "prompt_embeddings",
+            "deep_prompt_embeddings",
+            "prompt_proj.weight",
+            "prompt_proj.bias",
+            "prompt_norm.weight",
+            "prompt_norm.bias",
+        ):
             model.vpt.get_parameter(name).copy_(state[f"image_encoder.{name}"].float())
         model.prompt_learner.ctx.copy_(state["prompt_learner2.ctx"].float())
         for param in model.clip.parameters():  # the official weights went through fp16
@@ -192,17 +214,41 @@ def test_the_released_vit_b16_layout_maps_one_to_one_onto_open_clip():
     with torch.device("meta"):
         clip = open_clip.model.CLIP(**open_clip.get_model_config("ViT-B-16-quickgelu"))
     names = list(clip.state_dict())
-    official = {("logit_scale" if k == "logit_scale" else
-                 f"image_encoder.{k[len('visual.'):]}" if k.startswith("visual.") else f"text_encoder.{k}"): None
-                for k in names}
-    official.update(dict.fromkeys(
-        ["image_encoder.prompt_embeddings", "image_encoder.deep_prompt_embeddings", "image_encoder.prompt_proj.weight",
-         "image_encoder.prompt_proj.bias", "image_encoder.prompt_norm.weight", "image_encoder.prompt_norm.bias",
-         "prompt_learner2.ctx", "prompt_learner2.token_prefix", "prompt_learner2.token_suffix"]))
+    official = {
+        (
+            "logit_scale"
+            if k == "logit_scale"
+            else f"image_encoder.{k[len('visual.') :]}"
+            if k.startswith("visual.")
+            else f"text_encoder.{k}"
+        ): None
+        for k in names
+    }
+    official.update(
+        dict.fromkeys(
+            [
+                "image_encoder.prompt_embeddings",
+                "image_encoder.deep_prompt_embeddings",
+                "image_encoder.prompt_proj.weight",
+                "image_encoder.prompt_proj.bias",
+                "image_encoder.prompt_norm.weight",
+                "image_encoder.prompt_norm.bias",
+                "prompt_learner2.ctx",
+                "prompt_learner2.token_prefix",
+                "prompt_learner2.token_suffix",
+            ]
+        )
+    )
     assert len(official) == 311
     mapped, prompt_tokens = map_official_state(official)
     assert {k for k in mapped if k.startswith("clip.")} == {f"clip.{k}" for k in names}
     assert set(mapped) - {f"clip.{k}" for k in names} == {
-        "prompt_learner.ctx", "vpt.prompt_embeddings", "vpt.deep_prompt_embeddings", "vpt.prompt_proj.weight",
-        "vpt.prompt_proj.bias", "vpt.prompt_norm.weight", "vpt.prompt_norm.bias"}
+        "prompt_learner.ctx",
+        "vpt.prompt_embeddings",
+        "vpt.deep_prompt_embeddings",
+        "vpt.prompt_proj.weight",
+        "vpt.prompt_proj.bias",
+        "vpt.prompt_norm.weight",
+        "vpt.prompt_norm.bias",
+    }
     assert set(prompt_tokens) == {"token_prefix", "token_suffix"}

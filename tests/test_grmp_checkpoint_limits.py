@@ -1,4 +1,5 @@
 """Hostile GRMP checkpoint JSON: every bad config is refused with one line before anything is built."""
+
 from __future__ import annotations
 
 import json
@@ -6,15 +7,22 @@ import tracemalloc
 
 import pytest
 
-from iqa.grmp.checkpoint import (MAX_JSON_BYTES, CheckpointError, check_checkpoint, load_checkpoint, read_config,
-                                 save_checkpoint)
+from iqa.grmp.checkpoint import (
+    MAX_JSON_BYTES,
+    CheckpointError,
+    check_checkpoint,
+    load_checkpoint,
+    read_config,
+    save_checkpoint,
+)
 from iqa.grmp.model import GRMPConfig, GRMPModel
 
 
 @pytest.fixture
 def seed_checkpoint(rn_backbone, tmp_path):
-    model = GRMPModel(GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=rn_backbone.pretrained),
-                      rn_backbone)
+    model = GRMPModel(
+        GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=rn_backbone.pretrained), rn_backbone
+    )
     return save_checkpoint(model, tmp_path / "tiny")
 
 
@@ -32,20 +40,23 @@ def _refused(path, match: str) -> str:
     return message
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("mlp_hidden", "16", "mlp_hidden must be int, got str '16'"),
-    ("mlp_hidden", 16.0, "mlp_hidden must be int, got float"),
-    ("n_ctx", True, "n_ctx must be int, got bool"),
-    ("class_specific", "yes", "class_specific must be bool"),
-    ("pretrained", 5, "pretrained must be str or null"),
-    ("class_texts", ["good", 3], "class_texts must be a list of two strings"),
-    ("training", [], "training must be dict"),
-    ("mlp_hidden", 100_000_000, "mlp_hidden must be between 1 and 4096, got 100000000"),
-    ("n_ctx", 0, "n_ctx must be between 1 and 64"),
-    ("vpt_tokens", -1, "vpt_tokens must be between 0 and 1024"),
-    ("seed", -5, "seed must be between 0 and"),
-    ("backbone", "x" * 5000, "backbone is longer than 1000 characters"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("mlp_hidden", "16", "mlp_hidden must be int, got str '16'"),
+        ("mlp_hidden", 16.0, "mlp_hidden must be int, got float"),
+        ("n_ctx", True, "n_ctx must be int, got bool"),
+        ("class_specific", "yes", "class_specific must be bool"),
+        ("pretrained", 5, "pretrained must be str or null"),
+        ("class_texts", ["good", 3], "class_texts must be a list of two strings"),
+        ("training", [], "training must be dict"),
+        ("mlp_hidden", 100_000_000, "mlp_hidden must be between 1 and 4096, got 100000000"),
+        ("n_ctx", 0, "n_ctx must be between 1 and 64"),
+        ("vpt_tokens", -1, "vpt_tokens must be between 0 and 1024"),
+        ("seed", -5, "seed must be between 0 and"),
+        ("backbone", "x" * 5000, "backbone is longer than 1000 characters"),
+    ],
+)
 def test_config_fields_of_the_wrong_type_or_size_are_refused(seed_checkpoint, field, value, match):
     tensors, json_path = seed_checkpoint
     _edit(json_path, **{field: value})
@@ -90,8 +101,11 @@ def test_sizes_are_checked_against_the_tensor_header_before_building(seed_checkp
     _edit(json_path, mlp_hidden=4096)
     tracemalloc.start()
     try:
-        with pytest.raises(CheckpointError, match=r"tensor 'head.mlp.0.weight' has shape \[16, 2\], which does "
-                                                  r"not fit the config in tiny.json \(.*mlp_hidden=4096"):
+        with pytest.raises(
+            CheckpointError,
+            match=r"tensor 'head.mlp.0.weight' has shape \[16, 2\], which does "
+            r"not fit the config in tiny.json \(.*mlp_hidden=4096",
+        ):
             load_checkpoint(json_path, backbone=None)
         peak = tracemalloc.get_traced_memory()[1]
     finally:

@@ -1,4 +1,5 @@
 """GRMP-IQA model side: prompt learner, deep VPT, the two variants, scoring."""
+
 from __future__ import annotations
 
 import copy
@@ -24,8 +25,9 @@ from iqa.tiny_backbones import TEST_BACKBONE_WARNING
 
 
 def paper_config(**overrides) -> GRMPConfig:
-    settings = dict(variant="paper", backbone="test-tiny-vit", pretrained="random-test-weights",
-                    vpt_tokens=6, train_last_blocks=1)
+    settings = dict(
+        variant="paper", backbone="test-tiny-vit", pretrained="random-test-weights", vpt_tokens=6, train_last_blocks=1
+    )
     return GRMPConfig(**{**settings, **overrides})
 
 
@@ -35,10 +37,12 @@ def seed_config(**overrides) -> GRMPConfig:
 
 # Prompt learner ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("class_specific", [False, True])
 def test_prompt_initialised_from_words_equals_the_hard_prompt(vit_backbone, class_specific):
-    learner = PromptLearner(TextTower(vit_backbone.model), vit_backbone.tokenize, ctx_init="a photo of a",
-                            class_specific=class_specific)
+    learner = PromptLearner(
+        TextTower(vit_backbone.model), vit_backbone.tokenize, ctx_init="a photo of a", class_specific=class_specific
+    )
     hard = vit_backbone.encode_text(vit_backbone.tokenize(["a photo of a high quality.", "a photo of a low quality."]))
     assert learner.prompt_texts == ("a photo of a high quality.", "a photo of a low quality.")
     assert torch.allclose(learner(), hard, atol=1e-5)
@@ -48,8 +52,9 @@ def test_prompt_initialised_from_words_equals_the_hard_prompt(vit_backbone, clas
 def test_hard_prompt_helper_equals_encode_text(rn_backbone):
     texts = list(SCENE_PROMPTS[:3])
     expected = F.normalize(rn_backbone.encode_text(rn_backbone.tokenize(texts)), dim=-1)
-    assert torch.allclose(encode_hard_prompts(TextTower(rn_backbone.model), rn_backbone.tokenize, texts), expected,
-                          atol=1e-6)
+    assert torch.allclose(
+        encode_hard_prompts(TextTower(rn_backbone.model), rn_backbone.tokenize, texts), expected, atol=1e-6
+    )
 
 
 def test_random_context_is_seeded_small_and_trainable(vit_backbone):
@@ -73,10 +78,13 @@ def test_context_init_must_have_n_ctx_tokens(vit_backbone):
 
 # Deep visual prompt tuning ----------------------------------------------------------------------
 
+
 def block_inputs(vpt: VisualPromptTuning, pixels: torch.Tensor) -> list[torch.Tensor]:
     seen = []
-    hooks = [block.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
-             for block in vpt.visual.transformer.resblocks]
+    hooks = [
+        block.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+        for block in vpt.visual.transformer.resblocks
+    ]
     try:
         vpt(pixels)
     finally:
@@ -127,11 +135,13 @@ def test_paper_without_visual_prompts_is_the_plain_tower(vit_backbone, pixels):
     expected = F.normalize(vit_backbone.encode_image(pixels), dim=-1)
     assert model.vpt is None
     assert torch.allclose(model.image_features(pixels), expected, atol=1e-5)
-    assert torch.allclose(model.scene_logits(model.image_features(pixels)),
-                          zero_shot_scene_logits(vit_backbone, expected), atol=1e-4)
+    assert torch.allclose(
+        model.scene_logits(model.image_features(pixels)), zero_shot_scene_logits(vit_backbone, expected), atol=1e-4
+    )
 
 
 # Variants ---------------------------------------------------------------------------------------
+
 
 def names_of(model: GRMPModel, params: list) -> set[str]:
     ids = {id(p) for p in params}
@@ -142,16 +152,25 @@ def test_paper_trains_prompts_last_blocks_and_final_norms(vit_backbone):
     model = GRMPModel(paper_config(), vit_backbone)
     trainable = names_of(model, model.trainable_parameters())
     assert "prompt_learner.ctx" in trainable
-    assert {n.split(".")[0:4] == ["clip", "transformer", "resblocks", "1"] for n in trainable if
-            n.startswith("clip.transformer.")} == {True}
+    assert {
+        n.split(".")[0:4] == ["clip", "transformer", "resblocks", "1"]
+        for n in trainable
+        if n.startswith("clip.transformer.")
+    } == {True}
     assert any(n.startswith("clip.visual.transformer.resblocks.1.") for n in trainable)
     assert not any(".resblocks.0." in n for n in trainable)
     assert {"clip.ln_final.weight", "clip.visual.ln_post.bias"} <= trainable
     assert not any(n.startswith("vpt.") for n in trainable)  # official fine-tuning keeps the VPT
     prompts = names_of(model, model.prompt_parameters())
-    assert prompts == {"prompt_learner.ctx", "vpt.prompt_embeddings", "vpt.deep_prompt_embeddings",
-                       "vpt.prompt_proj.weight", "vpt.prompt_proj.bias", "vpt.prompt_norm.weight",
-                       "vpt.prompt_norm.bias"}
+    assert prompts == {
+        "prompt_learner.ctx",
+        "vpt.prompt_embeddings",
+        "vpt.deep_prompt_embeddings",
+        "vpt.prompt_proj.weight",
+        "vpt.prompt_proj.bias",
+        "vpt.prompt_norm.weight",
+        "vpt.prompt_norm.bias",
+    }
     assert {n for n, p in model.named_parameters() if p.requires_grad} == trainable | prompts
     with_vpt = GRMPModel(paper_config(finetune_vpt=True), vit_backbone)
     assert names_of(with_vpt, with_vpt.trainable_parameters()) == trainable | prompts
@@ -160,9 +179,19 @@ def test_paper_trains_prompts_last_blocks_and_final_norms(vit_backbone):
 def test_seed_keeps_both_encoders_frozen(rn_backbone, pixels):
     model = GRMPModel(seed_config(), rn_backbone)
     assert names_of(model, model.trainable_parameters()) == {
-        "prompt_learner.ctx", "head.mlp.0.weight", "head.mlp.0.bias", "head.mlp.2.weight", "head.mlp.2.bias"}
-    assert list(model.state_dict()) == ["prompt_learner.ctx", "head.mlp.0.weight", "head.mlp.0.bias",
-                                        "head.mlp.2.weight", "head.mlp.2.bias"]
+        "prompt_learner.ctx",
+        "head.mlp.0.weight",
+        "head.mlp.0.bias",
+        "head.mlp.2.weight",
+        "head.mlp.2.bias",
+    }
+    assert list(model.state_dict()) == [
+        "prompt_learner.ctx",
+        "head.mlp.0.weight",
+        "head.mlp.0.bias",
+        "head.mlp.2.weight",
+        "head.mlp.2.bias",
+    ]
     assert not any(p.requires_grad for p in rn_backbone.model.parameters())
     assert model.features_frozen and model.clip is rn_backbone.model
     features = model.image_features(pixels)
@@ -229,6 +258,7 @@ def test_config_validation_and_presets():
 
 
 # Scoring ----------------------------------------------------------------------------------------
+
 
 def test_seed_scorer_reuses_the_feature_store(rn_backbone, photos):
     model = GRMPModel(seed_config(), rn_backbone)

@@ -4,6 +4,7 @@ A full-size (ViT-B/16) file in the release's layout is made from seeded random w
 (`official_reference.py`), and the probabilities the official code computed for it are the
 reference. Each test loads a whole ViT-B/16, so together they take some seconds and a few GB.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,7 +48,10 @@ def worst(scores, expected=OFFICIAL_P) -> float:
 def test_the_release_imports_without_base_weights_to_the_official_scores(official_file, bundled, tmp_path):
     model = import_official(official_file)
     assert (model.config.backbone, model.config.pretrained, model.config.preprocess) == (
-        "ViT-B-16-quickgelu", None, "official")
+        "ViT-B-16-quickgelu",
+        None,
+        "official",
+    )
     imported = [r.score for r in GRMPScorer(model).score(bundled)]
     assert worst(imported) <= TOLERANCE
     assert max(OFFICIAL_P) - min(OFFICIAL_P) > 0.2  # the reference spreads out: a wrong model cannot match it

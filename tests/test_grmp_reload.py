@@ -5,6 +5,7 @@ The test backbones rebuild the very same random weights each time, which once hi
 So every model here has weights that a fresh build does not give: its token embedding and other
 backbone tensors are perturbed, or it sits on a backbone loaded from a perturbed weights file.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def perturbed_backbone(name: str, tmp_path, seed: int):
 
 def paper_on_tag(backbone) -> GRMPModel:
     """A paper model whose whole CLIP (token embedding included) differs from its backbone's."""
-    config = GRMPConfig(variant="paper", backbone="test-tiny-vit", pretrained=backbone.pretrained, vpt_tokens=4,
-                        train_last_blocks=1)
+    config = GRMPConfig(
+        variant="paper", backbone="test-tiny-vit", pretrained=backbone.pretrained, vpt_tokens=4, train_last_blocks=1
+    )
     model = GRMPModel(config, backbone)
     perturb([*model.clip.parameters(), *model.prompt_parameters()], seed=1)
     return model
@@ -75,9 +77,11 @@ def worst(a, b) -> float:
 
 @pytest.mark.parametrize("build", ["paper_on_tag", "paper_carrying_its_backbone", "seed_on_perturbed_weights"])
 def test_python_api_and_command_line_reload_exactly(build, vit_backbone, photos, tmp_path, capsys):
-    model = {"paper_on_tag": lambda: paper_on_tag(vit_backbone),
-             "paper_carrying_its_backbone": lambda: paper_carrying_its_backbone(tmp_path),
-             "seed_on_perturbed_weights": lambda: seed_on_perturbed_weights(tmp_path)}[build]()
+    model = {
+        "paper_on_tag": lambda: paper_on_tag(vit_backbone),
+        "paper_carrying_its_backbone": lambda: paper_carrying_its_backbone(tmp_path),
+        "seed_on_perturbed_weights": lambda: seed_on_perturbed_weights(tmp_path),
+    }[build]()
     before = scores(model, photos)
     learner = model.prompt_learner
     looked_up = learner.tower.embed(learner.tokenized_prompts).float()
@@ -116,8 +120,15 @@ def test_app_upload_reloads_exactly(photos, tmp_path):
     for name, model in (("seed", seed), ("paper", paper)):
         tensors, json_path = save_checkpoint(model, tmp_path / name)
         session, choices = handlers.upload_checkpoint([str(json_path), str(tensors)], session)
-        handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", "checkpoint's logit scale",
-                       choices["value"], 0.5, "GRMP-IQA")
+        handlers.score(
+            session,
+            handlers.load_preset("seed"),
+            "test-tiny-rn",
+            "checkpoint's logit scale",
+            choices["value"],
+            0.5,
+            "GRMP-IQA",
+        )
         got = {row.name: row.grmp.score for row in session.rows}
         expected = {r.name: r.score for r in GRMPScorer(model).score(session.photos)}
         assert worst([got[n] for n in expected], list(expected.values())) <= EXACT, name

@@ -84,10 +84,22 @@ def test_seed_variant_learns_the_distortion_ranking(vit_backbone, vit_store, dis
     of what this tiny model can do, not what CLIP does.
     """
     protocol = FinetuneProtocol(rounds=3, shots=None, val_size=0.2, seed=0)
-    untrained = run_protocol(seed_model(vit_backbone), distorted, protocol,
-                             TrainConfig.for_variant("seed", steps=1, lr=1e-12), store=vit_store, progress=False)
-    trained = run_protocol(seed_model(vit_backbone), distorted, protocol,
-                           TrainConfig.for_variant("seed", steps=300), store=vit_store, progress=False)
+    untrained = run_protocol(
+        seed_model(vit_backbone),
+        distorted,
+        protocol,
+        TrainConfig.for_variant("seed", steps=1, lr=1e-12),
+        store=vit_store,
+        progress=False,
+    )
+    trained = run_protocol(
+        seed_model(vit_backbone),
+        distorted,
+        protocol,
+        TrainConfig.for_variant("seed", steps=300),
+        store=vit_store,
+        progress=False,
+    )
     before, after = untrained.summary()["mean_srcc"], trained.summary()["mean_srcc"]
     assert after > before + 0.2 and after > 0.18, (before, after)
     for result in trained.rounds:
@@ -96,16 +108,18 @@ def test_seed_variant_learns_the_distortion_ranking(vit_backbone, vit_store, dis
 
 
 def test_paper_variant_trains_end_to_end_with_projection(vit_backbone, distorted, tmp_path):
-    config = GRMPConfig(variant="paper", backbone=vit_backbone.name, pretrained=None, vpt_tokens=4,
-                        train_last_blocks=1)
+    config = GRMPConfig(variant="paper", backbone=vit_backbone.name, pretrained=None, vpt_tokens=4, train_last_blocks=1)
     model = GRMPModel(config, vit_backbone)
     frozen = {name: t.clone() for name, t in model.state_dict().items() if name.startswith("clip.visual.conv1")}
     before = {id(p): p.detach().clone() for p in model.trainable_parameters()}
     steps = []
     result = run_protocol(
-        model, distorted[:40], FinetuneProtocol(rounds=1, shots=16, val_size=6),
+        model,
+        distorted[:40],
+        FinetuneProtocol(rounds=1, shots=16, val_size=6),
         TrainConfig.for_variant("paper", steps=4, batch_size=8, eval_every=2),
-        on_step=lambda step, loss, val: steps.append((step, loss, val)), save_to=tmp_path / "paper",
+        on_step=lambda step, loss, val: steps.append((step, loss, val)),
+        save_to=tmp_path / "paper",
         progress=False,
     )
     assert [s for s, _, _ in steps] == [1, 2, 3, 4]
@@ -129,8 +143,14 @@ def test_meta_pretraining_changes_only_prompt_parameters(vit_backbone, vit_store
     backbone_before = {name: t.clone() for name, t in vit_backbone.model.state_dict().items()}
     tasks = task_list(distorted)
     assert sorted(tasks) == sorted(TYPES)
-    history = meta_pretrain(model, tasks, MetaConfig(epochs=2, inner_lr=1e-2, support_batch=8, query_batch=4),
-                            store=vit_store, validation=distorted[:30], progress=False)
+    history = meta_pretrain(
+        model,
+        tasks,
+        MetaConfig(epochs=2, inner_lr=1e-2, support_batch=8, query_batch=4),
+        store=vit_store,
+        validation=distorted[:30],
+        progress=False,
+    )
     assert [h["epoch"] for h in history] == [1, 2] and all(h["tasks"] == 4 for h in history)
     after = model.state_dict()
     assert any(not torch.equal(before[name], after[name]) for name in names)
@@ -142,8 +162,7 @@ def test_meta_pretraining_changes_only_prompt_parameters(vit_backbone, vit_store
 
 
 def test_paper_meta_pretraining_leaves_backbone_copy_untouched(vit_backbone, distorted):
-    config = GRMPConfig(variant="paper", backbone=vit_backbone.name, pretrained=None, vpt_tokens=2,
-                        train_last_blocks=1)
+    config = GRMPConfig(variant="paper", backbone=vit_backbone.name, pretrained=None, vpt_tokens=2, train_last_blocks=1)
     model = GRMPModel(config, vit_backbone)
     prompt_ids = {id(p) for p in model.prompt_parameters()}
     names = {name for name, p in model.named_parameters() if id(p) in prompt_ids}
@@ -158,9 +177,13 @@ def test_paper_meta_pretraining_leaves_backbone_copy_untouched(vit_backbone, dis
 def _seed_run(backbone, store, images, checkpoint_dir=None, steps=30, checkpoint_every=0):
     model = seed_model(backbone)
     result = run_protocol(
-        model, images, FinetuneProtocol(rounds=2, shots=40, val_size=10, seed=3),
+        model,
+        images,
+        FinetuneProtocol(rounds=2, shots=40, val_size=10, seed=3),
         TrainConfig.for_variant("seed", steps=steps, eval_every=5, checkpoint_every=checkpoint_every, seed=7),
-        store=store, checkpoint_dir=checkpoint_dir, progress=False,
+        store=store,
+        checkpoint_dir=checkpoint_dir,
+        progress=False,
     )
     return model, result
 
@@ -188,16 +211,24 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(vit_backbone, vit_st
 
     calls = []
     model = seed_model(vit_backbone)
-    args = (distorted, FinetuneProtocol(rounds=2, shots=40, val_size=10, seed=3),
-            TrainConfig.for_variant("seed", steps=30, eval_every=5, checkpoint_every=5, seed=7))
+    args = (
+        distorted,
+        FinetuneProtocol(rounds=2, shots=40, val_size=10, seed=3),
+        TrainConfig.for_variant("seed", steps=30, eval_every=5, checkpoint_every=5, seed=7),
+    )
     with pytest.raises(_Interrupt):
-        run_protocol(model, *args, store=vit_store, checkpoint_dir=tmp_path, on_step=stop_in_round_two,
-                     progress=False)
+        run_protocol(model, *args, store=vit_store, checkpoint_dir=tmp_path, on_step=stop_in_round_two, progress=False)
     assert (tmp_path / STATE_FILE).exists()
     resumed_model = seed_model(vit_backbone)
     resumed_steps = []
-    resumed = run_protocol(resumed_model, *args, store=vit_store, checkpoint_dir=tmp_path,
-                           on_step=lambda step, loss, val: resumed_steps.append(step), progress=False)
+    resumed = run_protocol(
+        resumed_model,
+        *args,
+        store=vit_store,
+        checkpoint_dir=tmp_path,
+        on_step=lambda step, loss, val: resumed_steps.append(step),
+        progress=False,
+    )
     assert resumed_steps == list(range(16, 31))
     assert [r.history for r in resumed.rounds] == [r.history for r in full.rounds]
     assert [r.test for r in resumed.rounds] == [r.test for r in full.rounds]
@@ -213,8 +244,9 @@ def test_resume_refuses_other_settings(vit_backbone, vit_store, distorted, tmp_p
 
 def test_adapt_seed_reports_steps_and_scores_photos(vit_store, distorted):
     seen = []
-    model, history = adapt_seed(vit_store, distorted, steps=20, lam=1.0, seed=0,
-                                on_step=lambda step, loss, val: seen.append((step, val)))
+    model, history = adapt_seed(
+        vit_store, distorted, steps=20, lam=1.0, seed=0, on_step=lambda step, loss, val: seen.append((step, val))
+    )
     assert [s for s, _ in seen] == list(range(1, 21)) and len(history) == 20
     assert sum(v is not None for _, v in seen) == 2  # validation every 10 steps
     assert model.config.training["n_images"] == len(distorted)
@@ -238,6 +270,7 @@ def test_evaluate_skips_unreadable_images(vit_store, distorted, tmp_path):
 
 def test_old_pickle_state_is_never_executed(vit_backbone, vit_store, distorted, tmp_path):
     from tests.hostile import write_malicious_pickle
+
     marker = tmp_path / "pwned"
     write_malicious_pickle(tmp_path / LEGACY_STATE_FILE, marker, payload_key="run")
     with pytest.warns(UserWarning, match="ignored .*train_state.pt.*could run code"):
@@ -260,18 +293,30 @@ def test_tampered_state_gives_one_line_error(vit_backbone, vit_store, distorted,
             tensors = {k: f.get_tensor(k) for k in f.keys()}
             metadata = f.metadata()
         text = metadata["iqa_train_state"]
-        metadata["iqa_train_state"] = (text[: len(text) // 2] if damage == "metadata"
-                                       else text.replace('"__tensor__": "t0"', '"__tensor__": "t999999"'))
+        metadata["iqa_train_state"] = (
+            text[: len(text) // 2]
+            if damage == "metadata"
+            else text.replace('"__tensor__": "t0"', '"__tensor__": "t999999"')
+        )
         save_file(tensors, str(path), metadata=metadata)
-    with pytest.raises(StateFileError, match=r"train_state.safetensors is not a readable training state \(.+\); "
-                                             r"delete it to start afresh") as err:
+    with pytest.raises(
+        StateFileError,
+        match=r"train_state.safetensors is not a readable training state \(.+\); "
+        r"delete it to start afresh",
+    ) as err:
         _seed_run(vit_backbone, vit_store, distorted, checkpoint_dir=tmp_path, steps=5)
     assert "\n" not in str(err.value)
 
 
 def test_state_file_keeps_every_kind_of_value(tmp_path):
-    state = {"ints": {0: torch.arange(3), 1: None}, "rng": torch.get_rng_state(), "py": random.getstate(),
-             "floats": [float("nan"), -math.inf, 0.1], "text": "x", "nested": ({"a": (1, 2.5)},)}
+    state = {
+        "ints": {0: torch.arange(3), 1: None},
+        "rng": torch.get_rng_state(),
+        "py": random.getstate(),
+        "floats": [float("nan"), -math.inf, 0.1],
+        "text": "x",
+        "nested": ({"a": (1, 2.5)},),
+    }
     write_state(tmp_path / "s.safetensors", state)
     back = read_state(tmp_path / "s.safetensors", {})
     assert torch.equal(back["ints"][0], state["ints"][0]) and back["ints"][1] is None

@@ -1,4 +1,5 @@
 """The hostile corpus (tests/hostile.py) thrown at every way in: the Python API and the command line."""
+
 from __future__ import annotations
 
 import math
@@ -91,8 +92,13 @@ def test_load_pairs_refuses_hostile_prompt_files(tmp_path, index):
 
 
 def test_weights_are_finite_and_bounded_in_the_api():
-    for weight, reason in ((math.nan, "not a finite number"), (math.inf, "not a finite number"),
-                           (1e308, "beyond the limit of 1e\\+06"), (-0.5, "below 0"), (True, "not a finite number")):
+    for weight, reason in (
+        (math.nan, "not a finite number"),
+        (math.inf, "not a finite number"),
+        (1e308, "beyond the limit of 1e\\+06"),
+        (-0.5, "below 0"),
+        (True, "not a finite number"),
+    ):
         with pytest.raises(PromptError, match=reason):
             PromptPair("a sharp photo", "a blurry photo", weight).validate()
     PromptPair("a sharp photo", "a blurry photo", MAX_WEIGHT).validate()
@@ -113,8 +119,9 @@ def test_a_nan_score_never_leaves_the_clipiqa_scorer(rn_backbone, photos):
 def test_load_backbone_refuses_hostile_checkpoints_in_one_line(tmp_path):
     marker = tmp_path / "pwned"
     evil = write_malicious_pickle(tmp_path / "evil.pt", marker)
-    with pytest.raises(BadCheckpoint, match=r"refused to load .*evil.pt: .*would run code stored in the file \(.+\)"
-                       ) as err:
+    with pytest.raises(
+        BadCheckpoint, match=r"refused to load .*evil.pt: .*would run code stored in the file \(.+\)"
+    ) as err:
         load_backbone("test-tiny-rn", checkpoint=evil)
     assert not marker.exists() and "\n" not in str(err.value) and "weights_only" not in str(err.value)
     empty = write_empty_file(tmp_path / "empty.pt")
@@ -161,8 +168,10 @@ def test_score_with_nothing_usable_exits_2_with_a_message(tmp_path, capsys):
 def test_cli_refuses_hostile_prompt_files_in_one_line(corpus, tmp_path, capsys, index):
     case = write_prompt_files(tmp_path / "prompts")[index]
     folder, _ = corpus
-    assert main(["score", str(folder / GOOD_PHOTOS[0]), *TEST, "--pairs", str(tmp_path / "prompts" / case.name)]) \
+    assert (
+        main(["score", str(folder / GOOD_PHOTOS[0]), *TEST, "--pairs", str(tmp_path / "prompts" / case.name)])
         == EXIT_INPUT
+    )
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and re.search(case.message, lines[0])
 
@@ -182,14 +191,18 @@ def test_cli_refuses_hostile_weights_in_one_line(corpus, tmp_path, capsys):
 
 def test_import_official_refusals_name_the_file(tmp_path, capsys):
     marker = tmp_path / "pwned"
-    cases = {write_malicious_pickle(tmp_path / "evil.pt", marker): "would run code stored in the file",
-             write_empty_file(tmp_path / "empty.pt"): r"the file is empty \(0 bytes\)"}
+    cases = {
+        write_malicious_pickle(tmp_path / "evil.pt", marker): "would run code stored in the file",
+        write_empty_file(tmp_path / "empty.pt"): r"the file is empty \(0 bytes\)",
+    }
     layout = tmp_path / "other_layout.pt"
     torch.save({"encoder.weight": torch.zeros(2)}, layout)
     cases[layout] = "not an official GRMP-IQA checkpoint: 1 unknown tensors"
     for path, reason in cases.items():
-        assert main(["import-official", str(path), "--out", str(tmp_path / "out"), "--backbone", "test-tiny-vit"]) \
+        assert (
+            main(["import-official", str(path), "--out", str(tmp_path / "out"), "--backbone", "test-tiny-vit"])
             == EXIT_INPUT
+        )
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(lines) == 1 and re.search(rf"^error: .*{path.name}.*{reason}", lines[0]), lines
     assert not marker.exists()
@@ -207,9 +220,29 @@ def test_train_never_unpickles_an_old_state_file(tmp_path, capsys):
     state.mkdir()
     marker = tmp_path / "pwned"
     write_malicious_pickle(state / "train_state.pt", marker, payload_key="run")
-    args = ["train", "--dataset", "csv", "--root", str(images / "labels.csv"), "--variant", "seed",
-            "--backbone", "test-tiny-vit", "--rounds", "1", "--shots", "6", "--val-size", "2", "--steps", "3",
-            "--state-dir", str(state), "--out", str(tmp_path / "model")]
+    args = [
+        "train",
+        "--dataset",
+        "csv",
+        "--root",
+        str(images / "labels.csv"),
+        "--variant",
+        "seed",
+        "--backbone",
+        "test-tiny-vit",
+        "--rounds",
+        "1",
+        "--shots",
+        "6",
+        "--val-size",
+        "2",
+        "--steps",
+        "3",
+        "--state-dir",
+        str(state),
+        "--out",
+        str(tmp_path / "model"),
+    ]
     with pytest.warns(UserWarning, match="could run code"):
         assert main(args) == EXIT_OK
     assert not marker.exists()
@@ -222,8 +255,12 @@ def test_train_never_unpickles_an_old_state_file(tmp_path, capsys):
 @pytest.mark.slow
 def test_module_entry_point_with_the_corpus(corpus, tmp_path):
     folder, cases = corpus
-    run = subprocess.run([sys.executable, "-m", "iqa", "score", str(folder), str(tmp_path / "missing.jpg"), *TEST],
-                         capture_output=True, text=True, timeout=180)
+    run = subprocess.run(
+        [sys.executable, "-m", "iqa", "score", str(folder), str(tmp_path / "missing.jpg"), *TEST],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert run.returncode == EXIT_PARTIAL, run.stderr
     assert "Traceback" not in run.stderr
     assert f"skipped: {tmp_path / 'missing.jpg'}: no such file or folder" in run.stderr

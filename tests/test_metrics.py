@@ -82,9 +82,7 @@ def test_failed_fit_falls_back_to_pearson(monkeypatch):
 
 
 def test_non_finite_fit_parameters_fall_back(monkeypatch):
-    monkeypatch.setattr(
-        metrics.optimize, "curve_fit", lambda *a, **k: (np.array([np.nan, 0, 0, 1]), None)
-    )
+    monkeypatch.setattr(metrics.optimize, "curve_fit", lambda *a, **k: (np.array([np.nan, 0, 0, 1]), None))
     x, y = [1.0, 2.0, 3.0, 5.0], [1.0, 3.0, 2.0, 4.0]
     assert plcc(x, y) == pytest.approx(stats.pearsonr(x, y).statistic)
 

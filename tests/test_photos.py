@@ -102,7 +102,16 @@ def test_each_format_opens_as_upright_rgb(tmp_path, suffix):
 
 def test_supported_extensions_are_lowercase_with_dots():
     assert set(SUPPORTED_EXTENSIONS) == {
-        ".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif",
+        ".jpg",
+        ".jpeg",
+        ".png",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".bmp",
+        ".gif",
+        ".heic",
+        ".heif",
     }
 
 
@@ -161,9 +170,7 @@ def test_16_bit_grey_is_scaled_not_clipped(tmp_path):
 
     result = open_photo(path).image
 
-    assert [result.getpixel((x, 0)) for x in range(4)] == [
-        (0, 0, 0), (64, 64, 64), (128, 128, 128), (255, 255, 255)
-    ]
+    assert [result.getpixel((x, 0)) for x in range(4)] == [(0, 0, 0), (64, 64, 64), (128, 128, 128), (255, 255, 255)]
 
 
 def test_32_bit_integer_grey_is_treated_as_16_bit():
@@ -442,7 +449,10 @@ def names(paths: list[Path], root: Path) -> list[str]:
 def test_collect_folder(album):
     assert names(collect_photo_paths([album]), album) == ["a.PNG", "b.jpg"]
     assert names(collect_photo_paths([str(album)], recursive=True), album) == [
-        "a.PNG", "b.jpg", "sub/c.webp", "sub/deeper/d.gif"
+        "a.PNG",
+        "b.jpg",
+        "sub/c.webp",
+        "sub/deeper/d.gif",
     ]
 
 
@@ -487,9 +497,7 @@ def test_open_photos_keeps_the_good_ones(album):
     opened, errors = open_photos(sources)
 
     assert [photo.path for photo in opened] == [album / "a.PNG", album / "b.jpg"]
-    assert [error.name for error in errors] == [
-        str(album / "broken.jpg"), str(album / "missing.png")
-    ]
+    assert [error.name for error in errors] == [str(album / "broken.jpg"), str(album / "missing.png")]
     assert "corrupt or truncated" in errors[0].reason
     assert errors[1].reason == "file not found"
 

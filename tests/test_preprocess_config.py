@@ -7,6 +7,7 @@ the tag's preprocess configuration to random weights, exactly as it does on a re
 everything after that is the real loading path. The reference is open_clip's own `preprocess`
 for the same configuration.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,8 +60,13 @@ def test_tensors_equal_open_clips_own_preprocess(name, tag, offline_tags):
     ours = preprocessor_for(backbone)
     cfg = tag_preprocess(name, tag)
     _, _, reference = open_clip.create_model_and_transforms(
-        name, pretrained=None, image_mean=cfg["mean"], image_std=cfg["std"],
-        image_interpolation=cfg["interpolation"], image_resize_mode=cfg["resize_mode"])
+        name,
+        pretrained=None,
+        image_mean=cfg["mean"],
+        image_std=cfg["std"],
+        image_interpolation=cfg["interpolation"],
+        image_resize_mode=cfg["resize_mode"],
+    )
     for image in photos():
         expected = reference(image)
         got = ours(image)

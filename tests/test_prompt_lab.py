@@ -40,8 +40,11 @@ def test_each_pair_is_ranked_by_its_own_srcc(rn_backbone, labelled):
 
 def test_mean_of_chosen_pairs_is_the_clip_iqa_score(rn_backbone, labelled):
     store = FeatureStore(rn_backbone)
-    pairs = [PromptPair("a sharp photo", "a blurry photo", weight=2.0), PromptPair("good", "bad"),
-             PromptPair("a bright photo", "a dark photo", enabled=False)]
+    pairs = [
+        PromptPair("a sharp photo", "a blurry photo", weight=2.0),
+        PromptPair("good", "bad"),
+        PromptPair("a bright photo", "a dark photo", enabled=False),
+    ]
     report = rank_pairs(store, pairs, labelled, temperature=1.0)
     scores = [r.score for r in CLIPIQA(store, pairs, temperature=1.0).score(labelled.photos)]
     assert report.chosen_srcc == pytest.approx(srcc(scores, labelled.scores))
@@ -88,8 +91,13 @@ def test_uploads_are_matched_to_csv_rows_by_file_name(tmp_path, photos):
     assert "coffee.png: uploaded but has no score in the CSV" in labelled.skipped
 
 
-@pytest.mark.parametrize("text, message", [("file,quality\na.png,1\n", "needs a header"),
-                                           ("path,score\na.png,high\n", "line 2: score 'high' is not a number")])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("file,quality\na.png,1\n", "needs a header"),
+        ("path,score\na.png,high\n", "line 2: score 'high' is not a number"),
+    ],
+)
 def test_bad_score_csv_names_the_problem(tmp_path, text, message):
     csv = tmp_path / "s.csv"
     csv.write_text(text)
@@ -130,8 +138,15 @@ def test_zip_keeps_original_bytes_and_unique_names(tmp_path, photos):
         originals.append(tmp_path / folder / "a.jpg")
     photos[0].image.save(originals[0])
     photos[1].image.save(originals[1])
-    archive = zip_photos([Photo("a.jpg", photos[0].image, originals[0]), Photo("a.jpg", photos[1].image, originals[1]),
-                          Photo("a", photos[2].image), Photo("a", photos[0].image)], tmp_path / "kept.zip")
+    archive = zip_photos(
+        [
+            Photo("a.jpg", photos[0].image, originals[0]),
+            Photo("a.jpg", photos[1].image, originals[1]),
+            Photo("a", photos[2].image),
+            Photo("a", photos[0].image),
+        ],
+        tmp_path / "kept.zip",
+    )
     with zipfile.ZipFile(archive) as z:
         assert z.namelist() == ["a.jpg", "a-1.jpg", "a.png", "a-1.png"]
         assert z.read("a.jpg") == originals[0].read_bytes() and z.read("a-1.jpg") == originals[1].read_bytes()

@@ -13,8 +13,13 @@ def test_presets_hold_the_documented_pairs():
 
 
 def test_validation_reasons(rn_backbone):
-    pairs = [PromptPair("good", "bad"), PromptPair(" ", "bad"), PromptPair("Sharp", "sharp"),
-             PromptPair("x " * 76, "y"), PromptPair("a", "b", weight=-1)]
+    pairs = [
+        PromptPair("good", "bad"),
+        PromptPair(" ", "bad"),
+        PromptPair("Sharp", "sharp"),
+        PromptPair("x " * 76, "y"),
+        PromptPair("a", "b", weight=-1),
+    ]
     reasons = check_pairs(pairs, rn_backbone.tokenizer)
     assert reasons[0] is None
     assert "empty" in reasons[1] and "same" in reasons[2] and "77" in reasons[3] and "weight" in reasons[4]

@@ -6,13 +6,14 @@ the whole backbone when the config names no pretrained weights to rebuild it fro
 official checkpoints, which carry their own fine-tuned CLIP). The frozen rest comes from
 `load_backbone(config.backbone, config.pretrained)` on loading.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -72,8 +73,9 @@ def _changed_backbone_tensors(model: GRMPModel) -> list[str]:
     reference = model.backbone.model.state_dict()
     changed = []
     for name, tensor in model.clip.state_dict(keep_vars=True).items():
-        if id(tensor) in trainable or not torch.equal(tensor.detach().float().cpu(),
-                                                      reference[name].detach().float().cpu()):
+        if id(tensor) in trainable or not torch.equal(
+            tensor.detach().float().cpu(), reference[name].detach().float().cpu()
+        ):
             changed.append(name)
     return changed
 
@@ -129,8 +131,9 @@ def load_checkpoint(
     check_checkpoint(path)
     tensors_path, json_path = checkpoint_paths(path)
     config = read_config(json_path)
-    logger.info("GRMP checkpoint %s (+ %s): %s variant on %s", tensors_path, json_path.name, config.variant,
-                config.backbone)
+    logger.info(
+        "GRMP checkpoint %s (+ %s): %s variant on %s", tensors_path, json_path.name, config.variant, config.backbone
+    )
     _check_backbone_source(config, json_path)
     tensors = _read_tensors(tensors_path)
     if backbone is None:
@@ -154,7 +157,8 @@ def _check_backbone_source(config: GRMPConfig, json_path: Path) -> None:
         raise CheckpointError(
             f"{json_path.name} names no pretrained weights for backbone {config.backbone!r} and a seed "
             f"checkpoint does not carry them: it was trained on a randomly initialised backbone and "
-            f"cannot be rebuilt")
+            f"cannot be rebuilt"
+        )
 
 
 def _backbone_weights(config: GRMPConfig) -> str:
@@ -178,8 +182,9 @@ def _read_meta(json_path: Path) -> dict:
     if isinstance(version, bool) or not isinstance(version, int):
         raise CheckpointError(f"{json_path.name}: format_version must be an integer, got {version!r:.40}")
     if version > FORMAT_VERSION:
-        raise CheckpointError(f"{json_path.name} has format version {version}; "
-                              f"this program reads up to {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{json_path.name} has format version {version}; this program reads up to {FORMAT_VERSION}"
+        )
     return meta
 
 
@@ -188,8 +193,10 @@ def _parse_json(json_path: Path) -> object:
     (a real config is a few kilobytes, three levels deep)."""
     size = json_path.stat().st_size
     if size > MAX_JSON_BYTES:
-        raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config: {size:,} bytes, more than the "
-                              f"{MAX_JSON_BYTES:,} a config may have")
+        raise CheckpointError(
+            f"{json_path.name} is not a GRMP checkpoint config: {size:,} bytes, more than the "
+            f"{MAX_JSON_BYTES:,} a config may have"
+        )
     try:
         meta = json.loads(json_path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -197,8 +204,9 @@ def _parse_json(json_path: Path) -> object:
     except RecursionError:
         meta = None
     if meta is None or _depth(meta) > MAX_JSON_DEPTH:
-        raise CheckpointError(f"{json_path.name} is not a GRMP checkpoint config: JSON nested more than "
-                              f"{MAX_JSON_DEPTH} levels deep")
+        raise CheckpointError(
+            f"{json_path.name} is not a GRMP checkpoint config: JSON nested more than {MAX_JSON_DEPTH} levels deep"
+        )
     return meta
 
 
@@ -225,11 +233,14 @@ def check_checkpoint(path: str | os.PathLike) -> GRMPConfig:
     for key, expected in _expected_shapes(config).items():
         found = shapes.get(key)
         if found is None:
-            raise CheckpointError(f"{tensors_path.name} has no tensor {key!r}, which a {config.variant} "
-                                  f"checkpoint needs")
+            raise CheckpointError(
+                f"{tensors_path.name} has no tensor {key!r}, which a {config.variant} checkpoint needs"
+            )
         if not expected(found):
-            raise CheckpointError(f"{tensors_path.name}: tensor {key!r} has shape {list(found)}, which does not "
-                                  f"fit the config in {json_path.name} ({_config_sizes(config)})")
+            raise CheckpointError(
+                f"{tensors_path.name}: tensor {key!r} has shape {list(found)}, which does not "
+                f"fit the config in {json_path.name} ({_config_sizes(config)})"
+            )
     return config
 
 
@@ -257,8 +268,9 @@ def _expected_shapes(config: GRMPConfig) -> dict[str, Callable[[tuple[int, ...]]
 
 def _config_sizes(config: GRMPConfig) -> str:
     sizes = f"n_ctx={config.n_ctx}, class_specific={config.class_specific}"
-    return sizes + (f", mlp_hidden={config.mlp_hidden}" if config.variant == "seed"
-                    else f", vpt_tokens={config.vpt_tokens}")
+    return sizes + (
+        f", mlp_hidden={config.mlp_hidden}" if config.variant == "seed" else f", vpt_tokens={config.vpt_tokens}"
+    )
 
 
 def _read_tensors(tensors_path: Path) -> dict[str, torch.Tensor]:
@@ -287,8 +299,7 @@ def _check_backbone(config: GRMPConfig, backbone: Backbone, json_path: Path) -> 
 def _load_named_backbone(config: GRMPConfig, device, dtype) -> Backbone:
     """The backbone named in the config: a pretrained tag, or a local weights file the tag names."""
     if config.pretrained is not None and Path(config.pretrained).exists():
-        return load_backbone(config.backbone, pretrained=None, checkpoint=config.pretrained, device=device,
-                             dtype=dtype)
+        return load_backbone(config.backbone, pretrained=None, checkpoint=config.pretrained, device=device, dtype=dtype)
     return load_backbone(config.backbone, pretrained=config.pretrained, device=device, dtype=dtype)
 
 
@@ -298,8 +309,15 @@ def _check_tensors(model: GRMPModel, tensors: dict[str, torch.Tensor], json_path
     unexpected = sorted(set(tensors) - set(own))
     shapes = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
     if missing or unexpected or shapes:
-        details = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
-                   (("missing tensors", missing), ("unexpected tensors", unexpected),
-                    ("tensors of another shape", shapes)) if v]
+        details = [
+            f"{len(v)} {what} (e.g. {v[0]})"
+            for what, v in (
+                ("missing tensors", missing),
+                ("unexpected tensors", unexpected),
+                ("tensors of another shape", shapes),
+            )
+            if v
+        ]
         raise CheckpointMismatch(
-            f"{json_path.stem} does not fit {_needed(model.config)} as configured: " + "; ".join(details))
+            f"{json_path.stem} does not fit {_needed(model.config)} as configured: " + "; ".join(details)
+        )

@@ -45,9 +45,7 @@ def quality_loss(name: str) -> Callable[[Tensor, Tensor], Tensor]:
     try:
         return QUALITY_LOSSES[name]
     except KeyError:
-        raise ValueError(
-            f"unknown quality loss {name!r}; choose one of {sorted(QUALITY_LOSSES)}"
-        ) from None
+        raise ValueError(f"unknown quality loss {name!r}; choose one of {sorted(QUALITY_LOSSES)}") from None
 
 
 def pairwise_regularizer(cos: Tensor, y: Tensor) -> Tensor:
@@ -84,9 +82,7 @@ def semantic_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: f
     return -(target * log_q).sum(dim=-1).mean() * temperature**2
 
 
-def project_gradients(
-    params: Iterable[torch.nn.Parameter], loss_q: Tensor, loss_s: Tensor, lam: float = 5.0
-) -> int:
+def project_gradients(params: Iterable[torch.nn.Parameter], loss_q: Tensor, loss_s: Tensor, lam: float = 5.0) -> int:
     """Write the paper's quality-aware regularized gradient into each parameter's `.grad`.
 
     Per parameter tensor, with g_q = dL_q/dtheta and g_s = dL_s/dtheta:

@@ -163,7 +163,7 @@ def _step(model, task: _Task, indices: list[int], params, loss_fn, optimizer) ->
 
 def _batches(indices: list[int], size: int, rng):
     order = rng.permutation(indices).tolist()
-    return iter([order[i:i + size] for i in range(0, len(order), size)])
+    return iter([order[i : i + size] for i in range(0, len(order), size)])
 
 
 def _validate(model: GRMPModel, data: TrainingData | None) -> float | None:
@@ -173,11 +173,16 @@ def _validate(model: GRMPModel, data: TrainingData | None) -> float | None:
     with torch.no_grad():
         was_training = model.training
         model.eval()
-        p = torch.cat([
-            model.predict(data.inputs(indices[i:i + 64]) if model.features_frozen
-                          else model.image_features(data.inputs(indices[i:i + 64]))).p.cpu()
-            for i in range(0, len(indices), 64)
-        ])
+        p = torch.cat(
+            [
+                model.predict(
+                    data.inputs(indices[i : i + 64])
+                    if model.features_frozen
+                    else model.image_features(data.inputs(indices[i : i + 64]))
+                ).p.cpu()
+                for i in range(0, len(indices), 64)
+            ]
+        )
         model.train(was_training)
     return srcc(p.numpy(), data.scores.numpy())
 

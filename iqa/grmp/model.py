@@ -9,6 +9,7 @@ last blocks of both towers. The score is the softmax probability of the positive
 small MLP head mapping the two cosines to the score. Its image features never change, so they are
 computed once (and shared with CLIP-IQA on the same backbone through a `FeatureStore`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -51,9 +52,19 @@ SCENE_PROMPTS = tuple(f"a photo of a {scene}" for scene in SCENES)
 # What a config may hold: checked before anything is built from it (a checkpoint JSON can come from
 # an upload). The ranges are far above any real model and keep a hostile file from allocating much.
 CONFIG_TYPES: dict[str, tuple[type, ...]] = {
-    "variant": (str,), "backbone": (str,), "pretrained": (str, type(None)), "n_ctx": (int,),
-    "ctx_init": (str, type(None)), "class_specific": (bool,), "vpt_tokens": (int,), "train_last_blocks": (int,),
-    "finetune_vpt": (bool,), "preprocess": (str,), "mlp_hidden": (int,), "seed": (int,), "training": (dict,),
+    "variant": (str,),
+    "backbone": (str,),
+    "pretrained": (str, type(None)),
+    "n_ctx": (int,),
+    "ctx_init": (str, type(None)),
+    "class_specific": (bool,),
+    "vpt_tokens": (int,),
+    "train_last_blocks": (int,),
+    "finetune_vpt": (bool,),
+    "preprocess": (str,),
+    "mlp_hidden": (int,),
+    "seed": (int,),
+    "training": (dict,),
 }
 CONFIG_RANGES: dict[str, tuple[int, int]] = {
     "n_ctx": (1, 64),  # CLIP's text context is 77 tokens
@@ -124,8 +135,12 @@ class GRMPConfig:
         texts = self.class_texts
         if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
             raise ValueError(f"class_texts must be a list of two strings, got {_short(texts)}")
-        for name, value in (("backbone", self.backbone), ("pretrained", self.pretrained),
-                            ("ctx_init", self.ctx_init), *(("class_texts", t) for t in texts)):
+        for name, value in (
+            ("backbone", self.backbone),
+            ("pretrained", self.pretrained),
+            ("ctx_init", self.ctx_init),
+            *(("class_texts", t) for t in texts),
+        ):
             if value is not None and len(value) > MAX_CONFIG_TEXT:
                 raise ValueError(f"{name} is longer than {MAX_CONFIG_TEXT} characters")
 
@@ -180,7 +195,7 @@ class QualityHead(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         self.mlp = nn.Sequential(nn.Linear(2, hidden), nn.GELU(), nn.Linear(hidden, 1))
         with torch.no_grad():
-            bound = 2 ** -0.5  # PyTorch's default bound 1/sqrt(fan_in), drawn from the seeded generator
+            bound = 2**-0.5  # PyTorch's default bound 1/sqrt(fan_in), drawn from the seeded generator
             self.mlp[0].weight.copy_((torch.rand(hidden, 2, generator=generator) * 2 - 1) * bound)
             self.mlp[0].bias.copy_((torch.rand(hidden, generator=generator) * 2 - 1) * bound)
             self.mlp[2].weight.zero_()
@@ -220,7 +235,7 @@ class OfficialPreprocessor:
         array = np.asarray(image.convert("RGB"))
         resized = cv2.resize(array, (self.resize, self.resize), interpolation=cv2.INTER_CUBIC)
         offset = (self.resize - self.crop) // 2
-        crop = resized[offset:offset + self.crop, offset:offset + self.crop]
+        crop = resized[offset : offset + self.crop, offset : offset + self.crop]
         pixels = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float() / 255
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -248,8 +263,13 @@ class GRMPModel(nn.Module):
             self.__dict__["clip"] = backbone.model
         tower = TextTower(self.clip)
         self.prompt_learner = PromptLearner(
-            tower, backbone.tokenize, config.class_texts, n_ctx=config.n_ctx, ctx_init=config.ctx_init,
-            class_specific=config.class_specific, seed=config.seed,
+            tower,
+            backbone.tokenize,
+            config.class_texts,
+            n_ctx=config.n_ctx,
+            ctx_init=config.ctx_init,
+            class_specific=config.class_specific,
+            seed=config.seed,
         )
         self.vpt = None
         self.head = None
@@ -470,9 +490,21 @@ class GRMPScorer:
         notes = [TEST_BACKBONE_WARNING] if self.model.backbone.is_test else []
         results = []
         for i, photo in enumerate(photos):
-            pair = PairScore(positive=positive, negative=negative, s_pos=float(output.s_pos[i]),
-                             s_neg=float(output.s_neg[i]), p=float(output.p[i]))
-            results.append(ScoreResult(name=photo.name, score=float(output.score[i]), pairs=[pair],
-                                       method=GRMP_IQA, variant=self.variant,
-                                       notes=notes + self.store.notes(photo)))
+            pair = PairScore(
+                positive=positive,
+                negative=negative,
+                s_pos=float(output.s_pos[i]),
+                s_neg=float(output.s_neg[i]),
+                p=float(output.p[i]),
+            )
+            results.append(
+                ScoreResult(
+                    name=photo.name,
+                    score=float(output.score[i]),
+                    pairs=[pair],
+                    method=GRMP_IQA,
+                    variant=self.variant,
+                    notes=notes + self.store.notes(photo),
+                )
+            )
         return results

@@ -16,6 +16,7 @@ code to unpickle is refused, never run. Tensors are cast to float32 (the officia
 its weights through fp16). The imported model uses the official preprocessing (244 squash,
 224 centre crop, ImageNet statistics; see `GRMPConfig`) because that is what it was trained on.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,8 +40,10 @@ logger = logging.getLogger(__name__)
 
 OFFICIAL_BACKBONE = "ViT-B-16-quickgelu"
 # What the default file is, for people reading the app and the README.
-DEFAULT_DESCRIPTION = ("the official GRMP-IQA release, fine-tuned on 50 labelled LIVE Challenge photos "
-                       "(lambda = 5) after meta-prompt pre-training on TID2013 and KADID-10k distortions")
+DEFAULT_DESCRIPTION = (
+    "the official GRMP-IQA release, fine-tuned on 50 labelled LIVE Challenge photos "
+    "(lambda = 5) after meta-prompt pre-training on TID2013 and KADID-10k distortions"
+)
 OFFICIAL_CLASS_TEXTS = ("high quality", "low quality")
 VPT_NAMES = ("prompt_embeddings", "deep_prompt_embeddings", "prompt_proj", "prompt_norm")
 
@@ -77,12 +80,15 @@ def read_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise OfficialCheckpointError(f"refused to load {path.name}: {unpickling_reason(err)}") from None
     except Exception as err:
         raise OfficialCheckpointError(
-            f"{path.name} is not a readable PyTorch checkpoint: {unreadable_reason(path, err)}") from None
+            f"{path.name} is not a readable PyTorch checkpoint: {unreadable_reason(path, err)}"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise OfficialCheckpointError(f"{path.name} is not a state dict of tensors (a dictionary of tensor names "
-                                      f"to tensors, as torch.save(model.state_dict()) writes)")
+        raise OfficialCheckpointError(
+            f"{path.name} is not a state dict of tensors (a dictionary of tensor names "
+            f"to tensors, as torch.save(model.state_dict()) writes)"
+        )
     return {k.removeprefix("module."): v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
@@ -107,7 +113,8 @@ def map_official_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
     if unknown:
         raise OfficialCheckpointError(
             f"not an official GRMP-IQA checkpoint: {len(unknown)} unknown tensors (e.g. {unknown[0]}; expected "
-            f"image_encoder.*, text_encoder.*, prompt_learner2.* and logit_scale)")
+            f"image_encoder.*, text_encoder.*, prompt_learner2.* and logit_scale)"
+        )
     for needed in ("prompt_learner.ctx", "vpt.prompt_embeddings", "clip.logit_scale", "clip.visual.conv1.weight"):
         if needed not in mapped:
             raise OfficialCheckpointError(f"not an official GRMP-IQA checkpoint: it has no {needed!r} tensor")
@@ -117,18 +124,25 @@ def map_official_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.
 def official_config(mapped: dict[str, torch.Tensor], backbone_name: str, source: str) -> GRMPConfig:
     """The paper-variant config that an official checkpoint's tensors describe."""
     ctx = mapped["prompt_learner.ctx"]
-    depth = min(_block_count(mapped, "clip.visual.transformer.resblocks."),
-                _block_count(mapped, "clip.transformer.resblocks."))
+    depth = min(
+        _block_count(mapped, "clip.visual.transformer.resblocks."), _block_count(mapped, "clip.transformer.resblocks.")
+    )
     return GRMPConfig(
-        variant="paper", backbone=backbone_name, pretrained=None,
-        n_ctx=ctx.shape[-2], class_texts=OFFICIAL_CLASS_TEXTS, class_specific=ctx.dim() == 3,
-        vpt_tokens=mapped["vpt.prompt_embeddings"].shape[1], train_last_blocks=min(4, depth), preprocess="official",
+        variant="paper",
+        backbone=backbone_name,
+        pretrained=None,
+        n_ctx=ctx.shape[-2],
+        class_texts=OFFICIAL_CLASS_TEXTS,
+        class_specific=ctx.dim() == 3,
+        vpt_tokens=mapped["vpt.prompt_embeddings"].shape[1],
+        train_last_blocks=min(4, depth),
+        preprocess="official",
         training={"source": "official GRMP-IQA release", "file": source},
     )
 
 
 def _block_count(mapped: dict[str, torch.Tensor], prefix: str) -> int:
-    return len({k[len(prefix):].split(".")[0] for k in mapped if k.startswith(prefix)})
+    return len({k[len(prefix) :].split(".")[0] for k in mapped if k.startswith(prefix)})
 
 
 def import_official(
@@ -188,14 +202,17 @@ def _architecture(mapped: dict[str, torch.Tensor], name: str) -> str:
     """
     width = mapped["clip.visual.conv1.weight"].shape[0]
     depth = _block_count(mapped, "clip.visual.transformer.resblocks.")
-    candidates = {OFFICIAL_BACKBONE: open_clip.get_model_config(OFFICIAL_BACKBONE)["vision_cfg"],
-                  "test-tiny-vit": TEST_BACKBONES["test-tiny-vit"]["vision_cfg"]}
+    candidates = {
+        OFFICIAL_BACKBONE: open_clip.get_model_config(OFFICIAL_BACKBONE)["vision_cfg"],
+        "test-tiny-vit": TEST_BACKBONES["test-tiny-vit"]["vision_cfg"],
+    }
     for backbone, vision in candidates.items():
         if (vision["width"], vision["layers"]) == (width, depth):
             return backbone
     raise OfficialCheckpointError(
         f"{name}: a vision tower of width {width} and {depth} blocks is not an official GRMP-IQA model "
-        f"(those are {OFFICIAL_BACKBONE}: width 768, 12 blocks)")
+        f"(those are {OFFICIAL_BACKBONE}: width 768, 12 blocks)"
+    )
 
 
 def _check_fit(model: GRMPModel, mapped: dict[str, torch.Tensor], name: str) -> None:
@@ -204,11 +221,18 @@ def _check_fit(model: GRMPModel, mapped: dict[str, torch.Tensor], name: str) -> 
     unexpected = sorted(set(mapped) - set(own))
     shapes = sorted(k for k in set(own) & set(mapped) if own[k].shape != mapped[k].shape)
     if missing or unexpected or shapes:
-        details = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
-                   (("missing tensors", missing), ("unexpected tensors", unexpected),
-                    ("tensors of another shape", shapes)) if v]
+        details = [
+            f"{len(v)} {what} (e.g. {v[0]})"
+            for what, v in (
+                ("missing tensors", missing),
+                ("unexpected tensors", unexpected),
+                ("tensors of another shape", shapes),
+            )
+            if v
+        ]
         raise CheckpointMismatch(
-            f"{name} does not fit backbone {model.backbone.name!r}: " + "; ".join(details)
+            f"{name} does not fit backbone {model.backbone.name!r}: "
+            + "; ".join(details)
             + f". Official GRMP-IQA checkpoints need {OFFICIAL_BACKBONE!r}."
         )
 

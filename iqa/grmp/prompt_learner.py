@@ -6,6 +6,7 @@ words, ".", end token, padding) stay fixed. The same context is shared by both p
 `class_specific` is set. This is the prompt learner of CoOp and of the GRMP-IQA code
 (`prompt_learner2` there), written for open_clip's batch-first text towers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

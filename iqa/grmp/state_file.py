@@ -10,6 +10,7 @@ Values allowed: None, bool, int, float (NaN and infinities included), str, list,
 (any JSON-able keys: optimiser states are keyed by int), torch tensors, and the dataclasses
 registered by the caller (given to `write_state` and `read_state` by name).
 """
+
 from __future__ import annotations
 
 import json
@@ -61,11 +62,13 @@ def read_state(path: str | os.PathLike, dataclasses: dict[str, type]) -> dict:
         state = _decode(document["state"], tensors, dataclasses)
     except (SafetensorError, OSError, ValueError, KeyError, TypeError, RecursionError) as err:
         reason = " ".join(str(err).split()) or type(err).__name__
-        raise StateFileError(f"{path} is not a readable training state ({reason[:200]}); "
-                             f"delete it to start afresh") from None
+        raise StateFileError(
+            f"{path} is not a readable training state ({reason[:200]}); delete it to start afresh"
+        ) from None
     if not isinstance(state, dict):
-        raise StateFileError(f"{path} is not a readable training state (top level is not a mapping); "
-                             f"delete it to start afresh")
+        raise StateFileError(
+            f"{path} is not a readable training state (top level is not a mapping); delete it to start afresh"
+        )
     return state
 
 
@@ -82,8 +85,10 @@ def _encode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(value, dict):
         return {"__dict__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in value.items()]}
     if is_dataclass(value) and not isinstance(value, type):
-        return {"__dataclass__": type(value).__name__,
-                "fields": {f.name: _encode(getattr(value, f.name), tensors) for f in fields(value)}}
+        return {
+            "__dataclass__": type(value).__name__,
+            "fields": {f.name: _encode(getattr(value, f.name), tensors) for f in fields(value)},
+        }
     raise TypeError(f"cannot store a {type(value).__name__} in a training state")
 
 

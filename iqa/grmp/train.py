@@ -97,10 +97,27 @@ class TrainConfig:
 
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     # official finetune.py: 2000 epochs of one full batch each, validation every 5 epochs
-    "paper": TrainConfig(steps=2000, batch_size=192, optimizer="sgd", lr=1e-3, weight_decay=1e-4,
-                         quality_loss="bce", regularizer="projection", lam=5.0),
-    "seed": TrainConfig(steps=300, batch_size=192, optimizer="adam", lr=3e-2, weight_decay=0.0,
-                        quality_loss="mse", regularizer="pairwise", lam=1.0, eval_every=10),
+    "paper": TrainConfig(
+        steps=2000,
+        batch_size=192,
+        optimizer="sgd",
+        lr=1e-3,
+        weight_decay=1e-4,
+        quality_loss="bce",
+        regularizer="projection",
+        lam=5.0,
+    ),
+    "seed": TrainConfig(
+        steps=300,
+        batch_size=192,
+        optimizer="adam",
+        lr=3e-2,
+        weight_decay=0.0,
+        quality_loss="mse",
+        regularizer="pairwise",
+        lam=1.0,
+        eval_every=10,
+    ),
 }
 
 
@@ -171,8 +188,14 @@ class TrainingData:
     Unreadable images are left out and reported in `skipped`.
     """
 
-    def __init__(self, model: GRMPModel, images: Sequence[LabelledImage], store: FeatureStore | None = None,
-                 batch_size: int = 32, progress: bool = True):
+    def __init__(
+        self,
+        model: GRMPModel,
+        images: Sequence[LabelledImage],
+        store: FeatureStore | None = None,
+        batch_size: int = 32,
+        progress: bool = True,
+    ):
         self.model = model
         self.skipped: list[str] = []
         self._pixels: dict[int, Tensor] = {}
@@ -208,7 +231,7 @@ class TrainingData:
     def _encode(self, images, store, batch_size, progress):
         kept, features = [], []
         for start in tqdm(range(0, len(images), batch_size), desc="features", unit="batch", disable=not progress):
-            chunk = images[start:start + batch_size]
+            chunk = images[start : start + batch_size]
             photos = []
             for image in chunk:
                 try:
@@ -232,14 +255,15 @@ class TrainingData:
 
 
 @torch.no_grad()
-def predict_scores(model: GRMPModel, data: TrainingData, indices: Sequence[int], batch_size: int = 64,
-                   keep: bool = True) -> np.ndarray:
+def predict_scores(
+    model: GRMPModel, data: TrainingData, indices: Sequence[int], batch_size: int = 64, keep: bool = True
+) -> np.ndarray:
     """The model's scores of the images at `indices`, in eval mode."""
     was_training = model.training
     model.eval()
     scores = []
     for start in range(0, len(indices), batch_size):
-        chunk = indices[start:start + batch_size]
+        chunk = indices[start : start + batch_size]
         inputs = data.inputs(chunk, keep=keep)
         features = inputs if model.features_frozen else model.image_features(inputs)
         scores.append(model.predict(features).score.float().cpu())
@@ -313,12 +337,17 @@ class _Run:
         else:
             self.optimizer = torch.optim.Adam(self.params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            self.optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience,
-            threshold=0.0)
+            self.optimizer, mode="max", factor=config.plateau_factor, patience=config.plateau_patience, threshold=0.0
+        )
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + round_index)
         self.step = 0
-        self.best = {"score": -math.inf, "step": 0, "srcc": float("nan"), "plcc": float("nan"),
-                     "state": trainable_state(model)}
+        self.best = {
+            "score": -math.inf,
+            "step": 0,
+            "srcc": float("nan"),
+            "plcc": float("nan"),
+            "state": trainable_state(model),
+        }
         self.history: list[dict] = []
 
     def _teacher_logits(self) -> Tensor:
@@ -367,8 +396,9 @@ class _Run:
         score = val_srcc + val_plcc
         score = -math.inf if math.isnan(score) else score
         if score > self.best["score"]:
-            self.best.update(score=score, step=self.step, srcc=val_srcc, plcc=val_plcc,
-                             state=trainable_state(self.model))
+            self.best.update(
+                score=score, step=self.step, srcc=val_srcc, plcc=val_plcc, state=trainable_state(self.model)
+            )
         self.scheduler.step(score)
 
     @property
@@ -376,10 +406,18 @@ class _Run:
         return self.step >= self.config.steps or self.lr < self.config.min_lr
 
     def state_dict(self) -> dict:
-        return {"round": self.round, "step": self.step, "model": trainable_state(self.model),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "generator": self.generator.get_state(), "torch_rng": torch.get_rng_state(),
-                "python_rng": random.getstate(), "best": self.best, "history": self.history}
+        return {
+            "round": self.round,
+            "step": self.step,
+            "model": trainable_state(self.model),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "best": self.best,
+            "history": self.history,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.step = state["step"]
@@ -419,8 +457,7 @@ def fine_tune(
         run = _Run(model, data, split, config, round_index)
         if resume is not None:
             run.load_state_dict(resume)
-        bar = tqdm(total=config.steps, initial=run.step, desc=f"round {round_index}", unit="step",
-                   disable=not progress)
+        bar = tqdm(total=config.steps, initial=run.step, desc=f"round {round_index}", unit="step", disable=not progress)
         while not run.finished:
             loss = run.train_step()
             val_srcc = None
@@ -444,9 +481,17 @@ def fine_tune(
     if len(split.test) >= 3:
         predictions = predict_scores(model, data, split.test, keep=False)
         test = all_metrics(predictions, data.scores[split.test].numpy())
-    return RoundResult(round=round_index, n_train=len(split.train), n_val=len(split.val), n_test=len(split.test),
-                       best_step=run.best["step"], val_srcc=run.best["srcc"], val_plcc=run.best["plcc"],
-                       test=test, history=run.history)
+    return RoundResult(
+        round=round_index,
+        n_train=len(split.train),
+        n_val=len(split.val),
+        n_test=len(split.test),
+        best_step=run.best["step"],
+        val_srcc=run.best["srcc"],
+        val_plcc=run.best["plcc"],
+        test=test,
+        history=run.history,
+    )
 
 
 def run_protocol(
@@ -482,8 +527,15 @@ def run_protocol(
         resume = saved.get("run") if saved.get("run", {}).get("round") == round_index else None
         load_trainable_state(model, initial)
         round_result = fine_tune(
-            model, data, splits[round_index], config, round_index=round_index, on_step=on_step,
-            state_path=state_path, resume=resume, progress=progress,
+            model,
+            data,
+            splits[round_index],
+            config,
+            round_index=round_index,
+            on_step=on_step,
+            state_path=state_path,
+            resume=resume,
+            progress=progress,
             extra_state={"settings": settings, "done": done, "best_round": best_round},
         )
         done.append(round_result)
@@ -524,8 +576,11 @@ def _read_state(path: Path | None, settings: dict) -> dict:
         return {}
     legacy = path.with_name(LEGACY_STATE_FILE)
     if legacy.exists() and not path.exists():
-        warnings.warn(f"ignored {legacy}: training state of an older version, stored as a pickle that could "
-                      f"run code; it is never read (delete it); training starts afresh", stacklevel=3)
+        warnings.warn(
+            f"ignored {legacy}: training state of an older version, stored as a pickle that could "
+            f"run code; it is never read (delete it); training starts afresh",
+            stacklevel=3,
+        )
     if not path.exists():
         return {}
     state = read_state(path, {"RoundResult": RoundResult})
@@ -559,8 +614,9 @@ def adapt_seed(
     """
     store = source if isinstance(source, FeatureStore) else None
     backbone = store.backbone if store is not None else source
-    model = GRMPModel(GRMPConfig(variant="seed", backbone=backbone.name, pretrained=backbone.pretrained,
-                                 seed=seed), backbone)
+    model = GRMPModel(
+        GRMPConfig(variant="seed", backbone=backbone.name, pretrained=backbone.pretrained, seed=seed), backbone
+    )
     config = TrainConfig.for_variant("seed", steps=steps, lam=lam, seed=seed, **config_overrides)
     data = TrainingData(model, labelled_images, store=store, progress=progress)
     order = np.random.default_rng(seed).permutation(len(data)).tolist()
@@ -570,9 +626,13 @@ def adapt_seed(
         raise InputError(f"{len(data)} readable images leave {len(split.train)} for training; need 2 or more")
     result = fine_tune(model, data, split, config, on_step=on_step, progress=progress)
     model.config.training = {
-        "val_size": val_size, "config": asdict(config), "n_images": len(data),
+        "val_size": val_size,
+        "config": asdict(config),
+        "n_images": len(data),
         "train_images": [str(data.images[i].path) for i in split.train],
-        "best_step": result.best_step, "val_srcc": result.val_srcc, "val_plcc": result.val_plcc,
+        "best_step": result.best_step,
+        "val_srcc": result.val_srcc,
+        "val_plcc": result.val_plcc,
         "skipped": data.skipped,
     }
     return model, result.history

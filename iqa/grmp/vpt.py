@@ -10,6 +10,7 @@ Initialisation as the official code: prompts uniform in +-sqrt(6 / (3 * patch^2 
 projection Kaiming-normal (fan_out). Nothing is hard-wired to ViT-B/16: the width, the number of
 blocks and the patch size come from the tower.
 """
+
 from __future__ import annotations
 
 import math
