@@ -195,11 +195,11 @@ def bench_grmp(name: str, photos: list[Photo], repeats: int, steps: int = 300) -
     }
 
 
-def bench_official(photos: list[Photo], repeats: int) -> dict:
+def bench_official(photos: list[Photo], repeats: int, device: str = "cpu") -> dict:
     """CLIP-IQA on RN50 alone vs together with an official-architecture GRMP-IQA model on ViT-B/16."""
-    clip_backbone = load_backbone("RN50-quickgelu", pretrained=None, device="cpu")
+    clip_backbone = load_backbone("RN50-quickgelu", pretrained=None, device=device)
     config = GRMPConfig("paper", "ViT-B-16-quickgelu", None, preprocess="official")
-    model = GRMPModel(config, load_backbone(config.backbone, pretrained=None, device="cpu"))
+    model = GRMPModel(config, load_backbone(config.backbone, pretrained=None, device=device))
     alone, both = [], []
     for _ in range(repeats):  # fresh stores: every photo is encoded each time
         alone.append(timed(lambda: clip_iqa(FeatureStore(clip_backbone), PRESETS["pyiqa"]).score(photos)))
@@ -209,9 +209,9 @@ def bench_official(photos: list[Photo], repeats: int) -> dict:
 
 
 def report_official(photos: list[Photo], args: argparse.Namespace) -> None:
-    r = bench_official(photos, args.repeats)
+    r = bench_official(photos, args.repeats, args.device)
     print(
-        f"\nCLIP-IQA (RN50-quickgelu) {r['alone']:.2f} s; + official GRMP-IQA (ViT-B-16-quickgelu, 100 VPT "
+        f"\n{args.device}: CLIP-IQA (RN50-quickgelu) {r['alone']:.2f} s; + official GRMP-IQA (ViT-B-16-quickgelu, 100 VPT "
         f"tokens) {r['both']:.2f} s; ratio {r['both'] / r['alone']:.2f}x (target <= 2.2x)"
     )
 
@@ -260,6 +260,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--side", type=int, default=448, help="photo width (height is 3/4 of it)")
+    parser.add_argument("--device", default="cpu", help="device of the official-model comparison (cuda on a GPU)")
     args = parser.parse_args()
     torch.manual_seed(0)
     photos = make_photos(args.photos, args.side)
