@@ -211,8 +211,9 @@ def bench_official(photos: list[Photo], repeats: int, device: str = "cpu") -> di
 def report_official(photos: list[Photo], args: argparse.Namespace) -> None:
     r = bench_official(photos, args.repeats, args.device)
     print(
-        f"\n{args.device}: CLIP-IQA (RN50-quickgelu) {r['alone']:.2f} s; + official GRMP-IQA (ViT-B-16-quickgelu, 100 VPT "
-        f"tokens) {r['both']:.2f} s; ratio {r['both'] / r['alone']:.2f}x (target <= 2.2x)"
+        f"\n{args.device}: CLIP-IQA (RN50-quickgelu) {r['alone']:.2f} s; + official GRMP-IQA "
+        f"(ViT-B-16-quickgelu, 100 VPT tokens) {r['both']:.2f} s; ratio {r['both'] / r['alone']:.2f}x "
+        "(target <= 2.2x)"
     )
 
 
