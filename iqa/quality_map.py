@@ -238,7 +238,10 @@ def quality_map(
     than a window or a grid of more than `max_windows`.
     """
     image = cut_image(photo, scorer)
-    side, step = choose_window(image.size, min_window(scorer), window, stride, max_windows)
+    try:
+        side, step = choose_window(image.size, min_window(scorer), window, stride, max_windows)
+    except QualityMapError as err:
+        raise QualityMapError(f"{photo.name}: {_seen_as(err, photo.image.size, image.size)}") from None
     rows, cols, boxes = window_grid(image.size, side, step)
     windows = [
         _Window(f"{photo.name} window {i + 1}", image.crop(box), _window_key(photo, image.size, box))
@@ -263,6 +266,15 @@ def quality_map(
         cut_size=image.size,
         notes=scorer.store.notes(photo),
     )
+
+
+def _seen_as(err: QualityMapError, size: tuple[int, int], cut_size: tuple[int, int]) -> str:
+    """The message, saying what size the scorer sees a photo it resizes at (the windows' pixels)."""
+    text = str(err)
+    cut = f"{cut_size[0]}x{cut_size[1]} px"
+    if size != cut_size and text.startswith(cut):
+        return f"{size[0]}x{size[1]} px (seen by the scorer at {cut_size[0]}x{cut_size[1]})" + text[len(cut) :]
+    return text
 
 
 def window_values(scorer: CLIPIQA, features: torch.Tensor, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
