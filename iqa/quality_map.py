@@ -104,11 +104,14 @@ class QualityMap:
             counts[rows, cols] += 1
         return xs, ys, total / np.maximum(counts, 1), counts
 
-    def upsample(self, pair: int | None = None) -> np.ndarray:
-        """[height, width] float32 map at the photo's size; where windows overlap, their mean."""
+    def upsample(self, pair: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+        """[height, width] float32 map at the photo's size (or `size`); where windows overlap, their mean."""
         xs, ys, values, counts = self.cells(pair)
         if counts.min() == 0:  # the boxes tile the photo; a gap would be a bug
             raise AssertionError("quality-map windows leave part of the photo uncovered")
+        if size is not None:  # cell edges scaled to the requested size: no full-size array is made
+            xs = np.round(xs * size[0] / self.size[0]).astype(np.int64)
+            ys = np.round(ys * size[1] / self.size[1]).astype(np.int64)
         full = np.repeat(np.repeat(values, np.diff(ys), axis=0), np.diff(xs), axis=1)
         return full.astype(np.float32)
 
@@ -337,13 +340,18 @@ def _colourise(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return (stops[index] * (1 - fraction) + stops[index + 1] * fraction).round().astype(np.uint8)
 
 
-def overlay_image(qmap: QualityMap, image: Image.Image, pair: int | None = None, alpha: float = 0.5) -> Image.Image:
-    """The photo with the map blended over it and a colour bar on the right (a PNG without plotly)."""
+def overlay_image(
+    qmap: QualityMap, image: Image.Image, pair: int | None = None, alpha: float = 0.5, max_side: int = 1600
+) -> Image.Image:
+    """The photo (at most `max_side` pixels on a side) with the map blended over it and a colour bar
+    on the right: a PNG without plotly."""
     from PIL import ImageDraw
 
     low, high = colour_range(qmap, pair)
-    heat = Image.fromarray(_colourise(qmap.upsample(pair), low, high))
-    blended = Image.blend(image.convert("RGB").resize(qmap.size), heat, alpha)
+    scale = min(1.0, max_side / max(qmap.size))
+    size = (max(1, round(qmap.size[0] * scale)), max(1, round(qmap.size[1] * scale)))
+    heat = Image.fromarray(_colourise(qmap.upsample(pair, size), low, high))
+    blended = Image.blend(image.convert("RGB").resize(size), heat, alpha)
     bar_width, margin = 24, 8
     out = Image.new("RGB", (blended.width + bar_width + 150, max(blended.height, 120)), "white")
     out.paste(blended, (0, 0))

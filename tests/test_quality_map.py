@@ -171,6 +171,9 @@ def test_upsampled_map_has_the_photo_size_and_averages_overlaps(backbone, blurre
             overlapped += len(covering) > 1
             assert full[y, x] == pytest.approx(np.mean(flat[covering]), abs=1e-6)
         assert overlapped > 100  # at half-window stride most pixels lie under several windows
+        small = qmap.upsample(pair, size=(226, 150))  # for display: no full-size array
+        assert small.shape == (150, 226)
+        assert small[::10, ::10] == pytest.approx(full[::20, ::20][:15, : small[::10, ::10].shape[1]], abs=1e-6)
 
 
 def test_native_resolution_cuts_windows_from_the_photo_as_the_scorer_sees_it(rn_backbone, blurred_cat):
