@@ -1,16 +1,20 @@
-"""Plotly figures for the app: per-pair breakdown, CLIP-IQA against GRMP-IQA, training curves."""
+"""Plotly figures for the app: per-pair breakdown, CLIP-IQA against GRMP-IQA, training curves, quality map."""
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from collections.abc import Mapping, Sequence
 
 import plotly.graph_objects as go
+from PIL import Image
 from plotly.subplots import make_subplots
 
 from .compare import ComparedPhoto
 from .names import CLIP_IQA, GRMP_IQA
 from .prompt_lab import LabReport
+from .quality_map import COLOURS, QualityMap, colour_range
 from .results import PairScore, ScoreResult
 
 POSITIVE_COLOUR = "#2a9d8f"
@@ -181,3 +185,72 @@ def pair_ranking(report: LabReport) -> go.Figure:
         legend=dict(orientation="h", y=-0.15),
     )
     return figure
+
+
+def quality_map_chart(
+    qmap: QualityMap, image: Image.Image, pair: int | None = None, dark: bool = False, max_side: int = 800
+) -> go.Figure:
+    """The photo with the quality map over it, half transparent; `pair` (0-based) or None for overall.
+
+    Colours span this map's own range (the colour bar gives the values); hovering a cell names the
+    windows that cover it and their mean. `dark` picks the dark template for a dark page.
+    """
+    xs, ys, values, counts = qmap.cells(pair)
+    flat, label = qmap.values(pair).reshape(-1), qmap.title(pair)
+    hover = [
+        [_cell_hover(qmap, flat, (xs[c], ys[r], xs[c + 1], ys[r + 1]), counts[r, c], label) for c in range(len(xs) - 1)]
+        for r in range(len(ys) - 1)
+    ]
+    low, high = colour_range(qmap, pair)
+    width, height = qmap.size
+    shown = image.convert("RGB").resize(qmap.size) if image.size != qmap.size else image.convert("RGB")
+    shown.thumbnail((max_side, max_side))
+    figure = go.Figure(
+        [
+            go.Image(source=_data_uri(shown), dx=width / shown.width, dy=height / shown.height, hoverinfo="skip"),
+            go.Heatmap(
+                x=xs,
+                y=ys,
+                z=values,
+                zmin=low,
+                zmax=high,
+                opacity=0.55,
+                colorscale=[[i / (len(COLOURS) - 1), c] for i, c in enumerate(COLOURS)],
+                colorbar=dict(title=dict(text=label, side="right")),
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+            ),
+        ]
+    )
+    title = f"Quality map of {qmap.name}: {qmap.rows}x{qmap.cols} windows of {qmap.window} px"
+    if qmap.notes:
+        title += f"<br><sup>{'; '.join(qmap.notes)}</sup>"
+    figure.update_layout(
+        template="plotly_dark" if dark else "plotly_white",
+        title=title,
+        xaxis=dict(range=[0, width], showgrid=False, title="x (pixels)", constrain="domain"),
+        yaxis=dict(range=[height, 0], showgrid=False, title="y (pixels)", scaleanchor="x"),
+        height=min(900, 160 + 560 * height // max(width, 1)),
+        margin=dict(l=10, r=10, t=70, b=10),
+    )
+    return figure
+
+
+def _cell_hover(qmap: QualityMap, flat, cell, count: int, label: str) -> str:
+    """Hover text of one cell: the boxes and values of the windows covering it, and their mean."""
+    left, top, right, bottom = cell
+    covering = [
+        (box, float(flat[i]))
+        for i, box in enumerate(qmap.boxes)
+        if box[0] <= left and right <= box[2] and box[1] <= top and bottom <= box[3]
+    ]
+    lines = [f"window x {b[0]}-{b[2]}, y {b[1]}-{b[3]}: {value:.4f}" for b, value in covering]
+    mean = sum(value for _, value in covering) / max(count, 1)
+    return "<br>".join([*lines, f"{label}: mean of {count} window(s) here = {mean:.4f}"])
+
+
+def _data_uri(image: Image.Image) -> str:
+    """The photo as an embedded JPEG (a data URI: the figure needs no file beside it)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
