@@ -59,7 +59,7 @@ def clip_iqa(store: FeatureStore) -> Scorer:
 
 def paper_config(backbone) -> GRMPConfig:
     """The paper preset; the two-layer test ViT (for a CPU smoke run) trains its last block only."""
-    return GRMPConfig("paper", backbone.name, None, train_last_blocks=1 if backbone.is_test else 4)
+    return GRMPConfig("paper", backbone.name, backbone.pretrained, train_last_blocks=1 if backbone.is_test else 4)
 
 
 def agreement(name: str, photos: list[Photo], weights: Path, device: str, dtypes: list[str]) -> list[dict]:

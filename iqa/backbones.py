@@ -171,11 +171,11 @@ def load_backbone(
         model, tokenizer, tag = build_test_model(name), open_clip.tokenizer.SimpleTokenizer(), "random-test-weights"
         if checkpoint is not None:
             _load_checkpoint_into(model, name, _checkpoint_file(Path(checkpoint)))
-            tag = str(checkpoint)
+            tag = str(Path(checkpoint).resolve())
     else:
         model, tag = _create_model(name, pretrained, checkpoint)
         tokenizer = open_clip.get_tokenizer(name)
-    source = _weights_source(name, tag, checkpoint)
+    source = _weights_source(name, tag, tag if checkpoint is not None else None)
     logger.info("loaded backbone %s: %s", name, source)
     logit_scale = float(model.logit_scale.detach().float().exp())
     # every tensor in one dtype: open_clip's convert_weights_to_lp leaves LayerNorms in fp32, which
@@ -222,6 +222,20 @@ def _no_random_init_warning():
         root.removeFilter(keep)
 
 
+def architecture_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of backbone `name`, from its configuration alone (meta device: no memory)."""
+    with torch.device("meta"):
+        if is_test_backbone(name):
+            model: torch.nn.Module = open_clip.model.CLIP(**TEST_BACKBONES[name])
+        else:
+            cfg = open_clip.get_model_config(name)
+            if cfg is None:
+                raise BackboneUnavailable(f"unknown backbone {name!r}: not an open_clip model name")
+            cls = open_clip.model.CustomTextCLIP if "hf_model_name" in cfg.get("text_cfg", {}) else open_clip.model.CLIP
+            model = cls(**cfg)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
 def available_backbones() -> list[str]:
     """Test backbones first, then every open_clip model name."""
     return sorted(TEST_BACKBONES) + open_clip.list_models()
@@ -243,7 +257,7 @@ def _create_model(name: str, pretrained: str | None, checkpoint) -> tuple[open_c
             model = open_clip.create_model(name, pretrained=None)
     if checkpoint is not None:
         _load_checkpoint_into(model, name, _checkpoint_file(Path(checkpoint)))
-        return model, str(checkpoint)
+        return model, str(Path(checkpoint).resolve())
     if pretrained is None:
         return model, None
     _check_weights_reachable(name, pretrained)

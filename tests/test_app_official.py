@@ -80,7 +80,7 @@ def test_the_served_page_opens_with_the_official_model_chosen(official_file, pho
             for c in config["components"]
             if c.get("props", {}).get("label") == "GRMP-IQA checkpoint"
         ]
-        assert len(chosen) == 1 and re.search(r"official/tiny_official-[0-9a-f]{12}$", chosen[0])
+        assert len(chosen) == 1 and re.search(r"official/tiny_official-[0-9a-f]{12}-v[0-9]+$", chosen[0])
         client = Client(url, verbose=False)
         paths = []
         for photo in photos:

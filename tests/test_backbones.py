@@ -111,3 +111,19 @@ def test_text_encoding_without_padding_equals_open_clip(name):
     assert backbone.text_tower.needed_length(tokens) < 77
     full = backbone.model.encode_text(tokens)
     assert torch.allclose(backbone.encode_text(tokens), full, atol=1e-5)
+
+
+def test_the_log_says_where_local_weights_came_from(rn_backbone, photos, tmp_path, caplog):
+    from safetensors.torch import save_file
+
+    from iqa.cli import main
+
+    weights = tmp_path / "tiny-rn.safetensors"
+    save_file({k: v.contiguous() for k, v in rn_backbone.model.state_dict().items()}, str(weights))
+    photo = tmp_path / "one.png"
+    photos[0].image.save(photo)
+    caplog.set_level("INFO")
+    assert main(["-v", "score", str(photo), "--backbone", "test-tiny-rn", "--weights", str(weights)]) == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(f"weights from {weights}" in m for m in messages)
+    assert not any("initialized randomly" in m for m in messages)

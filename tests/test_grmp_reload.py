@@ -9,11 +9,12 @@ backbone tensors are perturbed, or it sits on a backbone loaded from a perturbed
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from official_reference import tiny_official_state
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 import app
 from iqa.backbones import load_backbone
@@ -76,7 +77,7 @@ def worst(a, b) -> float:
 
 
 @pytest.mark.parametrize("build", ["paper_on_tag", "paper_carrying_its_backbone", "seed_on_perturbed_weights"])
-def test_python_api_and_command_line_reload_exactly(build, vit_backbone, photos, tmp_path, capsys):
+def test_python_api_and_command_line_reload_exactly(build, vit_backbone, photos, tmp_path, caplog):
     model = {
         "paper_on_tag": lambda: paper_on_tag(vit_backbone),
         "paper_carrying_its_backbone": lambda: paper_carrying_its_backbone(tmp_path),
@@ -101,7 +102,7 @@ def test_python_api_and_command_line_reload_exactly(build, vit_backbone, photos,
     assert main(["score", *map(str, files), "--method", "grmp", "--checkpoint", str(stem), "--json", str(out)]) == 0
     by_name = {r["name"]: r["score"] for r in json.loads(out.read_text())["results"]}
     assert worst([by_name[str(f)] for f in files], before) <= EXACT
-    assert "initialized randomly" not in capsys.readouterr().err
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
 
 
 def test_app_upload_reloads_exactly(photos, tmp_path):
@@ -139,3 +140,39 @@ def test_a_seed_checkpoint_on_random_weights_is_refused(rn_backbone, tmp_path):
     save_checkpoint(random_init, tmp_path / "nowhere")
     with pytest.raises(CheckpointError, match="names no pretrained weights .* cannot be rebuilt"):
         load_checkpoint(tmp_path / "nowhere")
+
+
+def test_a_weights_file_that_is_gone_or_changed_is_refused(tmp_path):
+    model = seed_on_perturbed_weights(tmp_path)
+    weights = Path(model.config.pretrained)
+    save_checkpoint(model, tmp_path / "on-file")
+    assert json.loads((tmp_path / "on-file.json").read_text())["backbone_file"]["path"] == str(weights)
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\x00" * 8)
+    with pytest.raises(CheckpointError, match="has changed since the checkpoint was saved"):
+        load_checkpoint(tmp_path / "on-file")
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="weights file .* named by the checkpoint is missing"):
+        load_checkpoint(tmp_path / "on-file")  # never the built-in random test weights instead
+
+
+def test_a_checkpoint_missing_its_backbone_is_refused_before_anything_is_built(tmp_path, monkeypatch):
+    """No pretrained tag and only the prompts: refused from the file header, without building a ViT."""
+    model = paper_carrying_its_backbone(tmp_path)
+    tensors_path, _ = save_checkpoint(model, tmp_path / "whole")
+    state = load_file(str(tensors_path))
+    save_file({k: v for k, v in state.items() if not k.startswith("clip.")}, str(tensors_path))
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("a backbone was built for a checkpoint that cannot be used")
+
+    monkeypatch.setattr("iqa.grmp.checkpoint.load_backbone", no_building)
+    with pytest.raises(CheckpointError, match="must carry its whole test-tiny-vit backbone, but 62 of its tensors"):
+        load_checkpoint(tmp_path / "whole")
+
+
+def test_lossless_tensors_are_stored_in_half_precision(tmp_path):
+    model = paper_carrying_its_backbone(tmp_path)  # official weights: fp16-born
+    tensors_path, _ = save_checkpoint(model, tmp_path / "compact")
+    state = load_file(str(tensors_path))
+    assert state["clip.visual.conv1.weight"].dtype == torch.float16
+    assert state["prompt_learner.ctx"].dtype == torch.float32  # trained further: not representable in fp16

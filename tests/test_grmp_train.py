@@ -2,6 +2,7 @@
 
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -325,3 +326,20 @@ def test_state_file_keeps_every_kind_of_value(tmp_path):
     assert math.isnan(back["floats"][0]) and back["floats"][1:] == [-math.inf, 0.1]
     with pytest.raises(TypeError, match="cannot store a object"):
         write_state(tmp_path / "t.safetensors", {"x": object()})
+
+
+@pytest.mark.slow
+def test_the_projection_regularizer_refuses_a_random_teacher():
+    """A model without pretrained weights (e.g. an imported official one) has no zero-shot teacher."""
+    from iqa.backbones import load_backbone
+    from iqa.datasets import load_csv
+    from iqa.errors import InputError
+    from iqa.grmp.train import FinetuneProtocol, TrainConfig, run_protocol
+
+    backbone = load_backbone("ViT-B-16-quickgelu", pretrained=None)
+    model = GRMPModel(GRMPConfig("paper", backbone.name, None, vpt_tokens=2, train_last_blocks=1), backbone)
+    images = load_csv(Path(__file__).resolve().parents[1] / "examples" / "labels.csv")[:16]
+    config = TrainConfig.for_variant("paper", steps=2, batch_size=4)
+    assert config.regularizer == "projection"
+    with pytest.raises(InputError, match="needs a zero-shot CLIP teacher"):
+        run_protocol(model, images, FinetuneProtocol(rounds=1, shots=None), config, progress=False)

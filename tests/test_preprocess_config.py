@@ -22,7 +22,14 @@ from iqa.backbones import load_backbone
 from iqa.preprocess import preprocessor_for
 
 pytestmark = pytest.mark.slow
-MODELS = [("ViT-B-16-quickgelu", "openai"), ("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B-16-SigLIP", "webli")]
+# OpenAI and LAION tags carry the defaults; SigLIP (0.5/0.5, squash) and MobileCLIP (0/1, bilinear, 256 px)
+# tell whether a tag's own settings arrive.
+MODELS = [
+    ("ViT-B-16-quickgelu", "openai"),
+    ("ViT-B-32", "laion2b_s34b_b79k"),
+    ("ViT-B-16-SigLIP", "webli"),
+    ("MobileCLIP-S1", "datacompdr"),
+]
 PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
 
 
@@ -72,7 +79,9 @@ def test_tensors_equal_open_clips_own_preprocess(name, tag, offline_tags):
         got = ours(image)
         assert got.shape == expected.shape == (3, backbone.image_size, backbone.image_size)
         assert torch.allclose(got, expected, atol=1e-5, rtol=0)
-    if name.endswith("SigLIP"):  # the tag's settings really arrived, not CLIP's defaults
+    if name == "MobileCLIP-S1":  # the tag's settings really arrived, not CLIP's defaults
+        assert (ours.mean, ours.std, ours.interpolation, ours.image_size) == ((0, 0, 0), (1, 1, 1), "bilinear", 256)
+    if name.endswith("SigLIP"):
         assert ours.mean == (0.5, 0.5, 0.5) and ours.resize_mode == "squash"
         white = ours(Image.new("RGB", (300, 100), "white"))
         assert np.allclose(white.numpy(), 1.0, atol=1e-5)  # (1 - 0.5) / 0.5, the whole photo squashed in

@@ -9,6 +9,7 @@ official checkpoints, which carry their own fine-tuned CLIP). The frozen rest co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..backbones import Backbone, CheckpointMismatch, load_backbone
+from ..backbones import Backbone, BackboneUnavailable, CheckpointMismatch, architecture_shapes, load_backbone
 from ..errors import IQAError
 from .model import GRMPConfig, GRMPModel
 
@@ -83,7 +84,8 @@ def _changed_backbone_tensors(model: GRMPModel) -> list[str]:
 def save_checkpoint(model: GRMPModel, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write `<stem>.safetensors` and `<stem>.json`; `path` is a stem, either file, or a folder.
 
-    A folder gets the stem `grmp-<variant>` inside it. Returns the two paths written.
+    A folder gets the stem `grmp-<variant>` inside it. Both files are written under temporary
+    names and renamed, the JSON last, so a checkpoint is never half there. Returns the two paths.
     """
     path = Path(path)
     if path.is_dir():
@@ -91,8 +93,7 @@ def save_checkpoint(model: GRMPModel, path: str | os.PathLike) -> tuple[Path, Pa
     tensors_path, json_path = checkpoint_paths(path)
     tensors_path.parent.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
-    tensors = {k: state[k].detach().to("cpu", torch.float32).contiguous() for k in saved_keys(model)}
-    save_file(tensors, str(tensors_path), metadata={"format": FORMAT})
+    tensors = {k: _compact(state[k]) for k in saved_keys(model)}
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -101,8 +102,37 @@ def save_checkpoint(model: GRMPModel, path: str | os.PathLike) -> tuple[Path, Pa
         "backbone_weights": _backbone_weights(model.config),
         "tensors": tensors_path.name,
     }
-    json_path.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if model.config.pretrained is not None and Path(model.config.pretrained).is_file():
+        meta["backbone_file"] = {"path": model.config.pretrained, "sha256": file_sha256(model.config.pretrained)}
+    _replace_atomically(tensors_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
+    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    _replace_atomically(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return tensors_path, json_path
+
+
+def _compact(tensor: torch.Tensor) -> torch.Tensor:
+    """float16 where that loses nothing (OpenAI's weights are fp16-born: half the file), else float32."""
+    full = tensor.detach().to("cpu", torch.float32).contiguous()
+    half = full.half()
+    return half if torch.equal(half.float(), full) else full
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_config(path: str | os.PathLike) -> GRMPConfig:
@@ -123,10 +153,11 @@ def load_checkpoint(
 ) -> GRMPModel:
     """Rebuild a saved GRMP model, in eval mode.
 
-    Without `backbone` the one named in the JSON is loaded (on `device`, in `dtype`, by default
-    fp16 on CUDA: the paper variant's frozen weights then come back rounded through fp16, which
-    leaves OpenAI's fp16-born weights unchanged). A given backbone must be the one the checkpoint
-    was trained on, else `CheckpointMismatch` says which one it needs.
+    Without `backbone` the one named in the JSON is loaded (on `device`, in `dtype`: by default
+    fp16 on CUDA for the seed variant, float32 for the paper variant, whose model keeps a float32
+    copy of its backbone: rounding it through fp16 would change scores of weights not born in
+    fp16). A weights file named by the checkpoint must still be there, unchanged. A given backbone
+    must be the one the checkpoint was trained on, else `CheckpointMismatch` says which one it needs.
     """
     check_checkpoint(path)
     tensors_path, json_path = checkpoint_paths(path)
@@ -137,7 +168,9 @@ def load_checkpoint(
     _check_backbone_source(config, json_path)
     tensors = _read_tensors(tensors_path)
     if backbone is None:
-        backbone = _load_named_backbone(config, device, dtype)
+        if config.variant == "paper" and dtype is None:
+            dtype = torch.float32
+        backbone = _load_named_backbone(config, _read_meta(json_path), device, dtype)
     else:
         _check_backbone(config, backbone, json_path)
     model = GRMPModel(config, backbone)
@@ -241,7 +274,28 @@ def check_checkpoint(path: str | os.PathLike) -> GRMPConfig:
                 f"{tensors_path.name}: tensor {key!r} has shape {list(found)}, which does not "
                 f"fit the config in {json_path.name} ({_config_sizes(config)})"
             )
+    if config.variant == "paper" and config.pretrained is None:
+        _check_carried_backbone(config, shapes, tensors_path)
     return config
+
+
+def _check_carried_backbone(config: GRMPConfig, shapes: dict[str, tuple[int, ...]], tensors_path: Path) -> None:
+    """A checkpoint without a pretrained tag must hold its whole backbone: checked on the header's
+    shapes against the architecture's (built on the meta device, so nothing is allocated) before any
+    model is built from it."""
+    try:
+        expected = architecture_shapes(config.backbone)
+    except (BackboneUnavailable, TypeError, ValueError) as err:
+        raise CheckpointError(f"{tensors_path.name}: backbone {config.backbone!r} cannot be built ({err})") from err
+    missing = [k for k in expected if f"clip.{k}" not in shapes]
+    wrong = [k for k, shape in expected.items() if f"clip.{k}" in shapes and shapes[f"clip.{k}"] != shape]
+    if missing or wrong:
+        example = (missing or wrong)[0]
+        raise CheckpointError(
+            f"{tensors_path.name} names no pretrained weights, so it must carry its whole {config.backbone} "
+            f"backbone, but {len(missing)} of its tensors are missing and {len(wrong)} have another shape "
+            f"(e.g. clip.{example})"
+        )
 
 
 def _header_shapes(tensors_path: Path) -> dict[str, tuple[int, ...]]:
@@ -296,11 +350,37 @@ def _check_backbone(config: GRMPConfig, backbone: Backbone, json_path: Path) -> 
         )
 
 
-def _load_named_backbone(config: GRMPConfig, device, dtype) -> Backbone:
-    """The backbone named in the config: a pretrained tag, or a local weights file the tag names."""
-    if config.pretrained is not None and Path(config.pretrained).exists():
-        return load_backbone(config.backbone, pretrained=None, checkpoint=config.pretrained, device=device, dtype=dtype)
-    return load_backbone(config.backbone, pretrained=config.pretrained, device=device, dtype=dtype)
+def _load_named_backbone(config: GRMPConfig, meta: dict, device, dtype) -> Backbone:
+    """The backbone named in the config: a pretrained tag, or the weights file it was trained on."""
+    source = config.pretrained
+    if isinstance(meta.get("backbone_file"), dict) or (source is not None and _looks_like_path(config)):
+        _check_backbone_file(config, meta)
+        return load_backbone(config.backbone, pretrained=None, checkpoint=source, device=device, dtype=dtype)
+    return load_backbone(config.backbone, pretrained=source, device=device, dtype=dtype)
+
+
+def _looks_like_path(config: GRMPConfig) -> bool:
+    """A `pretrained` value that is no tag of the backbone: a weights file (older checkpoints)."""
+    import open_clip
+
+    tags = {"random-test-weights", *open_clip.list_pretrained_tags_by_model(config.backbone)}
+    return config.pretrained not in tags
+
+
+def _check_backbone_file(config: GRMPConfig, meta: dict) -> None:
+    """The weights file a checkpoint was trained on must exist and, where its hash was kept, be unchanged."""
+    path = Path(str(config.pretrained))
+    if not path.is_file():
+        raise CheckpointError(
+            f"the backbone weights file {path} named by the checkpoint is missing; put it back, or load "
+            f"the checkpoint with the backbone it was trained on"
+        )
+    recorded = meta.get("backbone_file", {}).get("sha256") if isinstance(meta.get("backbone_file"), dict) else None
+    if recorded and file_sha256(path) != recorded:
+        raise CheckpointError(
+            f"the backbone weights file {path} has changed since the checkpoint was saved (sha256 differs); "
+            f"its scores would not be the checkpoint's"
+        )
 
 
 def _check_tensors(model: GRMPModel, tensors: dict[str, torch.Tensor], json_path: Path) -> None:

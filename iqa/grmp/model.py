@@ -13,9 +13,11 @@ computed once (and shared with CLIP-IQA on the same backbone through a `FeatureS
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -433,14 +435,27 @@ class PromptedImageEncoder:
 
     The paper variant's image features depend on the model, not on the shared backbone, but they
     do not change while it scores: cached per photo like CLIP-IQA's, a prompt or threshold change
-    never re-encodes a photo. The key names this model instance.
+    never re-encodes a photo. A scorer therefore holds a snapshot: after changing the model's
+    weights, make a new scorer. The key is a hash of the image tower's weights (computed when first
+    asked for), so it is the same in every process and differs for any other weights.
     """
 
     def __init__(self, model: GRMPModel):
         self.model = model
-        self.key = f"grmp-{model.config.variant}@{id(model):x}"
         self.is_test = model.backbone.is_test
         self.embed_dim = model.clip.visual.output_dim
+
+    @cached_property
+    def key(self) -> str:
+        digest = hashlib.blake2b(digest_size=16)
+        image_tower = (
+            [self.model.clip.visual, self.model.vpt] if self.model.vpt is not None else [self.model.clip.visual]
+        )
+        for module in image_tower:
+            for name, tensor in sorted(module.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return f"grmp-{self.model.config.variant}-{self.model.config.preprocess}-{digest.hexdigest()}"
 
     def encode_image(self, pixels: Tensor) -> Tensor:
         with torch.no_grad(), _half_precision(self.model):
@@ -484,7 +499,7 @@ class GRMPScorer:
             return []
         self.model.eval()
         features = self.store.image_features(photos, progress)
-        with torch.no_grad(), _half_precision(self.model):
+        with torch.no_grad():  # float32 cosines: under autocast, 100 * cos would carry fp16 rounding into p
             output = self.model.predict(features)
         positive, negative = self.model.prompt_learner.display_texts()
         notes = [TEST_BACKBONE_WARNING] if self.model.backbone.is_test else []

@@ -19,7 +19,6 @@ its weights through fp16). The imported model uses the official preprocessing (2
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import pickle
@@ -33,7 +32,14 @@ from ..disk_cache import default_cache_dir
 from ..errors import IQAError
 from ..names import DEFAULT_FILE, HUB_REPO
 from ..tiny_backbones import TEST_BACKBONES
-from .checkpoint import checkpoint_paths, save_checkpoint
+from .checkpoint import (
+    FORMAT_VERSION,
+    CheckpointError,
+    check_checkpoint,
+    checkpoint_paths,
+    file_sha256,
+    save_checkpoint,
+)
 from .model import GRMPConfig, GRMPModel
 
 logger = logging.getLogger(__name__)
@@ -149,8 +155,11 @@ def import_official(
     path: str | os.PathLike,
     backbone: Backbone | None = None,
     device: str | torch.device | None = None,
+    sha256: str | None = None,
 ) -> GRMPModel:
     """A paper-variant GRMPModel holding an official checkpoint's weights, in eval mode.
+
+    `sha256` is the file's hash when the caller has it already (it is recorded in the config).
 
     The checkpoint carries its whole fine-tuned CLIP, so no pretrained weights are needed: without
     `backbone` the architecture the tensors describe (ViT-B/16 for the release) is built with
@@ -161,7 +170,8 @@ def import_official(
     mapped, prompt_tokens = map_official_state(read_official_state(path))
     if backbone is None:
         backbone = load_backbone(_architecture(mapped, path.name), pretrained=None, device=device)
-    config = official_config(mapped, backbone.name, source=f"{path.name} (sha256 {_sha256(path)[:16]})")
+    digest = sha256 or file_sha256(path)
+    config = official_config(mapped, backbone.name, source=f"{path.name} (sha256 {digest[:16]})")
     try:
         model = GRMPModel(config, backbone)
     except (TypeError, ValueError) as err:
@@ -177,8 +187,9 @@ def converted_official(source: str | os.PathLike = DEFAULT_FILE, cache_dir: str 
 
     `source` is a local `.pt` file or a file name in the Hub repository (downloaded once into the
     Hub cache). The conversion is kept under `cache_dir` (default: `default_cache_dir()`), named
-    after the file and its content hash, and reused while both are the same. The JSON is written
-    last, so an interrupted conversion is redone, never half-used.
+    after the file, its content hash and the checkpoint format version, and reused while all are the
+    same and it still reads as a checkpoint; otherwise it is converted again (files are written
+    atomically, so an interrupted conversion is simply redone).
     """
     path = Path(source)
     if not path.is_file():
@@ -186,13 +197,25 @@ def converted_official(source: str | os.PathLike = DEFAULT_FILE, cache_dir: str 
             raise OfficialCheckpointError(f"official GRMP-IQA checkpoint {source} does not exist")
         path = download_official(str(source))
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    stem = folder / "official" / f"{path.stem}-{_sha256(path)[:12]}"
-    if checkpoint_paths(stem)[1].is_file():
+    digest = file_sha256(path)
+    stem = folder / "official" / f"{path.stem}-{digest[:12]}-v{FORMAT_VERSION}"
+    if _readable(stem):
         logger.info("official checkpoint %s: converted before, using %s", path.name, stem)
     else:
         logger.info("official checkpoint %s: converting to %s", path.name, stem)
-        save_checkpoint(import_official(path, device="cpu"), stem)
+        save_checkpoint(import_official(path, device="cpu", sha256=digest), stem)
     return stem
+
+
+def _readable(stem: Path) -> bool:
+    if not checkpoint_paths(stem)[1].is_file():
+        return False
+    try:
+        check_checkpoint(stem)
+        return True
+    except CheckpointError as err:
+        logger.warning("converted checkpoint %s is unreadable (%s); converting again", stem, err)
+        return False
 
 
 def _architecture(mapped: dict[str, torch.Tensor], name: str) -> str:
@@ -250,11 +273,3 @@ def _check_prompt_tokens(model: GRMPModel, prompt_tokens: dict[str, torch.Tensor
                 f"{name}: the fixed prompt tokens ({buffer}) differ from those of the prompts "
                 f"{learner.prompt_texts}; the checkpoint was trained with other class texts"
             )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

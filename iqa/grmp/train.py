@@ -352,6 +352,13 @@ class _Run:
 
     def _teacher_logits(self) -> Tensor:
         """The frozen zero-shot CLIP's scene logits of the training images (fixed: no augmentation)."""
+        if self.model.config.pretrained is None and not self.model.backbone.is_test:
+            raise InputError(
+                f"the projection regularizer needs a zero-shot CLIP teacher, but this model's backbone "
+                f"{self.model.config.backbone!r} has no pretrained weights (an imported or randomly initialised "
+                f"model carries only its own fine-tuned CLIP); fine-tune it with --regularizer none, or start "
+                f"from a model on a pretrained backbone"
+            )
         inputs = self.data.inputs(self.split.train)
         backbone = self.model.backbone
         if not self.model.features_frozen:  # pixels: the plain tower's features
