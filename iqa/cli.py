@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_eval, cli_grmp
+from . import cli_eval, cli_grmp, cli_lab
 from .cli_options import add_scoring_options, open_scorers
 from .errors import IQAError, UsageError
 from .filtering import (
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     filt.set_defaults(run=run_filter)
     cli_grmp.add_commands(commands)
     cli_eval.add_commands(commands)
+    cli_lab.add_commands(commands)
     return parser
 
 
