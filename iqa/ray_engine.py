@@ -220,6 +220,7 @@ def run_cli(args: argparse.Namespace) -> int:
     """`score --engine ray`: the job, then a summary; every unusable photo named on stderr."""
     from .cli_options import scorer_spec
 
+    import_ray()  # before anything else: without Ray, one line saying how to install it
     if not args.out:
         raise UsageError("--engine ray writes Parquet files: give --out DEST (a folder or an object-store URI)")
     if args.csv or args.json:
