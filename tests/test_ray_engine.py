@@ -93,3 +93,15 @@ def test_cli_route_writes_parquet_and_names_the_bad_photos(album, tmp_path, caps
     assert table.num_rows == 10
     assert main(args) == 2  # the same destination again: refused, nothing mixed
     assert "already holds files" in capsys.readouterr().err
+
+
+def test_uri_sources_and_destinations_go_through_pyarrow_file_systems(album, tmp_path):
+    """A `file://` URI takes the object-store route (s3://, gs:// ... are read the same way)."""
+    (album / "sub").mkdir()
+    shutil.copy(EXAMPLES / "rocket.jpg", album / "sub" / "rocket.jpg")
+    (album / "readme.txt").write_text("not listed: no photo extension")
+    dest = f"file://{tmp_path / 'out'}"
+    summary = run_job(RayJob([f"file://{album}"], dest, ScorerSpec(backbone="test-tiny-rn")))
+    assert summary.scored == 9 and {Path(p).name for p, _ in summary.errors} == {"corrupt.jpg", "notes.jpg"}
+    names = {Path(p).name for p in read_rows(tmp_path / "out")}
+    assert "rocket.jpg" in names and "readme.txt" not in names and len(names) == 11
