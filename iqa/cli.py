@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_eval, cli_grmp, cli_map
+from . import cli_eval, cli_grmp, cli_lab, cli_map
 from .cli_options import add_scoring_options, open_scorers
 from .errors import IQAError, UsageError
 from .filtering import (
@@ -65,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_scoring_options(score)
     score.add_argument("--csv", type=Path, help="also write the results with the per-pair breakdown as CSV")
     score.add_argument("--json", type=Path, help="also write the results as JSON")
+    score.add_argument("--out", help="with --engine ray: a folder or object-store URI (s3://...) for Parquet files")
+    score.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="ray: a Ray Data job (pip install 'ray[data]')"
+    )
+    score.add_argument("--ray-address", help="with --engine ray: a cluster (auto, ray://HOST:10001); default: local")
     score.set_defaults(run=run_score)
 
     filt = commands.add_parser(
@@ -84,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_grmp.add_commands(commands)
     cli_eval.add_commands(commands)
     cli_map.add_commands(commands)
+    cli_lab.add_commands(commands)
     return parser
 
 
@@ -166,6 +172,10 @@ def score_paths(args: argparse.Namespace, patterns: Sequence[str]) -> tuple[list
 
 
 def run_score(args: argparse.Namespace) -> int:
+    if args.engine == "ray":  # a Ray Data job; Ray is imported only then
+        from .ray_engine import run_cli
+
+        return run_cli(args)
     results, _, errors = score_paths(args, args.paths)
     print(format_table(results))
     flat = [r for per_method in results for r in per_method]

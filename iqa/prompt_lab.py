@@ -1,7 +1,9 @@
 """Prompt lab: how well does each antonym pair, and the mean of the chosen pairs, track labels?
 
 Every photo is encoded once through the `FeatureStore`; each pair then costs two text encodings
-and a matrix product, so trying new pairs on the same labelled set is nearly free.
+and a matrix product, so trying new pairs on the same labelled set is nearly free. Large labelled
+sets (KonIQ-10k, a server-side folder) come as `LabelledFeatures`: their image features are read
+from the disk cache (`iqa.file_features`), so only photos never seen before are decoded.
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from pathlib import Path
 import torch
 
 from .clipiqa import combine, pair_features, pair_probabilities
-from .datasets import LabelledImage, load_csv
-from .errors import InputError
+from .datasets import DATASETS, LabelledImage, load_csv, load_dataset
+from .disk_cache import DiskCache
+from .errors import InputError, UsageError
 from .features import FeatureStore
+from .file_features import file_features
 from .metrics import plcc, srcc
 from .photos import Photo, PhotoError, open_photo
 from .prompts import PromptPair, check_pairs
@@ -57,19 +61,70 @@ class LabelledPhotos:
         ]
 
 
+@dataclass
+class LabelledFeatures:
+    """A labelled set held as image features only (no pixels): what large sets are ranked from.
+
+    `model` and `preprocess` are the backbone and preprocessing keys the features belong to;
+    `rank_pairs` refuses a store of another backbone.
+    """
+
+    names: list[str]
+    scores: list[float]
+    features: torch.Tensor  # [N, D] float32, L2-normalised
+    model: str
+    preprocess: str
+    skipped: list[str] = field(default_factory=list)
+    from_cache: int = 0
+    encoded: int = 0
+
+
+def labelled_features(
+    images: Sequence[LabelledImage], store: FeatureStore, cache: DiskCache | None = None
+) -> LabelledFeatures:
+    """The features of labelled image files, from `cache` where they are there (see `file_features`)."""
+    found = file_features([item.path for item in images], store, cache)
+    return LabelledFeatures(
+        names=[str(images[i].path) for i in found.index],
+        scores=[float(images[i].score) for i in found.index],
+        features=found.features,
+        model=store.backbone.key,
+        preprocess=store.preprocessor.key,
+        skipped=found.skipped,
+        from_cache=found.from_cache,
+        encoded=found.encoded,
+    )
+
+
+def load_server_dataset(spec: str, store: FeatureStore, cache: DiskCache | None = None) -> LabelledFeatures:
+    """The labelled set `NAME:DIR` (a layout of `iqa.datasets.DATASETS` and its folder, e.g.
+    `koniq10k:/data/koniq`; for `csv`, the labels file) as features on `store`'s backbone.
+
+    For the app's `--lab-dataset`: call it once at start; `rank_pairs(store, pairs, result)` then
+    re-ranks in a fraction of a second per edit. A bad spec or layout raises an `IQAError`.
+    """
+    name, sep, root = spec.partition(":")
+    if not sep or not root or name not in DATASETS:
+        raise UsageError(f"labelled set {spec!r}: expected NAME:DIR with NAME one of {', '.join(DATASETS)}")
+    return labelled_features(load_dataset(name, root), store, cache)
+
+
 def rank_pairs(
-    store: FeatureStore, pairs: Sequence[PromptPair], labelled: LabelledPhotos, temperature: float | None = None
+    store: FeatureStore,
+    pairs: Sequence[PromptPair],
+    labelled: LabelledPhotos | LabelledFeatures,
+    temperature: float | None = None,
 ) -> LabReport:
     """SRCC and PLCC of every valid pair (enabled or not) and of the enabled pairs' weighted mean."""
-    if len(labelled.photos) < 3:
-        raise InputError(f"the labelled set has {len(labelled.photos)} usable photos; at least 3 are needed")
+    if len(labelled.scores) < 3:
+        raise InputError(f"the labelled set has {len(labelled.scores)} usable photos; at least 3 are needed")
     t = store.backbone.logit_scale if temperature is None else float(temperature)
     reasons = check_pairs(list(pairs), store.backbone.tokenizer)
     valid = [p for p, r in zip(pairs, reasons) if r is None]
     invalid = [f"{p.label}: {r}" for p, r in zip(pairs, reasons) if r is not None]
     if not valid:
         raise InputError("no valid prompt pair to rank" + (f" ({invalid[0]})" if invalid else ""))
-    images = store.image_features(labelled.photos)
+    images = _image_features(store, labelled)
     positive, negative = pair_features(store, valid)
     _, _, p = pair_probabilities(images, positive, negative, t)
     ranks = [PairRank(pair, *_agreement(p[:, j], labelled.scores)) for j, pair in enumerate(valid)]
@@ -80,7 +135,18 @@ def rank_pairs(
         chosen_srcc, chosen_plcc = _agreement(combine(p[:, chosen], weights), labelled.scores)
     else:
         chosen_srcc = chosen_plcc = math.nan
-    return LabReport(ranks, chosen_srcc, chosen_plcc, len(labelled.photos), t, invalid)
+    return LabReport(ranks, chosen_srcc, chosen_plcc, len(labelled.scores), t, invalid)
+
+
+def _image_features(store: FeatureStore, labelled: LabelledPhotos | LabelledFeatures) -> torch.Tensor:
+    if isinstance(labelled, LabelledPhotos):
+        return store.image_features(labelled.photos)
+    if (labelled.model, labelled.preprocess) != (store.backbone.key, store.preprocessor.key):
+        raise InputError(
+            f"the labelled set's features were computed on {labelled.model} ({labelled.preprocess}), "
+            f"not on the chosen backbone {store.backbone.key} ({store.preprocessor.key})"
+        )
+    return labelled.features
 
 
 def _agreement(predictions: torch.Tensor, scores: Sequence[float]) -> tuple[float, float]:
