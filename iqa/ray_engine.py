@@ -35,6 +35,10 @@ RAY_MISSING = 'the Ray engine needs Ray: pip install "ray[data]" (or pip install
 SCORE_COLUMNS = {CLIP_IQA: "clip_iqa", GRMP_IQA: "grmp_iqa"}
 
 
+# Read by Ray when it is imported: "0" makes a node use 127.0.0.1 instead of the machine's address.
+LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
 class RayUnavailable(IQAError, ImportError):
     """Ray is not installed (it is the optional `ray` extra)."""
 
@@ -122,8 +126,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     True when this call started or joined it (the job then shuts it down).
 
     A Ray already initialised in this process (a notebook, a test) is used as it is. The package
-    travels with the job (`py_modules`), so workers need only its dependencies installed.
+    travels with the job (`py_modules`), so workers need only its dependencies installed. A local
+    Ray talks over the loopback address only: Ray otherwise advertises the machine's network
+    address even for a single node, and the variable below is its (oddly named) switch for that.
     """
+    if not address:
+        os.environ.setdefault(LOCAL_ONLY_VARIABLE, "0")
     ray = import_ray()
     if ray.is_initialized():
         return False
@@ -134,7 +142,11 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(
-            num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            runtime_env=runtime_env,
+            log_to_driver=False,
+            _node_ip_address="127.0.0.1",
         )
     return True
 

@@ -21,6 +21,11 @@ from skimage import data
 
 from iqa.backbones import load_backbone
 from iqa.photos import Photo
+from iqa.ray_engine import LOCAL_ONLY_VARIABLE
+
+# The local Ray of the Ray tests talks over 127.0.0.1 only; Ray reads this when it is imported,
+# which a test module may do before the engine starts it.
+os.environ.setdefault(LOCAL_ONLY_VARIABLE, "0")
 
 
 @pytest.fixture(scope="session")
