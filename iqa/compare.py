@@ -43,15 +43,6 @@ class ComparedPhoto:
             raise InputError("no GRMP-IQA scores: choose a GRMP-IQA checkpoint first")
         raise InputError(f"no {method!r} scores; scored: {', '.join(self.results)} (known: {', '.join(METHODS)})")
 
-    # The app reads these two; they go once the app's views take `results` (issue 9, the app split).
-    @property
-    def clip(self) -> ScoreResult:
-        return self.results[CLIP_IQA]
-
-    @property
-    def grmp(self) -> ScoreResult | None:
-        return self.results.get(GRMP_IQA)
-
     @property
     def notes(self) -> list[str]:
         notes: list[str] = []
