@@ -148,6 +148,16 @@ PRESETS: dict[str, list[PromptPair]] = {
     ),
 }
 DEFAULT_PRESET = "pyiqa"
+# The paper's look / feel prompts describe separate attributes (Noisy/Clean, Happy/Sad, ...): each
+# is read on its own, never averaged into one quality score.
+ATTRIBUTE_PRESETS = ("paper-look", "paper-feel")
+
+
+def is_attribute_set(pairs: list[PromptPair]) -> bool:
+    """Whether every enabled pair is one of the attribute presets' (so no quality score is meant)."""
+    attributes = {(p.positive, p.negative) for name in ATTRIBUTE_PRESETS for p in PRESETS[name]}
+    active = [(p.positive, p.negative) for p in pairs if p.enabled]
+    return bool(active) and all(pair in attributes for pair in active)
 
 
 def preset(name: str) -> list[PromptPair]:

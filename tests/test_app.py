@@ -1,5 +1,7 @@
 """The app's handlers, called directly, on the tiny test backbone."""
 
+import base64
+import csv as csv_module
 import dataclasses
 import json
 import os
@@ -7,7 +9,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import types
 import zipfile
+import zlib
 from pathlib import Path
 
 import gradio as gr
@@ -17,10 +21,11 @@ from PIL import Image
 
 from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
-from iqa.app.lab_tab import UPLOADED_SET
+from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET
 from iqa.app.models import Models
 from iqa.app.outputs import ScoreOutput
 from iqa.app.session import Session
+from iqa.app.share import encode_share
 from iqa.app.table import PROMPT_COLUMNS, parse_table
 from iqa.grmp.checkpoint import save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
@@ -67,13 +72,15 @@ def test_bad_uploads_are_reported_and_the_rest_are_added(handlers, photo_files, 
 
 
 def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(handlers, photo_files, tmp_path):
-    copies = []
+    variants = []  # other photos under the same names
     for k in range(2):
         folder = tmp_path / str(k)
         folder.mkdir()
-        copies += [shutil.copy(f, folder) for f in photo_files]
+        for file in photo_files:
+            Image.open(file).point(lambda v, k=k: v // (k + 2)).save(folder / Path(file).name)
+            variants.append(str(folder / Path(file).name))
     session = handlers.add_photos(photo_files, Session()).session
-    session = handlers.add_photos(photo_files + copies[:2], session).session  # an upload re-sends earlier files
+    session = handlers.add_photos(photo_files + variants[:2], session).session  # an upload re-sends earlier files
     assert [p.name for p in session.photos] == [
         "astronaut.jpg",
         "chelsea.jpg",
@@ -82,11 +89,21 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
         "chelsea-1.jpg",
     ]
     with pytest.warns(UserWarning, match="only 6 photos"):
-        session = handlers.add_photos(copies, session).session
+        session = handlers.add_photos(variants, session).session
     assert len(session.photos) == 6
     cleared = handlers.clear_photos(session)
     assert cleared.gallery == [] and session.photos == [] and session.sources == set()
     assert cleared.photo_info == "No photos yet."
+
+
+def test_the_same_photo_added_twice_is_kept_once(handlers, photo_files, tmp_path):
+    again = tmp_path / "again.jpg"
+    shutil.copy(photo_files[0], again)
+    session = handlers.add_photos(photo_files[:1], Session()).session
+    with pytest.warns(UserWarning, match="again.jpg: the same photo as astronaut.jpg, kept once"):
+        added = handlers.add_photos([str(again), photo_files[1]], session)
+    assert [p.name for p in added.session.photos] == ["astronaut.jpg", "chelsea.jpg"]
+    assert "kept once" in added.photo_info
 
 
 def test_score_ranks_photos_and_reports_time_and_device(handlers, session):
@@ -133,7 +150,7 @@ def test_invalid_rows_are_marked_with_the_reason_and_the_rest_scored(handlers, s
         "invalid: the weight 'heavy' is not a number",
     ]
     assert len(ranking) == 3
-    assert list(breakdown.data[0].y) == ["a sharp photo / a blurry photo"]
+    assert list(breakdown.data[0].y) == ["a sharp photo / a<br>blurry photo"]
 
 
 def test_empty_table_or_no_photos_warns_and_keeps_serving(handlers, session):
@@ -141,9 +158,8 @@ def test_empty_table_or_no_photos_warns_and_keeps_serving(handlers, session):
     with pytest.warns(UserWarning, match="no usable prompt pair"):
         out = score(handlers, session, empty)
     assert out.status == "No usable prompt pair." and len(out.ranking) == 0
-    with pytest.warns(UserWarning, match="add photos first"):
-        out = score(handlers, Session(), handlers.load_preset("seed"))
-    assert out.status == "No photos to score."
+    out = score(handlers, Session(), handlers.load_preset("seed"))  # no warning: a setting may come first
+    assert out.status == "No photos to score." and out.breakdown is None and out.results_csv is None
 
 
 def test_seed_temperature_keeps_scores_near_one_half(handlers, session):
@@ -198,7 +214,12 @@ def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_p
     ranking, breakdown, scatter = out.ranking, out.breakdown, out.scatter
     assert ranking["GRMP-IQA"].notna().all()
     assert list(ranking["GRMP-IQA"]) == sorted(ranking["GRMP-IQA"], reverse=True)
-    assert breakdown.data[0].y[-1].startswith("GRMP-IQA (seed):<br>")
+    grmp = session.rows[0].results["GRMP-IQA"]
+    parts = dict(zip(breakdown.data[0].y[-2:], breakdown.data[0].x[-2:]))
+    assert parts == {  # what the seed variant's score is made of: the learned pair's p, then the MLP head
+        "GRMP-IQA (seed):<br>learned prompt pair p": pytest.approx(grmp.pairs[0].p),
+        "GRMP-IQA (seed): score<br>= p + MLP head": pytest.approx(grmp.score),
+    }
     assert len(scatter.data[1].x) == 3
     assert store.images_encoded == encoded  # the seed variant reuses CLIP-IQA's image features
     assert "GRMP-IQA (seed)" in out.status
@@ -261,7 +282,9 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     )
     assert len(kept) == 2 and len(rejected) == 1
     assert summary.startswith("2 kept, 1 rejected")
-    with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA")) as archive:
+    assert filtered.kept_zip is None  # a zip of an earlier split is never offered
+    assert list(filtered.histogram.layout.shapes)[0].x0 == middle
+    with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
         assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
     decisions = [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]]
     assert decisions == ["keep", "keep", "reject"]
@@ -348,6 +371,8 @@ def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session
     label, stem = choices["choices"][-1]
     assert label.startswith("seed-adapted-1 (adapted") and choices["value"] == stem
     assert sorted(Path(f).suffix for f in download) == [".json", ".safetensors"]
+    saved = next(Path(f).read_text() for f in download if f.endswith(".json"))
+    assert str(tmp_path) not in saved and "/" not in str(json.loads(saved)["config"]["training"]["train_images"])
     ranking = score(handlers, session, handlers.load_preset("seed"), checkpoint=stem, method="GRMP-IQA").ranking
     assert ranking["GRMP-IQA"].notna().all()
 
@@ -377,7 +402,7 @@ def test_clicking_a_ranking_row_shows_its_breakdown(handlers, session):
     ranking = score(handlers, session, handlers.load_preset("seed")).ranking
     name = ranking["name"][2]
     event = gr.SelectData(None, {"index": [2, 0], "value": 3, "row_value": list(ranking.iloc[2]), "selected": True})
-    picked = handlers.pick_ranked(session, event)
+    picked = handlers.pick_ranked(session, None, event)
     assert picked.photo_pick["value"] == name and picked.breakdown.layout.title.text.startswith(f"{name}: CLIP-IQA")
 
 
@@ -397,3 +422,134 @@ def test_every_typed_output_names_a_component_of_the_page(handlers):
         assert set(dependency["outputs"]) <= ids
     scored = {d["api_name"]: d for d in demo.config["dependencies"] if d.get("api_name")}
     assert len(scored["score"]["outputs"]) == len(dataclasses.fields(ScoreOutput))
+
+
+def test_the_chosen_photos_stay_chosen_when_a_table_edit_rescores(handlers, session):
+    first = score(handlers, session, handlers.load_preset("seed"))
+    names = first.photo_pick["choices"]
+    picked, other = names[-1], names[0]
+    table = handlers.delete_row(handlers.load_preset("seed"), 1)
+    out = handlers.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", picked, other)
+    assert out.photo_pick["value"] == picked and out.compare_pick["value"] == other
+    assert out.breakdown.layout.title.text.startswith(picked)
+    assert len(out.breakdown.data[0].y) == 2 and "with 2 pair(s)" in out.status  # the deleted pair is gone
+    assert [trace.name for trace in out.side_by_side.data] == [picked, other]
+    gone = handlers.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", "deleted.jpg", None)
+    assert gone.photo_pick["value"] == gone.ranking["name"][0]  # a photo no longer there: the best one
+
+
+def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
+    out = score(handlers, session, handlers.load_preset("paper-look"))
+    assert list(out.ranking.columns) == [
+        "rank",
+        "photo",
+        "name",
+        "Good/Bad",
+        "Bright/Dark",
+        "Sharp/Blurry",
+        "Noisy/Clean",
+        "Colorful/Dull",
+        "High contrast/Low contrast",
+        "GRMP-IQA",
+        "decision",
+    ]
+    row = session.rows[0]
+    assert list(out.ranking.iloc[0, 3:9]) == [round(p.p, 3) for p in row.results["CLIP-IQA"].pairs]
+    assert set(out.ranking["decision"]) == {"—"}  # no quality score to decide by
+    assert "not averaged" in out.breakdown.layout.title.text and "attribute prompts" in out.status
+    filtered = handlers.filter(session, 0.5, "CLIP-IQA")
+    assert filtered.kept == filtered.rejected == [] and "never averaged" in filtered.filter_summary
+
+
+def test_the_csv_holds_each_pair_and_the_settings_and_no_server_paths(handlers, session):
+    out = score(handlers, session, handlers.load_preset("seed"))
+    header, *lines = list(csv_module.reader(Path(out.results_csv).read_text().splitlines()))
+    assert header[:7] == ["rank", "name", "clip_iqa", "grmp_iqa", "decision", "method", "threshold"]
+    assert (
+        "clip_iqa p[a sharp photo / a blurry photo]" in header
+        and "clip_iqa s_neg[a sharp photo / a blurry photo]" in header
+    )
+    row = dict(zip(header, lines[0]))
+    assert (
+        row["backbone"] == "test-tiny-rn"
+        and row["clip_iqa_temperature"] == f"{session.rows[0].results['CLIP-IQA'].temperature:g}"
+    )
+    assert "a beautiful photo / an ugly photo (weight 1)" in row["prompt_pairs"]
+    assert str(handlers.config.work_dir) not in Path(out.results_csv).read_text()
+
+
+def test_a_preset_never_silently_discards_edits_and_a_loaded_file_is_named(handlers, tmp_path):
+    session = Session()
+    table = handlers.load_preset("seed")
+    table.loc[0, "positive"] = "a stunning photo"
+    named = handlers.table_changed(table, session)
+    assert named.preset == "custom" and named.saved_prompts is None
+    chosen = handlers.choose_preset("pyiqa", session)  # says (gr.Info) that the edits are kept
+    assert chosen.preset == "pyiqa" and len(chosen.prompts) == 5
+    back = handlers.choose_preset("custom", session)
+    assert back.prompts.loc[0, "positive"] == "a stunning photo"
+    saved = handlers.save_prompts(handlers.load_preset("paper-feel"), session)["value"]
+    assert handlers.table_changed(handlers.load_prompts(saved), session).preset == "paper-feel"
+
+
+def test_share_link_restores_the_table_and_settings(handlers):
+    table = handlers.load_preset("seed")
+    table.loc[1, "on"] = False
+    table.loc[2, "weight"] = 2.5
+    query = handlers.share_query(table, "test-tiny-vit", "t = 1 (the seed's formula)", "", 0.4321, "GRMP-IQA")
+    assert query.startswith("?share=")
+    restored = handlers.restore_shared(_request(share=query.removeprefix("?share=")))
+    assert restored.prompts.drop(columns="status").equals(table.drop(columns="status"))
+    assert (restored.backbone, restored.temperature, restored.threshold, restored.method) == (
+        "test-tiny-vit",
+        "t = 1 (the seed's formula)",
+        0.4321,
+        "GRMP-IQA",
+    )
+    assert restored.preset == "custom"
+
+
+@pytest.mark.parametrize(
+    "link, message",
+    [
+        ("not-a-link", "not a link this app made"),
+        ("A" * 20_000, "characters long"),
+        (encode_share({"pairs": [{"positive": "a\x00", "negative": "b"}]}), "control character"),
+        (encode_share({"pairs": []}), "needs 1 to 200 prompt pairs"),
+        (encode_share({"pairs": [{"positive": "a", "negative": "b"}], "threshold": "high"}), "threshold"),
+        (base64.urlsafe_b64encode(zlib.compress(b"[" * 300_000)).decode(), "more than"),
+    ],
+)
+def test_a_bad_share_link_is_one_warning_and_changes_nothing(handlers, link, message):
+    with pytest.warns(UserWarning, match=message):
+        restored = handlers.restore_shared(_request(share=link))
+    assert all(value == {"__type__": "update"} for value in restored.outputs())
+
+
+def _request(**params):
+    return types.SimpleNamespace(query_params=params)
+
+
+def test_use_these_pairs_sends_the_best_pairs_to_the_table(handlers):
+    lab = handlers.run_lab(BUNDLED_SET, None, None, handlers.load_preset("pyiqa"), "test-tiny-rn", T_SCALE)
+    sent = handlers.use_lab_pairs(lab.lab_table, Session())
+    best = lab.lab_table.sort_values("SRCC", ascending=False)
+    assert list(sent.prompts["positive"]) == list(best["positive"])
+    expected_on = [i < 3 and srcc > 0 for i, srcc in enumerate(best["SRCC"])]
+    assert list(sent.prompts["on"]) == expected_on and sent.preset == "custom"
+
+
+def test_an_adaptation_that_stops_early_says_so(handlers, session, monkeypatch):
+    def stops_early(store, images, steps, lam, record):
+        model = GRMPModel(
+            GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=store.backbone.pretrained), store.backbone
+        )
+        model.config.training = {"best_step": 5, "val_srcc": 0.5, "val_plcc": 0.4}
+        for step in range(1, 8):
+            record({"step": step, "loss": 1 / step, "val_srcc": None})
+        return model
+
+    monkeypatch.setattr("iqa.app.gpu.run_adapt", stops_early)
+    last = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 40, "test-tiny-rn", session))[-1]
+    assert "stopped early after 7 of 40 steps" in last.checkpoint["choices"][-1][0]
+    assert "Stopped early at step 7 of 40" in last.adapt_status

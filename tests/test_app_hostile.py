@@ -118,7 +118,7 @@ def test_photos_are_downsized_on_upload_and_downloads_keep_the_original(handlers
     session = handlers.add_photos([str(big)], Session()).session
     assert session.photos[0].image.size == (256, 171) and session.nbytes < 256 * 171 * 3 + 5000
     _scores(handlers, session)
-    with zipfile.ZipFile(handlers.zip_kept(session, 0.0, "CLIP-IQA")) as archive:
+    with zipfile.ZipFile(handlers.zip_kept(session, 0.0, "CLIP-IQA").kept_zip) as archive:
         assert archive.read("big.png") == big.read_bytes()
 
 
@@ -167,7 +167,7 @@ def test_idle_sessions_are_ended_without_any_request(handlers, good_photos, monk
     session = handlers.add_photos(good_photos, Session()).session
     folder = Path(session.folder)
     deadline = time.monotonic() + 10
-    while session.photos and time.monotonic() < deadline:
+    while (session.photos or folder.exists()) and time.monotonic() < deadline:  # the sweeper runs in its thread
         time.sleep(0.1)
     assert session.photos == [] and not folder.exists()
 
@@ -221,8 +221,8 @@ def client(served, good_photos):
 
 
 def _served_score(client, table=None, checkpoint="", method="CLIP-IQA"):
-    table = table if table is not None else client.predict("seed", api_name="/load_preset")
-    return client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, 0.5, method, api_name="/score")
+    table = table if table is not None else client.predict("seed", api_name="/load_preset")[0]
+    return client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, 0.5, method, api_name="/score")  # 9 outputs
 
 
 @pytest.mark.parametrize("case", _params(PHOTO_CASES))
@@ -251,7 +251,7 @@ def test_served_hostile_prompt_files(client, case, tmp_path):
 
 
 def test_served_zero_weight_sum_and_unknown_choices(client):
-    table = client.predict("seed", api_name="/load_preset")
+    table = client.predict("seed", api_name="/load_preset")[0]
     for row in table["data"]:
         row[3] = 0
     with pytest.raises(AppError, match=ZERO_WEIGHTS_MESSAGE):

@@ -90,6 +90,6 @@ def test_the_served_page_opens_with_the_official_model_chosen(official_file, pho
             paths.append(tmp_path / f"{photo.name}.png")
             photo.image.save(paths[-1])
         client.predict([handle_file(str(p)) for p in paths], api_name="/add_photos")
-        table = client.predict("seed", api_name="/load_preset")
+        table = client.predict("seed", api_name="/load_preset")[0]
         ranking = client.predict(table, "test-tiny-rn", T_SCALE, chosen[0], 0.5, "GRMP-IQA", api_name="/score")[1]
         assert len(ranking["data"]) == 3 and all(row[4] is not None for row in ranking["data"])

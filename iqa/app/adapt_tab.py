@@ -13,7 +13,7 @@ from ..grmp.checkpoint import save_checkpoint
 from ..grmp.model import GRMPScorer
 from . import gpu
 from .lab_tab import BUNDLED_SET, UPLOADED_SET, LabHandlers
-from .layout import banner
+from .layout import banner, how_to
 from .messages import shown_as_message
 from .models import Models
 from .outputs import AdaptOutput
@@ -64,15 +64,23 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
         folder = session.directory(self.config.work_dir) / "checkpoints"
         stem = folder / f"seed-adapted-{len(session.checkpoints) + 1}"
         tensors, config = save_checkpoint(model, stem)
-        label = f"{stem.name} (adapted, λ={lam:g}, {steps} steps)"
+        ran = len(history)
+        early = ran < steps  # the learning rate fell below its floor: validation had stopped improving
+        ran_text = f"stopped early after {ran} of {steps} steps" if early else f"{steps} steps"
+        label = f"{stem.name} (adapted, λ={lam:g}, {ran_text})"
         session.checkpoints[label] = str(stem)
         self.models.register(str(stem), GRMPScorer(model, store))
         record = model.config.training
         status = (
             f"Done: {len(labelled.images())} labelled photos on {store.backbone.description}; best step "
             f"{record['best_step']}, validation SRCC {record['val_srcc']:.3f}, PLCC {record['val_plcc']:.3f}. "
-            f"'{label}' is now selectable on the first tab."
+            f"'{label}' is now selectable on the first tab and scores there."
         )
+        if early:
+            status += (
+                f"\n\nStopped early at step {ran} of {steps}: validation SRCC had stopped improving, so the "
+                "learning rate was cut until it fell below its floor; the checkpoint is the best validated step."
+            )
         yield AdaptOutput(
             charts.training_curves(list(history)),
             status,
@@ -84,6 +92,7 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
 
 def build_adapt_tab(models: Models, ui: dict) -> None:
     banner(models)
+    how_to("adapt")
     gr.Markdown(
         "Few-shot adaptation of GRMP-IQA's **seed** variant on the CLIP-IQA backbone: both encoders "
         "stay frozen, the prompt and the MLP head learn from the labelled photos (MSE + λ·pairwise "
@@ -98,5 +107,7 @@ def build_adapt_tab(models: Models, ui: dict) -> None:
         ui["steps"] = gr.Slider(10, 2000, value=300, step=10, label="Steps")
     ui["adapt_run"] = gr.Button("Adapt", variant="primary", elem_id="adapt-button")
     ui["adapt_status"] = gr.Markdown()
-    ui["adapt_chart"] = gr.Plot(label="Training loss and validation SRCC", elem_id="adapt-chart")
-    ui["adapt_download"] = gr.File(label="Download the new checkpoint", file_count="multiple", interactive=False)
+    ui["adapt_chart"] = gr.Plot(label="Training loss and validation SRCC", elem_id="adapt-chart", visible=False)
+    ui["adapt_download"] = gr.File(
+        label="Download the new checkpoint", file_count="multiple", interactive=False, visible=False
+    )

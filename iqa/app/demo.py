@@ -16,7 +16,7 @@ from .adapt_tab import AdaptHandlers, build_adapt_tab
 from .config import AppConfig, parse_args
 from .filter_tab import FilterHandlers, build_filter_tab
 from .lab_tab import build_lab_tab
-from .layout import CSS, THEME
+from .layout import CSS, THEME, build_decision_bar
 from .models import Models
 from .outputs import (
     AdaptOutput,
@@ -25,19 +25,24 @@ from .outputs import (
     LabOutput,
     PhotosOutput,
     PickOutput,
+    PresetOutput,
     RankOutput,
     RowOutput,
     ScoreOutput,
+    ShareOutput,
+    TableNameOutput,
+    ZipOutput,
     as_outputs,
 )
 from .photo_panel import PhotoHandlers
 from .score_tab import build_score_tab
 from .security import SecurityHeaders, example_files
 from .session import Session, return_freed_memory_promptly
+from .share import ShareHandlers
 from .table import PromptTableHandlers
 
 
-class Handlers(PhotoHandlers, PromptTableHandlers, FilterHandlers, AdaptHandlers):
+class Handlers(PhotoHandlers, PromptTableHandlers, FilterHandlers, AdaptHandlers, ShareHandlers):
     """Every event handler of the app, tab by tab; tests call them directly."""
 
 
@@ -49,6 +54,7 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
     with gr.Blocks(title="Photo quality: CLIP-IQA and GRMP-IQA", delete_cache=(3600, 86400)) as demo:
         ui["session"] = gr.State(Session(), time_to_live=config.session_ttl, delete_callback=h.end_session)
         gr.Markdown("# Photo quality with CLIP: CLIP-IQA and GRMP-IQA")
+        build_decision_bar(ui)
         with gr.Tabs():
             with gr.Tab("Score and compare", id="score"):
                 build_score_tab(models, ui)
@@ -61,48 +67,78 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
             with gr.Tab("About", id="about"):
                 build_about_tab(models)
         wire(h, ui)
+        demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private")
     return demo
 
 
 def wire(h: Handlers, ui: dict) -> None:
-    """Every event: what it reads, which handler runs, and the typed outputs it fills."""
+    """Every event: what it reads, which handler runs, and the typed outputs it fills.
+
+    Every change of what the results depend on (photos, any table edit, a preset, a file, a setting,
+    a checkpoint) re-scores, then re-filters; a new threshold or method re-filters and re-ranks.
+    """
     session, prompts, threshold, method = ui["session"], ui["prompts"], ui["threshold"], ui["method"]
-    score_inputs = [session, prompts, ui["backbone"], ui["temperature"], ui["checkpoint"], threshold, method]
+    score_inputs = [
+        session,
+        prompts,
+        ui["backbone"],
+        ui["temperature"],
+        ui["checkpoint"],
+        threshold,
+        method,
+        ui["photo_pick"],
+        ui["compare_pick"],
+    ]
     score_outputs = ScoreOutput.components(ui)
     filter_inputs = [session, threshold, method]
     score, filter_ = as_outputs(h.score), as_outputs(h.filter)
+    private: dict = {"api_visibility": "private"}
 
-    def then_score(event):
-        return event.then(score, score_inputs, score_outputs, api_visibility="private").then(
-            filter_, filter_inputs, FilterOutput.components(ui), api_visibility="private"
-        )
+    def refilter(event):
+        return event.then(filter_, filter_inputs, FilterOutput.components(ui), **private)
+
+    def rescore(event):
+        return refilter(event.then(score, score_inputs, score_outputs, trigger_mode="always_last", **private))
+
+    def edited(event):
+        """A table change: name it in the preset box (kept as the custom table), then re-score."""
+        named = event.then(as_outputs(h.table_changed), [prompts, session], TableNameOutput.components(ui), **private)
+        return rescore(named)
 
     for event, name in ((threshold.input, "filter"), (method.input, "filter_method")):
         event(filter_, filter_inputs, FilterOutput.components(ui), api_name=name, trigger_mode="always_last").then(
-            as_outputs(h.rerank), filter_inputs, RankOutput.components(ui), api_visibility="private"
+            as_outputs(h.rerank), filter_inputs, RankOutput.components(ui), **private
         )
-    ui["make_zip"].click(h.zip_kept, filter_inputs, ui["kept_zip"], api_name="zip_kept")
-    ui["score"].click(score, score_inputs, score_outputs, api_name="score").then(
-        filter_, filter_inputs, FilterOutput.components(ui), api_visibility="private"
-    )
+    ui["make_zip"].click(as_outputs(h.zip_kept), filter_inputs, ZipOutput.components(ui), api_name="zip_kept")
+    refilter(ui["score"].click(score, score_inputs, score_outputs, api_name="score"))
+
     photo_outputs = PhotosOutput.components(ui)
-    then_score(
-        ui["files"].upload(as_outputs(h.add_photos), [ui["files"], session], photo_outputs, api_name="add_photos")
+    rescore(ui["files"].upload(as_outputs(h.add_photos), [ui["files"], session], photo_outputs, api_name="add_photos"))
+    rescore(ui["examples"].click(as_outputs(h.add_examples), [session], photo_outputs, api_name="add_examples"))
+    clear_outputs = [[session, prompts], score_outputs]
+    cleared = ui["clear"].click(as_outputs(h.clear_photos), [session], photo_outputs, api_name="clear_photos")
+    refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
+    cleared = ui["files"].clear(as_outputs(h.clear_photos), [session], photo_outputs, **private)
+    refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
+
+    preset_outputs = PresetOutput.components(ui)
+    rescore(
+        ui["preset"].input(as_outputs(h.choose_preset), [ui["preset"], session], preset_outputs, api_name="load_preset")
     )
-    then_score(ui["examples"].click(as_outputs(h.add_examples), [session], photo_outputs, api_name="add_examples"))
-    ui["clear"].click(as_outputs(h.clear_photos), [session], photo_outputs, api_name="clear_photos")
-    ui["files"].clear(as_outputs(h.clear_photos), [session], photo_outputs, api_visibility="private")
-    then_score(ui["preset"].input(h.load_preset, ui["preset"], prompts, api_name="load_preset"))
-    then_score(ui["prompt_file"].upload(h.load_prompts, ui["prompt_file"], prompts, api_name="load_prompts"))
-    prompts.input(score, score_inputs, score_outputs, api_name="rescore", trigger_mode="always_last")
-    for setting in (ui["backbone"], ui["temperature"], ui["checkpoint"]):
-        setting.input(score, score_inputs, score_outputs, api_visibility="private")
+    edited(ui["prompt_file"].upload(h.load_prompts, ui["prompt_file"], prompts, api_name="load_prompts"))
+    refilter(prompts.input(score, score_inputs, score_outputs, api_name="rescore", trigger_mode="always_last"))
+    prompts.input(as_outputs(h.table_changed), [prompts, session], TableNameOutput.components(ui), **private)
+    for setting in (ui["backbone"], ui["temperature"]):
+        refilter(setting.input(score, score_inputs, score_outputs, trigger_mode="always_last", **private))
+    # .change, not .input: an uploaded or adapted checkpoint is chosen by the server, and re-scores too
+    refilter(ui["checkpoint"].change(score, score_inputs, score_outputs, trigger_mode="always_last", **private))
+
     row_number = ui["row_number"]
-    prompts.select(h.select_row, None, row_number, api_visibility="private")
-    ui["add"].click(h.add_row, prompts, prompts, api_name="add_row")
-    ui["delete"].click(h.delete_row, [prompts, row_number], prompts, api_name="delete_row")
-    ui["up"].click(as_outputs(h.row_up), [prompts, row_number], RowOutput.components(ui), api_name="row_up")
-    ui["down"].click(as_outputs(h.row_down), [prompts, row_number], RowOutput.components(ui), api_name="row_down")
+    prompts.select(h.select_row, None, row_number, **private)
+    edited(ui["add"].click(h.add_row, prompts, prompts, api_name="add_row"))
+    edited(ui["delete"].click(h.delete_row, [prompts, row_number], prompts, api_name="delete_row"))
+    for button, handler, name in ((ui["up"], h.row_up, "row_up"), (ui["down"], h.row_down, "row_down")):
+        edited(button.click(as_outputs(handler), [prompts, row_number], RowOutput.components(ui), api_name=name))
     ui["save"].click(h.save_prompts, [prompts, session], ui["saved_prompts"], api_name="save_prompts")
     ui["upload_ckpt"].upload(
         as_outputs(h.upload_checkpoint),
@@ -110,13 +146,29 @@ def wire(h: Handlers, ui: dict) -> None:
         CheckpointOutput.components(ui),
         api_name="upload_checkpoint",
     )
-    ui["photo_pick"].input(h.breakdown, [session, ui["photo_pick"]], ui["breakdown"], api_name="breakdown")
-    ui["ranking"].select(as_outputs(h.pick_ranked), [session], PickOutput.components(ui), api_visibility="private")
+
+    pick_inputs = [session, ui["photo_pick"], ui["compare_pick"]]
+    ui["photo_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), api_name="breakdown")
+    ui["compare_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), **private)
+    ui["ranking"].select(as_outputs(h.pick_ranked), [session, ui["compare_pick"]], PickOutput.components(ui), **private)
+
+    ui["share"].click(
+        h.share_query,
+        [prompts, ui["backbone"], ui["temperature"], ui["checkpoint"], threshold, method],
+        ui["share_link"],
+        api_name="share",
+    ).then(None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS)
+
     ui["lab_run"].click(
         as_outputs(h.run_lab),
         [ui["lab_source"], ui["lab_csv"], ui["lab_files"], prompts, ui["backbone"], ui["temperature"]],
         LabOutput.components(ui),
         api_name="prompt_lab",
+    )
+    rescore(
+        ui["lab_use"].click(
+            as_outputs(h.use_lab_pairs), [ui["lab_table"], session], PresetOutput.components(ui), api_name="use_pairs"
+        )
     )
     ui["adapt_run"].click(
         as_outputs(h.adapt),
@@ -124,6 +176,12 @@ def wire(h: Handlers, ui: dict) -> None:
         AdaptOutput.components(ui),
         api_name="adapt",
     )
+
+
+# the handler returns "?share=..."; the browser puts its own address (as the user sees it) in front
+SHARE_URL_JS = (
+    "(query) => query && query.startsWith('?') ? window.location.origin + window.location.pathname + query : query"
+)
 
 
 def launch(demo: gr.Blocks, config: AppConfig, **kwargs):

@@ -10,16 +10,29 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
+import gradio as gr
 import pandas as pd
 
 
 class Outputs:
-    """Base of the typed results (dataclasses)."""
+    """Base of the typed results (dataclasses).
+
+    Fields named in `HIDDEN_WHEN_EMPTY` (downloads, charts) hold plain values here and are hidden
+    on the page while they are None, so the page shows no empty boxes.
+    """
+
+    HIDDEN_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ()
 
     def outputs(self) -> list[Any]:
-        return [getattr(self, f.name) for f in fields(self)]  # type: ignore[arg-type]
+        values = []
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in self.HIDDEN_WHEN_EMPTY:
+                value = gr.update(value=value, visible=value is not None)
+            values.append(value)
+        return values
 
     @classmethod
     def components(cls, ui: Mapping[str, Any]) -> list[Any]:
@@ -35,11 +48,14 @@ class PhotosOutput(Outputs):
 
 @dataclass
 class ScoreOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("breakdown", "side_by_side", "scatter", "results_csv")
     session: Any
     prompts: pd.DataFrame
     ranking: pd.DataFrame
     photo_pick: Any  # a dropdown update: the photos, and the one shown
     breakdown: Any  # plotly Figure or None
+    compare_pick: Any  # a dropdown update: the photo shown beside it
+    side_by_side: Any
     scatter: Any
     results_csv: str | None
     status: str
@@ -47,14 +63,52 @@ class ScoreOutput(Outputs):
 
 @dataclass
 class RankOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("results_csv",)
     ranking: pd.DataFrame
     results_csv: str | None
 
 
 @dataclass
 class PickOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("breakdown", "side_by_side", "scatter")
     photo_pick: Any
     breakdown: Any
+    side_by_side: Any
+    scatter: Any
+
+
+@dataclass
+class PresetOutput(Outputs):
+    """The prompt table after a preset, a file or an edit, and the preset box's name for it."""
+
+    HIDDEN_WHEN_EMPTY = ("saved_prompts",)
+    session: Any
+    prompts: pd.DataFrame
+    preset: str
+    saved_prompts: str | None  # cleared: the saved file no longer holds the table
+
+
+@dataclass
+class TableNameOutput(Outputs):
+    """What an edit of the prompt table changes besides the table: the preset box's name, the saved file."""
+
+    HIDDEN_WHEN_EMPTY = ("saved_prompts",)
+    session: Any
+    preset: str
+    saved_prompts: str | None
+
+
+@dataclass
+class ShareOutput(Outputs):
+    """A shared link's settings, restored when the page opens."""
+
+    prompts: Any
+    preset: Any
+    backbone: Any
+    temperature: Any
+    checkpoint: Any
+    threshold: Any
+    method: Any
 
 
 @dataclass
@@ -71,14 +125,24 @@ class CheckpointOutput(Outputs):
 
 @dataclass
 class FilterOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("histogram", "filter_list", "kept_zip")
     kept: list[tuple[str, str]]
     rejected: list[tuple[str, str]]
+    histogram: Any
     filter_list: str | None
     filter_summary: str
+    kept_zip: str | None = None  # cleared: it is made again, on request, for the current split
+
+
+@dataclass
+class ZipOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("kept_zip",)
+    kept_zip: str | None
 
 
 @dataclass
 class LabOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("lab_chart",)
     lab_table: pd.DataFrame
     lab_chart: Any
     lab_summary: str
@@ -86,6 +150,7 @@ class LabOutput(Outputs):
 
 @dataclass
 class AdaptOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("adapt_chart", "adapt_download")
     adapt_chart: Any
     adapt_status: str
     session: Any
@@ -100,7 +165,10 @@ def as_outputs(handler: Callable) -> Callable:
     """
 
     def convert(value):
-        return value.outputs() if isinstance(value, Outputs) else value
+        if not isinstance(value, Outputs):
+            return value
+        values = value.outputs()
+        return values[0] if len(values) == 1 else values  # Gradio takes one output's value alone
 
     if inspect.isgeneratorfunction(handler):
 

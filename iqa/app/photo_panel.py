@@ -45,9 +45,13 @@ class PhotoHandlers(HandlerBase):
             except PhotoError as err:
                 messages.append(str(err))
                 continue
-            taken.add(photo.name)
-            self.budget.use(session)  # a long upload is not idle, and others give way as it grows
             session.sources.add(str(file))
+            if photo.digest in session.digests:
+                messages.append(f"{Path(file).name}: the same photo as {session.digests[photo.digest]}, kept once")
+                continue
+            taken.add(photo.name)
+            session.digests[photo.digest] = photo.name
+            self.budget.use(session)  # a long upload is not idle, and others give way as it grows
             session.photos.append(photo)
             session.thumbnails[photo.name], session.icons[photo.name] = thumbnail(photo, thumbs)
         self.budget.use(session)
@@ -95,4 +99,4 @@ def build_photo_panel(ui: dict) -> None:
         ui["examples"] = gr.Button("Add example photos", size="sm", elem_id="add-examples")
         ui["clear"] = gr.Button("Clear photos", size="sm")
     ui["photo_info"] = gr.Markdown("No photos yet.", elem_id="photo-info")
-    ui["gallery"] = gr.Gallery(label="Photos to score", columns=5, height=230, show_label=True)
+    ui["gallery"] = gr.Gallery(label="Photos to score", columns=4, height=260, show_label=False, elem_id="gallery")

@@ -16,9 +16,11 @@ from ..backbones import BackboneUnavailable
 from ..clipiqa import CLIPIQA
 from ..compare import CachedScorer, ComparedPhoto, ranked, rows_to_csv, split
 from ..names import CLIP_IQA, GRMP_IQA
+from ..prompts import is_attribute_set
+from ..results import PairScore
 from . import gpu
 from .base import HandlerBase
-from .layout import banner
+from .layout import banner, how_to
 from .messages import shown_as_message
 from .models import NO_GRMP, Models, grmp_model
 from .outputs import CheckpointOutput, PickOutput, RankOutput, ScoreOutput
@@ -26,12 +28,19 @@ from .photo_panel import build_photo_panel
 from .session import Session, icon_html
 from .table import build_prompt_panel, parse_table
 
+DIGITS = 3  # every score, p and threshold on the page has three decimals
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
 RANK_COLUMNS = ["rank", "photo", "name", CLIP_IQA, GRMP_IQA, "decision"]
 
 
+ATTRIBUTES_NOTE = (
+    "The prompt table holds the paper's attribute prompts (look / feel): each is read on its own "
+    "(columns and bars below), never averaged into a quality score."
+)
+
+
 class ScoreHandlers(HandlerBase):
-    """Scoring, the ranking and its CSV, the breakdown of one photo, GRMP-IQA checkpoints."""
+    """Scoring, the ranking and its CSV, the breakdown of one photo (or two side by side), checkpoints."""
 
     @shown_as_message
     def score(
@@ -43,18 +52,22 @@ class ScoreHandlers(HandlerBase):
         checkpoint: str,
         threshold: float,
         method: str,
+        selected: str | None = None,
+        other: str | None = None,
         progress=gr.Progress(),
     ) -> ScoreOutput:
-        """Score the session's photos; prompt edits reuse cached image features."""
+        """Score the session's photos; prompt edits reuse cached image features. `selected` (and
+        `other`, shown beside it) stay chosen while they are among the photos."""
         self._use(session)
         store = self._store_or_default(backbone)
         pairs, status = parse_table(table, store.backbone.tokenizer)
         table = table.assign(status=status)
         valid = [p for p, s in zip(pairs, status) if p is not None and s == "ok"]
         if not session.photos:
-            gr.Warning("add photos first (upload them, or click 'Add example photos')")
+            session.rows = []  # no warning: a setting may change before any photo is added
             return self._empty(session, table, "No photos to score.")
         if not valid:
+            session.rows = []
             gr.Warning("no usable prompt pair: every row is off or invalid (see the status column)")
             return self._empty(session, table, "No usable prompt pair.")
         grmp = self._grmp_or_none(checkpoint, session)
@@ -64,6 +77,8 @@ class ScoreHandlers(HandlerBase):
             session.photos, clip, grmp, lambda done, total: progress((done, total), desc="encoding photos")
         )
         store.merge(added)
+        session.attributes = is_attribute_set(valid)
+        session.settings = self._settings(store, clip, grmp, valid)
         elapsed = time.perf_counter() - start
         message = (
             f"Scored {len(session.photos)} photo(s) with {len(valid)} pair(s) in {elapsed:.2f} s on "
@@ -72,19 +87,39 @@ class ScoreHandlers(HandlerBase):
         )
         if grmp is not None:
             message += f" GRMP-IQA: {grmp.label} on {grmp_model(grmp).description}."
-        method = self._available(session, method)
-        names = [row.name for row in ranked(session.rows, method)]
+        if session.attributes:
+            message += " " + ATTRIBUTES_NOTE
+        names = [row.name for row in self.ordered(session, method)]
+        selected = selected if selected in names else names[0]
+        other = other if other in names and other != selected else next((n for n in names if n != selected), None)
         rank = self.rerank(session, threshold, method)
         return ScoreOutput(
             session,
             table,
             rank.ranking,
-            gr.update(choices=names, value=names[0]),
-            self.breakdown(session, names[0]),
-            charts.score_scatter(session.rows),
+            gr.update(choices=names, value=selected),
+            self.breakdown(session, selected),
+            gr.update(choices=names, value=other),
+            self.side_by_side(session, selected, other),
+            self.scatter(session, selected),
             rank.results_csv,
             message,
         )
+
+    def _settings(self, store, clip: CLIPIQA, grmp: CachedScorer | None, pairs) -> dict[str, object]:
+        """How the results were made, as the CSV's last columns (no server paths)."""
+        backbone = store.backbone
+        settings: dict[str, object] = {
+            "backbone": backbone.name,
+            "weights": Path(self.config.weights).name if self.config.weights else backbone.pretrained or "none",
+            "clip_iqa_temperature": f"{clip.temperature:g}",
+            "prompt_pairs": "; ".join(f"{p.positive} / {p.negative} (weight {p.weight:g})" for p in pairs),
+        }
+        if grmp is not None:
+            model = grmp_model(grmp)
+            settings["grmp_iqa_checkpoint"] = grmp.label + f" on {model.config.backbone}"
+            settings["grmp_iqa_temperature"] = f"{float(model.logit_scale):g}"
+        return settings
 
     @staticmethod
     def _empty(session: Session, table: pd.DataFrame, status: str) -> ScoreOutput:
@@ -94,10 +129,18 @@ class ScoreHandlers(HandlerBase):
             pd.DataFrame(columns=RANK_COLUMNS),
             gr.update(choices=[], value=None),
             None,
+            gr.update(choices=[], value=None),
+            None,
             None,
             None,
             status,
         )
+
+    @shown_as_message
+    def clear_results(self, session: Session, table: pd.DataFrame) -> ScoreOutput:
+        """After the photos are cleared: no ranking, charts or downloads are left over."""
+        session.rows = []
+        return self._empty(session, table, "No photos yet.")
 
     def _grmp_or_none(self, checkpoint: str | None, session: Session) -> CachedScorer | None:
         if not checkpoint:
@@ -111,42 +154,56 @@ class ScoreHandlers(HandlerBase):
             gr.Warning(f"GRMP-IQA checkpoint not used: {err}")
             return None
 
+    def decision_method(self, session: Session, method: str) -> str | None:
+        """The method decisions are made by: `method`, CLIP-IQA when `method` was not scored, and
+        with attribute prompts GRMP-IQA or nothing (they give no quality score)."""
+        if not session.rows:
+            return None
+        if session.attributes:
+            return GRMP_IQA if GRMP_IQA in session.rows[0].results else None
+        return method if method in session.rows[0].results else CLIP_IQA
+
+    def ordered(self, session: Session, method: str) -> list[ComparedPhoto]:
+        """Best first by the decision method; in the order added when there is none."""
+        by = self.decision_method(session, method)
+        return ranked(session.rows, by) if by else list(session.rows)
+
     @shown_as_message
     def rerank(self, session: Session, threshold: float, method: str) -> RankOutput:
         """The ranking table and its CSV download, with keep/reject at `threshold` by `method`."""
         if not session.rows:
             return RankOutput(pd.DataFrame(columns=RANK_COLUMNS), None)
-        method = self._available(session, method)
-        kept_names = {row.name for row in split(session.rows, threshold, method)[0]}
-        table = pd.DataFrame(
-            [
-                [
-                    i,
-                    icon_html(session.icons.get(row.name, "")),
-                    row.name,
-                    *(_rounded(row, m) for m in (CLIP_IQA, GRMP_IQA)),
-                    "keep" if row.name in kept_names else "reject",
-                ]
-                for i, row in enumerate(ranked(session.rows, method), 1)
-            ],
-            columns=RANK_COLUMNS,
-        )
+        by = self.decision_method(session, method)
+        kept_names = {row.name for row in split(session.rows, threshold, by)[0]} if by else set()
+        attributes = [_attribute(p) for p in session.rows[0].results[CLIP_IQA].pairs] if session.attributes else []
+        columns = ["rank", "photo", "name", *(attributes or [CLIP_IQA]), GRMP_IQA, "decision"]
+        records = []
+        for i, row in enumerate(self.ordered(session, method), 1):
+            clip = row.results[CLIP_IQA]
+            values = [round(p.p, DIGITS) for p in clip.pairs] if attributes else [_rounded(row, CLIP_IQA)]
+            decision = ("keep" if row.name in kept_names else "reject") if by else "—"
+            icon = icon_html(session.icons.get(row.name, ""))
+            records.append([i, icon, row.name, *values, _rounded(row, GRMP_IQA), decision])
+        table = pd.DataFrame(records, columns=columns)
         csv_path = session.directory(self.config.work_dir) / "iqa-results.csv"
-        csv_path.write_text(rows_to_csv(session.rows, threshold, method), encoding="utf-8")
+        csv_path.write_text(rows_to_csv(session.rows, threshold, by or CLIP_IQA, session.settings), encoding="utf-8")
         return RankOutput(table, str(csv_path))
 
-    @staticmethod
-    def _available(session: Session, method: str) -> str:
-        """`method`, or CLIP-IQA when it was not scored (GRMP-IQA without a checkpoint)."""
-        if not session.rows or method not in session.rows[0].results:
-            return CLIP_IQA
-        return method
-
     @shown_as_message
-    def pick_ranked(self, session: Session, event: gr.SelectData) -> PickOutput:
+    def pick_ranked(self, session: Session, other: str | None, event: gr.SelectData) -> PickOutput:
         """Clicking a row of the ranking shows that photo's breakdown."""
         name = event.row_value[RANK_COLUMNS.index("name")]
-        return PickOutput(gr.update(value=name), self.breakdown(session, name))
+        return self.show_photo(session, name, other)
+
+    @shown_as_message
+    def show_photo(self, session: Session, name: str | None, other: str | None) -> PickOutput:
+        """One photo chosen: its breakdown, its place in the scatter, and beside the other photo."""
+        return PickOutput(
+            gr.update(value=name),
+            self.breakdown(session, name),
+            self.side_by_side(session, name, other),
+            self.scatter(session, name),
+        )
 
     @staticmethod
     @shown_as_message
@@ -154,7 +211,25 @@ class ScoreHandlers(HandlerBase):
         row = next((r for r in session.rows if r.name == name), None)
         if row is None:
             return None
-        return charts.pair_breakdown(row.result(CLIP_IQA), row.results.get(GRMP_IQA))
+        return charts.pair_breakdown(
+            row.results.get(CLIP_IQA), row.results.get(GRMP_IQA), attributes=session.attributes, name=row.name
+        )
+
+    @staticmethod
+    def scatter(session: Session, selected: str | None):
+        """CLIP-IQA against GRMP-IQA, or None (no box) until both were scored."""
+        if not session.rows or GRMP_IQA not in session.rows[0].results:
+            return None
+        return charts.score_scatter(session.rows, selected)
+
+    @staticmethod
+    @shown_as_message
+    def side_by_side(session: Session, name: str | None, other: str | None):
+        """The two photos' breakdowns mirrored (None until two different photos are chosen)."""
+        rows = {r.name: r for r in session.rows}
+        if name not in rows or other not in rows or name == other:
+            return None
+        return charts.mirrored_breakdown(rows[name], rows[other])
 
     @shown_as_message
     def upload_checkpoint(self, files: Sequence[str] | None, session: Session) -> CheckpointOutput:
@@ -192,27 +267,34 @@ class ScoreHandlers(HandlerBase):
 
 
 def _rounded(row: ComparedPhoto, method: str) -> float | None:
-    return round(row.results[method].score, 4) if method in row.results else None
+    return round(row.results[method].score, DIGITS) if method in row.results else None
+
+
+def _attribute(pair: PairScore) -> str:
+    """A short column name for an attribute pair: "Bright photo. / Dark photo." -> "Bright/Dark"."""
+    return "/".join(side.removesuffix(" photo.").removesuffix(".") for side in (pair.positive, pair.negative))
 
 
 def build_score_tab(models: Models, ui: dict) -> None:
     """Photos and prompts side by side, the settings, then the results."""
     banner(models)
+    how_to("score")
     with gr.Row():
-        with gr.Column(scale=2):
+        with gr.Column(scale=2, min_width=300):
             build_photo_panel(ui)
-        with gr.Column(scale=3):
+        with gr.Column(scale=3, min_width=300):
             build_prompt_panel(ui)
     with gr.Accordion("Settings", open=True):
         with gr.Row():
             ui["backbone"] = gr.Dropdown(
-                models.backbone_choices, value=models.config.backbone, label="CLIP-IQA backbone"
+                models.backbone_choices, value=models.config.backbone, label="CLIP-IQA backbone", elem_id="backbone"
             )
             ui["temperature"] = gr.Radio(list(TEMPERATURES), value=next(iter(TEMPERATURES)), label="Temperature t")
             ui["checkpoint"] = gr.Dropdown(
                 [("none", NO_GRMP), *models.startup_checkpoints.items()],
                 value=models.default_checkpoint,
                 label="GRMP-IQA checkpoint",
+                elem_id="checkpoint",
             )
             ui["upload_ckpt"] = gr.UploadButton(
                 "Upload GRMP-IQA checkpoint (.json + .safetensors)",
@@ -226,16 +308,32 @@ def build_score_tab(models: Models, ui: dict) -> None:
     ui["status"] = gr.Markdown(elem_id="score-status")
     ui["ranking"] = gr.Dataframe(
         headers=RANK_COLUMNS,
-        label="Ranking (best first; keep/reject at the Filter tab's threshold and method)",
+        label="Ranking, best first (keep / reject by the threshold and method at the top)",
         datatype=["number", "html", "str", "number", "number", "str"],
         interactive=False,
         elem_id="ranking",
         max_height=420,
-        column_widths=["7%", "12%", "39%", "14%", "14%", "14%"],
+        column_widths=["64px", "72px", "270px", "96px", "96px", "88px"],  # pixels: a phone scrolls, nothing is cut
     )
     with gr.Row():
-        with gr.Column():
-            ui["photo_pick"] = gr.Dropdown([], label="Breakdown for photo (or click a ranking row)")
-            ui["breakdown"] = gr.Plot(label="Per-pair softmax breakdown", elem_id="breakdown")
-        ui["scatter"] = gr.Plot(label="CLIP-IQA against GRMP-IQA", elem_id="scatter")
-    ui["results_csv"] = gr.File(label="Download results (CSV)", interactive=False, height=60)
+        with gr.Column(min_width=300):
+            ui["photo_pick"] = gr.Dropdown(
+                [], label="Breakdown for photo (or click a ranking row)", elem_id="photo-pick"
+            )
+            ui["breakdown"] = gr.Plot(label="What the scores are made of", elem_id="breakdown", visible=False)
+        with gr.Column(min_width=300):
+            ui["scatter"] = gr.Plot(label="CLIP-IQA against GRMP-IQA", elem_id="scatter", visible=False)
+    with gr.Accordion("Side by side: two photos' breakdowns mirrored", open=False, elem_id="side-accordion"):
+        ui["compare_pick"] = gr.Dropdown([], label="Beside it (the photo above is on the left)", elem_id="compare-pick")
+        ui["side_by_side"] = gr.Plot(label="Side by side", elem_id="side-by-side", visible=False)
+    # The quality map (CLIP-IQA over a grid of windows of the chosen photo, drawn as a heat map) goes
+    # here, beside the breakdown, once iqa.quality_map and its chart in iqa.charts exist.
+    ui["results_csv"] = gr.File(label="Download results (CSV)", interactive=False, height=60, visible=False)
+    with gr.Row(equal_height=True):
+        ui["share"] = gr.Button("Link to these prompts and settings", size="sm", elem_id="share-button", scale=1)
+        ui["share_link"] = gr.Textbox(
+            label="Share link (the prompt table and settings; not the photos)",
+            interactive=False,
+            elem_id="share-link",
+            scale=3,
+        )

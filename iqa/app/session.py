@@ -14,6 +14,7 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -30,7 +31,11 @@ class Session:
     sources: set[str] = field(default_factory=set)  # files already added (an upload re-sends earlier ones)
     thumbnails: dict[str, str] = field(default_factory=dict)  # name -> small JPEG file
     icons: dict[str, str] = field(default_factory=dict)  # name -> tiny data URI
+    digests: dict[str, str] = field(default_factory=dict)  # content digest -> name: a photo is kept once
     rows: list[ComparedPhoto] = field(default_factory=list)
+    settings: dict[str, object] = field(default_factory=dict)  # how `rows` were scored, for the CSV
+    attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.prompts)
+    custom_table: Any = None  # the prompt table as last edited (kept when a preset is chosen)
     checkpoints: dict[str, str] = field(default_factory=dict)
     folder: str = ""
     notice: str = ""  # why the server dropped this session's photos, told at its next request
@@ -43,6 +48,7 @@ class Session:
     def drop_photos(self, notice: str = "") -> None:
         """Forget the photos and results (checkpoint choices stay); thumbnails go with them."""
         self.photos, self.rows, self.thumbnails, self.icons, self.sources = [], [], {}, {}, set()
+        self.digests, self.settings = {}, {}
         self.notice = notice
         if self.folder:
             shutil.rmtree(Path(self.folder) / "thumbnails", ignore_errors=True)

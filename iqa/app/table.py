@@ -20,10 +20,11 @@ from ..prompts import (
 )
 from .base import HandlerBase
 from .messages import shown_as_message
-from .outputs import RowOutput
+from .outputs import PresetOutput, RowOutput, TableNameOutput
 from .session import Session
 
 PROMPT_COLUMNS = ["on", "positive", "negative", "weight", "status"]
+CUSTOM = "custom"  # the preset box's name for a table that is no preset (edited, loaded from a file)
 
 
 def parse_table(table: pd.DataFrame | None, tokenizer=None) -> tuple[list[PromptPair | None], list[str]]:
@@ -63,12 +64,41 @@ def pairs_table(pairs: Sequence[PromptPair]) -> pd.DataFrame:
     )
 
 
+def preset_name(table: pd.DataFrame) -> str:
+    """The preset the table holds exactly, else CUSTOM."""
+    pairs = parse_table(table)[0]
+    return next((name for name, preset in PRESETS.items() if pairs == preset), CUSTOM)
+
+
 class PromptTableHandlers(HandlerBase):
-    """Editing the prompt table: presets, rows, files."""
+    """Editing the prompt table: presets, rows, files. An edited table is kept as the session's
+    'custom' table, so choosing a preset never loses it."""
 
     @shown_as_message
     def load_preset(self, name: str) -> pd.DataFrame:
+        if name not in PRESETS:
+            raise gr.Error(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
         return pairs_table(PRESETS[name])
+
+    @shown_as_message
+    def choose_preset(self, name: str, session: Session) -> PresetOutput:
+        """The preset box: a preset's pairs, or back to the custom table (the edits kept)."""
+        if name == CUSTOM:
+            if session.custom_table is None:
+                raise gr.Error("no custom table yet: edit the table, or load a prompt set from a file")
+            return PresetOutput(session, session.custom_table, CUSTOM, None)
+        if session.custom_table is not None:
+            gr.Info(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
+        return PresetOutput(session, self.load_preset(name), name, None)
+
+    @shown_as_message
+    def table_changed(self, table: pd.DataFrame, session: Session) -> TableNameOutput:
+        """After an edit, a row change or a loaded file: keep the table as the custom one (unless it is a
+        preset), name it in the preset box, and drop the saved file, which held the table before."""
+        name = preset_name(table)
+        if name == CUSTOM:
+            session.custom_table = table.copy()
+        return TableNameOutput(session, name, None)
 
     @shown_as_message
     def add_row(self, table: pd.DataFrame) -> pd.DataFrame:
@@ -148,8 +178,12 @@ def build_prompt_panel(ui: dict) -> None:
         column_widths=["9%", "31%", "31%", "11%", "18%"],
     )
     with gr.Row():
-        ui["preset"] = gr.Dropdown(list(PRESETS), value=DEFAULT_PRESET, label="Load preset", scale=3, min_width=120)
-        ui["row_number"] = gr.Number(label="Row #", value=1, precision=0, minimum=1, scale=2, min_width=90)
+        ui["preset"] = gr.Dropdown(
+            [*PRESETS, CUSTOM], value=DEFAULT_PRESET, label="Preset", scale=3, min_width=130, elem_id="preset"
+        )
+        ui["row_number"] = gr.Number(
+            label="Row #", value=1, precision=0, minimum=1, scale=2, min_width=90, elem_id="row-number"
+        )
         ui["add"] = gr.Button("Add row", size="sm", scale=1, min_width=70)
         ui["up"] = gr.Button("Up", size="sm", scale=1, min_width=50)
         ui["down"] = gr.Button("Down", size="sm", scale=1, min_width=50)

@@ -487,6 +487,7 @@ class GRMPScorer:
         with torch.no_grad(), _half_precision(self.model):
             output = self.model.predict(features)
         positive, negative = self.model.prompt_learner.display_texts()
+        temperature = float(self.model.logit_scale)
         notes = [TEST_BACKBONE_WARNING] if self.model.backbone.is_test else []
         results = []
         for i, photo in enumerate(photos):
@@ -505,6 +506,7 @@ class GRMPScorer:
                     method=GRMP_IQA,
                     variant=self.variant,
                     notes=notes + self.store.notes(photo),
+                    temperature=temperature,
                 )
             )
         return results
