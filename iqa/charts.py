@@ -21,7 +21,7 @@ GRMP_COLOUR = "#6a4c93"
 
 SELECTED_COLOUR = "#e9a400"
 TRANSPARENT = "rgba(0,0,0,0)"
-P_AXIS = "p: probability of the positive prompt"
+P_AXIS = "p = P(positive prompt)"
 
 
 def themed(figure: go.Figure) -> go.Figure:
@@ -327,17 +327,13 @@ def pair_ranking(report: LabReport) -> go.Figure:
             go.Bar(name="PLCC", y=labels, x=[r.plcc for r in report.ranks], orientation="h", marker_color=GRMP_COLOUR),
         ]
     )
+    title = f"Prompt pairs against the labels ({report.n} photos)"
     if _finite(report.chosen_srcc):
-        figure.add_vline(
-            x=report.chosen_srcc,
-            line_dash="dash",
-            line_color=POSITIVE_COLOUR,
-            annotation_text=f"mean of chosen pairs: SRCC {report.chosen_srcc:.3f}",
-            annotation_position="bottom right",
-        )
+        figure.add_vline(x=report.chosen_srcc, line_dash="dash", line_color=POSITIVE_COLOUR)
+        title += f"<br><sup>dashed line: mean of the chosen pairs, SRCC {report.chosen_srcc:.3f}</sup>"
     figure.update_layout(
         barmode="group",
-        title=f"Prompt pairs against the labels ({report.n} photos)",
+        title=title,
         xaxis=dict(range=[-1, 1], title="correlation with the labels (1: perfect, 0: none)"),
         yaxis=dict(autorange="reversed", automargin=True),
         height=240 + 46 * len(labels),

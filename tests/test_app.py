@@ -443,7 +443,6 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
     assert list(out.ranking.columns) == [
         "rank",
         "photo",
-        "name",
         "Good/Bad",
         "Bright/Dark",
         "Sharp/Blurry",
@@ -452,9 +451,10 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
         "High contrast/Low contrast",
         "GRMP-IQA",
         "decision",
+        "name",
     ]
     row = session.rows[0]
-    assert list(out.ranking.iloc[0, 3:9]) == [round(p.p, 3) for p in row.results["CLIP-IQA"].pairs]
+    assert list(out.ranking.iloc[0, 2:8]) == [round(p.p, 3) for p in row.results["CLIP-IQA"].pairs]
     assert set(out.ranking["decision"]) == {"—"}  # no quality score to decide by
     assert "not averaged" in out.breakdown.layout.title.text and "attribute prompts" in out.status
     filtered = handlers.filter(session, 0.5, "CLIP-IQA")

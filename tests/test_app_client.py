@@ -53,7 +53,7 @@ def test_full_scoring_round_trip_then_rescore_from_cache(client):
     out = _score(client, table)
     ranking, status = out["ranking"], out["status"]
     assert [row[-1] for row in out["prompts"]["data"]] == ["ok", "ok", "ok"]
-    assert len(ranking["data"]) == 3 and ranking["headers"][3] == "CLIP-IQA"
+    assert len(ranking["data"]) == 3 and ranking["headers"][2] == "CLIP-IQA"
     assert "test-tiny-rn" in status and "cpu" in status
     assert out["breakdown"]["type"] == "plotly" and out["scatter"] is None  # no GRMP-IQA: no empty scatter
     assert Path(out["csv"]).read_text().startswith("rank,name,clip_iqa,grmp_iqa,decision")
@@ -61,7 +61,7 @@ def test_full_scoring_round_trip_then_rescore_from_cache(client):
     rescored = client.predict(table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", api_name="/rescore")
     reranked, status = rescored[1], rescored[-1]
     assert "0 image(s) encoded" in status
-    assert [r[3] for r in reranked["data"]] != [r[3] for r in ranking["data"]]
+    assert [r[2] for r in reranked["data"]] != [r[2] for r in ranking["data"]]
 
 
 def test_prompt_rows_are_added_moved_and_deleted(client):
@@ -113,4 +113,4 @@ def test_prompt_lab_and_adaptation_on_uploaded_labels(client, photo_files, tmp_p
     assert status.startswith("Done: 3 labelled photos") and len(_value(download)) == 2
     assert choices["choices"][-1][0].startswith("seed-adapted-1")  # gradio_client returns the dropdown update
     ranking = _score(client, table, checkpoint=choices["value"], method="GRMP-IQA")["ranking"]
-    assert all(row[4] is not None for row in ranking["data"])
+    assert all(row[3] is not None for row in ranking["data"])

@@ -240,7 +240,7 @@ def test_served_hostile_checkpoints(client, case, tmp_path):
     tensors, json_path = good_checkpoint(tmp_path / "good")
     choices = client.predict([handle_file(str(json_path)), handle_file(str(tensors))], api_name="/upload_checkpoint")
     ranking = _served_score(client, checkpoint=choices["value"], method="GRMP-IQA")[1]
-    assert all(row[4] is not None for row in ranking["data"])
+    assert all(row[3] is not None for row in ranking["data"])
 
 
 @pytest.mark.parametrize("case", _params(PROMPT_CASES))

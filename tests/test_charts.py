@@ -34,7 +34,7 @@ def test_breakdown_has_one_bar_per_pair_plus_what_the_grmp_score_is_made_of():
     assert "s_pos = cos(photo, positive) = 0.3000" in bars.hovertext[0] and "t = temperature = 100" in bars.hovertext[0]
     correction = math.log(0.7 / 0.3) - math.log(0.6 / 0.4)
     assert f"adds {correction:+.3f} to p's logit" in bars.hovertext[4]
-    assert figure.layout.xaxis.title.text.startswith("p: probability of the positive prompt")
+    assert figure.layout.xaxis.title.text == "p = P(positive prompt)"
     assert "CLIP-IQA 0.500" in figure.layout.title.text and "GRMP-IQA (seed) 0.700" in figure.layout.title.text
     paper = ScoreResult("a.jpg", 0.6, grmp.pairs, "GRMP-IQA", variant="paper")
     assert len(charts.grmp_parts(paper)) == 1  # the paper variant's score is its p

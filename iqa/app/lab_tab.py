@@ -98,7 +98,7 @@ def build_lab_tab(models: Models, ui: dict) -> None:
     with gr.Row():
         ui["lab_run"] = gr.Button("Rank prompt pairs", variant="primary", elem_id="lab-run")
         ui["lab_use"] = gr.Button(
-            f"Use the {BEST_PAIRS} best pairs in the prompt table", elem_id="lab-use", variant="secondary"
+            f"Use the best pairs (up to {BEST_PAIRS}) in the prompt table", elem_id="lab-use", variant="secondary"
         )
     ui["lab_summary"] = gr.Markdown(elem_id="lab-summary")
     ui["lab_table"] = gr.Dataframe(

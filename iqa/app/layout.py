@@ -25,7 +25,8 @@ CSS = """
 #checkpoint input {padding-right: 2.2em; text-overflow: ellipsis;}
 @media (max-width: 640px) {
   .gradio-container {padding: 4px !important;}
-  #ranking td, #ranking th {white-space: nowrap;}
+  #ranking .header-cell, #ranking .body-cell {padding-left: 3px !important; padding-right: 3px !important;}
+  #ranking .header-cell {font-size: 11px !important;}
 }
 """
 

@@ -30,7 +30,8 @@ from .table import build_prompt_panel, parse_table
 
 DIGITS = 3  # every score, p and threshold on the page has three decimals
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
-RANK_COLUMNS = ["rank", "photo", "name", CLIP_IQA, GRMP_IQA, "decision"]
+# the scores before the name, so that a phone shows them without scrolling sideways
+RANK_COLUMNS = ["rank", "photo", CLIP_IQA, GRMP_IQA, "decision", "name"]
 
 
 ATTRIBUTES_NOTE = (
@@ -176,14 +177,14 @@ class ScoreHandlers(HandlerBase):
         by = self.decision_method(session, method)
         kept_names = {row.name for row in split(session.rows, threshold, by)[0]} if by else set()
         attributes = [_attribute(p) for p in session.rows[0].results[CLIP_IQA].pairs] if session.attributes else []
-        columns = ["rank", "photo", "name", *(attributes or [CLIP_IQA]), GRMP_IQA, "decision"]
+        columns = ["rank", "photo", *(attributes or [CLIP_IQA]), GRMP_IQA, "decision", "name"]
         records = []
         for i, row in enumerate(self.ordered(session, method), 1):
             clip = row.results[CLIP_IQA]
             values = [round(p.p, DIGITS) for p in clip.pairs] if attributes else [_rounded(row, CLIP_IQA)]
             decision = ("keep" if row.name in kept_names else "reject") if by else "—"
             icon = icon_html(session.icons.get(row.name, ""))
-            records.append([i, icon, row.name, *values, _rounded(row, GRMP_IQA), decision])
+            records.append([i, icon, *values, _rounded(row, GRMP_IQA), decision, row.name])
         table = pd.DataFrame(records, columns=columns)
         csv_path = session.directory(self.config.work_dir) / "iqa-results.csv"
         csv_path.write_text(rows_to_csv(session.rows, threshold, by or CLIP_IQA, session.settings), encoding="utf-8")
@@ -192,7 +193,7 @@ class ScoreHandlers(HandlerBase):
     @shown_as_message
     def pick_ranked(self, session: Session, other: str | None, event: gr.SelectData) -> PickOutput:
         """Clicking a row of the ranking shows that photo's breakdown."""
-        name = event.row_value[RANK_COLUMNS.index("name")]
+        name = event.row_value[-1]  # the last column, whatever the attribute columns before it
         return self.show_photo(session, name, other)
 
     @shown_as_message
@@ -309,11 +310,11 @@ def build_score_tab(models: Models, ui: dict) -> None:
     ui["ranking"] = gr.Dataframe(
         headers=RANK_COLUMNS,
         label="Ranking, best first (keep / reject by the threshold and method at the top)",
-        datatype=["number", "html", "str", "number", "number", "str"],
+        datatype=["number", "html", "number", "number", "str", "str"],
         interactive=False,
         elem_id="ranking",
         max_height=420,
-        column_widths=["64px", "72px", "270px", "96px", "96px", "88px"],  # pixels: a phone scrolls, nothing is cut
+        column_widths=["44px", "52px", "76px", "84px", "80px", "300px"],  # pixels: nothing is cut, a phone scrolls
     )
     with gr.Row():
         with gr.Column(min_width=300):

@@ -201,4 +201,4 @@ def thumbnail(photo: Photo, folder: Path, size: int = 256) -> tuple[str, str]:
 
 
 def icon_html(data_uri: str) -> str:
-    return f'<img src="{data_uri}" alt="" style="height:48px;border-radius:4px">' if data_uri else ""
+    return f'<img src="{data_uri}" alt="" style="height:36px;border-radius:4px">' if data_uri else ""
