@@ -213,7 +213,7 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
                 line=dict(width=1, color="#fff"),
             ),
             text=[r.name for r in scored],
-            textposition="top center",
+            textposition=[_LABEL_PLACES[i % len(_LABEL_PLACES)] for i in range(len(scored))],
             textfont=dict(size=10),
             name="photos",
             hovertemplate="%{text}<br>CLIP-IQA score %{x:.3f}<br>GRMP-IQA score %{y:.3f}<extra></extra>",
@@ -232,6 +232,9 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
             text="No GRMP-IQA scores: choose a GRMP-IQA checkpoint", x=0.5, y=0.5, showarrow=False, font=dict(size=14)
         )
     return themed(figure)
+
+
+_LABEL_PLACES = ("top center", "bottom center", "middle right", "middle left")  # neighbours' labels apart
 
 
 def _span(values: Sequence[float]) -> tuple[float, float]:

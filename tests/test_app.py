@@ -223,6 +223,8 @@ def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_p
     assert len(scatter.data[1].x) == 3
     assert store.images_encoded == encoded  # the seed variant reuses CLIP-IQA's image features
     assert "GRMP-IQA (seed)" in out.status
+    assert out.grmp_note == ""  # "no GRMP-IQA model loaded" is no longer true
+    assert "No GRMP-IQA model loaded" in score(handlers, session, handlers.load_preset("seed")).grmp_note
 
 
 def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monkeypatch):

@@ -176,6 +176,7 @@ def test_no_stale_state_after_any_table_edit_and_the_chosen_photo_stays(open_pag
     page.wait_for_function("document.querySelector('#breakdown')?.textContent?.includes('MLP head')", timeout=TIMEOUT)
     assert page.locator("#breakdown .gtitle").text_content().startswith("coffee.jpg")
     assert page.locator("#scatter .js-plotly-plot").count() == 1
+    _shot(page, "light-score-with-grmp")
 
     page.get_by_role("tab", name="Filter").click()  # a zip made, then the threshold moves: the zip is gone
     page.click("#make-zip")

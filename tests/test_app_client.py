@@ -34,6 +34,7 @@ def _score(client, table, checkpoint="", method="CLIP-IQA", threshold=0.5):
         "scatter",
         "csv",
         "status",
+        "grmp_note",
     ]
     return {name: _value(value) for name, value in zip(names, out)}
 
@@ -59,7 +60,7 @@ def test_full_scoring_round_trip_then_rescore_from_cache(client):
     assert Path(out["csv"]).read_text().startswith("rank,name,clip_iqa,grmp_iqa,decision")
     table["data"][0][1] = "a stunning photo"
     rescored = client.predict(table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", api_name="/rescore")
-    reranked, status = rescored[1], rescored[-1]
+    reranked, status = rescored[1], rescored[-2]
     assert "0 image(s) encoded" in status
     assert [r[2] for r in reranked["data"]] != [r[2] for r in ranking["data"]]
 

@@ -287,7 +287,9 @@ def test_served_sessions_expire_and_their_folders_are_removed(client, served):
     while time.monotonic() < deadline and any(f.exists() for f in folders):
         time.sleep(0.5)
     assert not any(f.exists() for f in folders)
-    assert _served_score(client)[-1] == "No photos to score."  # the session starts afresh
+    assert (
+        _served_score(client)[-2] == "No photos to score."
+    )  # the status, before the GRMP-IQA note  # the session starts afresh
 
 
 def test_help_states_the_limits_and_the_default_host(capsys, monkeypatch):

@@ -59,6 +59,7 @@ class ScoreOutput(Outputs):
     scatter: Any
     results_csv: str | None
     status: str
+    grmp_note: str  # the start-up note on GRMP-IQA, or "" once the session scores with its own checkpoint
 
 
 @dataclass

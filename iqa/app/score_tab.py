@@ -105,7 +105,13 @@ class ScoreHandlers(HandlerBase):
             self.scatter(session, selected),
             rank.results_csv,
             message,
+            self._grmp_note(checkpoint, grmp),
         )
+
+    def _grmp_note(self, checkpoint: str, grmp: CachedScorer | None) -> str:
+        """The start-up note on GRMP-IQA while it still holds (not once a checkpoint of the session's scores)."""
+        own = grmp is not None and checkpoint not in self.models.startup_checkpoints.values()
+        return "" if own else self.models.grmp_note
 
     def _settings(self, store, clip: CLIPIQA, grmp: CachedScorer | None, pairs) -> dict[str, object]:
         """How the results were made, as the CSV's last columns (no server paths)."""
@@ -122,8 +128,7 @@ class ScoreHandlers(HandlerBase):
             settings["grmp_iqa_temperature"] = f"{float(model.logit_scale):g}"
         return settings
 
-    @staticmethod
-    def _empty(session: Session, table: pd.DataFrame, status: str) -> ScoreOutput:
+    def _empty(self, session: Session, table: pd.DataFrame, status: str) -> ScoreOutput:
         return ScoreOutput(
             session,
             table,
@@ -135,6 +140,7 @@ class ScoreHandlers(HandlerBase):
             None,
             None,
             status,
+            self.models.grmp_note,
         )
 
     @shown_as_message
@@ -304,7 +310,7 @@ def build_score_tab(models: Models, ui: dict) -> None:
                 size="sm",
                 min_width=160,
             )
-    gr.Markdown(models.grmp_note, elem_id="grmp-note")
+    ui["grmp_note"] = gr.Markdown(models.grmp_note, elem_id="grmp-note")
     ui["score"] = gr.Button("Score photos", variant="primary", elem_id="score-button")
     ui["status"] = gr.Markdown(elem_id="score-status")
     ui["ranking"] = gr.Dataframe(
@@ -314,7 +320,7 @@ def build_score_tab(models: Models, ui: dict) -> None:
         interactive=False,
         elem_id="ranking",
         max_height=420,
-        column_widths=["44px", "52px", "76px", "84px", "80px", "300px"],  # pixels: nothing is cut, a phone scrolls
+        column_widths=["44px", "52px", "88px", "88px", "80px", "300px"],  # pixels: nothing is cut, a phone scrolls
     )
     with gr.Row():
         with gr.Column(min_width=300):
