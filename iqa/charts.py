@@ -186,16 +186,18 @@ def _label(pair: PairScore) -> str:
 
 def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) -> go.Figure:
     """CLIP-IQA (x) against GRMP-IQA (y), one labelled point per photo, the selected one highlighted;
-    the axes span the data (with a margin), and the diagonal marks equal scores."""
+    each axis spans its data (with a margin), and the dotted diagonal marks equal scores where the
+    two ranges overlap."""
     scored = [row for row in rows if CLIP_IQA in row.results and GRMP_IQA in row.results]
     xs = [r.results[CLIP_IQA].score for r in scored]
     ys = [r.results[GRMP_IQA].score for r in scored]
-    low, high = _span(xs + ys)
+    x_range, y_range = _span(xs), _span(ys)
+    low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
     figure = go.Figure()
     figure.add_trace(
         go.Scatter(
-            x=[low, high],
-            y=[low, high],
+            x=[low, high] if low < high else [],
+            y=[low, high] if low < high else [],
             mode="lines",
             line=dict(dash="dot", color="#999"),
             name="equal scores",
@@ -221,8 +223,8 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
     )
     figure.update_layout(
         title=dict(text="CLIP-IQA against GRMP-IQA (higher is better on both)", font=dict(size=14)),
-        xaxis=dict(title="CLIP-IQA score (0 to 1)", range=[low, high]),
-        yaxis=dict(title="GRMP-IQA score (0 to 1)", range=[low, high]),
+        xaxis=dict(title="CLIP-IQA score (0 to 1)", range=list(x_range)),
+        yaxis=dict(title="GRMP-IQA score (0 to 1)", range=list(y_range)),
         height=420,
         margin=dict(l=10, r=10, t=50, b=10),
         showlegend=False,
@@ -238,12 +240,13 @@ _LABEL_PLACES = ("top center", "bottom center", "middle right", "middle left")  
 
 
 def _span(values: Sequence[float]) -> tuple[float, float]:
-    """The range of `values` with a 15% margin (at least 0.05 wide), within [-0.05, 1.05]."""
+    """The range of `values` with a 15% margin (at least 0.05 wide), within [0, 1] (a little beyond when a
+    value sits at either end, so its dot is whole)."""
     if not values:
         return 0.0, 1.0
     low, high = min(values), max(values)
     margin = max((high - low) * 0.15, 0.025)
-    return max(low - margin, -0.05), min(high + margin, 1.05)
+    return max(low - margin, -0.02 if low <= 0.01 else 0.0), min(high + margin, 1.02 if high >= 0.99 else 1.0)
 
 
 def score_histogram(rows: Sequence[ComparedPhoto], method: str, threshold: float) -> go.Figure:

@@ -114,4 +114,4 @@ def test_prompt_lab_and_adaptation_on_uploaded_labels(client, photo_files, tmp_p
     assert status.startswith("Done: 3 labelled photos") and len(_value(download)) == 2
     assert choices["choices"][-1][0].startswith("seed-adapted-1")  # gradio_client returns the dropdown update
     ranking = _score(client, table, checkpoint=choices["value"], method="GRMP-IQA")["ranking"]
-    assert all(row[3] is not None for row in ranking["data"])
+    assert all(row[3] != "" for row in ranking["data"])

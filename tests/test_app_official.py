@@ -92,4 +92,4 @@ def test_the_served_page_opens_with_the_official_model_chosen(official_file, pho
         client.predict([handle_file(str(p)) for p in paths], api_name="/add_photos")
         table = client.predict("seed", api_name="/load_preset")[0]
         ranking = client.predict(table, "test-tiny-rn", T_SCALE, chosen[0], 0.5, "GRMP-IQA", api_name="/score")[1]
-        assert len(ranking["data"]) == 3 and all(row[3] is not None for row in ranking["data"])
+        assert len(ranking["data"]) == 3 and all(row[3] != "" for row in ranking["data"])

@@ -187,7 +187,7 @@ class ScoreHandlers(HandlerBase):
         records = []
         for i, row in enumerate(self.ordered(session, method), 1):
             clip = row.results[CLIP_IQA]
-            values = [round(p.p, DIGITS) for p in clip.pairs] if attributes else [_rounded(row, CLIP_IQA)]
+            values = [f"{p.p:.{DIGITS}f}" for p in clip.pairs] if attributes else [_rounded(row, CLIP_IQA)]
             decision = ("keep" if row.name in kept_names else "reject") if by else "—"
             icon = icon_html(session.icons.get(row.name, ""))
             records.append([i, icon, *values, _rounded(row, GRMP_IQA), decision, row.name])
@@ -273,8 +273,9 @@ class ScoreHandlers(HandlerBase):
         return gr.update(choices=choices, value=value if value is not None else NO_GRMP)
 
 
-def _rounded(row: ComparedPhoto, method: str) -> float | None:
-    return round(row.results[method].score, DIGITS) if method in row.results else None
+def _rounded(row: ComparedPhoto, method: str) -> str:
+    """The score as shown: always DIGITS decimals ("0.010", not "0.01"); "" where it was not scored."""
+    return f"{row.results[method].score:.{DIGITS}f}" if method in row.results else ""
 
 
 def _attribute(pair: PairScore) -> str:
@@ -316,7 +317,7 @@ def build_score_tab(models: Models, ui: dict) -> None:
     ui["ranking"] = gr.Dataframe(
         headers=RANK_COLUMNS,
         label="Ranking, best first (keep / reject by the threshold and method at the top)",
-        datatype=["number", "html", "number", "number", "str", "str"],
+        datatype=["number", "html", "str", "str", "str", "str"],  # scores as text: 3 decimals each
         interactive=False,
         elem_id="ranking",
         max_height=420,
