@@ -110,7 +110,7 @@ def test_score_ranks_photos_and_reports_time_and_device(handlers, session):
     out = score(handlers, session, handlers.load_preset("pyiqa"))
     table, ranking, pick, breakdown, status = out.prompts, out.ranking, out.photo_pick, out.breakdown, out.status
     csv_path = out.results_csv
-    assert len(ranking) == 3 and list(ranking["rank"]) == [1, 2, 3]
+    assert len(ranking) == 3 and list(ranking["#"]) == [1, 2, 3]
     scores = list(ranking["CLIP-IQA"])
     assert scores == sorted(scores, reverse=True)
     assert set(ranking["decision"]) <= {"keep", "reject"}
@@ -443,7 +443,7 @@ def test_the_chosen_photos_stay_chosen_when_a_table_edit_rescores(handlers, sess
 def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
     out = score(handlers, session, handlers.load_preset("paper-look"))
     assert list(out.ranking.columns) == [
-        "rank",
+        "#",
         "photo",
         "Good/Bad",
         "Bright/Dark",

@@ -242,8 +242,11 @@ def test_phone_layout_shows_whole_scores_and_readable_charts(open_page):
     scores = page.locator('#ranking [data-testid^="cell-"][data-col="2"]').all_inner_texts()
     assert scores and all(len(s.strip()) == 5 for s in scores), scores  # "0.403": three decimals, whole
     on_screen = page.evaluate(
-        """() => [...document.querySelectorAll('#ranking [data-testid^="cell-"][data-col="4"]')]
-            .every(c => c.getBoundingClientRect().right <= window.innerWidth)"""
+        """() => {
+            const shown = document.querySelector('#ranking .table-wrap').getBoundingClientRect().right;
+            return [...document.querySelectorAll('#ranking [data-testid^="cell-"][data-col="4"]')]
+                .every(c => c.getBoundingClientRect().right <= shown);
+        }"""
     )
     assert on_screen  # the scores and the decision fit the phone's width, no sideways scrolling needed
     box = page.locator("#breakdown .js-plotly-plot").bounding_box()

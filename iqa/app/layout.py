@@ -23,10 +23,12 @@ CSS = """
   overflow-wrap: anywhere; max-width: 100% !important; left: 0; right: 0 !important; bottom: 0 !important;
   border-radius: 0 !important; font-size: 11px !important; line-height: 1.2;}
 #checkpoint input {padding-right: 2.2em; text-overflow: ellipsis;}
+#ranking .cell-wrap {padding-left: 4px !important; padding-right: 4px !important;}
+#ranking .header-content {gap: 0 !important;}
+#ranking .cell-menu-button {display: none;}  /* the ranking has its order; the menu only cut the headers */
 @media (max-width: 640px) {
   .gradio-container {padding: 4px !important;}
-  #ranking .header-cell, #ranking .body-cell {padding-left: 3px !important; padding-right: 3px !important;}
-  #ranking .header-cell {font-size: 11px !important;}
+  #ranking .header-cell {font-size: 12px !important;}
 }
 """
 

@@ -31,7 +31,7 @@ from .table import build_prompt_panel, parse_table
 DIGITS = 3  # every score, p and threshold on the page has three decimals
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
 # the scores before the name, so that a phone shows them without scrolling sideways
-RANK_COLUMNS = ["rank", "photo", CLIP_IQA, GRMP_IQA, "decision", "name"]
+RANK_COLUMNS = ["#", "photo", CLIP_IQA, GRMP_IQA, "decision", "name"]
 
 
 ATTRIBUTES_NOTE = (
@@ -183,7 +183,7 @@ class ScoreHandlers(HandlerBase):
         by = self.decision_method(session, method)
         kept_names = {row.name for row in split(session.rows, threshold, by)[0]} if by else set()
         attributes = [_attribute(p) for p in session.rows[0].results[CLIP_IQA].pairs] if session.attributes else []
-        columns = ["rank", "photo", *(attributes or [CLIP_IQA]), GRMP_IQA, "decision", "name"]
+        columns = ["#", "photo", *(attributes or [CLIP_IQA]), GRMP_IQA, "decision", "name"]
         records = []
         for i, row in enumerate(self.ordered(session, method), 1):
             clip = row.results[CLIP_IQA]
@@ -321,7 +321,7 @@ def build_score_tab(models: Models, ui: dict) -> None:
         interactive=False,
         elem_id="ranking",
         max_height=420,
-        column_widths=["44px", "52px", "88px", "88px", "80px", "300px"],  # pixels: nothing is cut, a phone scrolls
+        column_widths=["32px", "52px", "76px", "80px", "76px", "300px"],  # pixels: nothing is cut, a phone scrolls
     )
     with gr.Row():
         with gr.Column(min_width=300):
