@@ -1,4 +1,6 @@
-"""Plotly figures for the app: per-pair breakdown, CLIP-IQA against GRMP-IQA, training curves, quality map."""
+"""Plotly figures for the app: per-pair breakdown (one photo, or two mirrored), CLIP-IQA against
+GRMP-IQA, the score histogram with its threshold, training curves, prompt pairs against labels,
+and the quality map over a photo."""
 
 from __future__ import annotations
 
@@ -22,89 +24,212 @@ NEGATIVE_COLOUR = "#e76f51"
 GRMP_COLOUR = "#6a4c93"
 
 
-def pair_breakdown(clip: ScoreResult, grmp: ScoreResult | None = None) -> go.Figure:
-    """One horizontal bar per prompt pair: p(positive) against p(negative) = 1 - p.
+SELECTED_COLOUR = "#e9a400"
+TRANSPARENT = "rgba(0,0,0,0)"
+P_AXIS = "p = P(positive prompt)"
 
-    The GRMP-IQA learned pair, when given, is the last bar. Hovering shows both cosines.
-    """
-    labels, pairs = [], []
-    for pair in clip.pairs:
-        labels.append(_label(pair))
-        pairs.append(pair)
-    if grmp is not None:
-        for pair in grmp.pairs:
-            labels.append(f"{grmp.label}:<br>{_label(pair)}")
-            pairs.append(pair)
-    hover = [f"s_pos={p.s_pos:.4f}<br>s_neg={p.s_neg:.4f}<br>weight={p.weight:g}" for p in pairs]
-    figure = go.Figure(
-        [
-            go.Bar(
-                name="p(positive)",
-                y=labels,
-                x=[p.p for p in pairs],
-                orientation="h",
-                marker_color=POSITIVE_COLOUR,
-                text=[f"{p.p:.3f}" for p in pairs],
-                textposition="inside",
-                hovertext=hover,
-                hoverinfo="text+x",
-            ),
-            go.Bar(
-                name="p(negative)",
-                y=labels,
-                x=[1 - p.p for p in pairs],
-                orientation="h",
-                marker_color=NEGATIVE_COLOUR,
-                text=[f"{1 - p.p:.3f}" for p in pairs],
-                textposition="inside",
-                hovertext=hover,
-                hoverinfo="text+x",
-            ),
-        ]
-    )
-    title = f"{clip.name}: CLIP-IQA {clip.score:.3f}"
-    if grmp is not None:
-        title += f", {grmp.label} {grmp.score:.3f}"
-    figure.update_layout(
-        barmode="stack",
-        title=title,
-        xaxis=dict(range=[0, 1]),
-        yaxis=dict(autorange="reversed"),
-        legend=dict(orientation="h", x=1, xanchor="right", y=1.0, yanchor="bottom", traceorder="normal"),
-        height=170 + 34 * len(labels),
-        margin=dict(l=10, r=10, t=70, b=30),
-    )
+
+def themed(figure: go.Figure) -> go.Figure:
+    """Transparent backgrounds, so the page's light or dark background shows through (the app's CSS
+    colours the text and grid lines to match its theme)."""
+    figure.update_layout(paper_bgcolor=TRANSPARENT, plot_bgcolor=TRANSPARENT)
     return figure
+
+
+def _hover(pair: PairScore, temperature: float | None) -> str:
+    t = f"{temperature:g}" if temperature is not None else "?"
+    return (
+        f"<b>{pair.positive}</b> vs <b>{pair.negative}</b><br>"
+        f"s_pos = cos(photo, positive) = {pair.s_pos:.4f}<br>"
+        f"s_neg = cos(photo, negative) = {pair.s_neg:.4f}<br>"
+        f"t = temperature = {t}<br>"
+        f"p = sigmoid(t·(s_pos − s_neg)) = {pair.p:.3f}<br>weight = {pair.weight:g}"
+    )
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def grmp_parts(grmp: ScoreResult) -> list[tuple[str, float, str]]:
+    """What a GRMP-IQA score is made of, as (label, value, hover) rows.
+
+    paper: the score is p of the learned prompt pair. seed: the MLP head adds a correction to
+    p's logit, score = sigmoid(t·(s_pos − s_neg) + head(s_pos, s_neg)).
+    """
+    pair = grmp.pairs[0]
+    learned = f"{grmp.label}: learned prompt pair p"
+    rows = [(learned, pair.p, _hover(pair, grmp.temperature))]
+    if grmp.variant == "seed":
+        correction = _logit(grmp.score) - _logit(pair.p)
+        rows.append(
+            (
+                f"{grmp.label}: score = p + MLP head",
+                grmp.score,
+                f"the MLP head adds {correction:+.3f} to p's logit:<br>score = sigmoid(logit(p) {correction:+.3f}) "
+                f"= {grmp.score:.3f}",
+            )
+        )
+    return rows
+
+
+def pair_breakdown(
+    clip: ScoreResult | None, grmp: ScoreResult | None = None, attributes: bool = False, name: str = ""
+) -> go.Figure:
+    """One bar per prompt pair: its p, the probability CLIP gives the positive prompt (the negative
+    gets 1 − p); 0.5 is the undecided middle. Hovering shows s_pos, s_neg, t and p.
+
+    `attributes`: the pairs are separate attributes (the paper's look / feel prompts), so no
+    averaged score is shown. GRMP-IQA's rows, when given, show what its score is made of.
+    """
+    rows = _pair_rows(clip)
+    colours = [POSITIVE_COLOUR] * len(rows)
+    if grmp is not None:
+        parts = grmp_parts(grmp)
+        rows += parts
+        colours += [GRMP_COLOUR] * len(parts)
+    labels = [_wrap(label) for label, _, _ in rows]
+    figure = go.Figure(
+        go.Bar(
+            y=labels,
+            x=[value for _, value, _ in rows],
+            orientation="h",
+            marker_color=colours,
+            text=[f"{value:.3f}" for _, value, _ in rows],
+            textposition="outside",
+            cliponaxis=False,
+            hovertext=[hover for _, _, hover in rows],
+            hoverinfo="text",
+            name="p",
+        )
+    )
+    figure.add_vline(x=0.5, line_dash="dot", line_color="#999")
+    name = name or (clip.name if clip else grmp.name if grmp else "")
+    if attributes:
+        title = f"{name}: one value per attribute (not averaged)"
+    else:
+        scores = [f"CLIP-IQA {clip.score:.3f}"] if clip else []
+        scores += [f"{grmp.label} {grmp.score:.3f}"] if grmp else []
+        title = f"{name}: {', '.join(scores)}"
+    figure.update_layout(
+        title=dict(text=title, font=dict(size=14)),
+        xaxis=dict(range=[0, 1.2], title=P_AXIS, tickvals=[0, 0.25, 0.5, 0.75, 1]),
+        yaxis=dict(autorange="reversed", automargin=True),
+        height=150 + 44 * len(rows),
+        margin=dict(l=10, r=10, t=50, b=50),
+        showlegend=False,
+    )
+    return themed(figure)
+
+
+def _pair_rows(clip: ScoreResult | None) -> list[tuple[str, float, str]]:
+    """(label, p, hover) of each of CLIP-IQA's pairs."""
+    if clip is None:
+        return []
+    return [(_label(pair), pair.p, _hover(pair, clip.temperature)) for pair in clip.pairs]
+
+
+def _wrap(text: str, width: int = 22) -> str:
+    """Break a long label into lines (plotly does not wrap), so a narrow screen keeps the bars wide."""
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "<br>".join([*lines, line])
+
+
+def mirrored_breakdown(left: ComparedPhoto, right: ComparedPhoto) -> go.Figure:
+    """Two photos' breakdowns back to back: the left photo's p to the left, the right photo's to the right."""
+    sides = []
+    for row in (left, right):
+        clip = row.results.get(CLIP_IQA)
+        grmp = row.results.get(GRMP_IQA)
+        entries = _pair_rows(clip)
+        entries += grmp_parts(grmp) if grmp else []
+        sides.append(entries)
+    labels = [_wrap(label) for label, _, _ in sides[0]]
+    figure = go.Figure()
+    for sign, row, entries, colour in ((-1, left, sides[0], POSITIVE_COLOUR), (1, right, sides[1], GRMP_COLOUR)):
+        figure.add_trace(
+            go.Bar(
+                y=[_wrap(label) for label, _, _ in entries],
+                x=[sign * value for _, value, _ in entries],
+                orientation="h",
+                name=row.name,
+                marker_color=colour,
+                text=[f"{value:.3f}" for _, value, _ in entries],
+                textposition="outside",
+                cliponaxis=False,
+                hovertext=[f"{row.name}<br>{hover}" for _, _, hover in entries],
+                hoverinfo="text",
+            )
+        )
+    figure.update_layout(
+        barmode="overlay",
+        title=dict(text=f"{left.name} (left) and {right.name} (right)", font=dict(size=14)),
+        xaxis=dict(
+            range=[-1.2, 1.2],
+            tickvals=[-1, -0.5, 0, 0.5, 1],
+            ticktext=["1", "0.5", "0", "0.5", "1"],
+            title="p of each photo (0 in the middle, 1 at the edges)",
+        ),
+        yaxis=dict(autorange="reversed", automargin=True, categoryorder="array", categoryarray=labels),
+        height=170 + 44 * max(len(sides[0]), len(sides[1])),
+        margin=dict(l=10, r=10, t=50, b=50),
+        legend=dict(orientation="h", y=-0.25),
+    )
+    return themed(figure)
 
 
 def _label(pair: PairScore) -> str:
     return f"{pair.positive} / {pair.negative}"
 
 
-def score_scatter(rows: Sequence[ComparedPhoto]) -> go.Figure:
-    """CLIP-IQA (x) against GRMP-IQA (y), one point per photo, with the diagonal for reference."""
+def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) -> go.Figure:
+    """CLIP-IQA (x) against GRMP-IQA (y), one labelled point per photo, the selected one highlighted;
+    each axis spans its data (with a margin), and the dotted diagonal marks equal scores where the
+    two ranges overlap."""
     scored = [row for row in rows if CLIP_IQA in row.results and GRMP_IQA in row.results]
+    xs = [r.results[CLIP_IQA].score for r in scored]
+    ys = [r.results[GRMP_IQA].score for r in scored]
+    x_range, y_range = _span(xs), _span(ys)
+    low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
     figure = go.Figure()
     figure.add_trace(
         go.Scatter(
-            x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"), name="equal scores", hoverinfo="skip"
+            x=[low, high] if low < high else [],
+            y=[low, high] if low < high else [],
+            mode="lines",
+            line=dict(dash="dot", color="#999"),
+            name="equal scores",
+            hoverinfo="skip",
         )
     )
     figure.add_trace(
         go.Scatter(
-            x=[r.results[CLIP_IQA].score for r in scored],
-            y=[r.results[GRMP_IQA].score for r in scored],
-            mode="markers",
-            marker=dict(size=10, color=GRMP_COLOUR),
+            x=xs,
+            y=ys,
+            mode="markers+text",
+            marker=dict(
+                size=[16 if r.name == selected else 10 for r in scored],
+                color=[SELECTED_COLOUR if r.name == selected else GRMP_COLOUR for r in scored],
+                line=dict(width=1, color="#fff"),
+            ),
             text=[r.name for r in scored],
+            textposition=[_LABEL_PLACES[i % len(_LABEL_PLACES)] for i in range(len(scored))],
+            textfont=dict(size=10),
             name="photos",
-            hovertemplate="%{text}<br>CLIP-IQA %{x:.3f}<br>GRMP-IQA %{y:.3f}<extra></extra>",
+            hovertemplate="%{text}<br>CLIP-IQA score %{x:.3f}<br>GRMP-IQA score %{y:.3f}<extra></extra>",
         )
     )
     figure.update_layout(
-        title="CLIP-IQA against GRMP-IQA",
-        xaxis=dict(title="CLIP-IQA", range=[0, 1]),
-        yaxis=dict(title="GRMP-IQA", range=[0, 1]),
+        title=dict(text="CLIP-IQA against GRMP-IQA (higher is better on both)", font=dict(size=14)),
+        xaxis=dict(title="CLIP-IQA score (0 to 1)", range=list(x_range)),
+        yaxis=dict(title="GRMP-IQA score (0 to 1)", range=list(y_range)),
         height=420,
         margin=dict(l=10, r=10, t=50, b=10),
         showlegend=False,
@@ -113,7 +238,52 @@ def score_scatter(rows: Sequence[ComparedPhoto]) -> go.Figure:
         figure.add_annotation(
             text="No GRMP-IQA scores: choose a GRMP-IQA checkpoint", x=0.5, y=0.5, showarrow=False, font=dict(size=14)
         )
-    return figure
+    return themed(figure)
+
+
+_LABEL_PLACES = ("top center", "bottom center", "middle right", "middle left")  # neighbours' labels apart
+
+
+def _span(values: Sequence[float]) -> tuple[float, float]:
+    """The range of `values` with a 15% margin (at least 0.05 wide), within [0, 1] (a little beyond when a
+    value sits at either end, so its dot is whole)."""
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    margin = max((high - low) * 0.15, 0.025)
+    return max(low - margin, -0.02 if low <= 0.01 else 0.0), min(high + margin, 1.02 if high >= 0.99 else 1.0)
+
+
+def score_histogram(rows: Sequence[ComparedPhoto], method: str, threshold: float) -> go.Figure:
+    """How `method`'s scores spread, with the threshold line: bars right of it are kept."""
+    scores = [row.results[method].score for row in rows if method in row.results]
+    kept = [s for s in scores if s >= threshold]
+    rejected = [s for s in scores if s < threshold]
+    low, high = _span([*scores, threshold])
+    bins = dict(start=low, end=high, size=max((high - low) / 20, 1e-3))
+    figure = go.Figure(
+        [
+            go.Histogram(x=kept, name=f"kept ({len(kept)})", marker_color=POSITIVE_COLOUR, xbins=bins),
+            go.Histogram(x=rejected, name=f"rejected ({len(rejected)})", marker_color=NEGATIVE_COLOUR, xbins=bins),
+        ]
+    )
+    figure.add_vline(
+        x=threshold,
+        line_dash="dash",
+        line_color=SELECTED_COLOUR,
+        annotation_text=f"threshold {threshold:.3f}",
+        annotation_position="top",
+    )
+    figure.update_layout(
+        barmode="stack",
+        title=dict(text=f"{method} scores of {len(scores)} photos", font=dict(size=14)),
+        xaxis=dict(title=f"{method} score (0 to 1, higher is better)", range=[low, high]),
+        yaxis=dict(title="photos"),
+        height=300,
+        margin=dict(l=10, r=10, t=60, b=10),
+        legend=dict(orientation="h", y=-0.3),
+    )
+    return themed(figure)
 
 
 def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
@@ -149,8 +319,8 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
     )
     figure.update_xaxes(title_text="step")
     figure.update_yaxes(title_text="loss", secondary_y=False)
-    figure.update_yaxes(title_text="SRCC", range=[-1, 1], secondary_y=True)
-    return figure
+    figure.update_yaxes(title_text="validation SRCC (1: same order as the labels)", range=[-1, 1], secondary_y=True)
+    return themed(figure)
 
 
 def _finite(value) -> bool:
@@ -159,7 +329,7 @@ def _finite(value) -> bool:
 
 def pair_ranking(report: LabReport) -> go.Figure:
     """SRCC and PLCC of each pair, best first, with the chosen pairs' mean as reference lines."""
-    labels = [r.pair.label + ("" if r.pair.enabled else " (off)") for r in report.ranks]
+    labels = [_wrap(r.pair.label + ("" if r.pair.enabled else " (off)")) for r in report.ranks]
     figure = go.Figure(
         [
             go.Bar(
@@ -168,23 +338,20 @@ def pair_ranking(report: LabReport) -> go.Figure:
             go.Bar(name="PLCC", y=labels, x=[r.plcc for r in report.ranks], orientation="h", marker_color=GRMP_COLOUR),
         ]
     )
+    title = f"Prompt pairs against the labels ({report.n} photos)"
     if _finite(report.chosen_srcc):
-        figure.add_vline(
-            x=report.chosen_srcc,
-            line_dash="dash",
-            line_color=POSITIVE_COLOUR,
-            annotation_text=f"mean of chosen pairs: SRCC {report.chosen_srcc:.3f}",
-        )
+        figure.add_vline(x=report.chosen_srcc, line_dash="dash", line_color=POSITIVE_COLOUR)
+        title += f"<br><sup>dashed line: mean of the chosen pairs, SRCC {report.chosen_srcc:.3f}</sup>"
     figure.update_layout(
         barmode="group",
-        title=f"Prompt pairs against the labels ({report.n} photos)",
-        xaxis=dict(range=[-1, 1], title="correlation"),
-        yaxis=dict(autorange="reversed"),
-        height=200 + 46 * len(labels),
-        margin=dict(l=10, r=10, t=60, b=10),
-        legend=dict(orientation="h", y=-0.15),
+        title=title,
+        xaxis=dict(range=[-1, 1], title="correlation with the labels (1: perfect, 0: none)"),
+        yaxis=dict(autorange="reversed", automargin=True),
+        height=240 + 46 * len(labels),
+        margin=dict(l=10, r=10, t=60, b=60),
+        legend=dict(orientation="h", y=-0.2),
     )
-    return figure
+    return themed(figure)
 
 
 def quality_map_chart(

@@ -98,6 +98,7 @@ class CLIPIQA:
                 score=float(scores[i]),
                 method=CLIP_IQA,
                 notes=list(notes[i]),
+                temperature=self.temperature,
                 pairs=[
                     PairScore(
                         pair.positive,

@@ -11,7 +11,7 @@ import io
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +21,7 @@ from .features import ProgressFn
 from .filtering import split_by_threshold
 from .names import CLIP_IQA, GRMP_IQA, METHODS
 from .photos import Photo
-from .results import ScoreResult
+from .results import ScoreResult, pair_columns, pair_labels, pair_values
 from .scoring import Scorer
 
 if TYPE_CHECKING:
@@ -42,15 +42,6 @@ class ComparedPhoto:
         if method == GRMP_IQA:
             raise InputError("no GRMP-IQA scores: choose a GRMP-IQA checkpoint first")
         raise InputError(f"no {method!r} scores; scored: {', '.join(self.results)} (known: {', '.join(METHODS)})")
-
-    # The app reads these two; they go once the app's views take `results` (issue 9, the app split).
-    @property
-    def clip(self) -> ScoreResult:
-        return self.results[CLIP_IQA]
-
-    @property
-    def grmp(self) -> ScoreResult | None:
-        return self.results.get(GRMP_IQA)
 
     @property
     def notes(self) -> list[str]:
@@ -126,17 +117,36 @@ def split(
     return [by_result[id(r)] for r in kept], [by_result[id(r)] for r in rejected]
 
 
-def rows_to_csv(rows: Sequence[ComparedPhoto], threshold: float, method: str = CLIP_IQA) -> str:
-    """One line per photo, best first: both scores and the keep/reject decision by `method`."""
+def rows_to_csv(
+    rows: Sequence[ComparedPhoto],
+    threshold: float,
+    method: str = CLIP_IQA,
+    settings: Mapping[str, object] | None = None,
+) -> str:
+    """One line per photo, best first: every method's score, the keep/reject decision by `method`,
+    each method's per-pair p / s_pos / s_neg, and `settings` (backbone, weights, temperature, ...)
+    repeated on every line so that each line says how it was scored."""
     kept, rejected = split(rows, threshold, method)
     out = io.StringIO()
     writer = csv.writer(out)
     methods = list(dict.fromkeys([*METHODS, *(m for row in rows for m in row.results)]))
-    writer.writerow(["rank", "name", *(_column(m) for m in methods), "decision", "method", "threshold", "notes"])
+    labels = {m: pair_labels([row.results[m] for row in rows if m in row.results]) for m in methods}
+    settings = dict(settings or {})
+    writer.writerow(
+        [
+            *["rank", "name", *(_column(m) for m in methods), "decision", "method", "threshold"],
+            *(f"{_column(m)} {column}" for m in methods for column in pair_columns(labels[m])),
+            *settings,
+            "notes",
+        ]
+    )
     for rank, row in enumerate(kept + rejected, 1):
         scores = [f"{row.results[m].score:.6f}" if m in row.results else "" for m in methods]
         decision = "keep" if rank <= len(kept) else "reject"
-        writer.writerow([rank, row.name, *scores, decision, method, threshold, "; ".join(row.notes)])
+        pairs = [value for m in methods for value in pair_values(row.results.get(m), labels[m])]
+        writer.writerow(
+            [rank, row.name, *scores, decision, method, threshold, *pairs, *settings.values(), "; ".join(row.notes)]
+        )
     return out.getvalue()
 
 

@@ -148,6 +148,16 @@ PRESETS: dict[str, list[PromptPair]] = {
     ),
 }
 DEFAULT_PRESET = "pyiqa"
+# The paper's look / feel prompts describe separate attributes (Noisy/Clean, Happy/Sad, ...): each
+# is read on its own, never averaged into one quality score.
+ATTRIBUTE_PRESETS = ("paper-look", "paper-feel")
+
+
+def is_attribute_set(pairs: list[PromptPair]) -> bool:
+    """Whether every enabled pair is one of the attribute presets' (so no quality score is meant)."""
+    attributes = {(p.positive, p.negative) for name in ATTRIBUTE_PRESETS for p in PRESETS[name]}
+    active = [(p.positive, p.negative) for p in pairs if p.enabled]
+    return bool(active) and all(pair in attributes for pair in active)
 
 
 def preset(name: str) -> list[PromptPair]:
@@ -164,20 +174,28 @@ def pairs_from_records(records: list[dict]) -> list[PromptPair]:
     """
     pairs = []
     for i, rec in enumerate(records, 1):
-        if not isinstance(rec, dict) or "positive" not in rec or "negative" not in rec:
-            raise PromptError(f"entry {i} needs 'positive' and 'negative' fields")
         try:
-            check_text("positive", rec["positive"])
-            check_text("negative", rec["negative"])
-            weight = _float(rec.get("weight", 1.0), i)
-            check_weight(weight)
+            pairs.append(pair_from_record(rec))
         except PromptError as err:
             raise PromptError(f"entry {i}: {err}") from None
-        pairs.append(PromptPair(rec["positive"], rec["negative"], weight, _bool(rec.get("enabled", True))))
     return pairs
 
 
-def _float(value, i: int) -> float:
+def pair_from_record(rec: object) -> PromptPair:
+    """One pair from a dict (see `pairs_from_records`); PromptError naming the problem.
+
+    `enabled` is read by `parse_flag`, the one idea of "on" for files and the app's table alike.
+    """
+    if not isinstance(rec, dict) or "positive" not in rec or "negative" not in rec:
+        raise PromptError("needs 'positive' and 'negative' fields")
+    check_text("positive", rec["positive"])
+    check_text("negative", rec["negative"])
+    weight = _float(rec.get("weight", 1.0))
+    check_weight(weight)
+    return PromptPair(rec["positive"], rec["negative"], weight, parse_flag(rec.get("enabled", True)))
+
+
+def _float(value) -> float:
     if isinstance(value, bool):
         raise PromptError(f"the weight {value!r} is not a number")
     try:
@@ -186,7 +204,8 @@ def _float(value, i: int) -> float:
         raise PromptError(f"the weight {value!r} is not a number") from None
 
 
-def _bool(value) -> bool:
+def parse_flag(value: object) -> bool:
+    """On unless it says off: "0", "false", "no", "off" and "" (any case) are off, so "Y" is on."""
     if isinstance(value, str):
         return value.strip().lower() not in ("0", "false", "no", "off", "")
     return bool(value)

@@ -1,12 +1,17 @@
 """The app's handlers, called directly, on the tiny test backbone."""
 
+import base64
+import csv as csv_module
+import dataclasses
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import types
 import zipfile
+import zlib
 from pathlib import Path
 
 import gradio as gr
@@ -14,9 +19,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import app
+from iqa.app.config import AppConfig, parse_args
+from iqa.app.demo import Handlers, build_demo
+from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET
+from iqa.app.models import Models
+from iqa.app.outputs import ScoreOutput
+from iqa.app.session import Session
+from iqa.app.share import encode_share
+from iqa.app.table import PROMPT_COLUMNS, parse_table
 from iqa.grmp.checkpoint import save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.prompts import load_pairs
 from iqa.tiny_backbones import TEST_BACKBONE_WARNING
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,16 +38,15 @@ T_SCALE = "checkpoint's logit scale"
 
 @pytest.fixture(scope="module")
 def handlers(tmp_path_factory):
-    config = app.AppConfig(
+    config = AppConfig(
         backbone="test-tiny-rn", work_dir=tmp_path_factory.mktemp("work"), max_photos=6, max_pixels=200_000
     )
-    return app.Handlers(app.Models(config))
+    return Handlers(Models(config))
 
 
 @pytest.fixture
 def session(handlers, photo_files):
-    session, _, _ = handlers.add_photos(photo_files, app.Session())
-    return session
+    return handlers.add_photos(photo_files, Session()).session
 
 
 def score(handlers, session, table, checkpoint="", temperature=T_SCALE, threshold=0.5, method="CLIP-IQA"):
@@ -49,9 +61,8 @@ def test_bad_uploads_are_reported_and_the_rest_are_added(handlers, photo_files, 
     huge = tmp_path / "huge.png"
     Image.new("RGB", (600, 400)).save(huge)
     with pytest.warns(UserWarning) as caught:
-        session, gallery, info = handlers.add_photos(
-            [photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], app.Session()
-        )
+        added = handlers.add_photos([photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], Session())
+    session, gallery, info = added.session, added.gallery, added.photo_info
     assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg"]
     assert len(gallery) == 2 and info.startswith("2 photo(s) ready.")
     assert "notes.txt: not an image file (looks like a text file)" in info
@@ -61,13 +72,15 @@ def test_bad_uploads_are_reported_and_the_rest_are_added(handlers, photo_files, 
 
 
 def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(handlers, photo_files, tmp_path):
-    copies = []
+    variants = []  # other photos under the same names
     for k in range(2):
         folder = tmp_path / str(k)
         folder.mkdir()
-        copies += [shutil.copy(f, folder) for f in photo_files]
-    session, _, info = handlers.add_photos(photo_files, app.Session())
-    session, _, info = handlers.add_photos(photo_files + copies[:2], session)  # an upload re-sends earlier files
+        for file in photo_files:
+            Image.open(file).point(lambda v, k=k: v // (k + 2)).save(folder / Path(file).name)
+            variants.append(str(folder / Path(file).name))
+    session = handlers.add_photos(photo_files, Session()).session
+    session = handlers.add_photos(photo_files + variants[:2], session).session  # an upload re-sends earlier files
     assert [p.name for p in session.photos] == [
         "astronaut.jpg",
         "chelsea.jpg",
@@ -76,17 +89,28 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
         "chelsea-1.jpg",
     ]
     with pytest.warns(UserWarning, match="only 6 photos"):
-        session, _, _ = handlers.add_photos(copies, session)
+        session = handlers.add_photos(variants, session).session
     assert len(session.photos) == 6
-    session, gallery, info = handlers.clear_photos(session)
-    assert gallery == [] and session.photos == [] and session.sources == set()
+    cleared = handlers.clear_photos(session)
+    assert cleared.gallery == [] and session.photos == [] and session.sources == set()
+    assert cleared.photo_info == "No photos yet."
+
+
+def test_the_same_photo_added_twice_is_kept_once(handlers, photo_files, tmp_path):
+    again = tmp_path / "again.jpg"
+    shutil.copy(photo_files[0], again)
+    session = handlers.add_photos(photo_files[:1], Session()).session
+    with pytest.warns(UserWarning, match="again.jpg: the same photo as astronaut.jpg, kept once"):
+        added = handlers.add_photos([str(again), photo_files[1]], session)
+    assert [p.name for p in added.session.photos] == ["astronaut.jpg", "chelsea.jpg"]
+    assert "kept once" in added.photo_info
 
 
 def test_score_ranks_photos_and_reports_time_and_device(handlers, session):
-    session, table, ranking, pick, breakdown, scatter, csv_path, status = score(
-        handlers, session, handlers.load_preset("pyiqa")
-    )
-    assert len(ranking) == 3 and list(ranking["rank"]) == [1, 2, 3]
+    out = score(handlers, session, handlers.load_preset("pyiqa"))
+    table, ranking, pick, breakdown, status = out.prompts, out.ranking, out.photo_pick, out.breakdown, out.status
+    csv_path = out.results_csv
+    assert len(ranking) == 3 and list(ranking["#"]) == [1, 2, 3]
     scores = list(ranking["CLIP-IQA"])
     assert scores == sorted(scores, reverse=True)
     assert set(ranking["decision"]) <= {"keep", "reject"}
@@ -107,8 +131,8 @@ def test_editing_prompts_rescores_from_cached_features(handlers, session):
     table.loc[0, "positive"] = "a crisp photo"
     second = score(handlers, session, table)
     assert store.images_encoded == encoded
-    assert "0 image(s) encoded" in second[-1]
-    assert list(first[2]["CLIP-IQA"]) != list(second[2]["CLIP-IQA"])
+    assert "0 image(s) encoded" in second.status
+    assert list(first.ranking["CLIP-IQA"]) != list(second.ranking["CLIP-IQA"])
 
 
 def test_invalid_rows_are_marked_with_the_reason_and_the_rest_scored(handlers, session):
@@ -117,41 +141,42 @@ def test_invalid_rows_are_marked_with_the_reason_and_the_rest_scored(handlers, s
     table = handlers.add_row(table).astype({"weight": object})  # the browser may send any text
     table.loc[3, ["positive", "negative", "weight"]] = ["sharp", "blurry", "heavy"]
     table.loc[0, "on"] = False
-    session, table, ranking, _, breakdown, *_ = score(handlers, session, table)
+    out = score(handlers, session, table)
+    table, ranking, breakdown = out.prompts, out.ranking, out.breakdown
     assert list(table["status"]) == [
         "off",
         "invalid: the positive and negative prompts are the same",
         "ok",
-        "invalid: weight 'heavy' is not a number",
+        "invalid: the weight 'heavy' is not a number",
     ]
     assert len(ranking) == 3
-    assert list(breakdown.data[0].y) == ["a sharp photo / a blurry photo"]
+    assert list(breakdown.data[0].y) == ["a sharp photo / a<br>blurry photo"]
 
 
 def test_empty_table_or_no_photos_warns_and_keeps_serving(handlers, session):
-    empty = pd.DataFrame(columns=app.PROMPT_COLUMNS)
+    empty = pd.DataFrame(columns=PROMPT_COLUMNS)
     with pytest.warns(UserWarning, match="no usable prompt pair"):
         out = score(handlers, session, empty)
-    assert out[-1] == "No usable prompt pair." and len(out[2]) == 0
-    with pytest.warns(UserWarning, match="add photos first"):
-        out = score(handlers, app.Session(), handlers.load_preset("seed"))
-    assert out[-1] == "No photos to score."
+    assert out.status == "No usable prompt pair." and len(out.ranking) == 0
+    out = score(handlers, Session(), handlers.load_preset("seed"))  # no warning: a setting may come first
+    assert out.status == "No photos to score." and out.breakdown is None and out.results_csv is None
 
 
 def test_seed_temperature_keeps_scores_near_one_half(handlers, session):
-    ranking = score(handlers, session, handlers.load_preset("seed"), temperature="t = 1 (the seed's formula)")[2]
-    assert all(abs(s - 0.5) < 0.05 for s in ranking["CLIP-IQA"])
+    ranking = score(handlers, session, handlers.load_preset("seed"), temperature="t = 1 (the seed's formula)").ranking
+    assert all(abs(float(s) - 0.5) < 0.05 for s in ranking["CLIP-IQA"])
 
 
 def test_row_editing_add_delete_and_reorder(handlers):
     table = handlers.load_preset("seed")
     table = handlers.add_row(table)
     assert len(table) == 4 and table.loc[3, "positive"] == ""
-    moved, row = handlers.row_up(table, 2)
-    assert row == 1 and list(moved["positive"][:2]) == ["a professional photo", "a beautiful photo"]
-    moved, row = handlers.row_down(moved, 4)
-    assert row == 4
-    shorter = handlers.delete_row(moved, 1)
+    moved = handlers.row_up(table, 2)
+    assert moved.row_number == 1
+    assert list(moved.prompts["positive"][:2]) == ["a professional photo", "a beautiful photo"]
+    moved = handlers.row_down(moved.prompts, 4)
+    assert moved.row_number == 4
+    shorter = handlers.delete_row(moved.prompts, 1)
     assert list(shorter["positive"]) == ["a beautiful photo", "a sharp photo", ""]
     with pytest.raises(gr.Error, match="between 1 and 3"):
         handlers.delete_row(shorter, 7)
@@ -160,7 +185,7 @@ def test_row_editing_add_delete_and_reorder(handlers):
 def test_prompt_sets_save_and_load_and_bad_files_are_refused(handlers, tmp_path):
     table = handlers.load_preset("paper-look")
     table.loc[2, "weight"] = 2.5
-    saved = handlers.save_prompts(table, app.Session())
+    saved = handlers.save_prompts(table, Session())
     assert saved["visible"] is True
     path = saved["value"]
     loaded = handlers.load_prompts(path)
@@ -179,20 +204,27 @@ def _seed_checkpoint(handlers, folder: Path) -> tuple[Path, Path]:
 
 def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_path):
     tensors, config = _seed_checkpoint(handlers, tmp_path)
-    session, choices = handlers.upload_checkpoint([str(config), str(tensors)], session)
+    choices = handlers.upload_checkpoint([str(config), str(tensors)], session).checkpoint
     label, value = choices["choices"][-1]
     assert label == "tiny-seed (uploaded)" and choices["value"] == value
     store = handlers.models.store("test-tiny-rn")
     score(handlers, session, handlers.load_preset("seed"))
     encoded = store.images_encoded
     out = score(handlers, session, handlers.load_preset("seed"), checkpoint=value, method="GRMP-IQA")
-    ranking, breakdown, scatter = out[2], out[4], out[5]
-    assert ranking["GRMP-IQA"].notna().all()
+    ranking, breakdown, scatter = out.ranking, out.breakdown, out.scatter
+    assert all(len(s) == 5 for s in ranking["GRMP-IQA"])  # "0.010": three decimals, always
     assert list(ranking["GRMP-IQA"]) == sorted(ranking["GRMP-IQA"], reverse=True)
-    assert breakdown.data[0].y[-1].startswith("GRMP-IQA (seed):<br>")
+    grmp = session.rows[0].results["GRMP-IQA"]
+    parts = dict(zip(breakdown.data[0].y[-2:], breakdown.data[0].x[-2:]))
+    assert parts == {  # what the seed variant's score is made of: the learned pair's p, then the MLP head
+        "GRMP-IQA (seed):<br>learned prompt pair p": pytest.approx(grmp.pairs[0].p),
+        "GRMP-IQA (seed): score<br>= p + MLP head": pytest.approx(grmp.score),
+    }
     assert len(scatter.data[1].x) == 3
     assert store.images_encoded == encoded  # the seed variant reuses CLIP-IQA's image features
-    assert "GRMP-IQA (seed)" in out[-1]
+    assert "GRMP-IQA (seed)" in out.status
+    assert out.grmp_note == ""  # "no GRMP-IQA model loaded" is no longer true
+    assert "No GRMP-IQA model loaded" in score(handlers, session, handlers.load_preset("seed")).grmp_note
 
 
 def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monkeypatch):
@@ -230,50 +262,57 @@ def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monke
     # a path the session was never given (the API accepts any text) is not loaded either
     with pytest.warns(UserWarning, match="GRMP-IQA checkpoint not used: .* is not one of this session's"):
         out = score(handlers, session, handlers.load_preset("seed"), checkpoint=str(tmp_path / "tiny-seed"))
-    assert len(out[2]) == 3 and out[2]["GRMP-IQA"].isna().all()  # CLIP-IQA still scored
+    assert len(out.ranking) == 3 and set(out.ranking["GRMP-IQA"]) == {""}  # CLIP-IQA still scored
 
 
 def test_unavailable_backbone_falls_back_with_a_warning(handlers, session, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.warns(UserWarning, match="cannot load weights.*Scoring with test-tiny-rn instead"):
         out = handlers.score(session, handlers.load_preset("seed"), "ViT-B-16-quickgelu", T_SCALE, "", 0.5, "CLIP-IQA")
-    assert len(out[2]) == 3
+    assert len(out.ranking) == 3
 
 
 def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, session):
-    ranking = score(handlers, session, handlers.load_preset("seed"))[2]
+    ranking = score(handlers, session, handlers.load_preset("seed")).ranking
     middle = float(ranking["CLIP-IQA"][1])
-    kept, rejected, list_path, summary = handlers.filter(session, middle, "CLIP-IQA")
+    filtered = handlers.filter(session, middle, "CLIP-IQA")
+    kept, rejected, list_path, summary = (
+        filtered.kept,
+        filtered.rejected,
+        filtered.filter_list,
+        filtered.filter_summary,
+    )
     assert len(kept) == 2 and len(rejected) == 1
     assert summary.startswith("2 kept, 1 rejected")
-    with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA")) as archive:
+    assert filtered.kept_zip is None  # a zip of an earlier split is never offered
+    assert list(filtered.histogram.layout.shapes)[0].x0 == middle
+    with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
         assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
     decisions = [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]]
     assert decisions == ["keep", "keep", "reject"]
     with pytest.warns(UserWarning, match="filtering by CLIP-IQA"):
-        assert handlers.filter(session, middle, "GRMP-IQA")[-1] == summary
-    table, _ = handlers.rerank(session, 1.01, "CLIP-IQA")
+        assert handlers.filter(session, middle, "GRMP-IQA").filter_summary == summary
+    table = handlers.rerank(session, 1.01, "CLIP-IQA").ranking
     assert set(table["decision"]) == {"reject"}
     with pytest.raises(gr.Error, match="score photos"):
-        handlers.zip_kept(app.Session(), 0.5, "CLIP-IQA")
+        handlers.zip_kept(Session(), 0.5, "CLIP-IQA")
 
 
 def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_path):
     csv = tmp_path / "scores.csv"
     csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,2\ncoffee.jpg,1\nghost.jpg,5\n")
-    table, chart, summary = handlers.run_lab(
-        app.UPLOADED_SET, str(csv), photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE
-    )
+    lab = handlers.run_lab(UPLOADED_SET, str(csv), photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE)
+    table, chart, summary = lab.lab_table, lab.lab_chart, lab.lab_summary
     assert len(table) == 3 and list(table["SRCC"]) == sorted(table["SRCC"], reverse=True)
     assert "Mean of the chosen (enabled) pairs" in summary and "on 3 photos" in summary
     assert "ghost.jpg: listed in the CSV but not uploaded" in summary
     assert len(chart.data[0].y) == 3
     with pytest.raises(gr.Error, match="upload the photos and a CSV"):
-        handlers.run_lab(app.UPLOADED_SET, None, photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE)
+        handlers.run_lab(UPLOADED_SET, None, photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE)
 
 
 def test_every_tab_shows_the_test_backbone_banner(handlers):
-    demo = app.build_demo(handlers.config, handlers.models)
+    demo = build_demo(handlers.config, handlers.models)
     config = demo.get_config_file()
     tabs = [c for c in config["components"] if c["type"] == "tabitem"]
     banners = [
@@ -287,13 +326,13 @@ def test_every_tab_shows_the_test_backbone_banner(handlers):
 def test_flags_and_environment_configure_the_app(monkeypatch):
     monkeypatch.setenv("IQA_PORT", "7999")
     monkeypatch.setenv("IQA_TEST_BACKBONE", "1")
-    config = app.parse_args([])
+    config = parse_args([])
     assert config.port == 7999 and config.backbone == "test-tiny-rn" and config.is_test
-    config = app.parse_args(["--port", "8001", "--backbone", "test-tiny-vit", "--host", "0.0.0.0"])
+    config = parse_args(["--port", "8001", "--backbone", "test-tiny-vit", "--host", "0.0.0.0"])
     assert (config.port, config.backbone, config.host) == (8001, "test-tiny-vit", "0.0.0.0")
     monkeypatch.delenv("IQA_TEST_BACKBONE")
-    assert app.parse_args(["--pretrained", "none"]).pretrained is None
-    assert app.parse_args([]).backbone == "RN50-quickgelu"
+    assert parse_args(["--pretrained", "none"]).pretrained is None
+    assert parse_args([]).backbone == "RN50-quickgelu"
 
 
 @pytest.mark.slow
@@ -326,20 +365,23 @@ def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session
         files.append(str(path))
     csv = tmp_path / "scores.csv"
     csv.write_text("name,score\n" + "".join(f"{Path(f).name},{1 if 'dark' in f else 4}\n" for f in files))
-    updates = list(handlers.adapt(app.UPLOADED_SET, str(csv), files, 1.0, 20, "test-tiny-rn", session))
-    chart, status, session, choices, download = updates[-1]
+    updates = list(handlers.adapt(UPLOADED_SET, str(csv), files, 1.0, 20, "test-tiny-rn", session))
+    last = updates[-1]
+    chart, status, choices, download = last.adapt_chart, last.adapt_status, last.checkpoint, last.adapt_download
     assert len(chart.data[0].x) == 20 and list(chart.data[0].x) == list(range(1, 21))
     assert status.startswith("Done: 6 labelled photos") and "is now selectable on the first tab" in status
     label, stem = choices["choices"][-1]
     assert label.startswith("seed-adapted-1 (adapted") and choices["value"] == stem
     assert sorted(Path(f).suffix for f in download) == [".json", ".safetensors"]
-    ranking = score(handlers, session, handlers.load_preset("seed"), checkpoint=stem, method="GRMP-IQA")[2]
-    assert ranking["GRMP-IQA"].notna().all()
+    saved = next(Path(f).read_text() for f in download if f.endswith(".json"))
+    assert str(tmp_path) not in saved and "/" not in str(json.loads(saved)["config"]["training"]["train_images"])
+    ranking = score(handlers, session, handlers.load_preset("seed"), checkpoint=stem, method="GRMP-IQA").ranking
+    assert ranking["GRMP-IQA"].ne("").all()
 
 
 def test_another_backbone_loads_once_and_scores(handlers, session):
     out = handlers.score(session, handlers.load_preset("seed"), "test-tiny-vit", T_SCALE, "", 0.5, "CLIP-IQA")
-    assert "on test-tiny-vit" in out[-1] and len(out[2]) == 3
+    assert "on test-tiny-vit" in out.status and len(out.ranking) == 3
     assert handlers.models.store("test-tiny-vit") is handlers.models.store("test-tiny-vit")
     assert handlers.models.backbone_choices == ["test-tiny-rn", "test-tiny-vit"]
 
@@ -359,8 +401,157 @@ def test_grmp_models_in_memory_are_bounded_and_reload_from_their_files(handlers,
 
 
 def test_clicking_a_ranking_row_shows_its_breakdown(handlers, session):
-    ranking = score(handlers, session, handlers.load_preset("seed"))[2]
+    ranking = score(handlers, session, handlers.load_preset("seed")).ranking
     name = ranking["name"][2]
     event = gr.SelectData(None, {"index": [2, 0], "value": 3, "row_value": list(ranking.iloc[2]), "selected": True})
-    pick, figure = handlers.pick_ranked(session, event)
-    assert pick["value"] == name and figure.layout.title.text.startswith(f"{name}: CLIP-IQA")
+    picked = handlers.pick_ranked(session, None, event)
+    assert picked.photo_pick["value"] == name and picked.breakdown.layout.title.text.startswith(f"{name}: CLIP-IQA")
+
+
+def test_the_table_reads_on_as_a_prompt_file_does(handlers, tmp_path):
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("positive,negative,weight,enabled\nsharp,blurry,1,Y\nclean,noisy,1,no\n")
+    from_file = [p.enabled for p in load_pairs(csv)]
+    table = handlers.load_preset("seed").head(2).assign(on=["Y", "no"])
+    from_table = [p.enabled for p in parse_table(table)[0]]
+    assert from_file == from_table == [True, False]
+
+
+def test_every_typed_output_names_a_component_of_the_page(handlers):
+    demo = build_demo(handlers.config, handlers.models)
+    ids = {block._id for block in demo.blocks.values()}
+    for dependency in demo.config["dependencies"]:
+        assert set(dependency["outputs"]) <= ids
+    scored = {d["api_name"]: d for d in demo.config["dependencies"] if d.get("api_name")}
+    assert len(scored["score"]["outputs"]) == len(dataclasses.fields(ScoreOutput))
+
+
+def test_the_chosen_photos_stay_chosen_when_a_table_edit_rescores(handlers, session):
+    first = score(handlers, session, handlers.load_preset("seed"))
+    names = first.photo_pick["choices"]
+    picked, other = names[-1], names[0]
+    table = handlers.delete_row(handlers.load_preset("seed"), 1)
+    out = handlers.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", picked, other)
+    assert out.photo_pick["value"] == picked and out.compare_pick["value"] == other
+    assert out.breakdown.layout.title.text.startswith(picked)
+    assert len(out.breakdown.data[0].y) == 2 and "with 2 pair(s)" in out.status  # the deleted pair is gone
+    assert [trace.name for trace in out.side_by_side.data] == [picked, other]
+    gone = handlers.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", "deleted.jpg", None)
+    assert gone.photo_pick["value"] == gone.ranking["name"][0]  # a photo no longer there: the best one
+
+
+def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
+    out = score(handlers, session, handlers.load_preset("paper-look"))
+    assert list(out.ranking.columns) == [
+        "#",
+        "photo",
+        "Good/Bad",
+        "Bright/Dark",
+        "Sharp/Blurry",
+        "Noisy/Clean",
+        "Colorful/Dull",
+        "High contrast/Low contrast",
+        "GRMP-IQA",
+        "decision",
+        "name",
+    ]
+    row = session.rows[0]
+    assert list(out.ranking.iloc[0, 2:8]) == [f"{p.p:.3f}" for p in row.results["CLIP-IQA"].pairs]
+    assert set(out.ranking["decision"]) == {"—"}  # no quality score to decide by
+    assert "not averaged" in out.breakdown.layout.title.text and "attribute prompts" in out.status
+    filtered = handlers.filter(session, 0.5, "CLIP-IQA")
+    assert filtered.kept == filtered.rejected == [] and "never averaged" in filtered.filter_summary
+
+
+def test_the_csv_holds_each_pair_and_the_settings_and_no_server_paths(handlers, session):
+    out = score(handlers, session, handlers.load_preset("seed"))
+    header, *lines = list(csv_module.reader(Path(out.results_csv).read_text().splitlines()))
+    assert header[:7] == ["rank", "name", "clip_iqa", "grmp_iqa", "decision", "method", "threshold"]
+    assert (
+        "clip_iqa p[a sharp photo / a blurry photo]" in header
+        and "clip_iqa s_neg[a sharp photo / a blurry photo]" in header
+    )
+    row = dict(zip(header, lines[0]))
+    assert (
+        row["backbone"] == "test-tiny-rn"
+        and row["clip_iqa_temperature"] == f"{session.rows[0].results['CLIP-IQA'].temperature:g}"
+    )
+    assert "a beautiful photo / an ugly photo (weight 1)" in row["prompt_pairs"]
+    assert str(handlers.config.work_dir) not in Path(out.results_csv).read_text()
+
+
+def test_a_preset_never_silently_discards_edits_and_a_loaded_file_is_named(handlers, tmp_path):
+    session = Session()
+    table = handlers.load_preset("seed")
+    table.loc[0, "positive"] = "a stunning photo"
+    named = handlers.table_changed(table, session)
+    assert named.preset == "custom" and named.saved_prompts is None
+    chosen = handlers.choose_preset("pyiqa", session)  # says (gr.Info) that the edits are kept
+    assert chosen.preset == "pyiqa" and len(chosen.prompts) == 5
+    back = handlers.choose_preset("custom", session)
+    assert back.prompts.loc[0, "positive"] == "a stunning photo"
+    saved = handlers.save_prompts(handlers.load_preset("paper-feel"), session)["value"]
+    assert handlers.table_changed(handlers.load_prompts(saved), session).preset == "paper-feel"
+
+
+def test_share_link_restores_the_table_and_settings(handlers):
+    table = handlers.load_preset("seed")
+    table.loc[1, "on"] = False
+    table.loc[2, "weight"] = 2.5
+    query = handlers.share_query(table, "test-tiny-vit", "t = 1 (the seed's formula)", "", 0.4321, "GRMP-IQA")
+    assert query.startswith("?share=")
+    restored = handlers.restore_shared(_request(share=query.removeprefix("?share=")))
+    assert restored.prompts.drop(columns="status").equals(table.drop(columns="status"))
+    assert (restored.backbone, restored.temperature, restored.threshold, restored.method) == (
+        "test-tiny-vit",
+        "t = 1 (the seed's formula)",
+        0.4321,
+        "GRMP-IQA",
+    )
+    assert restored.preset == "custom"
+
+
+@pytest.mark.parametrize(
+    "link, message",
+    [
+        ("not-a-link", "not a link this app made"),
+        ("A" * 20_000, "characters long"),
+        (encode_share({"pairs": [{"positive": "a\x00", "negative": "b"}]}), "control character"),
+        (encode_share({"pairs": []}), "needs 1 to 200 prompt pairs"),
+        (encode_share({"pairs": [{"positive": "a", "negative": "b"}], "threshold": "high"}), "threshold"),
+        (base64.urlsafe_b64encode(zlib.compress(b"[" * 300_000)).decode(), "more than"),
+    ],
+)
+def test_a_bad_share_link_is_one_warning_and_changes_nothing(handlers, link, message):
+    with pytest.warns(UserWarning, match=message):
+        restored = handlers.restore_shared(_request(share=link))
+    assert all(value == {"__type__": "update"} for value in restored.outputs())
+
+
+def _request(**params):
+    return types.SimpleNamespace(query_params=params)
+
+
+def test_use_these_pairs_sends_the_best_pairs_to_the_table(handlers):
+    lab = handlers.run_lab(BUNDLED_SET, None, None, handlers.load_preset("pyiqa"), "test-tiny-rn", T_SCALE)
+    sent = handlers.use_lab_pairs(lab.lab_table, Session())
+    best = lab.lab_table.sort_values("SRCC", ascending=False)
+    assert list(sent.prompts["positive"]) == list(best["positive"])
+    expected_on = [i < 3 and srcc > 0 for i, srcc in enumerate(best["SRCC"])]
+    assert list(sent.prompts["on"]) == expected_on and sent.preset == "custom"
+
+
+def test_an_adaptation_that_stops_early_says_so(handlers, session, monkeypatch):
+    def stops_early(store, images, steps, lam, record):
+        model = GRMPModel(
+            GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=store.backbone.pretrained), store.backbone
+        )
+        model.config.training = {"best_step": 5, "val_srcc": 0.5, "val_plcc": 0.4}
+        for step in range(1, 8):
+            record({"step": step, "loss": 1 / step, "val_srcc": None})
+        return model
+
+    monkeypatch.setattr("iqa.app.gpu.run_adapt", stops_early)
+    last = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 40, "test-tiny-rn", session))[-1]
+    assert "stopped early after 7 of 40 steps" in last.checkpoint["choices"][-1][0]
+    assert "Stopped early at step 7 of 40" in last.adapt_status

@@ -1,7 +1,8 @@
 """The app in a real browser: Debian's headless Chromium driven by Playwright.
 
 Skipped when Chromium or Playwright is missing, unless IQA_REQUIRE_BROWSER=1 (then it fails).
-The screenshot lands in artifacts/ (git-ignored) for a person to look at.
+Screenshots (1440x900 light and dark, 390x844 phone) land in artifacts/ (git-ignored) for a
+person to look at.
 """
 
 import os
@@ -9,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hostile_app import good_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
@@ -24,6 +26,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+DESKTOP = {"width": 1440, "height": 900}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT = 60_000
 
 
 def _browser_missing() -> str | None:
@@ -37,7 +42,7 @@ def _browser_missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def browser_page(tmp_path_factory):
+def browser(tmp_path_factory):
     reason = _browser_missing()
     if reason:
         if os.environ.get("IQA_REQUIRE_BROWSER") == "1":
@@ -46,48 +51,252 @@ def browser_page(tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")),
-            executable_path=str(CHROMIUM),
-            args=CHROMIUM_ARGS,
-            headless=True,
-            viewport={"width": 1400, "height": 1000},
-        )
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
         try:
-            yield context.new_page()
+            yield browser
         finally:
-            context.close()
+            browser.close()
 
 
-def test_upload_edit_prompt_score_and_see_ranking_and_chart(browser_page, server):
-    page = browser_page
-    page.goto(server, timeout=60_000)
-    page.wait_for_selector("#photo-upload input[type=file]", state="attached", timeout=60_000)
+@pytest.fixture
+def open_page(browser, server):
+    pages = []
+
+    def open_(viewport=DESKTOP, query: str = ""):
+        page = browser.new_page(viewport=viewport)
+        pages.append(page)
+        page.goto(server + query, timeout=TIMEOUT)
+        page.wait_for_selector("#photo-upload input[type=file]", state="attached", timeout=TIMEOUT)
+        return page
+
+    yield open_
+    for page in pages:
+        page.close()
+
+
+def _shot(page, name: str) -> None:
+    """A full-page screenshot once every event has finished, without the notices on top."""
+    page.wait_for_function("!document.body.innerText.includes('processing |')", timeout=TIMEOUT)
+    for close in page.locator(".toast-close").all():
+        close.click()
+    page.wait_for_timeout(300)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _add_examples(page) -> None:
+    page.click("#add-examples")
+    page.wait_for_function(
+        "document.querySelector('#score-status')?.innerText?.includes('Scored 12 photo')", timeout=TIMEOUT
+    )
+    page.wait_for_selector("#breakdown .main-svg .ytick", timeout=TIMEOUT)  # drawn, not only sent
+
+
+def _wait_status(page, text: str) -> None:
+    page.wait_for_function(f"document.querySelector('#score-status')?.innerText?.includes({text!r})", timeout=TIMEOUT)
+
+
+def _bars(page, chart: str = "#breakdown") -> list[str]:
+    """The y-axis labels of a bar chart, top to bottom as drawn (the lines of a label joined)."""
+    return page.evaluate(
+        f"""() => [...document.querySelectorAll('{chart} .yaxislayer-above .ytick text')]
+            .sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)
+            .map(t => t.textContent)"""
+    )
+
+
+def _choose(page, dropdown: str, option: str) -> None:
+    page.click(f"{dropdown} input")
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_upload_edit_prompt_score_and_see_ranking_and_chart(open_page):
+    page = open_page()
     assert page.locator(".test-warning").first.is_visible()
     page.set_input_files(
         "#photo-upload input[type=file]",
         [str(ROOT / "examples" / "astronaut.jpg"), str(ROOT / "examples" / "chelsea_jpeg_L5.jpg")],
     )
-    page.wait_for_function(
-        "document.querySelector('#score-status').innerText.includes('Scored 2 photo(s)')", timeout=60_000
-    )
-
+    _wait_status(page, "Scored 2 photo(s)")
     cell = page.locator('#prompt-table [data-testid="cell-0-1"]')
     cell.dblclick()
     page.keyboard.press("Control+a")
     page.keyboard.type("A stunning image")
     page.keyboard.press("Enter")
-    page.click("#score-button")
     page.wait_for_function(
         "[...document.querySelectorAll('#breakdown text')].some(t => t.textContent.includes('A stunning image'))",
-        timeout=60_000,
+        timeout=TIMEOUT,
     )
-
-    names = page.locator('#ranking [data-testid^="cell-"][data-col="2"]').all_inner_texts()
+    names = page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts()
     assert sorted(names) == ["astronaut.jpg", "chelsea_jpeg_L5.jpg"]
     assert page.locator('#ranking [data-testid^="cell-"][data-col="1"] img').count() == 2
-    assert page.locator("#breakdown .js-plotly-plot").count() == 1
     status = page.inner_text("#score-status")
     assert "on cpu" in status and "0 image(s) encoded" in status  # the edit re-used the cached features
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "app-score-tab.png"), full_page=True)
+    page.wait_for_function("document.querySelector('#preset input')?.value === 'custom'")  # named, and kept
+
+
+def test_no_stale_state_after_any_table_edit_and_the_chosen_photo_stays(open_page, tmp_path):
+    page = open_page()
+    _add_examples(page)
+    _wait_status(page, "with 5 pair(s)")
+    _choose(page, "#photo-pick", "coffee.jpg")
+    page.wait_for_function(
+        "document.querySelector('#breakdown .gtitle')?.textContent?.startsWith('coffee.jpg')", timeout=TIMEOUT
+    )
+    page.wait_for_selector("#breakdown .ytick", timeout=TIMEOUT)
+    first = _bars(page)[0]
+
+    page.fill("#row-number input", "1")
+    page.click("text=Delete")  # delete: 4 pairs, the deleted one gone from the breakdown
+    _wait_status(page, "with 4 pair(s)")
+    page.wait_for_function(f"!document.querySelector('#breakdown')?.textContent?.includes({first!r})", timeout=TIMEOUT)
+    assert page.locator("#breakdown .gtitle").text_content().startswith("coffee.jpg")  # still the chosen photo
+
+    second = _bars(page)[1]
+    page.fill("#row-number input", "2")
+    page.click("button:text-is('Up')")  # up: the second pair first in the breakdown
+    page.wait_for_function(
+        f"""() => [...document.querySelectorAll('#breakdown .yaxislayer-above .ytick text')]
+            .sort((a, b) => a.getBoundingClientRect().top - b.getBoundingClientRect().top)[0]
+            .textContent === {second!r}""",
+        timeout=TIMEOUT,
+    )
+    page.click("button:text-is('Add row')")  # add row: the empty row is marked and left out
+    page.wait_for_function(
+        "document.querySelector('#prompt-table')?.innerText?.includes('invalid: the positive prompt is empty')",
+        timeout=TIMEOUT,
+    )
+    assert "with 4 pair(s)" in page.inner_text("#score-status")
+
+    tensors, json_path = good_checkpoint(tmp_path)  # a checkpoint: chosen on upload, and scored at once
+    with page.expect_file_chooser() as chooser:
+        page.click("text=Upload GRMP-IQA checkpoint")
+    chooser.value.set_files([str(json_path), str(tensors)])
+    _wait_status(page, "GRMP-IQA: GRMP-IQA (seed)")
+    page.wait_for_function("document.querySelector('#breakdown')?.textContent?.includes('MLP head')", timeout=TIMEOUT)
+    assert page.locator("#breakdown .gtitle").text_content().startswith("coffee.jpg")
+    assert page.locator("#scatter .js-plotly-plot").count() == 1
+    _shot(page, "light-score-with-grmp")
+
+    page.get_by_role("tab", name="Filter").click()  # a zip made, then the threshold moves: the zip is gone
+    page.click("#make-zip")
+    page.wait_for_selector("#kept-zip", state="visible", timeout=TIMEOUT)
+    slider = page.locator("#threshold input[type=range]")
+    slider.fill("0.2")
+    page.wait_for_selector("#kept-zip", state="hidden", timeout=TIMEOUT)
+    page.wait_for_function(
+        "document.querySelector('#filter-summary')?.innerText?.includes('>= 0.200')", timeout=TIMEOUT
+    )
+
+
+def _luminance(rgb: list[float]) -> float:
+    channels = [c / 255 for c in rgb[:3]]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def test_dark_theme_banner_is_readable_and_charts_follow_the_theme(open_page):
+    page = open_page(query="?__theme=dark")
+    _add_examples(page)
+    page.wait_for_selector("#breakdown .xtick text", timeout=TIMEOUT)
+    colours = page.evaluate(
+        """() => {
+        const parse = c => c.match(/[\\d.]+/g).map(Number);
+        const text = document.querySelector('.test-warning strong');
+        let node = text, background = null;
+        while (node) {
+            const c = getComputedStyle(node).backgroundColor;
+            if (parse(c).length < 4 || parse(c)[3] > 0) { background = c; break; }
+            node = node.parentElement;
+        }
+        const tick = document.querySelector('#breakdown .xtick text');
+        let behind = null;  // what the chart's text is drawn on: the first opaque background behind it
+        for (node = tick; node; node = node.parentElement) {
+            const c = node instanceof Element ? getComputedStyle(node).backgroundColor : null;
+            if (c && (parse(c).length < 4 || parse(c)[3] > 0)) { behind = c; break; }
+        }
+        return {text: parse(getComputedStyle(text).color), background: parse(background),
+                page: parse(behind), tick: parse(getComputedStyle(tick).fill)};
+    }"""
+    )
+    lighter, darker = sorted([_luminance(colours["text"]), _luminance(colours["background"])], reverse=True)
+    assert (lighter + 0.05) / (darker + 0.05) >= 4.5, colours
+    page_lum, tick_lum = _luminance(colours["page"]), _luminance(colours["tick"])
+    assert page_lum < 0.1 and (max(page_lum, tick_lum) + 0.05) / (min(page_lum, tick_lum) + 0.05) >= 4.5, colours
+    _shot(page, "dark-score")
+    page.get_by_role("tab", name="Filter").click()
+    page.wait_for_selector("#histogram .js-plotly-plot", timeout=TIMEOUT)
+    _shot(page, "dark-filter")
+
+
+def test_phone_layout_shows_whole_scores_and_readable_charts(open_page):
+    page = open_page(viewport=PHONE)
+    _add_examples(page)
+    cut = page.evaluate(
+        """() => [...document.querySelectorAll('#ranking [data-testid^="cell-"]')]
+            .filter(c => ['2', '4'].includes(c.dataset.col))
+            .filter(c => c.scrollWidth > c.clientWidth + 1 || c.innerText.includes('…'))
+            .map(c => c.innerText)"""
+    )
+    assert cut == []
+    scores = page.locator('#ranking [data-testid^="cell-"][data-col="2"]').all_inner_texts()
+    assert scores and all(len(s.strip()) == 5 for s in scores), scores  # "0.403": three decimals, whole
+    on_screen = page.evaluate(
+        """() => {
+            const shown = document.querySelector('#ranking .table-wrap').getBoundingClientRect().right;
+            return [...document.querySelectorAll('#ranking [data-testid^="cell-"][data-col="4"]')]
+                .every(c => c.getBoundingClientRect().right <= shown);
+        }"""
+    )
+    assert on_screen  # the scores and the decision fit the phone's width, no sideways scrolling needed
+    box = page.locator("#breakdown .js-plotly-plot").bounding_box()
+    assert box["height"] > 250 and box["width"] <= PHONE["width"]
+    _shot(page, "phone-score")
+    page.locator("#ranking").screenshot(path=str(ARTIFACTS / "phone-ranking.png"))
+    page.locator("#breakdown").screenshot(path=str(ARTIFACTS / "phone-breakdown.png"))
+
+
+def test_share_link_restores_the_table_and_settings(open_page):
+    page = open_page()
+    _choose(page, "#preset", "paper-feel")
+    page.wait_for_function("document.querySelector('#prompt-table')?.innerText?.includes('Aesthetic photo.')")
+    page.locator("#threshold input[type=range]").fill("0.35")
+    page.click("#share-button")
+    page.wait_for_function(
+        "document.querySelector('#share-link textarea, #share-link input')?.value?.includes('?share=')"
+    )
+    link = page.locator("#share-link textarea, #share-link input").first.input_value()
+    assert link.startswith("http://127.0.0.1:")
+    shared = open_page(query=link[link.index("?") :])
+    shared.wait_for_function(
+        "document.querySelector('#prompt-table')?.innerText?.includes('Aesthetic photo.')", timeout=TIMEOUT
+    )
+    assert shared.locator("#preset input").input_value() == "paper-feel"
+    assert shared.locator("#threshold input[type=number]").input_value() == "0.35"
+
+
+def test_screenshots_of_every_tab(open_page):
+    page = open_page()
+    _add_examples(page)
+    page.click("text=Side by side: two photos")
+    _choose(page, "#compare-pick", "rocket.jpg")
+    page.wait_for_selector("#side-by-side .js-plotly-plot", timeout=TIMEOUT)
+    _shot(page, "light-score")
+    page.get_by_role("tab", name="Prompt lab").click()
+    page.click("#lab-run")
+    page.wait_for_selector("#lab-chart .js-plotly-plot", timeout=TIMEOUT)
+    _shot(page, "light-lab")
+    page.click("#lab-use")
+    page.get_by_role("tab", name="Score and compare").click()
+    page.wait_for_function("document.querySelector('#preset input')?.value === 'custom'", timeout=TIMEOUT)
+    page.wait_for_function(
+        "!document.querySelector('#score-status')?.innerText?.includes('with 5 pair(s)')", timeout=TIMEOUT
+    )
+    page.get_by_role("tab", name="Filter").click()
+    page.wait_for_selector("#histogram .js-plotly-plot", timeout=TIMEOUT)
+    _shot(page, "light-filter")
+    page.get_by_role("tab", name="Adapt GRMP-IQA").click()
+    _shot(page, "light-adapt")
+    phone = open_page(viewport=PHONE, query="?__theme=dark")
+    _add_examples(phone)
+    _shot(phone, "phone-dark-score")

@@ -22,7 +22,25 @@ def client(server, photo_files):
 
 
 def _score(client, table, checkpoint="", method="CLIP-IQA", threshold=0.5):
-    return client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, threshold, method, api_name="/score")
+    """The score endpoint's outputs by name (a shown-or-hidden output comes back as an update)."""
+    out = client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, threshold, method, api_name="/score")
+    names = [
+        "prompts",
+        "ranking",
+        "photo_pick",
+        "breakdown",
+        "compare_pick",
+        "side_by_side",
+        "scatter",
+        "csv",
+        "status",
+        "grmp_note",
+    ]
+    return {name: _value(value) for name, value in zip(names, out)}
+
+
+def _value(output):
+    return output["value"] if isinstance(output, dict) and output.get("__type__") == "update" else output
 
 
 def test_startup_is_offline_and_the_page_warns_about_the_test_backbone(server):
@@ -31,29 +49,31 @@ def test_startup_is_offline_and_the_page_warns_about_the_test_backbone(server):
 
 
 def test_full_scoring_round_trip_then_rescore_from_cache(client):
-    table = client.predict("seed", api_name="/load_preset")
+    table = client.predict("seed", api_name="/load_preset")[0]
     assert [row[1] for row in table["data"]] == ["a beautiful photo", "a professional photo", "a sharp photo"]
-    checked, ranking, pick, breakdown, scatter, csv_path, status = _score(client, table)
-    assert [row[-1] for row in checked["data"]] == ["ok", "ok", "ok"]
-    assert len(ranking["data"]) == 3 and ranking["headers"][3] == "CLIP-IQA"
+    out = _score(client, table)
+    ranking, status = out["ranking"], out["status"]
+    assert [row[-1] for row in out["prompts"]["data"]] == ["ok", "ok", "ok"]
+    assert len(ranking["data"]) == 3 and ranking["headers"][2] == "CLIP-IQA"
     assert "test-tiny-rn" in status and "cpu" in status
-    assert breakdown["type"] == "plotly" and scatter["type"] == "plotly"
-    assert Path(csv_path).read_text().startswith("rank,name,clip_iqa,grmp_iqa,decision")
+    assert out["breakdown"]["type"] == "plotly" and out["scatter"] is None  # no GRMP-IQA: no empty scatter
+    assert Path(out["csv"]).read_text().startswith("rank,name,clip_iqa,grmp_iqa,decision")
     table["data"][0][1] = "a stunning photo"
-    _, reranked, *_, status = client.predict(table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", api_name="/rescore")
+    rescored = client.predict(table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", api_name="/rescore")
+    reranked, status = rescored[1], rescored[-2]
     assert "0 image(s) encoded" in status
-    assert [r[3] for r in reranked["data"]] != [r[3] for r in ranking["data"]]
+    assert [r[2] for r in reranked["data"]] != [r[2] for r in ranking["data"]]
 
 
 def test_prompt_rows_are_added_moved_and_deleted(client):
-    table = client.predict("seed", api_name="/load_preset")
+    table = client.predict("seed", api_name="/load_preset")[0]
     table = client.predict(table, api_name="/add_row")
     assert len(table["data"]) == 4
-    table, row = client.predict(table, 3, api_name="/row_up")
+    table, row = client.predict(table, 3, api_name="/row_up")  # outputs named in RowOutput
     assert row == 2 and table["data"][1][1] == "a sharp photo"
     table = client.predict(table, 1, api_name="/delete_row")
     assert [r[1] for r in table["data"]] == ["a sharp photo", "a professional photo", ""]
-    checked = _score(client, table)[0]
+    checked = _score(client, table)["prompts"]
     assert checked["data"][2][-1] == "invalid: the positive prompt is empty"
 
 
@@ -64,15 +84,18 @@ def test_bad_input_is_reported_and_the_server_keeps_serving(client, server, tmp_
         client.predict(handle_file(str(bad)), api_name="/load_prompts")
     other = Client(server, verbose=False)  # another user, with no photos yet
     assert other.predict(api_name="/clear_photos")[1] == "No photos yet."
-    assert len(_score(client, client.predict("pyiqa", api_name="/load_preset"))[1]["data"]) == 3
+    assert len(_score(client, client.predict("pyiqa", api_name="/load_preset")[0])["ranking"]["data"]) == 3
 
 
 def test_filter_and_downloads(client):
-    _score(client, client.predict("seed", api_name="/load_preset"))
-    kept, rejected, list_path, summary = client.predict(0.0, "CLIP-IQA", api_name="/filter")
+    _score(client, client.predict("seed", api_name="/load_preset")[0])
+    kept, rejected, histogram, list_path, summary, kept_zip = map(
+        _value, client.predict(0.0, "CLIP-IQA", api_name="/filter")
+    )
     assert len(kept) == 3 and rejected == [] and summary.startswith("3 kept, 0 rejected")
-    assert Path(list_path).read_text().count("keep") == 3
-    with zipfile.ZipFile(client.predict(0.0, "CLIP-IQA", api_name="/zip_kept")) as archive:
+    assert histogram["type"] == "plotly" and kept_zip is None
+    assert [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]] == ["keep"] * 3
+    with zipfile.ZipFile(_value(client.predict(0.0, "CLIP-IQA", api_name="/zip_kept"))) as archive:
         assert sorted(archive.namelist()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
 
 
@@ -80,15 +103,15 @@ def test_prompt_lab_and_adaptation_on_uploaded_labels(client, photo_files, tmp_p
     csv = tmp_path / "scores.csv"
     csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,1\ncoffee.jpg,2\n")
     files = [handle_file(str(p)) for p in photo_files]
-    table = client.predict("seed", api_name="/load_preset")
+    table = client.predict("seed", api_name="/load_preset")[0]
     lab, chart, summary = client.predict(
         "uploaded photos + CSV", handle_file(str(csv)), files, table, "test-tiny-rn", T_SCALE, api_name="/prompt_lab"
     )
     assert len(lab["data"]) == 3 and "on 3 photos" in summary
-    chart, status, choices, download = client.predict(
+    chart, status, choices, download = client.predict(  # AdaptOutput without the session
         "uploaded photos + CSV", handle_file(str(csv)), files, 1.0, 10, "test-tiny-rn", api_name="/adapt"
     )
-    assert status.startswith("Done: 3 labelled photos") and len(download) == 2
+    assert status.startswith("Done: 3 labelled photos") and len(_value(download)) == 2
     assert choices["choices"][-1][0].startswith("seed-adapted-1")  # gradio_client returns the dropdown update
-    ranking = _score(client, table, checkpoint=choices["value"], method="GRMP-IQA")[1]
-    assert all(row[4] is not None for row in ranking["data"])
+    ranking = _score(client, table, checkpoint=choices["value"], method="GRMP-IQA")["ranking"]
+    assert all(row[3] != "" for row in ranking["data"])

@@ -22,7 +22,10 @@ from gradio_client.exceptions import AppError
 from hostile_app import CHECKPOINT_CASES, PHOTO_CASES, PROMPT_CASES, ZERO_WEIGHTS_MESSAGE, Case, good_checkpoint
 from PIL import Image
 
-import app
+from iqa.app.config import AppConfig, parse_args
+from iqa.app.demo import Handlers
+from iqa.app.models import Models
+from iqa.app.session import Session, SessionBudget
 
 ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"
@@ -34,8 +37,8 @@ def _params(cases: list[Case]):
 
 @pytest.fixture(scope="module")
 def handlers(tmp_path_factory):
-    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path_factory.mktemp("work"), max_side=256)
-    return app.Handlers(app.Models(config))
+    config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path_factory.mktemp("work"), max_side=256)
+    return Handlers(Models(config))
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ def _zero_weights(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scores(handlers, session) -> pd.DataFrame:
-    return handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA")[2]
+    return handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA").ranking
 
 
 # --- handlers, called directly -----------------------------------------------------------------------
@@ -61,7 +64,8 @@ def _scores(handlers, session) -> pd.DataFrame:
 def test_hostile_photos_are_reported_by_name_and_good_ones_still_added(handlers, good_photos, case, tmp_path):
     files = [str(p) for p in case.make(tmp_path)]
     with pytest.warns(UserWarning):
-        session, gallery, info = handlers.add_photos([*files, good_photos[0]], app.Session())
+        added = handlers.add_photos([*files, good_photos[0]], Session())
+    session, gallery, info = added.session, added.gallery, added.photo_info
     assert re.search(case.message, info), info
     assert len(session.photos) == 1 and len(gallery) == 1
     assert len(_scores(handlers, session)) == 1
@@ -69,7 +73,7 @@ def test_hostile_photos_are_reported_by_name_and_good_ones_still_added(handlers,
 
 @pytest.mark.parametrize("case", _params(CHECKPOINT_CASES))
 def test_hostile_checkpoints_are_refused_with_their_reason_and_build_nothing(handlers, good_photos, case, tmp_path):
-    session = handlers.add_photos(good_photos, app.Session())[0]
+    session = handlers.add_photos(good_photos, Session()).session
     stores, sentinel = set(handlers.models._stores), Path("/tmp/iqa-hostile-pickle-ran")
     sentinel.unlink(missing_ok=True)
     with pytest.raises(gr.Error, match=case.message) as caught:
@@ -78,11 +82,11 @@ def test_hostile_checkpoints_are_refused_with_their_reason_and_build_nothing(han
     assert set(handlers.models._stores) == stores and not sentinel.exists()
     assert session.checkpoints == {} and not list((Path(session.folder) / "checkpoints").glob("*/*"))
     tensors, json_path = good_checkpoint(tmp_path / "good")
-    _, choices = handlers.upload_checkpoint([str(json_path), str(tensors)], session)
+    choices = handlers.upload_checkpoint([str(json_path), str(tensors)], session).checkpoint
     out = handlers.score(
         session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, choices["value"], 0.5, "GRMP-IQA"
     )
-    assert out[2]["GRMP-IQA"].notna().all()
+    assert out.ranking["GRMP-IQA"].ne("").all()
 
 
 @pytest.mark.parametrize("case", _params(PROMPT_CASES))
@@ -93,7 +97,7 @@ def test_hostile_prompt_files_give_their_message(handlers, case, tmp_path):
 
 
 def test_zero_weight_sum_is_a_clear_message_not_a_generic_error(handlers, good_photos):
-    session = handlers.add_photos(good_photos, app.Session())[0]
+    session = handlers.add_photos(good_photos, Session()).session
     with pytest.raises(gr.Error, match=ZERO_WEIGHTS_MESSAGE):
         handlers.score(
             session, _zero_weights(handlers.load_preset("seed")), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
@@ -102,8 +106,8 @@ def test_zero_weight_sum_is_a_clear_message_not_a_generic_error(handlers, good_p
 
 
 def test_unexpected_errors_become_a_message_too(handlers, monkeypatch, good_photos):
-    session = handlers.add_photos(good_photos, app.Session())[0]
-    monkeypatch.setattr(app, "run_compare", lambda *a, **k: {}["boom"])
+    session = handlers.add_photos(good_photos, Session()).session
+    monkeypatch.setattr("iqa.app.gpu.run_compare", lambda *a, **k: {}["boom"])
     with pytest.raises(gr.Error, match=r"internal error \(KeyError: 'boom'\); the server log has the details"):
         _scores(handlers, session)
 
@@ -111,25 +115,25 @@ def test_unexpected_errors_become_a_message_too(handlers, monkeypatch, good_phot
 def test_photos_are_downsized_on_upload_and_downloads_keep_the_original(handlers, tmp_path):
     big = tmp_path / "big.png"
     Image.effect_noise((3000, 2000), 40).convert("RGB").save(big)
-    session = handlers.add_photos([str(big)], app.Session())[0]
+    session = handlers.add_photos([str(big)], Session()).session
     assert session.photos[0].image.size == (256, 171) and session.nbytes < 256 * 171 * 3 + 5000
     _scores(handlers, session)
-    with zipfile.ZipFile(handlers.zip_kept(session, 0.0, "CLIP-IQA")) as archive:
+    with zipfile.ZipFile(handlers.zip_kept(session, 0.0, "CLIP-IQA").kept_zip) as archive:
         assert archive.read("big.png") == big.read_bytes()
 
 
 def test_the_memory_budget_drops_the_least_recently_used_sessions_photos(handlers, good_photos, monkeypatch):
-    sessions = [handlers.add_photos(good_photos, app.Session())[0] for _ in range(3)]
+    sessions = [handlers.add_photos(good_photos, Session()).session for _ in range(3)]
     each = sessions[0].nbytes
-    monkeypatch.setattr(handlers, "budget", app.SessionBudget(int(2.5 * each), ttl=3600))
+    monkeypatch.setattr(handlers, "budget", SessionBudget(int(2.5 * each), ttl=3600))
     for session in sessions:
         handlers.budget.use(session)
     handlers.budget.use(sessions[1])  # now sessions[0] is the least recently used
-    handlers.add_photos(good_photos[:1], app.Session())[0]  # a new session needs room
+    handlers.add_photos(good_photos[:1], Session())  # a new session needs room
     assert sessions[0].photos == [] and len(sessions[1].photos) == len(sessions[2].photos) == 3
     with pytest.warns(UserWarning, match="dropped this session's photos \\(least recently used first\\)"):
         out = _score_output(handlers, sessions[0])
-    assert out[-1] == "No photos to score."
+    assert out.status == "No photos to score."
     assert handlers.budget.total <= int(2.5 * each)
 
 
@@ -138,19 +142,20 @@ def _score_output(handlers, session):
 
 
 def test_one_session_cannot_take_more_than_the_budget(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", app.SessionBudget(256 * 256 * 3 + 10, ttl=3600))
+    monkeypatch.setattr(handlers, "budget", SessionBudget(256 * 256 * 3 + 10, ttl=3600))
     with pytest.warns(UserWarning, match="the server's limit for all sessions"):
-        session, _, info = handlers.add_photos(good_photos, app.Session())
+        added = handlers.add_photos(good_photos, Session())
+    session, info = added.session, added.photo_info
     assert len(session.photos) < len(good_photos) and "the rest were not added" in info
 
 
 def test_idle_sessions_lose_their_photos_and_ended_ones_their_files(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", app.SessionBudget(1 << 30, ttl=0.2))
-    idle = handlers.add_photos(good_photos, app.Session())[0]
+    monkeypatch.setattr(handlers, "budget", SessionBudget(1 << 30, ttl=0.2))
+    idle = handlers.add_photos(good_photos, Session()).session
     time.sleep(0.3)
-    handlers.add_photos(good_photos[:1], app.Session())
+    handlers.add_photos(good_photos[:1], Session())
     assert idle.photos == [] and "idle for more than 0.2 s" in idle.notice
-    ended = handlers.add_photos(good_photos, app.Session())[0]
+    ended = handlers.add_photos(good_photos, Session()).session
     folder = Path(ended.folder)
     assert any(folder.rglob("*.jpg"))
     handlers.end_session(ended)
@@ -158,18 +163,18 @@ def test_idle_sessions_lose_their_photos_and_ended_ones_their_files(handlers, go
 
 
 def test_idle_sessions_are_ended_without_any_request(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", app.SessionBudget(1 << 30, ttl=0.2))
-    session = handlers.add_photos(good_photos, app.Session())[0]
+    monkeypatch.setattr(handlers, "budget", SessionBudget(1 << 30, ttl=0.2))
+    session = handlers.add_photos(good_photos, Session()).session
     folder = Path(session.folder)
     deadline = time.monotonic() + 10
-    while session.photos and time.monotonic() < deadline:
+    while (session.photos or folder.exists()) and time.monotonic() < deadline:  # the sweeper runs in its thread
         time.sleep(0.1)
     assert session.photos == [] and not folder.exists()
 
 
 def test_a_checkpoint_path_the_session_was_not_given_is_not_loaded(handlers, good_photos, tmp_path):
     tensors, json_path = good_checkpoint(tmp_path)
-    session = handlers.add_photos(good_photos, app.Session())[0]
+    session = handlers.add_photos(good_photos, Session()).session
     with pytest.warns(UserWarning, match="is not one of this session's checkpoints"):
         out = handlers.score(
             session,
@@ -180,17 +185,17 @@ def test_a_checkpoint_path_the_session_was_not_given_is_not_loaded(handlers, goo
             0.5,
             "GRMP-IQA",
         )
-    assert out[2]["GRMP-IQA"].isna().all()
+    assert out.ranking["GRMP-IQA"].eq("").all()
 
 
 def test_allowed_backbones_are_loaded_at_start_and_accepted_for_uploads(tmp_path):
-    config = app.AppConfig(backbone="test-tiny-vit", allow_backbones=["test-tiny-rn"], work_dir=tmp_path)
-    handlers = app.Handlers(app.Models(config))
+    config = AppConfig(backbone="test-tiny-vit", allow_backbones=["test-tiny-rn"], work_dir=tmp_path)
+    handlers = Handlers(Models(config))
     assert handlers.models.upload_backbones == ("test-tiny-vit", "test-tiny-rn")
     tensors, json_path = good_checkpoint(tmp_path)
-    _, choices = handlers.upload_checkpoint([str(json_path), str(tensors)], app.Session())
+    choices = handlers.upload_checkpoint([str(json_path), str(tensors)], Session()).checkpoint
     assert choices["choices"][-1][0] == "tiny (uploaded)"
-    assert app.parse_args(["--allow-backbone", "a", "--allow-backbone", "b"]).allow_backbones == ["a", "b"]
+    assert parse_args(["--allow-backbone", "a", "--allow-backbone", "b"]).allow_backbones == ["a", "b"]
 
 
 # --- the served app, through gradio_client -------------------------------------------------------------
@@ -216,8 +221,8 @@ def client(served, good_photos):
 
 
 def _served_score(client, table=None, checkpoint="", method="CLIP-IQA"):
-    table = table if table is not None else client.predict("seed", api_name="/load_preset")
-    return client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, 0.5, method, api_name="/score")
+    table = table if table is not None else client.predict("seed", api_name="/load_preset")[0]
+    return client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, 0.5, method, api_name="/score")  # 9 outputs
 
 
 @pytest.mark.parametrize("case", _params(PHOTO_CASES))
@@ -235,7 +240,7 @@ def test_served_hostile_checkpoints(client, case, tmp_path):
     tensors, json_path = good_checkpoint(tmp_path / "good")
     choices = client.predict([handle_file(str(json_path)), handle_file(str(tensors))], api_name="/upload_checkpoint")
     ranking = _served_score(client, checkpoint=choices["value"], method="GRMP-IQA")[1]
-    assert all(row[4] is not None for row in ranking["data"])
+    assert all(row[3] != "" for row in ranking["data"])
 
 
 @pytest.mark.parametrize("case", _params(PROMPT_CASES))
@@ -246,7 +251,7 @@ def test_served_hostile_prompt_files(client, case, tmp_path):
 
 
 def test_served_zero_weight_sum_and_unknown_choices(client):
-    table = client.predict("seed", api_name="/load_preset")
+    table = client.predict("seed", api_name="/load_preset")[0]
     for row in table["data"]:
         row[3] = 0
     with pytest.raises(AppError, match=ZERO_WEIGHTS_MESSAGE):
@@ -282,12 +287,14 @@ def test_served_sessions_expire_and_their_folders_are_removed(client, served):
     while time.monotonic() < deadline and any(f.exists() for f in folders):
         time.sleep(0.5)
     assert not any(f.exists() for f in folders)
-    assert _served_score(client)[-1] == "No photos to score."  # the session starts afresh
+    assert (
+        _served_score(client)[-2] == "No photos to score."
+    )  # the status, before the GRMP-IQA note  # the session starts afresh
 
 
 def test_help_states_the_limits_and_the_default_host(capsys, monkeypatch):
     with pytest.raises(SystemExit):
-        app.parse_args(["--help"])
+        parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for needle in (
         "127.0.0.1",
@@ -304,5 +311,5 @@ def test_help_states_the_limits_and_the_default_host(capsys, monkeypatch):
         assert needle in text
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     monkeypatch.setenv("IQA_SESSION_TTL", "30")
-    config = app.parse_args([])
+    config = parse_args([])
     assert config.host == "0.0.0.0" and config.session_ttl == 30

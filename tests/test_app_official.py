@@ -12,7 +12,10 @@ from conftest import running_app
 from gradio_client import Client, handle_file
 from official_reference import tiny_official_state
 
-import app
+from iqa.app.config import AppConfig, parse_args
+from iqa.app.demo import Handlers
+from iqa.app.models import NO_GRMP, Models
+from iqa.app.session import Session
 from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError
 
 T_SCALE = "checkpoint's logit scale"
@@ -28,8 +31,8 @@ def official_file(vit_backbone, tmp_path_factory):
 
 def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_file, photos, tmp_path, monkeypatch):
     monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
-    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=str(official_file))
-    handlers = app.Handlers(app.Models(config))
+    config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=str(official_file))
+    handlers = Handlers(Models(config))
     models = handlers.models
     assert list(models.startup_checkpoints) == ["official: tiny_official"]
     assert models.default_checkpoint.startswith(str(tmp_path / "cache" / "official" / "tiny_official-"))
@@ -38,12 +41,12 @@ def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_
     for photo in photos:
         files.append(str(tmp_path / f"{photo.name}.png"))
         photo.image.save(files[-1])
-    session, _, _ = handlers.add_photos(files, app.Session())
+    session = handlers.add_photos(files, Session()).session
     handlers.score(
         session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint, 0.5, "GRMP-IQA"
     )
-    assert all(row.grmp is not None and row.grmp.label == "GRMP-IQA (paper)" for row in session.rows)
-    assert all(0 <= row.grmp.score <= 1 for row in session.rows)
+    assert all(row.result("GRMP-IQA").label == "GRMP-IQA (paper)" for row in session.rows)
+    assert all(0 <= row.result("GRMP-IQA").score <= 1 for row in session.rows)
 
 
 def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeypatch):
@@ -51,9 +54,9 @@ def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeyp
         raise OfficialCheckpointError(f"could not download {filename} from the Hugging Face Hub (offline)")
 
     monkeypatch.setattr("iqa.grmp.official.download_official", offline)
-    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=DEFAULT_FILE)
-    models = app.Models(config)
-    assert models.startup_checkpoints == {} and models.default_checkpoint == app.NO_GRMP
+    config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=DEFAULT_FILE)
+    models = Models(config)
+    assert models.startup_checkpoints == {} and models.default_checkpoint == NO_GRMP
     note = models.grmp_note
     assert "\n" not in note and "column is empty" in note and "could not download" in note
     assert "--grmp-official PATH" in note and "Adapt tab" in note
@@ -61,11 +64,11 @@ def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeyp
 
 def test_flags_choose_the_official_file(monkeypatch):
     monkeypatch.delenv("IQA_GRMP_OFFICIAL", raising=False)
-    assert app.parse_args([]).grmp_official == DEFAULT_FILE
-    assert app.parse_args(["--test-backbone"]).grmp_official is None  # meaningless scores: no 600 MB model
-    assert app.parse_args(["--grmp-official", "none"]).grmp_official is None
+    assert parse_args([]).grmp_official == DEFAULT_FILE
+    assert parse_args(["--test-backbone"]).grmp_official is None  # meaningless scores: no 600 MB model
+    assert parse_args(["--grmp-official", "none"]).grmp_official is None
     monkeypatch.setenv("IQA_GRMP_OFFICIAL", "koniq_50_prompt_lda_5.0.pt")
-    assert app.parse_args([]).grmp_official == "koniq_50_prompt_lda_5.0.pt"
+    assert parse_args([]).grmp_official == "koniq_50_prompt_lda_5.0.pt"
 
 
 @pytest.mark.slow
@@ -87,6 +90,6 @@ def test_the_served_page_opens_with_the_official_model_chosen(official_file, pho
             paths.append(tmp_path / f"{photo.name}.png")
             photo.image.save(paths[-1])
         client.predict([handle_file(str(p)) for p in paths], api_name="/add_photos")
-        table = client.predict("seed", api_name="/load_preset")
+        table = client.predict("seed", api_name="/load_preset")[0]
         ranking = client.predict(table, "test-tiny-rn", T_SCALE, chosen[0], 0.5, "GRMP-IQA", api_name="/score")[1]
-        assert len(ranking["data"]) == 3 and all(row[4] is not None for row in ranking["data"])
+        assert len(ranking["data"]) == 3 and all(row[3] != "" for row in ranking["data"])

@@ -14,23 +14,44 @@ def _result(name, score, ps, method="CLIP-IQA"):
     return ScoreResult(name=name, score=score, pairs=pairs, method=method)
 
 
-def test_breakdown_has_one_bar_per_pair_plus_the_grmp_pair():
+def test_breakdown_has_one_bar_per_pair_plus_what_the_grmp_score_is_made_of():
     clip = _result("a.jpg", 0.5, [0.9, 0.1, 0.5])
+    clip.temperature = 100.0
     grmp = ScoreResult(
         "a.jpg",
         0.7,
-        [PairScore("X X X X high quality.", "X X X X low quality.", 0.4, 0.1, 0.7)],
+        [PairScore("X X X X high quality.", "X X X X low quality.", 0.4, 0.1, 0.6)],
         "GRMP-IQA",
         variant="seed",
+        temperature=100.0,
     )
     figure = charts.pair_breakdown(clip, grmp)
-    positive, negative = figure.data
-    assert list(positive.x) == pytest.approx([0.9, 0.1, 0.5, 0.7])
-    assert list(negative.x) == pytest.approx([0.1, 0.9, 0.5, 0.3])
-    assert positive.y[-1] == "GRMP-IQA (seed):<br>X X X X high quality. / X X X X low quality."
-    assert positive.y[0] == "good 0 / bad 0"
-    assert figure.layout.barmode == "stack"
-    assert "CLIP-IQA 0.500" in figure.layout.title.text and "0.700" in figure.layout.title.text
+    (bars,) = figure.data
+    assert list(bars.x) == pytest.approx([0.9, 0.1, 0.5, 0.6, 0.7])  # seed: the learned pair's p, then the score
+    assert list(bars.text) == ["0.900", "0.100", "0.500", "0.600", "0.700"]
+    assert bars.textposition == "outside"  # a small p keeps its value in sight
+    assert bars.y[0] == "good 0 / bad 0" and bars.y[3] == "GRMP-IQA (seed):<br>learned prompt pair p"
+    assert "s_pos = cos(photo, positive) = 0.3000" in bars.hovertext[0] and "t = temperature = 100" in bars.hovertext[0]
+    correction = math.log(0.7 / 0.3) - math.log(0.6 / 0.4)
+    assert f"adds {correction:+.3f} to p's logit" in bars.hovertext[4]
+    assert figure.layout.xaxis.title.text == "p = P(positive prompt)"
+    assert "CLIP-IQA 0.500" in figure.layout.title.text and "GRMP-IQA (seed) 0.700" in figure.layout.title.text
+    paper = ScoreResult("a.jpg", 0.6, grmp.pairs, "GRMP-IQA", variant="paper")
+    assert len(charts.grmp_parts(paper)) == 1  # the paper variant's score is its p
+
+
+def test_attribute_breakdown_shows_no_averaged_score():
+    figure = charts.pair_breakdown(_result("a.jpg", 0.4, [0.2, 0.8]), attributes=True)
+    assert "not averaged" in figure.layout.title.text and "0.400" not in figure.layout.title.text
+    assert list(figure.data[0].x) == [0.2, 0.8]
+
+
+def test_mirrored_breakdown_puts_the_photos_on_either_side():
+    left, right = _row("a", 0.2), _row("b", 0.7)
+    figure = charts.mirrored_breakdown(left, right)
+    assert [trace.name for trace in figure.data] == ["a", "b"]
+    assert list(figure.data[0].x) == [-0.2] and list(figure.data[1].x) == [0.7]
+    assert list(figure.data[0].text) == ["0.200"]
 
 
 def test_breakdown_without_grmp_shows_only_clip_pairs():
@@ -50,6 +71,24 @@ def test_scatter_plots_only_photos_with_both_scores():
     points = charts.score_scatter(rows).data[1]
     assert list(points.x) == [0.2, 0.6] and list(points.y) == [0.8, 0.3]
     assert list(points.text) == ["a", "b"]
+
+
+def test_scatter_labels_dots_highlights_the_selected_photo_and_spans_the_data():
+    rows = [_row("a", 0.40, 0.41), _row("b", 0.42, 0.45), _row("c", 0.43, 0.44)]
+    figure = charts.score_scatter(rows, selected="b")
+    points = figure.data[1]
+    assert points.mode == "markers+text" and list(points.text) == ["a", "b", "c"]
+    assert list(points.marker.size) == [10, 16, 10] and points.marker.color[1] == charts.SELECTED_COLOUR
+    low, high = figure.layout.xaxis.range
+    assert 0.3 < low < 0.40 and 0.45 < high < 0.55  # not 0 to 1: six photos near 0.4 do not overlap
+
+
+def test_histogram_splits_at_the_threshold_and_draws_it():
+    rows = [_row("a", 0.2), _row("b", 0.6), _row("c", 0.9)]
+    figure = charts.score_histogram(rows, "CLIP-IQA", 0.5)
+    kept, rejected = figure.data
+    assert list(kept.x) == [0.6, 0.9] and list(rejected.x) == [0.2]
+    assert figure.layout.shapes[0].x0 == 0.5 and "0.500" in figure.layout.annotations[0].text
 
 
 def test_scatter_without_grmp_says_why_it_is_empty():

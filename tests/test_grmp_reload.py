@@ -16,7 +16,10 @@ import torch
 from official_reference import tiny_official_state
 from safetensors.torch import load_file, save_file
 
-import app
+from iqa.app.config import AppConfig
+from iqa.app.demo import Handlers
+from iqa.app.models import Models
+from iqa.app.session import Session
 from iqa.backbones import load_backbone
 from iqa.cli import main
 from iqa.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -106,21 +109,21 @@ def test_python_api_and_command_line_reload_exactly(build, vit_backbone, photos,
 
 
 def test_app_upload_reloads_exactly(photos, tmp_path):
-    config = app.AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", allow_backbones=["test-tiny-vit"])
-    handlers = app.Handlers(app.Models(config))
+    config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", allow_backbones=["test-tiny-vit"])
+    handlers = Handlers(Models(config))
     server = handlers.models.store("test-tiny-rn").backbone
     files = []
     for photo in photos:
         files.append(str(tmp_path / f"{photo.name}.png"))
         photo.image.save(files[-1])
-    session, _, _ = handlers.add_photos(files, app.Session())
+    session = handlers.add_photos(files, Session()).session
 
     seed = GRMPModel(GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=server.pretrained), server)
     perturb(seed.trainable_parameters(), seed=5)
     paper = paper_carrying_its_backbone(tmp_path)
     for name, model in (("seed", seed), ("paper", paper)):
         tensors, json_path = save_checkpoint(model, tmp_path / name)
-        session, choices = handlers.upload_checkpoint([str(json_path), str(tensors)], session)
+        choices = handlers.upload_checkpoint([str(json_path), str(tensors)], session).checkpoint
         handlers.score(
             session,
             handlers.load_preset("seed"),
@@ -130,7 +133,7 @@ def test_app_upload_reloads_exactly(photos, tmp_path):
             0.5,
             "GRMP-IQA",
         )
-        got = {row.name: row.grmp.score for row in session.rows}
+        got = {row.name: row.result("GRMP-IQA").score for row in session.rows}
         expected = {r.name: r.score for r in GRMPScorer(model).score(session.photos)}
         assert worst([got[n] for n in expected], list(expected.values())) <= EXACT, name
 

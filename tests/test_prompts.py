@@ -44,7 +44,7 @@ def test_load_errors_name_the_problem(tmp_path):
     with pytest.raises(PromptError, match="not valid JSON"):
         load_pairs(bad)
     bad.write_text(json.dumps([{"positive": "x"}]))
-    with pytest.raises(PromptError, match="entry 1 needs"):
+    with pytest.raises(PromptError, match="entry 1: needs"):
         load_pairs(bad)
     with pytest.raises(PromptError, match="does not exist"):
         load_pairs(tmp_path / "missing.json")

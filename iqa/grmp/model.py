@@ -502,6 +502,7 @@ class GRMPScorer:
         with torch.no_grad():  # float32 cosines: under autocast, 100 * cos would carry fp16 rounding into p
             output = self.model.predict(features)
         positive, negative = self.model.prompt_learner.display_texts()
+        temperature = float(self.model.logit_scale)
         notes = [TEST_BACKBONE_WARNING] if self.model.backbone.is_test else []
         results = []
         for i, photo in enumerate(photos):
@@ -520,6 +521,7 @@ class GRMPScorer:
                     method=GRMP_IQA,
                     variant=self.variant,
                     notes=notes + self.store.notes(photo),
+                    temperature=temperature,
                 )
             )
         return results

@@ -636,7 +636,7 @@ def adapt_seed(
         "val_size": val_size,
         "config": asdict(config),
         "n_images": len(data),
-        "train_images": [str(data.images[i].path) for i in split.train],
+        "train_images": [Path(data.images[i].path).name for i in split.train],  # no server paths
         "best_step": result.best_step,
         "val_srcc": result.val_srcc,
         "val_plcc": result.val_plcc,

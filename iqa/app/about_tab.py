@@ -1,0 +1,31 @@
+"""The About tab: the methods and their settings (from about.md, which the README links to), and what is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from .layout import banner
+from .models import Models
+
+ABOUT_FILE = Path(__file__).with_name("about.md")
+LATEX: list[dict[str, str | bool]] = [
+    {"left": "$$", "right": "$$", "display": True},
+    {"left": "$", "right": "$", "display": False},
+]
+
+
+def about_text() -> str:
+    """The methods, formulas, settings and citations: one file, shown here and linked from the README."""
+    return ABOUT_FILE.read_text(encoding="utf-8")
+
+
+def build_about_tab(models: Models) -> None:
+    banner(models)
+    gr.Markdown(about_text(), latex_delimiters=LATEX)
+    gr.Markdown(
+        f"**Loaded:** CLIP-IQA backbone {models.description}. GRMP-IQA checkpoints at "
+        f"start: {', '.join(models.startup_checkpoints) or 'none'}. {models.grmp_note}",
+        elem_id="loaded",
+    )

@@ -1,0 +1,113 @@
+"""The Adapt GRMP-IQA tab: few-shot adaptation of the seed variant in the browser, with a live chart."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import gradio as gr
+
+from .. import charts
+from ..grmp.checkpoint import save_checkpoint
+from ..grmp.model import GRMPScorer
+from . import gpu
+from .lab_tab import BUNDLED_SET, UPLOADED_SET, LabHandlers
+from .layout import banner, how_to
+from .messages import shown_as_message
+from .models import Models
+from .outputs import AdaptOutput
+from .score_tab import ScoreHandlers
+from .session import Session
+
+
+class AdaptHandlers(LabHandlers, ScoreHandlers):
+    @shown_as_message
+    def adapt(
+        self,
+        source: str,
+        csv_file: str | None,
+        files: Sequence[str] | None,
+        lam: float,
+        steps: float,
+        backbone: str,
+        session: Session,
+        progress=gr.Progress(),
+    ):
+        """Few-shot adaptation of the seed variant, streaming the loss / validation-SRCC chart.
+
+        Training runs in a worker thread; this generator redraws the chart from its history until
+        it ends, then saves the checkpoint and offers it on the first tab and for download.
+        """
+        self._use(session)
+        labelled = self.labelled_set(source, csv_file, files)
+        store = self._store_or_default(backbone)
+        steps = int(steps)
+        history: list[dict] = []
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            job = pool.submit(gpu.run_adapt, store, labelled.images(), steps, float(lam), history.append)
+            while not job.done():
+                time.sleep(0.5)
+                self.budget.use(session)  # a long adaptation is not idle
+                progress((len(history), steps), desc="adapting")
+                yield AdaptOutput(
+                    charts.training_curves(list(history)),
+                    f"Step {len(history)} of {steps}…",
+                    session,
+                    gr.update(),
+                    None,
+                )
+            try:
+                model = job.result()
+            except ValueError as err:
+                raise gr.Error(f"adaptation failed: {err}") from None
+        folder = session.directory(self.config.work_dir) / "checkpoints"
+        stem = folder / f"seed-adapted-{len(session.checkpoints) + 1}"
+        tensors, config = save_checkpoint(model, stem)
+        ran = len(history)
+        early = ran < steps  # the learning rate fell below its floor: validation had stopped improving
+        ran_text = f"stopped early after {ran} of {steps} steps" if early else f"{steps} steps"
+        label = f"{stem.name} (adapted, λ={lam:g}, {ran_text})"
+        session.checkpoints[label] = str(stem)
+        self.models.register(str(stem), GRMPScorer(model, store))
+        record = model.config.training
+        status = (
+            f"Done: {len(labelled.images())} labelled photos on {store.backbone.description}; best step "
+            f"{record['best_step']}, validation SRCC {record['val_srcc']:.3f}, PLCC {record['val_plcc']:.3f}. "
+            f"'{label}' is now selectable on the first tab and scores there."
+        )
+        if early:
+            status += (
+                f"\n\nStopped early at step {ran} of {steps}: validation SRCC had stopped improving, so the "
+                "learning rate was cut until it fell below its floor; the checkpoint is the best validated step."
+            )
+        yield AdaptOutput(
+            charts.training_curves(list(history)),
+            status,
+            session,
+            self.checkpoint_choices(session, str(stem)),
+            [str(tensors), str(config)],
+        )
+
+
+def build_adapt_tab(models: Models, ui: dict) -> None:
+    banner(models)
+    how_to("adapt")
+    gr.Markdown(
+        "Few-shot adaptation of GRMP-IQA's **seed** variant on the CLIP-IQA backbone: both encoders "
+        "stay frozen, the prompt and the MLP head learn from the labelled photos (MSE + λ·pairwise "
+        "regularizer). The new checkpoint becomes selectable on the first tab."
+    )
+    with gr.Row():
+        ui["adapt_source"] = gr.Radio([BUNDLED_SET, UPLOADED_SET], value=BUNDLED_SET, label="Labelled set")
+        ui["adapt_files"] = gr.File(label="Photos", file_count="multiple")
+        ui["adapt_csv"] = gr.File(label="Scores CSV (path or name, score)", file_types=[".csv"])
+    with gr.Row():
+        ui["lam"] = gr.Slider(0, 20, value=1.0, step=0.1, label="λ (pairwise regularizer weight)")
+        ui["steps"] = gr.Slider(10, 2000, value=300, step=10, label="Steps")
+    ui["adapt_run"] = gr.Button("Adapt", variant="primary", elem_id="adapt-button")
+    ui["adapt_status"] = gr.Markdown()
+    ui["adapt_chart"] = gr.Plot(label="Training loss and validation SRCC", elem_id="adapt-chart", visible=False)
+    ui["adapt_download"] = gr.File(
+        label="Download the new checkpoint", file_count="multiple", interactive=False, visible=False
+    )

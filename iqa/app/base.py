@@ -1,0 +1,50 @@
+"""What every tab's handlers share: the models, the session budget, and the backbone fallback."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import gradio as gr
+
+from ..backbones import BackboneUnavailable, CheckpointMismatch
+from ..features import FeatureStore
+from .config import MIB
+from .models import Models
+from .session import Session, SessionBudget, release_memory
+
+
+class HandlerBase:
+    """`models` is shared by all sessions; a `Session` is one user's."""
+
+    def __init__(self, models: Models):
+        self.models = models
+        self.config = models.config
+        self.budget = SessionBudget(self.config.session_memory_mb * MIB, self.config.session_ttl)
+
+    def _use(self, session: Session) -> None:
+        """Every request of a session: keep the memory budget, and tell it if its photos were dropped."""
+        self.budget.use(session)
+        if session.notice:
+            gr.Warning(session.notice)
+            session.notice = ""
+
+    def end_session(self, session: Session) -> None:
+        """Gradio dropped the session (idle expiry, or its tab closed long ago): free its memory and files.
+
+        Never raises: Gradio calls this from the task that expires every session, which an error
+        would stop for good.
+        """
+        try:
+            self.budget.forget(session)
+            session.end()
+            release_memory()
+        except Exception:  # noqa: BLE001 - logged; see the docstring
+            traceback.print_exc(file=sys.stderr)
+
+    def _store_or_default(self, backbone: str) -> FeatureStore:
+        try:
+            return self.models.store(backbone)
+        except (BackboneUnavailable, CheckpointMismatch) as err:
+            gr.Warning(f"{err} Scoring with {self.config.backbone} instead.")
+            return self.models.store(self.config.backbone)

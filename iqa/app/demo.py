@@ -1,0 +1,215 @@
+"""The whole app: the tabs put together, their events wired, and the server launched."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import gradio as gr
+from starlette.middleware import Middleware
+
+from ..backbones import BackboneUnavailable
+from ..tiny_backbones import TEST_BACKBONE_WARNING
+from .about_tab import build_about_tab
+from .adapt_tab import AdaptHandlers, build_adapt_tab
+from .config import AppConfig, parse_args
+from .filter_tab import FilterHandlers, build_filter_tab
+from .lab_tab import build_lab_tab
+from .layout import CSS, THEME, build_decision_bar
+from .models import Models
+from .outputs import (
+    AdaptOutput,
+    CheckpointOutput,
+    FilterOutput,
+    LabOutput,
+    PhotosOutput,
+    PickOutput,
+    PresetOutput,
+    RankOutput,
+    RowOutput,
+    ScoreOutput,
+    ShareOutput,
+    TableNameOutput,
+    ZipOutput,
+    as_outputs,
+)
+from .photo_panel import PhotoHandlers
+from .score_tab import build_score_tab
+from .security import SecurityHeaders, example_files
+from .session import Session, return_freed_memory_promptly
+from .share import ShareHandlers
+from .table import PromptTableHandlers
+
+
+class Handlers(PhotoHandlers, PromptTableHandlers, FilterHandlers, AdaptHandlers, ShareHandlers):
+    """Every event handler of the app, tab by tab; tests call them directly."""
+
+
+def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
+    """The whole app; models are loaded here unless given."""
+    models = models or Models(config)
+    h = Handlers(models)
+    ui: dict = {}
+    with gr.Blocks(title="Photo quality: CLIP-IQA and GRMP-IQA", delete_cache=(3600, 86400)) as demo:
+        ui["session"] = gr.State(Session(), time_to_live=config.session_ttl, delete_callback=h.end_session)
+        gr.Markdown("# Photo quality with CLIP: CLIP-IQA and GRMP-IQA")
+        build_decision_bar(ui)
+        with gr.Tabs():
+            with gr.Tab("Score and compare", id="score"):
+                build_score_tab(models, ui)
+            with gr.Tab("Prompt lab", id="lab"):
+                build_lab_tab(models, ui)
+            with gr.Tab("Adapt GRMP-IQA", id="adapt"):
+                build_adapt_tab(models, ui)
+            with gr.Tab("Filter", id="filter"):
+                build_filter_tab(models, ui)
+            with gr.Tab("About", id="about"):
+                build_about_tab(models)
+        wire(h, ui)
+        demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private")
+    return demo
+
+
+def wire(h: Handlers, ui: dict) -> None:
+    """Every event: what it reads, which handler runs, and the typed outputs it fills.
+
+    Every change of what the results depend on (photos, any table edit, a preset, a file, a setting,
+    a checkpoint) re-scores, then re-filters; a new threshold or method re-filters and re-ranks.
+    """
+    session, prompts, threshold, method = ui["session"], ui["prompts"], ui["threshold"], ui["method"]
+    score_inputs = [
+        session,
+        prompts,
+        ui["backbone"],
+        ui["temperature"],
+        ui["checkpoint"],
+        threshold,
+        method,
+        ui["photo_pick"],
+        ui["compare_pick"],
+    ]
+    score_outputs = ScoreOutput.components(ui)
+    filter_inputs = [session, threshold, method]
+    score, filter_ = as_outputs(h.score), as_outputs(h.filter)
+    private: dict = {"api_visibility": "private"}
+
+    def refilter(event):
+        return event.then(filter_, filter_inputs, FilterOutput.components(ui), **private)
+
+    def rescore(event):
+        return refilter(event.then(score, score_inputs, score_outputs, trigger_mode="always_last", **private))
+
+    def edited(event):
+        """A table change: name it in the preset box (kept as the custom table), then re-score."""
+        named = event.then(as_outputs(h.table_changed), [prompts, session], TableNameOutput.components(ui), **private)
+        return rescore(named)
+
+    for event, name in ((threshold.input, "filter"), (method.input, "filter_method")):
+        event(filter_, filter_inputs, FilterOutput.components(ui), api_name=name, trigger_mode="always_last").then(
+            as_outputs(h.rerank), filter_inputs, RankOutput.components(ui), **private
+        )
+    ui["make_zip"].click(as_outputs(h.zip_kept), filter_inputs, ZipOutput.components(ui), api_name="zip_kept")
+    refilter(ui["score"].click(score, score_inputs, score_outputs, api_name="score"))
+
+    photo_outputs = PhotosOutput.components(ui)
+    rescore(ui["files"].upload(as_outputs(h.add_photos), [ui["files"], session], photo_outputs, api_name="add_photos"))
+    rescore(ui["examples"].click(as_outputs(h.add_examples), [session], photo_outputs, api_name="add_examples"))
+    clear_outputs = [[session, prompts], score_outputs]
+    cleared = ui["clear"].click(as_outputs(h.clear_photos), [session], photo_outputs, api_name="clear_photos")
+    refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
+    cleared = ui["files"].clear(as_outputs(h.clear_photos), [session], photo_outputs, **private)
+    refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
+
+    preset_outputs = PresetOutput.components(ui)
+    rescore(
+        ui["preset"].input(as_outputs(h.choose_preset), [ui["preset"], session], preset_outputs, api_name="load_preset")
+    )
+    edited(ui["prompt_file"].upload(h.load_prompts, ui["prompt_file"], prompts, api_name="load_prompts"))
+    refilter(prompts.input(score, score_inputs, score_outputs, api_name="rescore", trigger_mode="always_last"))
+    prompts.input(as_outputs(h.table_changed), [prompts, session], TableNameOutput.components(ui), **private)
+    for setting in (ui["backbone"], ui["temperature"]):
+        refilter(setting.input(score, score_inputs, score_outputs, trigger_mode="always_last", **private))
+    # .change, not .input: an uploaded or adapted checkpoint is chosen by the server, and re-scores too
+    refilter(ui["checkpoint"].change(score, score_inputs, score_outputs, trigger_mode="always_last", **private))
+
+    row_number = ui["row_number"]
+    prompts.select(h.select_row, None, row_number, **private)
+    edited(ui["add"].click(h.add_row, prompts, prompts, api_name="add_row"))
+    edited(ui["delete"].click(h.delete_row, [prompts, row_number], prompts, api_name="delete_row"))
+    for button, handler, name in ((ui["up"], h.row_up, "row_up"), (ui["down"], h.row_down, "row_down")):
+        edited(button.click(as_outputs(handler), [prompts, row_number], RowOutput.components(ui), api_name=name))
+    ui["save"].click(h.save_prompts, [prompts, session], ui["saved_prompts"], api_name="save_prompts")
+    ui["upload_ckpt"].upload(
+        as_outputs(h.upload_checkpoint),
+        [ui["upload_ckpt"], session],
+        CheckpointOutput.components(ui),
+        api_name="upload_checkpoint",
+    )
+
+    pick_inputs = [session, ui["photo_pick"], ui["compare_pick"]]
+    ui["photo_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), api_name="breakdown")
+    ui["compare_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), **private)
+    ui["ranking"].select(as_outputs(h.pick_ranked), [session, ui["compare_pick"]], PickOutput.components(ui), **private)
+
+    ui["share"].click(
+        h.share_query,
+        [prompts, ui["backbone"], ui["temperature"], ui["checkpoint"], threshold, method],
+        ui["share_link"],
+        api_name="share",
+    ).then(None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS)
+
+    ui["lab_run"].click(
+        as_outputs(h.run_lab),
+        [ui["lab_source"], ui["lab_csv"], ui["lab_files"], prompts, ui["backbone"], ui["temperature"]],
+        LabOutput.components(ui),
+        api_name="prompt_lab",
+    )
+    rescore(
+        ui["lab_use"].click(
+            as_outputs(h.use_lab_pairs), [ui["lab_table"], session], PresetOutput.components(ui), api_name="use_pairs"
+        )
+    )
+    ui["adapt_run"].click(
+        as_outputs(h.adapt),
+        [ui["adapt_source"], ui["adapt_csv"], ui["adapt_files"], ui["lam"], ui["steps"], ui["backbone"], session],
+        AdaptOutput.components(ui),
+        api_name="adapt",
+    )
+
+
+# the handler returns "?share=..."; the browser puts its own address (as the user sees it) in front
+SHARE_URL_JS = (
+    "(query) => query && query.startsWith('?') ? window.location.origin + window.location.pathname + query : query"
+)
+
+
+def launch(demo: gr.Blocks, config: AppConfig, **kwargs):
+    """Queue and serve; extra keyword arguments go to `Blocks.launch` (tests pass prevent_thread_lock)."""
+    demo.queue(default_concurrency_limit=config.concurrency, max_size=64)
+    middleware = Middleware(SecurityHeaders, on_spaces=bool(os.environ.get("SPACE_ID")))
+    return demo.launch(
+        server_name=config.host,
+        server_port=config.port,
+        max_file_size=config.max_file_size,
+        allowed_paths=example_files(),
+        theme=THEME,
+        css=CSS,
+        footer_links=["api", "settings"],
+        app_kwargs={"middleware": [middleware]},
+        **kwargs,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_args(argv)
+    try:
+        models = Models(config)
+    except (BackboneUnavailable, ValueError) as err:  # ValueError: CheckpointMismatch, CheckpointError, ...
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if config.is_test:
+        print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
+    return_freed_memory_promptly()
+    launch(build_demo(config, models), config)
+    return 0

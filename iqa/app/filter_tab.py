@@ -1,0 +1,77 @@
+"""The Filter tab: kept and rejected galleries at a threshold, the decision list and the kept photos' zip."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import charts
+from ..compare import rows_to_csv, split, zip_photos
+from .layout import banner, how_to
+from .messages import shown_as_message
+from .models import Models
+from .outputs import FilterOutput, ZipOutput
+from .score_tab import ATTRIBUTES_NOTE, ScoreHandlers
+from .session import Session
+
+
+class FilterHandlers(ScoreHandlers):
+    @shown_as_message
+    def filter(self, session: Session, threshold: float, method: str) -> FilterOutput:
+        """Kept and rejected galleries, the score histogram and the decision list, by `method`'s score
+        against `threshold`; the kept photos' zip is cleared (it held the previous split)."""
+        self._use(session)
+        if not session.rows:
+            return FilterOutput([], [], None, None, "Score photos on the first tab first.")
+        by = self._filter_method(session, method)
+        if by is None:
+            return FilterOutput(
+                [], [], None, None, ATTRIBUTES_NOTE + " Choose a GRMP-IQA checkpoint or a quality preset."
+            )
+        kept, rejected = split(session.rows, threshold, by)
+        list_path = session.directory(self.config.work_dir) / "iqa-filter.csv"
+        list_path.write_text(rows_to_csv(session.rows, threshold, by, session.settings), encoding="utf-8")
+
+        def gallery(rows):
+            return [(session.thumbnails[r.name], f"{r.result(by).score:.3f} {r.name}") for r in rows]
+
+        summary = f"{len(kept)} kept, {len(rejected)} rejected: keep when the {by} score >= {threshold:.3f}."
+        histogram = charts.score_histogram(session.rows, by, threshold)
+        return FilterOutput(gallery(kept), gallery(rejected), histogram, str(list_path), summary)
+
+    @shown_as_message
+    def zip_kept(self, session: Session, threshold: float, method: str) -> ZipOutput:
+        """A zip of the kept photos (their original files where there are any)."""
+        self._use(session)
+        if not session.rows:
+            raise gr.Error("score photos on the first tab first")
+        by = self._filter_method(session, method)
+        if by is None:
+            raise gr.Error("attribute prompts give no quality score to filter by; choose a GRMP-IQA checkpoint")
+        kept, _ = split(session.rows, threshold, by)
+        by_name = {p.name: p for p in session.photos}
+        path = session.directory(self.config.work_dir) / "kept-photos.zip"
+        return ZipOutput(str(zip_photos([by_name[r.name] for r in kept if r.name in by_name], path)))
+
+    def _filter_method(self, session: Session, method: str) -> str | None:
+        by = self.decision_method(session, method)
+        if by is not None and by != method:
+            why = "attribute prompts give no quality score" if session.attributes else f"no {method} scores"
+            gr.Warning(f"{why}; filtering by {by}")
+        return by
+
+
+def build_filter_tab(models: Models, ui: dict) -> None:
+    banner(models)
+    how_to("filter")
+    ui["filter_summary"] = gr.Markdown("Score photos on the first tab first.", elem_id="filter-summary")
+    ui["histogram"] = gr.Plot(label="Scores and the threshold", elem_id="histogram", visible=False)
+    with gr.Row():
+        ui["kept"] = gr.Gallery(label="Kept", columns=4, height=300, elem_id="kept")
+        ui["rejected"] = gr.Gallery(label="Rejected", columns=4, height=300, elem_id="rejected")
+    with gr.Row():
+        ui["filter_list"] = gr.File(label="Download the list (CSV)", interactive=False, visible=False)
+        with gr.Column():
+            ui["make_zip"] = gr.Button("Zip the kept photos", size="sm", elem_id="make-zip")
+            ui["kept_zip"] = gr.File(
+                label="Download the kept photos (zip)", interactive=False, visible=False, elem_id="kept-zip"
+            )

@@ -1,0 +1,107 @@
+"""The Prompt lab tab: every pair of the prompt table ranked by SRCC / PLCC against quality labels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import gradio as gr
+import pandas as pd
+
+from .. import charts
+from ..prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
+from ..prompts import PromptPair
+from .base import HandlerBase
+from .config import EXAMPLES
+from .layout import banner, how_to
+from .messages import shown_as_message
+from .models import Models
+from .outputs import LabOutput, PresetOutput
+from .score_tab import TEMPERATURES
+from .session import Session
+from .table import CUSTOM, pairs_table, parse_table
+
+LAB_COLUMNS = ["rank", "positive", "negative", "weight", "on", "SRCC", "PLCC"]
+BEST_PAIRS = 3  # how many of the best pairs "use these pairs" turns on
+BUNDLED_SET = "bundled synthetic set (examples/)"
+UPLOADED_SET = "uploaded photos + CSV"
+
+
+class LabHandlers(HandlerBase):
+    def labelled_set(self, source: str, csv_file: str | None, files: Sequence[str] | None) -> LabelledPhotos:
+        if source == BUNDLED_SET:
+            return load_labelled_folder(EXAMPLES / "labels.csv")
+        if not csv_file or not files:
+            raise gr.Error("upload the photos and a CSV with their scores (columns: path or name, score)")
+        try:
+            return load_labelled_uploads(csv_file, files)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+
+    @shown_as_message
+    def run_lab(
+        self,
+        source: str,
+        csv_file: str | None,
+        files: Sequence[str] | None,
+        table: pd.DataFrame,
+        backbone: str,
+        temperature: str,
+    ) -> LabOutput:
+        """Rank every valid prompt pair of the table by SRCC/PLCC on a labelled set."""
+        labelled = self.labelled_set(source, csv_file, files)
+        store = self._store_or_default(backbone)
+        pairs = [p for p in parse_table(table)[0] if p is not None]
+        try:
+            report = rank_pairs(store, pairs, labelled, TEMPERATURES[temperature])
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        rows = [
+            [i, r.pair.positive, r.pair.negative, r.pair.weight, r.pair.enabled, round(r.srcc, 3), round(r.plcc, 3)]
+            for i, r in enumerate(report.ranks, 1)
+        ]
+        summary = (
+            f"**Mean of the chosen (enabled) pairs:** SRCC {report.chosen_srcc:.3f}, PLCC "
+            f"{report.chosen_plcc:.3f} on {report.n} photos (t = {report.temperature:g}, "
+            f"{store.backbone.description})."
+        )
+        notes = [f"left out: {m}" for m in report.invalid] + [f"skipped: {m}" for m in labelled.skipped]
+        if notes:
+            summary += "\n\n" + "\n".join(f"- {n}" for n in notes)
+        return LabOutput(pd.DataFrame(rows, columns=LAB_COLUMNS), charts.pair_ranking(report), summary)
+
+    @shown_as_message
+    def use_lab_pairs(self, lab_table: pd.DataFrame | None, session: Session) -> PresetOutput:
+        """The ranked pairs into the prompt table, best first: the best (with a positive SRCC) on,
+        the others off, so none is lost."""
+        if lab_table is None or lab_table.empty or "SRCC" not in lab_table:
+            raise gr.Error("rank the prompt pairs first")
+        rows = lab_table.sort_values("SRCC", ascending=False, kind="stable").to_dict("records")
+        pairs = [
+            PromptPair(str(r["positive"]), str(r["negative"]), float(r["weight"]), i < BEST_PAIRS and r["SRCC"] > 0)
+            for i, r in enumerate(rows)
+        ]
+        if not any(p.enabled for p in pairs):
+            raise gr.Error("no pair ranks the labelled photos the right way round (every SRCC <= 0)")
+        table = pairs_table(pairs)
+        session.custom_table = table.copy()
+        gr.Info(f"The prompt table on the first tab now uses the {sum(p.enabled for p in pairs)} best pair(s).")
+        return PresetOutput(session, table, CUSTOM, None)
+
+
+def build_lab_tab(models: Models, ui: dict) -> None:
+    banner(models)
+    how_to("lab")
+    with gr.Row():
+        ui["lab_source"] = gr.Radio([BUNDLED_SET, UPLOADED_SET], value=BUNDLED_SET, label="Labelled set")
+        ui["lab_files"] = gr.File(label="Photos", file_count="multiple")
+        ui["lab_csv"] = gr.File(label="Scores CSV (path or name, score)", file_types=[".csv"])
+    with gr.Row():
+        ui["lab_run"] = gr.Button("Rank prompt pairs", variant="primary", elem_id="lab-run")
+        ui["lab_use"] = gr.Button(
+            f"Use the best pairs (up to {BEST_PAIRS}) in the prompt table", elem_id="lab-use", variant="secondary"
+        )
+    ui["lab_summary"] = gr.Markdown(elem_id="lab-summary")
+    ui["lab_table"] = gr.Dataframe(
+        headers=LAB_COLUMNS, interactive=False, label="Pairs, best SRCC first", elem_id="lab-table"
+    )
+    ui["lab_chart"] = gr.Plot(label="SRCC / PLCC per pair", visible=False, elem_id="lab-chart")

@@ -1,0 +1,187 @@
+"""Typed handler results: each field is named after the component it fills.
+
+A handler returns one of these; `outputs()` is the list Gradio gets, and `components(ui)` the
+matching output components, by field name, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import gradio as gr
+import pandas as pd
+
+
+class Outputs:
+    """Base of the typed results (dataclasses).
+
+    Fields named in `HIDDEN_WHEN_EMPTY` (downloads, charts) hold plain values here and are hidden
+    on the page while they are None, so the page shows no empty boxes.
+    """
+
+    HIDDEN_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ()
+
+    def outputs(self) -> list[Any]:
+        values = []
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if f.name in self.HIDDEN_WHEN_EMPTY:
+                value = gr.update(value=value, visible=value is not None)
+            values.append(value)
+        return values
+
+    @classmethod
+    def components(cls, ui: Mapping[str, Any]) -> list[Any]:
+        return [ui[f.name] for f in fields(cls)]  # type: ignore[arg-type]
+
+
+@dataclass
+class PhotosOutput(Outputs):
+    session: Any
+    gallery: list[tuple[str, str]]
+    photo_info: str
+
+
+@dataclass
+class ScoreOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("breakdown", "side_by_side", "scatter", "results_csv")
+    session: Any
+    prompts: pd.DataFrame
+    ranking: pd.DataFrame
+    photo_pick: Any  # a dropdown update: the photos, and the one shown
+    breakdown: Any  # plotly Figure or None
+    compare_pick: Any  # a dropdown update: the photo shown beside it
+    side_by_side: Any
+    scatter: Any
+    results_csv: str | None
+    status: str
+    grmp_note: str  # the start-up note on GRMP-IQA, or "" once the session scores with its own checkpoint
+
+
+@dataclass
+class RankOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("results_csv",)
+    ranking: pd.DataFrame
+    results_csv: str | None
+
+
+@dataclass
+class PickOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("breakdown", "side_by_side", "scatter")
+    photo_pick: Any
+    breakdown: Any
+    side_by_side: Any
+    scatter: Any
+
+
+@dataclass
+class PresetOutput(Outputs):
+    """The prompt table after a preset, a file or an edit, and the preset box's name for it."""
+
+    HIDDEN_WHEN_EMPTY = ("saved_prompts",)
+    session: Any
+    prompts: pd.DataFrame
+    preset: str
+    saved_prompts: str | None  # cleared: the saved file no longer holds the table
+
+
+@dataclass
+class TableNameOutput(Outputs):
+    """What an edit of the prompt table changes besides the table: the preset box's name, the saved file."""
+
+    HIDDEN_WHEN_EMPTY = ("saved_prompts",)
+    session: Any
+    preset: str
+    saved_prompts: str | None
+
+
+@dataclass
+class ShareOutput(Outputs):
+    """A shared link's settings, restored when the page opens."""
+
+    prompts: Any
+    preset: Any
+    backbone: Any
+    temperature: Any
+    checkpoint: Any
+    threshold: Any
+    method: Any
+
+
+@dataclass
+class RowOutput(Outputs):
+    prompts: pd.DataFrame
+    row_number: int
+
+
+@dataclass
+class CheckpointOutput(Outputs):
+    session: Any
+    checkpoint: Any  # a dropdown update
+
+
+@dataclass
+class FilterOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("histogram", "filter_list", "kept_zip")
+    kept: list[tuple[str, str]]
+    rejected: list[tuple[str, str]]
+    histogram: Any
+    filter_list: str | None
+    filter_summary: str
+    kept_zip: str | None = None  # cleared: it is made again, on request, for the current split
+
+
+@dataclass
+class ZipOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("kept_zip",)
+    kept_zip: str | None
+
+
+@dataclass
+class LabOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("lab_chart",)
+    lab_table: pd.DataFrame
+    lab_chart: Any
+    lab_summary: str
+
+
+@dataclass
+class AdaptOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("adapt_chart", "adapt_download")
+    adapt_chart: Any
+    adapt_status: str
+    session: Any
+    checkpoint: Any
+    adapt_download: list[str] | None
+
+
+def as_outputs(handler: Callable) -> Callable:
+    """`handler` for Gradio: its `Outputs` turned into the list of values (generators too).
+
+    `functools.wraps` keeps the signature Gradio reads for `gr.Progress` and `gr.SelectData`.
+    """
+
+    def convert(value):
+        if not isinstance(value, Outputs):
+            return value
+        values = value.outputs()
+        return values[0] if len(values) == 1 else values  # Gradio takes one output's value alone
+
+    if inspect.isgeneratorfunction(handler):
+
+        @functools.wraps(handler)
+        def generator(*args, **kwargs):
+            for value in handler(*args, **kwargs):
+                yield convert(value)
+
+        return generator
+
+    @functools.wraps(handler)
+    def function(*args, **kwargs):
+        return convert(handler(*args, **kwargs))
+
+    return function

@@ -1,0 +1,102 @@
+"""The photos of a session: uploads and the bundled examples, each downsized at once (first tab)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import gradio as gr
+
+from ..compare import unique_name
+from ..photos import PhotoError, open_photo
+from .base import HandlerBase
+from .config import EXAMPLES, MIB
+from .messages import shown_as_message
+from .outputs import PhotosOutput
+from .session import Session, bounded_copy, thumbnail
+
+EXAMPLE_PHOTOS = [
+    f"{ref}{suffix}.jpg"
+    for ref in ("astronaut", "chelsea", "coffee", "rocket")
+    for suffix in ("", "_gaussian_blur_L5", "_gaussian_noise_L3")
+]
+
+
+class PhotoHandlers(HandlerBase):
+    @shown_as_message
+    def add_photos(self, files: Sequence[str] | None, session: Session) -> PhotosOutput:
+        """Open uploaded files into the session, each downsized to the scorers' largest side at once;
+        bad ones are reported and skipped."""
+        self._use(session)
+        messages = []
+        taken = {p.name for p in session.photos}
+        thumbs = session.directory(self.config.work_dir) / "thumbnails"
+        thumbs.mkdir(parents=True, exist_ok=True)
+        for file in [f for f in files or [] if str(f) not in session.sources]:
+            full = self._photos_full(session)
+            if full:
+                messages.append(full)
+                break
+            try:
+                photo = bounded_copy(
+                    open_photo(file, name=unique_name(Path(file).name, taken), max_pixels=self.config.max_pixels),
+                    self.config.max_side,
+                )
+            except PhotoError as err:
+                messages.append(str(err))
+                continue
+            session.sources.add(str(file))
+            if photo.digest in session.digests:
+                messages.append(f"{Path(file).name}: the same photo as {session.digests[photo.digest]}, kept once")
+                continue
+            taken.add(photo.name)
+            session.digests[photo.digest] = photo.name
+            self.budget.use(session)  # a long upload is not idle, and others give way as it grows
+            session.photos.append(photo)
+            session.thumbnails[photo.name], session.icons[photo.name] = thumbnail(photo, thumbs)
+        self.budget.use(session)
+        for message in messages:
+            gr.Warning(message)
+        return PhotosOutput(session, self.gallery(session), self._photo_summary(session, messages))
+
+    def _photos_full(self, session: Session) -> str:
+        """Why the session can take no more photos, or "" while it can."""
+        if len(session.photos) >= self.config.max_photos:
+            return f"only {self.config.max_photos} photos per session; the rest were not added"
+        largest = self.config.max_side**2 * 3
+        if self.budget.room(session) < largest:
+            return (
+                f"this session holds {session.nbytes / MIB:.0f} MiB of photos, the server's limit for all "
+                f"sessions ({self.config.session_memory_mb} MiB); the rest were not added"
+            )
+        return ""
+
+    def add_examples(self, session: Session) -> PhotosOutput:
+        return self.add_photos([str(EXAMPLES / name) for name in EXAMPLE_PHOTOS], session)
+
+    @shown_as_message
+    def clear_photos(self, session: Session) -> PhotosOutput:
+        self._use(session)
+        session.drop_photos()
+        return PhotosOutput(session, [], "No photos yet.")
+
+    @staticmethod
+    def gallery(session: Session) -> list[tuple[str, str]]:
+        return [(session.thumbnails[p.name], p.name) for p in session.photos]
+
+    @staticmethod
+    def _photo_summary(session: Session, problems: list[str]) -> str:
+        text = f"{len(session.photos)} photo(s) ready."
+        if problems:
+            text += "\n\nNot added:\n" + "\n".join(f"- {m}" for m in problems)
+        return text
+
+
+def build_photo_panel(ui: dict) -> None:
+    """The upload box, the example and clear buttons, the summary and the gallery."""
+    ui["files"] = gr.File(label="Photos (drop many at once)", file_count="multiple", height=150, elem_id="photo-upload")
+    with gr.Row():
+        ui["examples"] = gr.Button("Add example photos", size="sm", elem_id="add-examples")
+        ui["clear"] = gr.Button("Clear photos", size="sm")
+    ui["photo_info"] = gr.Markdown("No photos yet.", elem_id="photo-info")
+    ui["gallery"] = gr.Gallery(label="Photos to score", columns=4, height=260, show_label=False, elem_id="gallery")

@@ -1,0 +1,347 @@
+"""The first tab, "Score and compare": photos and prompt table in, ranking, breakdown, scatter and CSV out."""
+
+from __future__ import annotations
+
+import shutil
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from .. import charts
+from ..backbones import BackboneUnavailable
+from ..clipiqa import CLIPIQA
+from ..compare import CachedScorer, ComparedPhoto, ranked, rows_to_csv, split
+from ..names import CLIP_IQA, GRMP_IQA
+from ..prompts import is_attribute_set
+from ..results import PairScore
+from . import gpu
+from .base import HandlerBase
+from .layout import banner, how_to
+from .messages import shown_as_message
+from .models import NO_GRMP, Models, grmp_model
+from .outputs import CheckpointOutput, PickOutput, RankOutput, ScoreOutput
+from .photo_panel import build_photo_panel
+from .session import Session, icon_html
+from .table import build_prompt_panel, parse_table
+
+DIGITS = 3  # every score, p and threshold on the page has three decimals
+TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
+# the scores before the name, so that a phone shows them without scrolling sideways
+RANK_COLUMNS = ["#", "photo", CLIP_IQA, GRMP_IQA, "decision", "name"]
+
+
+ATTRIBUTES_NOTE = (
+    "The prompt table holds the paper's attribute prompts (look / feel): each is read on its own "
+    "(columns and bars below), never averaged into a quality score."
+)
+
+
+class ScoreHandlers(HandlerBase):
+    """Scoring, the ranking and its CSV, the breakdown of one photo (or two side by side), checkpoints."""
+
+    @shown_as_message
+    def score(
+        self,
+        session: Session,
+        table: pd.DataFrame,
+        backbone: str,
+        temperature: str,
+        checkpoint: str,
+        threshold: float,
+        method: str,
+        selected: str | None = None,
+        other: str | None = None,
+        progress=gr.Progress(),
+    ) -> ScoreOutput:
+        """Score the session's photos; prompt edits reuse cached image features. `selected` (and
+        `other`, shown beside it) stay chosen while they are among the photos."""
+        self._use(session)
+        store = self._store_or_default(backbone)
+        pairs, status = parse_table(table, store.backbone.tokenizer)
+        table = table.assign(status=status)
+        valid = [p for p, s in zip(pairs, status) if p is not None and s == "ok"]
+        if not session.photos:
+            session.rows = []  # no warning: a setting may change before any photo is added
+            return self._empty(session, table, "No photos to score.")
+        if not valid:
+            session.rows = []
+            gr.Warning("no usable prompt pair: every row is off or invalid (see the status column)")
+            return self._empty(session, table, "No usable prompt pair.")
+        grmp = self._grmp_or_none(checkpoint, session)
+        start = time.perf_counter()
+        clip = CLIPIQA(store, valid, TEMPERATURES[temperature])
+        session.rows, added = gpu.run_compare(
+            session.photos, clip, grmp, lambda done, total: progress((done, total), desc="encoding photos")
+        )
+        store.merge(added)
+        session.attributes = is_attribute_set(valid)
+        session.settings = self._settings(store, clip, grmp, valid)
+        elapsed = time.perf_counter() - start
+        message = (
+            f"Scored {len(session.photos)} photo(s) with {len(valid)} pair(s) in {elapsed:.2f} s on "
+            f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
+            f"the rest from the feature cache."
+        )
+        if grmp is not None:
+            message += f" GRMP-IQA: {grmp.label} on {grmp_model(grmp).description}."
+        if session.attributes:
+            message += " " + ATTRIBUTES_NOTE
+        names = [row.name for row in self.ordered(session, method)]
+        selected = selected if selected in names else names[0]
+        other = other if other in names and other != selected else next((n for n in names if n != selected), None)
+        rank = self.rerank(session, threshold, method)
+        return ScoreOutput(
+            session,
+            table,
+            rank.ranking,
+            gr.update(choices=names, value=selected),
+            self.breakdown(session, selected),
+            gr.update(choices=names, value=other),
+            self.side_by_side(session, selected, other),
+            self.scatter(session, selected),
+            rank.results_csv,
+            message,
+            self._grmp_note(checkpoint, grmp),
+        )
+
+    def _grmp_note(self, checkpoint: str, grmp: CachedScorer | None) -> str:
+        """The start-up note on GRMP-IQA while it still holds (not once a checkpoint of the session's scores)."""
+        own = grmp is not None and checkpoint not in self.models.startup_checkpoints.values()
+        return "" if own else self.models.grmp_note
+
+    def _settings(self, store, clip: CLIPIQA, grmp: CachedScorer | None, pairs) -> dict[str, object]:
+        """How the results were made, as the CSV's last columns (no server paths)."""
+        backbone = store.backbone
+        settings: dict[str, object] = {
+            "backbone": backbone.name,
+            "weights": Path(self.config.weights).name if self.config.weights else backbone.pretrained or "none",
+            "clip_iqa_temperature": f"{clip.temperature:g}",
+            "prompt_pairs": "; ".join(f"{p.positive} / {p.negative} (weight {p.weight:g})" for p in pairs),
+        }
+        if grmp is not None:
+            model = grmp_model(grmp)
+            settings["grmp_iqa_checkpoint"] = grmp.label + f" on {model.config.backbone}"
+            settings["grmp_iqa_temperature"] = f"{float(model.logit_scale):g}"
+        return settings
+
+    def _empty(self, session: Session, table: pd.DataFrame, status: str) -> ScoreOutput:
+        return ScoreOutput(
+            session,
+            table,
+            pd.DataFrame(columns=RANK_COLUMNS),
+            gr.update(choices=[], value=None),
+            None,
+            gr.update(choices=[], value=None),
+            None,
+            None,
+            None,
+            status,
+            self.models.grmp_note,
+        )
+
+    @shown_as_message
+    def clear_results(self, session: Session, table: pd.DataFrame) -> ScoreOutput:
+        """After the photos are cleared: no ranking, charts or downloads are left over."""
+        session.rows = []
+        return self._empty(session, table, "No photos yet.")
+
+    def _grmp_or_none(self, checkpoint: str | None, session: Session) -> CachedScorer | None:
+        if not checkpoint:
+            return None
+        if checkpoint not in self.checkpoint_paths(session):  # the API lets a client send any text
+            gr.Warning(f"GRMP-IQA checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
+            return None
+        try:
+            return self.models.grmp(checkpoint)
+        except (BackboneUnavailable, ValueError, OSError) as err:  # ValueError: CheckpointError, CheckpointMismatch
+            gr.Warning(f"GRMP-IQA checkpoint not used: {err}")
+            return None
+
+    def decision_method(self, session: Session, method: str) -> str | None:
+        """The method decisions are made by: `method`, CLIP-IQA when `method` was not scored, and
+        with attribute prompts GRMP-IQA or nothing (they give no quality score)."""
+        if not session.rows:
+            return None
+        if session.attributes:
+            return GRMP_IQA if GRMP_IQA in session.rows[0].results else None
+        return method if method in session.rows[0].results else CLIP_IQA
+
+    def ordered(self, session: Session, method: str) -> list[ComparedPhoto]:
+        """Best first by the decision method; in the order added when there is none."""
+        by = self.decision_method(session, method)
+        return ranked(session.rows, by) if by else list(session.rows)
+
+    @shown_as_message
+    def rerank(self, session: Session, threshold: float, method: str) -> RankOutput:
+        """The ranking table and its CSV download, with keep/reject at `threshold` by `method`."""
+        if not session.rows:
+            return RankOutput(pd.DataFrame(columns=RANK_COLUMNS), None)
+        by = self.decision_method(session, method)
+        kept_names = {row.name for row in split(session.rows, threshold, by)[0]} if by else set()
+        attributes = [_attribute(p) for p in session.rows[0].results[CLIP_IQA].pairs] if session.attributes else []
+        columns = ["#", "photo", *(attributes or [CLIP_IQA]), GRMP_IQA, "decision", "name"]
+        records = []
+        for i, row in enumerate(self.ordered(session, method), 1):
+            clip = row.results[CLIP_IQA]
+            values = [f"{p.p:.{DIGITS}f}" for p in clip.pairs] if attributes else [_rounded(row, CLIP_IQA)]
+            decision = ("keep" if row.name in kept_names else "reject") if by else "—"
+            icon = icon_html(session.icons.get(row.name, ""))
+            records.append([i, icon, *values, _rounded(row, GRMP_IQA), decision, row.name])
+        table = pd.DataFrame(records, columns=columns)
+        csv_path = session.directory(self.config.work_dir) / "iqa-results.csv"
+        csv_path.write_text(rows_to_csv(session.rows, threshold, by or CLIP_IQA, session.settings), encoding="utf-8")
+        return RankOutput(table, str(csv_path))
+
+    @shown_as_message
+    def pick_ranked(self, session: Session, other: str | None, event: gr.SelectData) -> PickOutput:
+        """Clicking a row of the ranking shows that photo's breakdown."""
+        name = event.row_value[-1]  # the last column, whatever the attribute columns before it
+        return self.show_photo(session, name, other)
+
+    @shown_as_message
+    def show_photo(self, session: Session, name: str | None, other: str | None) -> PickOutput:
+        """One photo chosen: its breakdown, its place in the scatter, and beside the other photo."""
+        return PickOutput(
+            gr.update(value=name),
+            self.breakdown(session, name),
+            self.side_by_side(session, name, other),
+            self.scatter(session, name),
+        )
+
+    @staticmethod
+    @shown_as_message
+    def breakdown(session: Session, name: str | None):
+        row = next((r for r in session.rows if r.name == name), None)
+        if row is None:
+            return None
+        return charts.pair_breakdown(
+            row.results.get(CLIP_IQA), row.results.get(GRMP_IQA), attributes=session.attributes, name=row.name
+        )
+
+    @staticmethod
+    def scatter(session: Session, selected: str | None):
+        """CLIP-IQA against GRMP-IQA, or None (no box) until both were scored."""
+        if not session.rows or GRMP_IQA not in session.rows[0].results:
+            return None
+        return charts.score_scatter(session.rows, selected)
+
+    @staticmethod
+    @shown_as_message
+    def side_by_side(session: Session, name: str | None, other: str | None):
+        """The two photos' breakdowns mirrored (None until two different photos are chosen)."""
+        rows = {r.name: r for r in session.rows}
+        if name not in rows or other not in rows or name == other:
+            return None
+        return charts.mirrored_breakdown(rows[name], rows[other])
+
+    @shown_as_message
+    def upload_checkpoint(self, files: Sequence[str] | None, session: Session) -> CheckpointOutput:
+        """Add an uploaded GRMP checkpoint (its .json and .safetensors) to this session's choices.
+
+        The upload is checked (config, sizes against the tensors, an allowed backbone) before any
+        model is built from it; a refused one leaves no files behind.
+        """
+        self._use(session)
+        files = list(files or [])
+        by_suffix = {Path(f).suffix.lower(): Path(f) for f in files}
+        if len(files) != 2 or set(by_suffix) != {".json", ".safetensors"}:
+            raise gr.Error("upload a GRMP-IQA checkpoint as its two files: <name>.json and <name>.safetensors")
+        stem = by_suffix[".json"].stem
+        folder = session.directory(self.config.work_dir) / "checkpoints" / uuid.uuid4().hex[:8]
+        folder.mkdir(parents=True)
+        for suffix, path in by_suffix.items():
+            shutil.copyfile(path, folder / f"{stem}{suffix}")
+        try:
+            scorer = self.models.grmp(str(folder / stem))
+        except (BackboneUnavailable, ValueError) as err:  # ValueError: CheckpointError, CheckpointMismatch
+            shutil.rmtree(folder, ignore_errors=True)
+            raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
+        session.checkpoints[f"{stem} (uploaded)"] = str(folder / stem)
+        gr.Info(f"{stem}: {scorer.label} on {grmp_model(scorer).description}")
+        return CheckpointOutput(session, self.checkpoint_choices(session, str(folder / stem)))
+
+    def checkpoint_paths(self, session: Session) -> set[str]:
+        """The checkpoints this session may score with: the server's and its own."""
+        return {*self.models.startup_checkpoints.values(), *session.checkpoints.values()}
+
+    def checkpoint_choices(self, session: Session, value: str | None = None):
+        choices = [("none", NO_GRMP), *self.models.startup_checkpoints.items(), *session.checkpoints.items()]
+        return gr.update(choices=choices, value=value if value is not None else NO_GRMP)
+
+
+def _rounded(row: ComparedPhoto, method: str) -> str:
+    """The score as shown: always DIGITS decimals ("0.010", not "0.01"); "" where it was not scored."""
+    return f"{row.results[method].score:.{DIGITS}f}" if method in row.results else ""
+
+
+def _attribute(pair: PairScore) -> str:
+    """A short column name for an attribute pair: "Bright photo. / Dark photo." -> "Bright/Dark"."""
+    return "/".join(side.removesuffix(" photo.").removesuffix(".") for side in (pair.positive, pair.negative))
+
+
+def build_score_tab(models: Models, ui: dict) -> None:
+    """Photos and prompts side by side, the settings, then the results."""
+    banner(models)
+    how_to("score")
+    with gr.Row():
+        with gr.Column(scale=2, min_width=300):
+            build_photo_panel(ui)
+        with gr.Column(scale=3, min_width=300):
+            build_prompt_panel(ui)
+    with gr.Accordion("Settings", open=True):
+        with gr.Row():
+            ui["backbone"] = gr.Dropdown(
+                models.backbone_choices, value=models.config.backbone, label="CLIP-IQA backbone", elem_id="backbone"
+            )
+            ui["temperature"] = gr.Radio(list(TEMPERATURES), value=next(iter(TEMPERATURES)), label="Temperature t")
+            ui["checkpoint"] = gr.Dropdown(
+                [("none", NO_GRMP), *models.startup_checkpoints.items()],
+                value=models.default_checkpoint,
+                label="GRMP-IQA checkpoint",
+                elem_id="checkpoint",
+            )
+            ui["upload_ckpt"] = gr.UploadButton(
+                "Upload GRMP-IQA checkpoint (.json + .safetensors)",
+                file_count="multiple",
+                file_types=[".json", ".safetensors"],
+                size="sm",
+                min_width=160,
+            )
+    ui["grmp_note"] = gr.Markdown(models.grmp_note, elem_id="grmp-note")
+    ui["score"] = gr.Button("Score photos", variant="primary", elem_id="score-button")
+    ui["status"] = gr.Markdown(elem_id="score-status")
+    ui["ranking"] = gr.Dataframe(
+        headers=RANK_COLUMNS,
+        label="Ranking, best first (keep / reject by the threshold and method at the top)",
+        datatype=["number", "html", "str", "str", "str", "str"],  # scores as text: 3 decimals each
+        interactive=False,
+        elem_id="ranking",
+        max_height=420,
+        column_widths=["32px", "52px", "76px", "80px", "76px", "300px"],  # pixels: nothing is cut, a phone scrolls
+    )
+    with gr.Row():
+        with gr.Column(min_width=300):
+            ui["photo_pick"] = gr.Dropdown(
+                [], label="Breakdown for photo (or click a ranking row)", elem_id="photo-pick"
+            )
+            ui["breakdown"] = gr.Plot(label="What the scores are made of", elem_id="breakdown", visible=False)
+        with gr.Column(min_width=300):
+            ui["scatter"] = gr.Plot(label="CLIP-IQA against GRMP-IQA", elem_id="scatter", visible=False)
+    with gr.Accordion("Side by side: two photos' breakdowns mirrored", open=False, elem_id="side-accordion"):
+        ui["compare_pick"] = gr.Dropdown([], label="Beside it (the photo above is on the left)", elem_id="compare-pick")
+        ui["side_by_side"] = gr.Plot(label="Side by side", elem_id="side-by-side", visible=False)
+    # The quality map (CLIP-IQA over a grid of windows of the chosen photo, drawn as a heat map) goes
+    # here, beside the breakdown, once iqa.quality_map and its chart in iqa.charts exist.
+    ui["results_csv"] = gr.File(label="Download results (CSV)", interactive=False, height=60, visible=False)
+    with gr.Row(equal_height=True):
+        ui["share"] = gr.Button("Link to these prompts and settings", size="sm", elem_id="share-button", scale=1)
+        ui["share_link"] = gr.Textbox(
+            label="Share link (the prompt table and settings; not the photos)",
+            interactive=False,
+            elem_id="share-link",
+            scale=3,
+        )

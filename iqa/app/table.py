@@ -1,0 +1,194 @@
+"""The prompt table of the first tab: its rows read with `iqa.prompts`' rules, and written back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from ..prompts import (
+    DEFAULT_PRESET,
+    PRESETS,
+    PromptError,
+    PromptPair,
+    check_pairs,
+    load_pairs,
+    pair_from_record,
+    save_pairs,
+)
+from .base import HandlerBase
+from .messages import shown_as_message
+from .outputs import PresetOutput, RowOutput, TableNameOutput
+from .session import Session
+
+PROMPT_COLUMNS = ["on", "positive", "negative", "weight", "status"]
+CUSTOM = "custom"  # the preset box's name for a table that is no preset (edited, loaded from a file)
+
+
+def parse_table(table: pd.DataFrame | None, tokenizer=None) -> tuple[list[PromptPair | None], list[str]]:
+    """The table's rows as pairs (None where a row cannot be read) and each row's status:
+    "ok", "off", or "invalid: <reason>".
+
+    A row is read as a record of a prompt file is (`iqa.prompts.pair_from_record`), so "Y" in the
+    "on" column means on here as in a CSV.
+    """
+    pairs: list[PromptPair | None] = []
+    status: list[str] = []
+    for row in [] if table is None else table.fillna("").to_dict("records"):
+        record = {
+            "positive": str(row.get("positive", "")).strip(),
+            "negative": str(row.get("negative", "")).strip(),
+            "weight": row.get("weight"),
+            "enabled": row.get("on", True),
+        }
+        try:
+            pairs.append(pair_from_record(record))
+            status.append("")
+        except PromptError as err:
+            pairs.append(None)
+            status.append(f"invalid: {err}")
+    reasons = iter(check_pairs([p for p in pairs if p is not None], tokenizer))
+    for i, pair in enumerate(pairs):
+        if pair is not None:
+            reason = next(reasons)
+            status[i] = f"invalid: {reason}" if reason else ("ok" if pair.enabled else "off")
+    return pairs, status
+
+
+def pairs_table(pairs: Sequence[PromptPair]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [[p.enabled, p.positive, p.negative, p.weight, "ok" if p.enabled else "off"] for p in pairs],
+        columns=PROMPT_COLUMNS,
+    )
+
+
+def preset_name(table: pd.DataFrame) -> str:
+    """The preset the table holds exactly, else CUSTOM."""
+    pairs = parse_table(table)[0]
+    return next((name for name, preset in PRESETS.items() if pairs == preset), CUSTOM)
+
+
+class PromptTableHandlers(HandlerBase):
+    """Editing the prompt table: presets, rows, files. An edited table is kept as the session's
+    'custom' table, so choosing a preset never loses it."""
+
+    @shown_as_message
+    def load_preset(self, name: str) -> pd.DataFrame:
+        if name not in PRESETS:
+            raise gr.Error(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        return pairs_table(PRESETS[name])
+
+    @shown_as_message
+    def choose_preset(self, name: str, session: Session) -> PresetOutput:
+        """The preset box: a preset's pairs, or back to the custom table (the edits kept)."""
+        if name == CUSTOM:
+            if session.custom_table is None:
+                raise gr.Error("no custom table yet: edit the table, or load a prompt set from a file")
+            return PresetOutput(session, session.custom_table, CUSTOM, None)
+        if session.custom_table is not None:
+            gr.Info(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
+        return PresetOutput(session, self.load_preset(name), name, None)
+
+    @shown_as_message
+    def table_changed(self, table: pd.DataFrame, session: Session) -> TableNameOutput:
+        """After an edit, a row change or a loaded file: keep the table as the custom one (unless it is a
+        preset), name it in the preset box, and drop the saved file, which held the table before."""
+        name = preset_name(table)
+        if name == CUSTOM:
+            session.custom_table = table.copy()
+        return TableNameOutput(session, name, None)
+
+    @shown_as_message
+    def add_row(self, table: pd.DataFrame) -> pd.DataFrame:
+        row = pd.DataFrame([[True, "", "", 1.0, "new: fill in both prompts"]], columns=PROMPT_COLUMNS)
+        return pd.concat([table, row], ignore_index=True)
+
+    @shown_as_message
+    def delete_row(self, table: pd.DataFrame, row: float | None) -> pd.DataFrame:
+        index = self._row_index(table, row)
+        return table.drop(index=table.index[index]).reset_index(drop=True)
+
+    def move_row(self, table: pd.DataFrame, row: float | None, step: int):
+        """Move row number `row` (1-based) up (step -1) or down (+1); returns the table and new number."""
+        index = self._row_index(table, row)
+        target = min(max(index + step, 0), len(table) - 1)
+        order = list(range(len(table)))
+        order.insert(target, order.pop(index))
+        return table.iloc[order].reset_index(drop=True), target + 1
+
+    @shown_as_message
+    def row_up(self, table: pd.DataFrame, row: float | None) -> RowOutput:
+        return RowOutput(*self.move_row(table, row, -1))
+
+    @shown_as_message
+    def row_down(self, table: pd.DataFrame, row: float | None) -> RowOutput:
+        return RowOutput(*self.move_row(table, row, 1))
+
+    @staticmethod
+    def _row_index(table: pd.DataFrame, row: float | None) -> int:
+        if row is None or not 1 <= int(row) <= len(table):
+            raise gr.Error(f"pick a row number between 1 and {len(table)} (click a row of the table)")
+        return int(row) - 1
+
+    @staticmethod
+    @shown_as_message
+    def select_row(event: gr.SelectData) -> int:
+        return event.index[0] + 1
+
+    @shown_as_message
+    def save_prompts(self, table: pd.DataFrame, session: Session):
+        """Write the table as a JSON prompt set and show it for download."""
+        pairs, status = parse_table(table)
+        usable = [p for p in pairs if p is not None]
+        if len(usable) < len(pairs):
+            gr.Warning(f"{len(pairs) - len(usable)} row(s) with an unreadable weight were not saved")
+        path = save_pairs(usable, session.directory(self.config.work_dir) / "prompts.json")
+        return gr.update(value=str(path), visible=True)
+
+    @shown_as_message
+    def load_prompts(self, file: str | None) -> pd.DataFrame:
+        if not file:
+            raise gr.Error("choose a prompt set file (.json or .csv) first")
+        try:
+            pairs = load_pairs(file)
+        except PromptError as err:
+            raise gr.Error(str(err)) from None
+        except UnicodeDecodeError:
+            raise gr.Error(f"{Path(file).name} is not a text file; a prompt set is JSON or CSV") from None
+        return self.check_table(pairs_table(pairs))
+
+    def check_table(self, table: pd.DataFrame) -> pd.DataFrame:
+        """The table with its status column filled in: the reason for every invalid row."""
+        tokenizer = self.models.store(self.config.backbone).backbone.tokenizer
+        return table.assign(status=parse_table(table, tokenizer)[1])
+
+
+def build_prompt_panel(ui: dict) -> None:
+    """The prompt table and its editing controls."""
+    ui["prompts"] = gr.Dataframe(
+        pairs_table(PRESETS[DEFAULT_PRESET]),
+        label="Prompt pairs (edit any cell; the status column says why a row is not used)",
+        datatype=["bool", "str", "str", "number", "str"],
+        interactive=True,
+        static_columns=[4],
+        elem_id="prompt-table",
+        wrap=True,
+        column_widths=["9%", "31%", "31%", "11%", "18%"],
+    )
+    with gr.Row():
+        ui["preset"] = gr.Dropdown(
+            [*PRESETS, CUSTOM], value=DEFAULT_PRESET, label="Preset", scale=3, min_width=130, elem_id="preset"
+        )
+        ui["row_number"] = gr.Number(
+            label="Row #", value=1, precision=0, minimum=1, scale=2, min_width=90, elem_id="row-number"
+        )
+        ui["add"] = gr.Button("Add row", size="sm", scale=1, min_width=70)
+        ui["up"] = gr.Button("Up", size="sm", scale=1, min_width=50)
+        ui["down"] = gr.Button("Down", size="sm", scale=1, min_width=50)
+        ui["delete"] = gr.Button("Delete", size="sm", scale=1, min_width=60, variant="stop")
+    with gr.Row():
+        ui["prompt_file"] = gr.UploadButton("Load prompt set (.json/.csv)", file_types=[".json", ".csv"], size="sm")
+        ui["save"] = gr.Button("Save prompt set as JSON", size="sm")
+    ui["saved_prompts"] = gr.File(label="Saved prompt set", interactive=False, visible=False)
