@@ -263,7 +263,8 @@ def run_score(args: argparse.Namespace) -> int:
             out.close()
     if out:
         known = {r.name for r in run.ranked}
-        run.ranked[:0] = [Ranked(name, name, scores) for name, scores in out.done.items() if name not in known]
+        earlier = [Ranked(name, name, scores, notes) for name, (scores, notes) in out.done.items() if name not in known]
+        run.ranked[:0] = earlier
     if not run.ranked:
         raise UsageError(f"nothing to score: no photo could be opened ({len(run.errors)} paths or files skipped)")
     print(format_ranking(run.ranked))

@@ -58,17 +58,17 @@ def score_columns(row: dict) -> dict[str, float]:
 
 
 class ResultFile:
-    """Appends rows to `path` batch by batch; `done` maps the names already there to their scores."""
+    """Appends rows to `path` batch by batch; `done` maps the names already there to (scores by method, notes)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.format = output_format(path)
         self.journal = path.with_name(path.name + ".partial.jsonl") if self.format == "parquet" else path
-        self.done: dict[str, dict[str, float]] = {}
+        self.done: dict[str, tuple[dict[str, float], str]] = {}
         self._columns: list[str] | None = None
         self._parquet_columns: list[str] | None = None
         for row in self._existing_rows():
-            self.done[str(row["name"])] = score_columns(row)
+            self.done[str(row["name"])] = (score_columns(row), str(row.get("notes") or ""))
         self._stream: IO[str] | None = None
 
     def write(self, photos: list[PhotoScores]) -> None:
@@ -90,7 +90,7 @@ class ResultFile:
         except OSError as err:
             raise OutputError(err.errno or 0, f"could not write {self.journal}: {err.strerror or err}") from err
         for row in rows:
-            self.done[str(row["name"])] = score_columns(row)
+            self.done[str(row["name"])] = (score_columns(row), str(row["notes"]))
 
     def close(self) -> None:
         """Finish the file (Parquet: journal and earlier rows into row groups, then the journal goes)."""
@@ -148,7 +148,7 @@ class ResultFile:
                 f"{self.path}: not a readable Parquet file ({err}); remove it or choose another --out"
             ) from err
         self._parquet_columns = table.schema_arrow.names
-        score_names = ["name", *(c for c in table.schema_arrow.names if c.startswith("score["))]
+        score_names = ["name", "notes", *(c for c in table.schema_arrow.names if c.startswith("score["))]
         for batch in table.iter_batches(columns=score_names):
             yield from batch.to_pylist()
 
