@@ -6,7 +6,7 @@
    process) against the pipeline's worker function (JPEG draft decoding), per core and with a pool.
 3. The cached re-run: `score` on the 1,000 photos in a new process with one prompt pair edited,
    against the first run (which filled the disk cache).
-4. Draft against full decoding on the bundled photos at camera size (4x: 1536 px): pixels and scores.
+4. Draft against full decoding on the bundled photos at camera size (8x: 3072 px): pixels and scores.
 5. `channels_last` for RN50 on the CPU.
 6. Lines added by other engines (`EXTRA_SECTIONS`, e.g. the local-Ray overhead).
 
@@ -25,6 +25,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from benchmarks.photoset import ensure_photos
@@ -187,7 +188,7 @@ def draft_vs_full(backbones: tuple[str, ...]) -> list[str]:
     from iqa.prompts import PRESETS
 
     lines = [
-        "## draft vs full decoding: 16 of the bundled photos at 4x (1536x1024 and 1536x1536 JPEGs, quality 92)",
+        "## draft vs full decoding: 16 of the bundled photos at 8x (3072x2048 and 3072x3072 JPEGs, quality 92)",
         "| backbone | input | mean abs pixel diff (grey levels) | max abs score diff | mean abs score diff |",
         "|---|---|---|---|---|",
     ]
@@ -195,7 +196,7 @@ def draft_vs_full(backbones: tuple[str, ...]) -> list[str]:
         paths = []
         for source in sorted((ROOT / "examples").glob("*.jpg"))[::4]:
             with Image.open(source) as image:
-                big = image.convert("RGB").resize((image.width * 4, image.height * 4), Image.Resampling.BICUBIC)
+                big = image.convert("RGB").resize((image.width * 8, image.height * 8), Image.Resampling.BICUBIC)
             paths.append(Path(folder) / source.name)
             big.save(paths[-1], quality=92)
         for name in backbones:
@@ -280,7 +281,7 @@ def main() -> None:
         )
     if "channels_last" in only:
         sections.append(channels_last)
-    sections += [lambda extra=extra: extra(args.photos_dir, paths) for extra in EXTRA_SECTIONS]
+    sections += [partial(extra, args.photos_dir, paths) for extra in EXTRA_SECTIONS]
     for section in sections:
         print("\n".join(section()), end="\n\n", flush=True)
     load = os.getloadavg()

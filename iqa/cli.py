@@ -224,6 +224,7 @@ def pipeline_options(args: argparse.Namespace, scorers: dict) -> PipelineOptions
         draft=args.draft,
         cache=cache,
         weights_fingerprint=weights_fingerprint(args.weights),
+        channels_last=True,  # the command line's backbone is its own
     )
 
 

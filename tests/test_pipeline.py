@@ -211,3 +211,16 @@ def test_normalising_uint8_batches_equals_the_preprocessor(rn_backbone, vit_back
         for photo in photos:
             uint8 = torch.from_numpy(plan.apply(photo.image, photo.image.size))
             assert torch.equal(prep.normalize(uint8[None])[0], prep(photo.image))
+
+
+def test_channels_last_keeps_the_scores_of_the_in_memory_path():
+    from iqa.backbones import load_backbone
+
+    backbone = load_backbone("test-tiny-rn")  # its own: channels_last converts the image tower
+    photos, _ = open_photos(EXAMPLES[:16])
+    old = {r.name: r.score for r in clip_iqa(backbone).score(photos)}
+    pipeline = Pipeline([clip_iqa(backbone)], PipelineOptions(workers=0, cache=None, channels_last=True))
+    new = scores_by_name(pipeline, EXAMPLES[:16])
+    assert pipeline._channels_last == {0}
+    assert backbone.model.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert max(abs(new[name] - old[name]) for name in old) <= 1e-5

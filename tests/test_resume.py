@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, main
+from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WRITE, main
 from iqa.result_files import ResultFile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,3 +140,10 @@ def test_a_run_killed_with_sigkill_resumes_complete_without_duplicates_or_redeco
     assert summary.startswith(f"summary: {40 - before} scored, 0 skipped") and f"{before} already in" in summary
     names = [r["name"] for r in read_rows(out)]
     assert len(names) == len(set(names)) == 40
+
+
+def test_an_out_that_cannot_be_written_is_exit_4(album, tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "r.csv"
+    assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_WRITE
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: could not write ") and "r.csv" in err
