@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import cli_eval, cli_grmp, cli_lab, cli_map
-from .cli_options import add_scoring_options, open_scorers
+from .cli_options import add_pipeline_options, add_scoring_options, open_scorers
 from .errors import IQAError, UsageError
 from .filtering import (
     OutputError,
@@ -29,7 +30,7 @@ from .filtering import (
 from .results import ScoreResult, results_to_csv, results_to_json
 
 if TYPE_CHECKING:
-    from .photos import Photo
+    from .pipeline import PhotoScores, PipelineOptions, RunCounts  # noqa: F401
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_WEIGHTS, EXIT_WRITE = 0, 1, 2, 3, 4
 EXIT_CODES_HELP = """exit codes:
@@ -65,11 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_scoring_options(score)
     score.add_argument("--csv", type=Path, help="also write the results with the per-pair breakdown as CSV")
     score.add_argument("--json", type=Path, help="also write the results as JSON")
-    score.add_argument("--out", help="with --engine ray: a folder or object-store URI (s3://...) for Parquet files")
+    score.add_argument(
+        "--out",
+        help="results.csv, .jsonl or .parquet: one row per photo, written batch by batch; re-running with the "
+        "same --out resumes (photos already there are not opened again). With --engine ray: a folder or "
+        "object-store URI (s3://...) for Parquet files",
+    )
     score.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="ray: a Ray Data job (pip install 'ray[data]')"
     )
     score.add_argument("--ray-address", help="with --engine ray: a cluster (auto, ray://HOST:10001); default: local")
+    add_pipeline_options(score)
     score.set_defaults(run=run_score)
 
     filt = commands.add_parser(
@@ -85,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--move-to", type=Path, help="move the rejected photos into this folder")
     where.add_argument("--copy-to", type=Path, help="copy the rejected photos into this folder")
     filt.add_argument("--apply", action="store_true", help="really move/copy (default: a dry run)")
+    add_pipeline_options(filt)
     filt.set_defaults(run=run_filter)
     cli_grmp.add_commands(commands)
     cli_eval.add_commands(commands)
@@ -144,31 +152,105 @@ def one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
-def score_paths(args: argparse.Namespace, patterns: Sequence[str]) -> tuple[list[list[ScoreResult]], list[Photo], list]:
-    """Find and open the photos, then score them with every scorer.
+@dataclass
+class Ranked:
+    """What the final table needs of a photo: no pixels, no per-pair breakdown."""
 
-    Returns (results per scorer, photos, errors): every path or photo that cannot be used is
-    reported on stderr by name and the rest is scored; only when nothing is left is it an error.
+    name: str
+    path: str
+    scores: dict[str, float]  # by method label
+    notes: str = ""
+
+
+@dataclass
+class Run:
+    """A streaming run's outcome: one `Ranked` per scored photo, what was skipped, and the counts."""
+
+    ranked: list[Ranked] = field(default_factory=list)
+    results: list[ScoreResult] = field(default_factory=list)  # only when --csv/--json asks for them
+    errors: list = field(default_factory=list)
+    counts: RunCounts | None = None
+    already_done: int = 0
+
+
+def score_paths(
+    args: argparse.Namespace,
+    patterns: Sequence[str],
+    on_batch: Callable[[list[PhotoScores]], None] | None = None,
+    done: Container[str] = (),
+    keep_results: bool = False,
+) -> Run:
+    """Find the photos and score them in bounded batches with every scorer (`iqa.pipeline`).
+
+    Photos named in `done` are not opened at all (a resumed run). Every path or photo that cannot
+    be used is reported on stderr by name and the rest is scored; only when nothing is left is it
+    an error. `on_batch` sees each batch's results as they come (written to --out there).
     """
-    from .photos import find_photo_paths, open_photos
-
-    paths, errors = find_photo_paths(patterns, recursive=args.recursive)
-    scorers = open_scorers(args)
-    photos, unreadable = open_photos(paths)
-    errors = [*errors, *unreadable]
-    for error in errors:
-        print(f"skipped: {error}", file=sys.stderr)
-    if not photos:
-        raise UsageError(f"nothing to score: no photo could be opened ({len(errors)} paths or files skipped)")
     from tqdm import tqdm
 
-    results = []
-    for scorer in scorers.values():
-        with tqdm(
-            total=len(photos), desc=scorer.label, unit="photo", file=sys.stderr, disable=None, leave=False
-        ) as bar:
-            results.append(scorer.score(photos, progress=lambda done, total: bar.update(done - bar.n)))
-    return results, photos, errors
+    from .photos import find_photo_paths
+    from .pipeline import Pipeline
+
+    paths, errors = find_photo_paths(patterns, recursive=args.recursive)
+    for error in errors:
+        print(f"skipped: {error}", file=sys.stderr)
+    todo = [path for path in paths if str(path) not in done]
+    scorers = open_scorers(args)
+    pipeline = Pipeline(list(scorers.values()), pipeline_options(args, scorers))
+    run = Run(errors=list(errors), already_done=len(paths) - len(todo))
+    with tqdm(total=len(todo), unit="photo", file=sys.stderr, disable=None, leave=False, smoothing=0.1) as bar:
+        for batch in pipeline.run(todo):
+            for error in pipeline.counts.skipped[len(run.errors) - len(errors) :]:
+                print(f"skipped: {error}", file=sys.stderr)
+                run.errors.append(error)
+            if on_batch:
+                on_batch(batch)
+            for photo in batch:
+                notes = dict.fromkeys(note for r in photo.results for note in r.notes)
+                run.ranked.append(
+                    Ranked(photo.name, photo.path, {r.label: r.score for r in photo.results}, "; ".join(notes))
+                )
+                if keep_results:
+                    run.results.extend(photo.results)
+            bar.update(pipeline.counts.scored + len(pipeline.counts.skipped) - bar.n)
+    run.counts = pipeline.counts
+    return run
+
+
+def pipeline_options(args: argparse.Namespace, scorers: dict) -> PipelineOptions:
+    """The pipeline's workers, draft decoding and disk cache from the command line's options."""
+    from .disk_cache import DiskCache
+    from .pipeline import PipelineOptions, default_workers, weights_fingerprint
+
+    cache = None
+    if not args.no_cache:
+        cache = DiskCache(args.cache_dir) if args.cache_dir else DiskCache()
+    return PipelineOptions(
+        workers=default_workers() if args.workers is None else args.workers,
+        draft=args.draft,
+        cache=cache,
+        weights_fingerprint=weights_fingerprint(args.weights),
+        channels_last=True,  # the command line's backbone is its own
+    )
+
+
+def _summary(run: Run, out: Path | None = None) -> str:
+    from .pipeline import RunCounts
+
+    counts = run.counts or RunCounts()
+    reasons: dict[str, int] = {}
+    for error in run.errors:
+        reason = getattr(error, "reason", str(error))
+        reasons[reason] = reasons.get(reason, 0) + 1
+    skipped = f"{len(run.errors)} skipped" + (
+        " (" + "; ".join(f"{n} {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])) + ")"
+        if reasons
+        else ""
+    )
+    parts = [f"{counts.scored} scored", skipped, f"{counts.cached} from the feature cache (not decoded)"]
+    if run.already_done:
+        parts.append(f"{run.already_done} already in {out}")
+    return "summary: " + ", ".join(parts)
 
 
 def run_score(args: argparse.Namespace) -> int:
@@ -176,16 +258,36 @@ def run_score(args: argparse.Namespace) -> int:
         from .ray_engine import run_cli
 
         return run_cli(args)
-    results, _, errors = score_paths(args, args.paths)
-    print(format_table(results))
-    flat = [r for per_method in results for r in per_method]
+    from .result_files import ResultFile
+
+    out = ResultFile(Path(args.out)) if args.out else None
+    try:
+        run = score_paths(
+            args,
+            args.paths,
+            on_batch=out.write if out else None,
+            done=out.done if out else (),
+            keep_results=bool(args.csv or args.json),
+        )
+    finally:
+        if out:
+            out.close()
+    if out:
+        known = {r.name for r in run.ranked}
+        earlier = [Ranked(name, name, scores, notes) for name, (scores, notes) in out.done.items() if name not in known]
+        run.ranked[:0] = earlier
+    if not run.ranked:
+        raise UsageError(f"nothing to score: no photo could be opened ({len(run.errors)} paths or files skipped)")
+    print(format_ranking(run.ranked))
+    print(_summary(run, Path(args.out) if args.out else None), file=sys.stderr)
     if args.csv:
-        write_output(args.csv, results_to_csv(flat))
+        write_output(args.csv, results_to_csv(run.results))
     if args.json:
         write_output(
-            args.json, results_to_json(flat, backbone=args.backbone, pairs=args.pairs, errors=[str(e) for e in errors])
+            args.json,
+            results_to_json(run.results, backbone=args.backbone, pairs=args.pairs, errors=[str(e) for e in run.errors]),
         )
-    return EXIT_PARTIAL if errors else EXIT_OK
+    return EXIT_PARTIAL if run.errors else EXIT_OK
 
 
 def write_output(path: Path, text: str) -> None:
@@ -198,14 +300,22 @@ def write_output(path: Path, text: str) -> None:
 
 def format_table(results: list[list[ScoreResult]]) -> str:
     """Photos ranked by the first method's score, one score column per method, worst last."""
-    methods = [per_method[0].label for per_method in results]
-    by_name = [{r.name: r for r in per_method} for per_method in results]
-    ranked = sorted(results[0], key=lambda r: r.score, reverse=True)
+    ranked = {r.name: Ranked(r.name, r.name, {}, "; ".join(r.notes)) for r in results[0]}
+    for per_method in results:
+        for result in per_method:
+            ranked[result.name].scores[result.label] = result.score
+    return format_ranking(list(ranked.values()))
+
+
+def format_ranking(photos: list[Ranked]) -> str:
+    """Photos ranked by the first method's score, one score column per method, worst last."""
+    methods = list(photos[0].scores)
+    ranked = sorted(photos, key=lambda r: r.scores[methods[0]], reverse=True)
     width = max(len(r.name) for r in ranked)
     lines = ["  ".join([f"{'rank':>4}", *(f"{m:>9}" for m in methods), "photo".ljust(width), "notes"])]
-    for rank, result in enumerate(ranked, 1):
-        scores = [f"{table[result.name].score:9.4f}" for table in by_name]
-        lines.append("  ".join([f"{rank:>4}", *scores, result.name.ljust(width), "; ".join(result.notes)]).rstrip())
+    for rank, photo in enumerate(ranked, 1):
+        scores = [f"{photo.scores.get(m, float('nan')):9.4f}" for m in methods]
+        lines.append("  ".join([f"{rank:>4}", *scores, photo.name.ljust(width), photo.notes]).rstrip())
     return "\n".join(lines)
 
 
@@ -215,23 +325,28 @@ def run_filter(args: argparse.Namespace) -> int:
     destination = args.move_to or args.copy_to
     if destination:
         _refuse_source_as_destination(args, destination)
-    results, photos, errors = score_paths(args, [args.folder])
-    paths = {photo.name: Path(photo.path) for photo in photos if photo.path is not None}  # all opened from files
-    kept, rejected = split_by_threshold(results[0], args.threshold)
-    no_score = unscored(results[0])
+    run = score_paths(args, [args.folder])
+    if not run.ranked:
+        raise UsageError(f"nothing to score: no photo could be opened ({len(run.errors)} paths or files skipped)")
+    label = next(iter(run.ranked[0].scores))
+    scored = [ScoreResult(r.name, r.scores[label], [], label) for r in run.ranked]
+    paths = {r.name: Path(r.path) for r in run.ranked}
+    kept, rejected = split_by_threshold(scored, args.threshold)
+    no_score = unscored(scored)
     print(f"{len(rejected)} of {len(kept) + len(rejected)} photos score below {args.threshold}:")
     for result in rejected:
         print(f"  {result.score:.4f}  {paths[result.name]}")
     for result in no_score:
         print(f"skipped: {result.name}: no finite score", file=sys.stderr)
-    total = len(photos) + len(errors)
+    total = len(run.ranked) + len(run.errors)
     print(
         f"{total} photos: {len(kept)} kept, {len(rejected)} rejected, "
-        f"{len(errors) + len(no_score)} unscored (unreadable, or no finite score)"
+        f"{len(run.errors) + len(no_score)} unscored (unreadable, or no finite score)"
     )
+    print(_summary(run), file=sys.stderr)
     if destination:
         _transfer_rejected(args, [paths[r.name] for r in rejected], destination)
-    return EXIT_PARTIAL if errors or no_score else EXIT_OK
+    return EXIT_PARTIAL if run.errors or no_score else EXIT_OK
 
 
 def _refuse_source_as_destination(args: argparse.Namespace, destination: Path) -> None:

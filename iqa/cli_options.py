@@ -66,6 +66,26 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recursive", action="store_true", help="look into sub-folders too")
 
 
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """How `score` and `filter` feed photos: decoding workers, draft decoding, the feature cache on disk."""
+    group = parser.add_argument_group("pipeline")
+    group.add_argument(
+        "--workers", type=int, default=None, help="decoding processes (default: one per core, at most 8; 0: none)"
+    )
+    group.add_argument(
+        "--no-draft",
+        dest="draft",
+        action="store_false",
+        help="decode JPEGs at full size before resizing (default: the smallest DCT scale that covers the input size)",
+    )
+    group.add_argument(
+        "--cache-dir",
+        default=None,
+        help="folder of the image-feature cache kept between runs (default: $IQA_CACHE_DIR, else ~/.cache/iqa)",
+    )
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache on disk")
+
+
 def scorer_spec(args: argparse.Namespace) -> ScorerSpec:
     """The scorers the backbone and scoring options ask for."""
     return ScorerSpec(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .features import ProgressFn
+from .features import FeatureStore, ProgressFn
 from .filtering import split_by_threshold
 from .names import CLIP_IQA, GRMP_IQA, METHODS
 from .photos import Photo
@@ -25,6 +25,8 @@ from .results import ScoreResult, pair_columns, pair_labels, pair_values
 from .scoring import Scorer
 
 if TYPE_CHECKING:
+    import torch
+
     from .backbones import Backbone
 
 
@@ -75,6 +77,16 @@ class CachedScorer:
     @property
     def backbone(self) -> Backbone:
         return self.scorer.backbone
+
+    @property
+    def store(self) -> FeatureStore:
+        return self.scorer.store
+
+    def score_features(
+        self, features: torch.Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None
+    ) -> list[ScoreResult]:
+        """The wrapped scorer's results from computed features (not remembered: no photo digests here)."""
+        return self.scorer.score_features(features, names, notes)
 
     def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
         keys = [p.digest for p in photos]

@@ -101,7 +101,11 @@ class FeatureStore:
 
     def notes(self, photo: Photo) -> list[str]:
         """What the user should know about this photo's score: resizing, and a meaningless backbone."""
-        notes = self.preprocessor.notes(photo.image.size)
+        return self.notes_for_size(photo.image.size)
+
+    def notes_for_size(self, size: tuple[int, int]) -> list[str]:
+        """`notes` for a photo of this upright (width, height), without its pixels."""
+        notes = self.preprocessor.notes(size)
         return [MEANINGLESS_NOTE, *notes] if self.backbone.is_test else notes
 
     def keys(self) -> tuple[set, set]:

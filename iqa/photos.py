@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import IQAError
-from .preprocess import shape_problem
+from .shapes import shape_problem
 
 MAX_PIXELS = 100_000_000
 MAX_BYTES = 100_000_000
@@ -264,6 +264,17 @@ def _check_pixel_count(size: tuple[int, int], name: str, max_pixels: int | None)
 
 
 def _decode(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
+    image = open_image(data, name)
+    with image:
+        return _from_pil(image, name, max_pixels)
+
+
+def open_image(data: bytes, name: str) -> Image.Image:
+    """Identify encoded bytes and open them as an image, header only: nothing is decoded yet.
+
+    Only the formats we support are tried; a file that is none of them, or a decompression bomb,
+    is a PhotoError naming it.
+    """
     kind = _sniff(data[:1024])
     formats: tuple[str, ...] = _PILLOW_FORMATS
     if kind == "HEIC/HEIF":
@@ -272,9 +283,9 @@ def _decode(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
         formats += ("HEIF",)
     try:
         with warnings.catch_warnings():
-            # Pillow only warns between its limit and twice that; we apply our own limit below.
+            # Pillow only warns between its limit and twice that; we apply our own limit later.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data), formats=formats)
+            return Image.open(io.BytesIO(data), formats=formats)
     except Image.DecompressionBombError:
         limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
         raise PhotoError(
@@ -284,8 +295,6 @@ def _decode(data: bytes, name: str, max_pixels: int | None) -> Image.Image:
         raise PhotoError(name, _unreadable_reason(kind)) from None
     except _DECODE_ERRORS as error:
         raise PhotoError(name, f"image is corrupt or truncated ({error})") from error
-    with image:
-        return _from_pil(image, name, max_pixels)
 
 
 def _from_pil(image: Image.Image, name: str, max_pixels: int | None) -> Image.Image:

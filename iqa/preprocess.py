@@ -8,7 +8,6 @@ interpolation, resize mode), so any open_clip model gets the input it was traine
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
@@ -19,38 +18,11 @@ from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
+from .decode import RESIZE_KINDS, ResizePlan
 from .names import DEFAULT_MAX_SIDE
-
-MIN_SIDE = 64  # the ResNet downsamples 32x: smaller inputs leave almost nothing to pool
-# Photos longer than 20 times their width (or wider than 20 times their height) are refused: the
-# minimum side would blow a thin strip up to millions of pixels (40000x1 -> 2,560,000x64), and a
-# crop of the middle would not be the photo any more. Real panoramas stay well below it.
-MAX_ASPECT_RATIO = 20
-# Every preprocessed input stays under this many pixels, whatever a positive max_side says. With
-# max_side 0 or None (no downsizing, as the reference library feeds photos) the photo's own size
-# is the bound, and that is limited when it is opened (iqa.photos.MAX_PIXELS).
-MAX_INPUT_PIXELS = 2048 * 2048
-
-
-def shape_problem(size: tuple[int, int]) -> str | None:
-    """Why a photo of this (width, height) cannot be preprocessed within the bounds, else None."""
-    w, h = size
-    if w <= 0 or h <= 0:
-        return f"image has zero size ({w}x{h} pixels)"
-    if max(w, h) > MAX_ASPECT_RATIO * min(w, h):
-        ratio = max(w, h) / min(w, h)
-        return (
-            f"{w}x{h} pixels: aspect ratio {ratio:.0f}:1 is beyond the {MAX_ASPECT_RATIO}:1 limit "
-            f"(crop it to the part that matters)"
-        )
-    return None
-
-
-def check_shape(size: tuple[int, int]) -> None:
-    """Raise ValueError when a photo of this size cannot be preprocessed within the bounds."""
-    problem = shape_problem(size)
-    if problem:
-        raise ValueError(problem)
+from .shapes import MAX_ASPECT_RATIO as MAX_ASPECT_RATIO  # re-exported: the bounds' old home
+from .shapes import MAX_INPUT_PIXELS, MIN_SIDE, check_shape, native_target_size
+from .shapes import shape_problem as shape_problem
 
 
 @dataclass(frozen=True)
@@ -73,17 +45,7 @@ class Preprocessor:
 
     def target_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """The (width, height) the photo is resized to before normalisation (native mode)."""
-        check_shape(size)
-        w, h = size
-        scale = 1.0
-        if self.max_side and max(w, h) > self.max_side:
-            scale = self.max_side / max(w, h)
-        if self.max_side and w * h * scale * scale > MAX_INPUT_PIXELS:  # rounded down to stay within
-            scale = (MAX_INPUT_PIXELS / (w * h)) ** 0.5
-            return max(1, math.floor(w * scale)), max(1, math.floor(h * scale))
-        if min(w, h) * scale < MIN_SIDE:
-            scale = MIN_SIDE / min(w, h)
-        return max(1, round(w * scale)), max(1, round(h * scale))
+        return native_target_size(size, self.max_side)
 
     def output_size(self, size: tuple[int, int]) -> tuple[int, int]:
         """The (width, height) of the tensor this photo becomes."""
@@ -114,6 +76,23 @@ class Preprocessor:
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)
         return (pixels - mean) / std
+
+    def resize_plan(self) -> ResizePlan | None:
+        """What a decoding worker does before normalisation (`iqa.decode`), or None where open_clip's
+        transform has no uint8 equivalent here (other resize modes or interpolations)."""
+        kind = "native" if self.native_resolution else self.resize_mode
+        if kind not in RESIZE_KINDS or self.interpolation not in ("bicubic", "bilinear"):
+            return None
+        return ResizePlan(kind, self.image_size, self.max_side, self.interpolation)
+
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, 3, H, W] (from `resize_plan`) -> normalised float32, on the tensor's own device.
+
+        The same operations in the same order as `__call__`, so the numbers are identical on the CPU.
+        """
+        mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
+        return (pixels.float() / 255.0 - mean) / std
 
     @cached_property
     def _open_clip_transform(self) -> Callable[[Image.Image], torch.Tensor]:

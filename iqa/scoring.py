@@ -22,6 +22,8 @@ from .names import CLIP_IQA, DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAI
 from .prompts import DEFAULT_PRESET
 
 if TYPE_CHECKING:
+    import torch
+
     from .backbones import Backbone
     from .features import FeatureStore, ProgressFn
     from .grmp.model import GRMPConfig, GRMPModel, GRMPScorer
@@ -49,6 +51,15 @@ class Scorer(Protocol):
 
     def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
         """One result per photo, in the order of `photos`; `progress(done, total)` follows image encoding."""
+
+    @property
+    def store(self) -> FeatureStore:
+        """Where its image features come from: the streaming pipeline (`iqa.pipeline`) encodes into it."""
+
+    def score_features(
+        self, features: torch.Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None
+    ) -> list[ScoreResult]:
+        """One result per row of `features` (image features of `store`), named by `names`."""
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,18 @@ from iqa.ray_engine import LOCAL_ONLY_VARIABLE
 os.environ.setdefault(LOCAL_ONLY_VARIABLE, "0")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache_in_a_temporary_folder(tmp_path_factory):
+    """The command line's feature cache (and that of processes the tests start) never in ~/.cache."""
+    previous = os.environ.get("IQA_CACHE_DIR")
+    os.environ["IQA_CACHE_DIR"] = str(tmp_path_factory.mktemp("iqa-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("IQA_CACHE_DIR", None)
+    else:
+        os.environ["IQA_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def rn_backbone():
     return load_backbone("test-tiny-rn")

@@ -159,13 +159,22 @@ def test_score_output_that_cannot_be_written_is_exit_4(album, tmp_path, capsys):
 def test_filter_accounts_for_every_photo(album, monkeypatch, capsys):
     (album / "broken.png").write_bytes(b"not a png")
 
+    from iqa.cli_options import open_scorers
+
     class NaNForOne:
+        """Scores on a real scorer's features; the first photo of the batch gets NaN."""
+
         method = label = "fake"
 
-        def score(self, photos, progress=None):
-            return [ScoreResult(p.name, float("nan") if i == 0 else 0.1 * i, [], "fake") for i, p in enumerate(photos)]
+        def __init__(self, real):
+            self.store, self.backbone = real.store, real.backbone
 
-    monkeypatch.setattr("iqa.cli.open_scorers", lambda args: {"fake": NaNForOne()})
+        def score_features(self, features, names, notes=None):
+            return [ScoreResult(n, float("nan") if i == 0 else 0.1 * i, [], "fake") for i, n in enumerate(names)]
+
+    monkeypatch.setattr(
+        "iqa.cli.open_scorers", lambda args: {"fake": NaNForOne(next(iter(open_scorers(args).values())))}
+    )
     assert main(["filter", str(album), "--threshold", "0.25", *TEST]) == EXIT_PARTIAL
     captured = capsys.readouterr()
     assert "5 photos: 1 kept, 2 rejected, 2 unscored" in captured.out

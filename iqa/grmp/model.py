@@ -497,15 +497,24 @@ class GRMPScorer:
     def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
         if not photos:
             return []
-        self.model.eval()
+        self.model.eval()  # before encoding: the paper variant's visual prompts pass dropout in training mode
         features = self.store.image_features(photos, progress)
+        return self.score_features(features, [p.name for p in photos], [self.store.notes(p) for p in photos])
+
+    def score_features(
+        self, features: Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None
+    ) -> list[ScoreResult]:
+        """Scores from image features of `self.store` that are already computed (the streaming pipeline's path)."""
+        if not names:
+            return []
+        self.model.eval()
         with torch.no_grad():  # float32 cosines: under autocast, 100 * cos would carry fp16 rounding into p
             output = self.model.predict(features)
         positive, negative = self.model.prompt_learner.display_texts()
         temperature = float(self.model.logit_scale)
-        notes = [TEST_BACKBONE_WARNING] if self.model.backbone.is_test else []
+        warning = [TEST_BACKBONE_WARNING] if self.model.backbone.is_test else []
         results = []
-        for i, photo in enumerate(photos):
+        for i, name in enumerate(names):
             pair = PairScore(
                 positive=positive,
                 negative=negative,
@@ -515,12 +524,12 @@ class GRMPScorer:
             )
             results.append(
                 ScoreResult(
-                    name=photo.name,
+                    name=name,
                     score=float(output.score[i]),
                     pairs=[pair],
                     method=GRMP_IQA,
                     variant=self.variant,
-                    notes=notes + self.store.notes(photo),
+                    notes=warning + (list(notes[i]) if notes else []),
                     temperature=temperature,
                 )
             )

@@ -1,0 +1,292 @@
+"""Benchmark of the streaming pipeline on 12 MP JPEGs, every ratio measured side by side in one run.
+
+1. Peak memory of `python -m iqa score` (test backbone) on 100 and on 1,000 photos: the main
+   process, and the whole process tree (decoding workers included), sampled from /proc.
+2. Decoding + preprocessing throughput: as before the pipeline (full decode, EXIF, resize, in one
+   process) against the pipeline's worker function (JPEG draft decoding), per core and with a pool.
+3. The cached re-run: `score` on the 1,000 photos in a new process with one prompt pair edited,
+   against the first run (which filled the disk cache).
+4. Draft against full decoding on the bundled photos at camera size (8x: 3072 px): pixels and scores.
+5. `channels_last` for RN50 on the CPU.
+6. Lines added by other engines (`EXTRA_SECTIONS`, e.g. the local-Ray overhead).
+
+The photo set is made once (`benchmarks.photoset`) in `--photos-dir` and reused by later runs.
+
+    python -m benchmarks.pipeline_bench --photos-dir /tmp/iqa12mp [--count 1000] [--only memory,decode,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from pathlib import Path
+
+from benchmarks.photoset import ensure_photos
+
+ROOT = Path(__file__).resolve().parents[1]
+SECTIONS = ("memory", "decode", "draft", "channels_last")
+# Other engines add a section here: f(photos_dir, paths) -> printed lines (e.g. the local-Ray overhead).
+EXTRA_SECTIONS: list[Callable[[Path, list[Path]], list[str]]] = []
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _rss_mib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_measured(command: list[str]) -> tuple[float, float, float, str]:
+    """(wall s, peak RSS of the main process MiB, peak RSS of the process tree MiB, stderr's last line)."""
+    with tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        main_peak = tree_peak = 0.0
+        while process.poll() is None:
+            pids = _tree(process.pid)
+            main_peak = max(main_peak, _rss_mib(process.pid))
+            tree_peak = max(tree_peak, sum(_rss_mib(pid) for pid in pids))
+            time.sleep(0.1)
+        wall = time.perf_counter() - start
+        err.seek(0)
+        lines = err.read().strip().splitlines()
+    if process.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {lines[-3:]}")
+    return wall, main_peak, tree_peak, lines[-1] if lines else ""
+
+
+def score_command(target: str, *options: str) -> list[str]:
+    return [sys.executable, "-m", "iqa", "score", target, "--backbone", "test-tiny-rn", *options]
+
+
+def memory_and_cache(photos_dir: Path, count: int) -> list[str]:
+    """Peak memory at 100 and `count` photos (fresh caches), then the re-run with one pair edited."""
+    lines = ["## memory and the cached re-run (`python -m iqa score`, test-tiny-rn, default workers)"]
+    with tempfile.TemporaryDirectory() as work:
+        work_dir = Path(work)
+        small = str(photos_dir / "photo-000[0-9][0-9].jpg")  # the first 100
+        print("(running: 100 photos)", flush=True)
+        wall_100, main_100, tree_100, summary_100 = run_measured(
+            score_command(small, "--cache-dir", str(work_dir / "cache100"), "--out", str(work_dir / "r100.csv"))
+        )
+        print(
+            f"100 photos: {wall_100:.1f} s, main {main_100:.0f} MiB, all {tree_100:.0f} MiB; {summary_100}", flush=True
+        )
+        cache = str(work_dir / "cache")
+        wall_n, main_n, tree_n, summary_n = run_measured(
+            score_command(str(photos_dir), "--cache-dir", cache, "--out", str(work_dir / "first.csv"))
+        )
+        print(f"{count} photos: {wall_n:.1f} s, main {main_n:.0f} MiB, all {tree_n:.0f} MiB; {summary_n}", flush=True)
+        edited = work_dir / "pairs.csv"
+        edited.write_text(
+            "positive,negative\nGood image,bad image\nSharp image,blurry image\nsharp edges,blurry edges\n"
+            "High resolution image,low resolution image\nA clean photo,a noisy photo\n"
+        )
+        wall_re, main_re, tree_re, summary_re = run_measured(
+            score_command(str(photos_dir), "--cache-dir", cache, "--pairs", str(edited))
+        )
+    lines += [
+        "| photos | wall s | peak RSS main MiB | peak RSS all processes MiB | summary |",
+        "|---|---|---|---|---|",
+        f"| 100 | {wall_100:.1f} | {main_100:.0f} | {tree_100:.0f} | {summary_100} |",
+        f"| {count} | {wall_n:.1f} | {main_n:.0f} | {tree_n:.0f} | {summary_n} |",
+        f"| {count}, one pair edited, cached | {wall_re:.1f} | {main_re:.0f} | {tree_re:.0f} | {summary_re} |",
+        f"peak main {count} vs 100: {main_n / main_100:.3f}x (target <= 1.15x, < 1536 MiB); "
+        f"all processes {tree_n / tree_100:.3f}x",
+        f"cached re-run with one pair edited: {wall_n / wall_re:.1f}x faster than the first run (target >= 20x)",
+    ]
+    return lines
+
+
+def old_decode(path: Path, mode: str) -> tuple[int, ...]:
+    """As before the pipeline: open_photo (full decode, EXIF, RGB), then the Preprocessor's resize."""
+    from iqa.decode import ResizePlan
+    from iqa.photos import open_photo
+
+    image = open_photo(path).image
+    plan = ResizePlan("native", max_side=1024) if mode == "native" else ResizePlan("shortest", 224)
+    return plan.apply(image, image.size).shape
+
+
+def new_decode(path: Path, mode: str) -> tuple[int, ...]:
+    from iqa.decode import DecodeOptions, ResizePlan, decode_file
+
+    plan = ResizePlan("native", max_side=1024) if mode == "native" else ResizePlan("shortest", 224)
+    decoded = decode_file(path, path.name, DecodeOptions((plan,), draft=True))
+    pixels = decoded.pixels[0]
+    assert pixels is not None
+    return pixels.shape
+
+
+def decode_throughput(paths: list[Path], workers: int) -> list[str]:
+    """Images per second, old vs new, serial (per core) and in a pool of `workers` processes."""
+    lines = [
+        f"## decoding + preprocessing of 12 MP JPEGs ({len(paths)} photos; images/s)",
+        "| target | old, 1 process | new (draft), 1 process | per-core ratio "
+        f"| old, {workers} processes | new, {workers} processes | new: {workers} vs 1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for mode, label in (("native", "RN50 native, max side 1024"), ("vit", "ViT 224 (shortest side + crop)")):
+        rates = {}
+        for name, fn in (("old", old_decode), ("new", new_decode)):
+            start = time.perf_counter()
+            for path in paths:
+                fn(path, mode)
+            rates[(name, 1)] = len(paths) / (time.perf_counter() - start)
+            with ProcessPoolExecutor(workers) as pool:
+                list(pool.map(fn, paths[:workers], [mode] * workers))  # start the workers first
+                start = time.perf_counter()
+                list(pool.map(fn, paths, [mode] * len(paths)))
+                rates[(name, workers)] = len(paths) / (time.perf_counter() - start)
+        lines.append(
+            f"| {label} | {rates[('old', 1)]:.1f} | {rates[('new', 1)]:.1f} "
+            f"| {rates[('new', 1)] / rates[('old', 1)]:.2f}x | {rates[('old', workers)]:.1f} "
+            f"| {rates[('new', workers)]:.1f} | {rates[('new', workers)] / rates[('new', 1)]:.2f}x |"
+        )
+    return lines
+
+
+def draft_vs_full(backbones: tuple[str, ...]) -> list[str]:
+    """How much draft decoding changes inputs and scores, on the bundled photos upscaled 4x as JPEGs."""
+    import numpy as np
+    from PIL import Image
+
+    from iqa.backbones import load_backbone
+    from iqa.clipiqa import CLIPIQA
+    from iqa.decode import DecodeOptions, decode_file
+    from iqa.features import FeatureStore
+    from iqa.pipeline import Pipeline, PipelineOptions
+    from iqa.prompts import PRESETS
+
+    lines = [
+        "## draft vs full decoding: 16 of the bundled photos at 8x (3072x2048 and 3072x3072 JPEGs, quality 92)",
+        "| backbone | input | mean abs pixel diff (grey levels) | max abs score diff | mean abs score diff |",
+        "|---|---|---|---|---|",
+    ]
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for source in sorted((ROOT / "examples").glob("*.jpg"))[::4]:
+            with Image.open(source) as image:
+                big = image.convert("RGB").resize((image.width * 8, image.height * 8), Image.Resampling.BICUBIC)
+            paths.append(Path(folder) / source.name)
+            big.save(paths[-1], quality=92)
+        for name in backbones:
+            backbone = load_backbone(name, pretrained=None)
+            scorer = CLIPIQA(FeatureStore(backbone, batch_size=8), PRESETS["pyiqa"])
+            plan = scorer.store.preprocessor.resize_plan()
+            diffs = []
+            for path in paths:
+                full = decode_file(path, path.name, DecodeOptions((plan,), draft=False)).pixels[0]
+                drafted = decode_file(path, path.name, DecodeOptions((plan,), draft=True)).pixels[0]
+                assert full is not None and drafted is not None
+                diffs.append(float(np.abs(full.astype(int) - drafted.astype(int)).mean()))
+            scores = {}
+            for draft in (False, True):
+                pipeline = Pipeline([scorer], PipelineOptions(draft=draft, cache=None))
+                scores[draft] = {p.name: p.results[0].score for batch in pipeline.run(paths) for p in batch}
+            delta = [abs(scores[True][n] - scores[False][n]) for n in scores[False]]
+            lines.append(
+                f"| {name} | {scorer.store.preprocessor.key.split('|')[0]} | {np.mean(diffs):.2f} "
+                f"| {max(delta):.1e} | {np.mean(delta):.1e} |"
+            )
+    return lines
+
+
+def channels_last(repeats: int = 3) -> list[str]:
+    """RN50 (random weights) on the CPU, fp32: contiguous vs channels_last, inputs 224x224 and 448x336."""
+    import torch
+
+    from iqa.backbones import load_backbone
+
+    backbone = load_backbone("RN50-quickgelu", pretrained=None, device="cpu")
+    lines = [
+        "## RN50 on the CPU: channels_last (batch 8, fp32, best of 3)",
+        "| input | contiguous s | channels_last s | ratio |",
+    ]
+    lines.append("|---|---|---|---|")
+    for h, w in ((224, 224), (336, 448)):
+        pixels = torch.randn(8, 3, h, w)
+        times = {}
+        for layout in ("contiguous", "channels_last"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            backbone.model.visual.to(memory_format=fmt)
+            batch = pixels.contiguous(memory_format=fmt)
+            best = float("inf")
+            with torch.no_grad():
+                backbone.encode_image(batch)
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    backbone.encode_image(batch)
+                    best = min(best, time.perf_counter() - start)
+            times[layout] = best
+        backbone.model.visual.to(memory_format=torch.contiguous_format)
+        ratio = times["contiguous"] / times["channels_last"]
+        lines.append(f"| {w}x{h} | {times['contiguous']:.3f} | {times['channels_last']:.3f} | {ratio:.2f}x |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos-dir", type=Path, default=Path(tempfile.gettempdir()) / "iqa-12mp-photos")
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--decode-photos", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    started = time.perf_counter()
+    paths = ensure_photos(args.photos_dir, args.count)
+    load = os.getloadavg()
+    print(f"# pipeline benchmark: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    print(
+        f"# photo set: {len(paths)} 12 MP JPEGs in {args.photos_dir} (ready in {time.perf_counter() - started:.0f} s)"
+    )
+    sections: list[Callable[[], list[str]]] = []
+    if "decode" in only:
+        sections.append(lambda: decode_throughput(paths[: args.decode_photos], args.workers))
+    if "memory" in only:
+        sections.append(lambda: memory_and_cache(args.photos_dir, args.count))
+    if "draft" in only:
+        sections.append(
+            lambda: draft_vs_full(("test-tiny-rn", "test-tiny-vit", "RN50-quickgelu", "ViT-B-16-quickgelu"))
+        )
+    if "channels_last" in only:
+        sections.append(channels_last)
+    sections += [partial(extra, args.photos_dir, paths) for extra in EXTRA_SECTIONS]
+    for section in sections:
+        print("\n".join(section()), end="\n\n", flush=True)
+    load = os.getloadavg()
+    print(f"# done in {time.perf_counter() - started:.0f} s; load average now {load[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Result files written batch by batch, and resumed runs: a kill -9 mid-run, a truncated last line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WRITE, main
+from iqa.result_files import ResultFile
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))
+TEST = ["--backbone", "test-tiny-rn"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with path.open(newline="") as stream:
+            return list(csv.DictReader(stream))
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+@pytest.fixture
+def album(tmp_path) -> Path:
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for source in EXAMPLES[:12]:
+        (folder / source.name).write_bytes(source.read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_out_holds_one_row_per_photo_and_a_rerun_opens_nothing_again(album, tmp_path, suffix, capsys):
+    out = tmp_path / f"results{suffix}"
+    assert main(["score", str(album), *TEST, "--out", str(out), "--batch-size", "4", "--no-cache"]) == EXIT_OK
+    rows = read_rows(out)
+    assert sorted(r["name"] for r in rows) == sorted(str(p) for p in album.iterdir())
+    assert all(0 <= float(r["score[CLIP-IQA]"]) <= 1 and len(r["digest"]) == 32 for r in rows)
+    assert not out.with_name(out.name + ".partial.jsonl").exists()
+    first = capsys.readouterr()
+    assert "summary: 12 scored, 0 skipped" in first.err
+    assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_OK
+    again = capsys.readouterr()
+    assert "summary: 0 scored, 0 skipped, 0 from the feature cache (not decoded), 12 already in" in again.err
+    assert len(again.out.splitlines()) == 13  # the table still ranks every photo
+    assert sorted(r["name"] for r in read_rows(out)) == sorted(r["name"] for r in rows)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_truncated_last_line_is_cut_off_and_that_photo_scored_again(album, tmp_path, suffix, capsys):
+    out = tmp_path / f"results{suffix}"
+    assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_OK
+    text = out.read_text()
+    lines = text.splitlines(keepends=True)
+    out.write_text("".join(lines[:-2]) + lines[-2][: len(lines[-2]) // 2])  # killed while writing a row
+    capsys.readouterr()
+    assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_OK
+    assert "summary: 2 scored" in capsys.readouterr().err
+    names = [r["name"] for r in read_rows(out)]
+    assert len(names) == len(set(names)) == 12
+
+
+def test_another_method_or_pairs_in_the_same_out_is_refused(album, tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    assert main(["score", str(album / EXAMPLES[0].name), *TEST, "--out", str(out), "--no-cache"]) == EXIT_OK
+    code = main(["score", str(album), *TEST, "--out", str(out), "--pairs", "seed", "--no-cache"])
+    assert code == EXIT_INPUT and "other columns" in capsys.readouterr().err
+
+
+def test_an_unknown_out_format_is_bad_input(album, tmp_path, capsys):
+    assert main(["score", str(album), *TEST, "--out", str(tmp_path / "r.xlsx")]) == EXIT_INPUT
+    assert "--out must end in .csv, .jsonl or .parquet" in capsys.readouterr().err
+
+
+def test_exit_codes_with_out_and_bad_photos(album, tmp_path, capsys):
+    (album / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    out = tmp_path / "r.jsonl"
+    assert main(["score", str(album), *TEST, "--out", str(out)]) == EXIT_PARTIAL
+    err = capsys.readouterr().err
+    assert "skipped: " in err and "broken.jpg: image is corrupt or truncated" in err
+    assert "1 skipped (1 image is corrupt or truncated" in err
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "broken.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    assert main(["score", str(only_bad), *TEST]) == EXIT_INPUT
+
+
+def test_result_file_reads_back_what_it_wrote(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"name": "a.jpg", "path": "a.jpg", "digest": "x", "score[CLIP-IQA]": 0.5, "notes": ""}\n{"na')
+    done = ResultFile(path).done
+    assert done == {"a.jpg": ({"CLIP-IQA": 0.5}, "")}
+    assert path.read_text().endswith("}\n")
+
+
+def big_album(folder: Path, count: int) -> Path:
+    folder.mkdir()
+    for i in range(count):
+        with Image.open(EXAMPLES[i % len(EXAMPLES)]) as image:
+            image.convert("RGB").resize((1536, 1024)).save(folder / f"p{i:03d}.jpg", quality=90)
+    return folder
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_run_killed_with_sigkill_resumes_complete_without_duplicates_or_redecoding(tmp_path, suffix):
+    album = big_album(tmp_path / "album", 40)
+    out = tmp_path / f"results{suffix}"
+    written = out.with_name(out.name + ".partial.jsonl") if suffix == ".parquet" else out
+    command = [sys.executable, "-m", "iqa", "score", str(album), *TEST, "--out", str(out)]
+    command += ["--batch-size", "2", "--workers", "1", "--no-draft", "--max-side", "0", "--no-cache"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if written.exists() and written.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    before = written.read_text().count("\n")
+    assert 4 <= before < 40
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == EXIT_OK, done.stderr
+    summary = done.stderr.strip().splitlines()[-1]
+    # finished photos were not opened again: only the rest was decoded and scored
+    assert summary.startswith(f"summary: {40 - before} scored, 0 skipped") and f"{before} already in" in summary
+    names = [r["name"] for r in read_rows(out)]
+    assert len(names) == len(set(names)) == 40
+
+
+def test_an_out_that_cannot_be_written_is_exit_4(album, tmp_path, capsys):
+    out = tmp_path / "no" / "such" / "r.csv"
+    assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_WRITE
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: could not write ") and "r.csv" in err
