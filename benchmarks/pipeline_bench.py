@@ -8,7 +8,8 @@
    against the first run (which filled the disk cache).
 4. Draft against full decoding on the bundled photos at camera size (8x: 3072 px): pixels and scores.
 5. `channels_last` for RN50 on the CPU.
-6. Lines added by other engines (`EXTRA_SECTIONS`, e.g. the local-Ray overhead).
+6. The local-Ray overhead: `score --engine ray` against the local engine on the same 12 MP photos
+   (both from the command line, test backbone, no disk cache), Ray started and stopped by the run.
 
 The photo set is made once (`benchmarks.photoset`) in `--photos-dir` and reused by later runs.
 
@@ -25,15 +26,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 from pathlib import Path
 
 from benchmarks.photoset import ensure_photos
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("memory", "decode", "draft", "channels_last")
-# Other engines add a section here: f(photos_dir, paths) -> printed lines (e.g. the local-Ray overhead).
-EXTRA_SECTIONS: list[Callable[[Path, list[Path]], list[str]]] = []
+SECTIONS = ("memory", "decode", "draft", "channels_last", "ray")
 
 
 def _tree(root: int) -> list[int]:
@@ -254,11 +252,35 @@ def channels_last(repeats: int = 3) -> list[str]:
     return lines
 
 
+def ray_overhead(paths: list[Path]) -> list[str]:
+    """`score --engine ray` (a local Ray, started and stopped) against the local engine, both in a new process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        for path in paths:
+            os.link(path, folder / path.name)
+        common = [sys.executable, "-m", "iqa", "score", str(folder), "--backbone", "test-tiny-rn", "--no-cache"]
+        runs = {
+            "local engine": [*common, "--out", str(Path(tmp) / "local.csv")],
+            "Ray (local, 2 CPUs)": [*common, "--engine", "ray", "--out", str(Path(tmp) / "ray")],
+        }
+        seconds = {}
+        for label, command in runs.items():
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True, cwd=ROOT)
+            seconds[label] = time.perf_counter() - start
+    local = seconds["local engine"]
+    lines = [f"## local-Ray overhead: {len(paths)} 12 MP JPEGs, `iqa score` in a new process each"]
+    lines += [f"{label:<22}{t:8.1f} s {t / local:6.2f}x" for label, t in seconds.items()]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos-dir", type=Path, default=Path(tempfile.gettempdir()) / "iqa-12mp-photos")
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--decode-photos", type=int, default=40)
+    parser.add_argument("--ray-photos", type=int, default=48)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
     args = parser.parse_args()
@@ -281,7 +303,8 @@ def main() -> None:
         )
     if "channels_last" in only:
         sections.append(channels_last)
-    sections += [partial(extra, args.photos_dir, paths) for extra in EXTRA_SECTIONS]
+    if "ray" in only:
+        sections.append(lambda: ray_overhead(paths[: args.ray_photos]))
     for section in sections:
         print("\n".join(section()), end="\n\n", flush=True)
     load = os.getloadavg()
