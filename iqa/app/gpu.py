@@ -14,6 +14,7 @@ from ..features import FeatureStore, ProgressFn
 from ..grmp.model import GRMPModel
 from ..grmp.train import adapt_seed
 from ..photos import Photo
+from ..quality_map import QualityMap, quality_map
 
 try:  # ZeroGPU on Hugging Face Spaces
     from spaces import GPU as gpu
@@ -46,3 +47,12 @@ def run_compare(
     mark = clip.store.keys()
     rows = compare(photos, [clip] if grmp is None else [clip, grmp], progress)
     return rows, clip.store.added_since(mark)
+
+
+@gpu
+def run_map(photo: Photo, clip: CLIPIQA, progress: ProgressFn | None = None) -> tuple[QualityMap, tuple[dict, dict]]:
+    """The quality map of one photo, on the GPU under ZeroGPU; returns the window features it added
+    to the store too (merged by the caller, as `run_compare`'s), so a prompt edit re-draws from cache."""
+    mark = clip.store.keys()
+    qmap = quality_map(photo, clip, progress=progress)
+    return qmap, clip.store.added_since(mark)

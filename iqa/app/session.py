@@ -37,6 +37,7 @@ class Session:
     attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.prompts)
     custom_table: Any = None  # the prompt table as last edited (kept when a preset is chosen)
     checkpoints: dict[str, str] = field(default_factory=dict)
+    map_open: bool = False  # the quality map was asked for: it follows the chosen photo, pair and table
     folder: str = ""
     notice: str = ""  # why the server dropped this session's photos, told at its next request
 
