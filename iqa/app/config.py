@@ -120,7 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         "--max-side",
         type=int,
         default=int(env("IQA_MAX_SIDE", str(DEFAULT_MAX_SIDE))),
-        help=f"photos are downsized to this longest side on upload (default {DEFAULT_MAX_SIDE}, what scoring uses)",
+        help=f"photos are downsized to this longest side on upload, and scored at it (default {DEFAULT_MAX_SIDE}; "
+        "0: no downsizing, within --max-pixels and the session memory budget)",
     )
     parser.add_argument(
         "--session-memory-mb",

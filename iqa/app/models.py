@@ -98,7 +98,8 @@ class Models:
                         pretrained=self.config.pretrained if start else DEFAULT_PRETRAINED,
                         checkpoint=self.config.weights if start else None,
                         device=self.config.device,
-                    )
+                    ),
+                    max_side=self.config.max_side or None,  # what uploads are downsized to: 0 keeps full size
                 )
             return self._stores[name]
 
