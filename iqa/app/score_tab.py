@@ -88,13 +88,13 @@ class ScoreHandlers(HandlerBase):
         session.rows, added = gpu.run_compare(
             session.photos, clip, grmp, lambda done, total: progress((done, total), desc="encoding photos")
         )
-        store.merge(added)
+        added.merge_into(store, grmp)
         session.attributes = is_attribute_set(valid)
         session.settings = self._settings(store, clip, grmp, valid)
         elapsed = time.perf_counter() - start
         message = (
             f"Scored {len(session.photos)} photo(s) with {len(valid)} pair(s) in {elapsed:.2f} s on "
-            f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
+            f"{store.backbone.description}; {len(added.clip[0])} image(s) encoded, "
             f"the rest from the feature cache."
         )
         if grmp is not None:
