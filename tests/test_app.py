@@ -611,3 +611,22 @@ def test_a_photo_too_small_for_a_quality_map_gets_a_clear_message(handlers, sess
     small = next(p for p in session.photos if min(p.image.size) < 128)
     out = handlers.draw_map(session, table, "test-tiny-rn", T_SCALE, small.name, OVERALL)
     assert out.quality_map is None and "No quality map" in out.map_status and "128 px window" in out.map_status
+
+
+def test_startup_checkpoints_stay_in_memory_whatever_is_uploaded(handlers, tmp_path):
+    _seed_checkpoint(handlers, tmp_path / "startup")
+    startup = str(tmp_path / "startup" / "tiny-seed")
+    config = dataclasses.replace(handlers.config, grmp_checkpoints=[startup], max_grmp_models=1)
+    models = Models(config)
+    pinned = models.grmp(startup)
+    uploads = []
+    for k in range(3):
+        _seed_checkpoint(handlers, tmp_path / str(k))
+        uploads.append(str(tmp_path / str(k) / "tiny-seed"))
+        models.grmp(uploads[-1])
+    assert models.grmp(startup) is pinned  # never evicted: not loaded again
+    latest = models.grmp(uploads[-1])
+    assert models.grmp(uploads[-1]) is latest  # the latest upload is kept...
+    models.grmp(uploads[0])
+    assert models.grmp(uploads[-1]) is not latest  # ...as the one besides the start-up one (max_grmp_models=1)
+    assert models.grmp(startup) is pinned
