@@ -15,8 +15,9 @@ from gradio_client import Client, handle_file
 from official_reference import tiny_official_state
 
 from iqa.app import gpu
+from iqa.app.about_tab import about_text
 from iqa.app.config import AppConfig, parse_args
-from iqa.app.demo import Handlers
+from iqa.app.demo import Handlers, build_demo
 from iqa.app.models import NO_GRMP, Models
 from iqa.app.session import Session
 from iqa.clipiqa import CLIPIQA
@@ -133,3 +134,21 @@ def _compare_in_worker(photos, clip, grmp, sender):
     torch.set_num_threads(1)
     _, added = gpu.run_compare(photos, clip, grmp)
     sender.send_bytes(pickle.dumps(added))
+
+
+@pytest.mark.parametrize("flag", ["official", "none"])
+def test_the_about_tab_names_the_model_this_server_loaded(official_file, tmp_path, monkeypatch, flag):
+    monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
+    official = str(official_file) if flag == "official" else None
+    config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=official, max_side=800)
+    models = Models(config)
+    demo = build_demo(config, models)
+    loaded = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "loaded").value
+    assert models.grmp_note in loaded and "downsized to 800 px" in loaded
+    if flag == "official":
+        assert "the official model tiny_official.pt" in loaded and "clive_50" not in loaded
+    else:
+        assert "No GRMP-IQA model loaded" in loaded and "checkpoints at start: none" in loaded
+    text = about_text()
+    assert "By default (no\n`--grmp-official`" in text and "named under **Loaded** below" in text
+    assert "downsized to `--max-side` on upload" in text and "4.6e-4" in text
