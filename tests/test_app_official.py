@@ -21,7 +21,8 @@ from iqa.app.demo import Handlers, build_demo
 from iqa.app.models import NO_GRMP, Models
 from iqa.app.session import Session
 from iqa.clipiqa import CLIPIQA
-from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError
+from iqa.grmp.model import GRMPScorer
+from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError, import_official
 from iqa.prompts import PRESETS
 
 T_SCALE = "checkpoint's logit scale"
@@ -52,7 +53,12 @@ def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_
         session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint, 0.5, "GRMP-IQA"
     )
     assert all(row.result("GRMP-IQA").label == "GRMP-IQA (paper)" for row in session.rows)
-    assert all(0 <= row.result("GRMP-IQA").score <= 1 for row in session.rows)
+    # the app's scores are the official model's, imported directly, on the same session photos
+    reference = GRMPScorer(import_official(official_file)).score(session.photos)
+    assert [r.name for r in reference] == [row.name for row in session.rows]
+    for row, expected in zip(session.rows, reference):
+        assert row.result("GRMP-IQA").score == pytest.approx(expected.score, abs=1e-6), row.name
+    assert len({round(r.score, 6) for r in reference}) == len(reference)  # photos that score apart
 
 
 def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeypatch):
