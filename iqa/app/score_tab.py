@@ -412,10 +412,10 @@ def build_score_tab(models: Models, ui: dict) -> None:
             ui["breakdown"] = gr.Plot(label="What the scores are made of", elem_id="breakdown", visible=False)
         with gr.Column(min_width=300):
             ui["scatter"] = gr.Plot(label="CLIP-IQA against GRMP-IQA", elem_id="scatter", visible=False)
+            build_map_panel(ui)  # beside the breakdown (below it on a phone)
     with gr.Accordion("Side by side: two photos' breakdowns mirrored", open=False, elem_id="side-accordion"):
         ui["compare_pick"] = gr.Dropdown([], label="Beside it (the photo above is on the left)", elem_id="compare-pick")
         ui["side_by_side"] = gr.Plot(label="Side by side", elem_id="side-by-side", visible=False)
-    build_map_panel(ui)
     ui["results_csv"] = gr.File(label="Download results (CSV)", interactive=False, height=60, visible=False)
     with gr.Row(equal_height=True):
         ui["share"] = gr.Button("Link to these prompts and settings", size="sm", elem_id="share-button", scale=1)
@@ -431,7 +431,7 @@ def build_map_panel(ui: dict) -> None:
     """ "Where in the photo": the quality map of the photo chosen for the breakdown, drawn on request."""
     with gr.Accordion("Where in the photo: quality map", open=True, elem_id="map-accordion"):
         gr.Markdown(MAP_HOW_TO, elem_classes=["how-to"])
-        with gr.Row(equal_height=True):
+        with gr.Row():
             ui["map_pair"] = gr.Dropdown(
                 [MAP_OVERALL], value=MAP_OVERALL, label="Map of", elem_id="map-pair", scale=3, min_width=200
             )
