@@ -601,6 +601,9 @@ def test_quality_map_follows_the_chosen_photo_and_a_prompt_edit_redraws_from_cac
     assert tuple(other.quality_map.layout.yaxis.range) == (266, 0) != tuple(figure.layout.yaxis.range)  # 400x266
     assert other.quality_map.data[0].source != figure.data[0].source  # the other photo under the map
 
+    vit = handlers.refresh_map(session, edited, "test-tiny-vit", T_SCALE, "chelsea.jpg", OVERALL)
+    assert "test-tiny-vit" in vit.map_status and "windows of 224 px" in vit.map_status  # the new backbone's map
+
     handlers.clear_photos(session)
     assert handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL).quality_map is None
 
