@@ -383,22 +383,31 @@ def quality_map_chart(
                 zmax=high,
                 opacity=0.55,
                 colorscale=[[i / (len(COLOURS) - 1), c] for i, c in enumerate(COLOURS)],
-                colorbar=dict(title=dict(text=label, side="right")),
+                # below the photo, across it: a phone's width goes to the photo, not to the bar
+                colorbar=dict(
+                    title=dict(text=label, side="top"),
+                    orientation="h",
+                    x=0.5,
+                    xanchor="center",
+                    y=-0.14,
+                    yanchor="top",
+                    thickness=12,
+                    len=1,
+                ),
                 text=hover,
                 hovertemplate="%{text}<extra></extra>",
             ),
         ]
     )
-    title = f"Quality map of {qmap.name}: {qmap.rows}x{qmap.cols} windows of {qmap.window} px"
-    if qmap.notes:
-        title += f"<br><sup>{'; '.join(qmap.notes)}</sup>"
+    details = [f"{qmap.rows}x{qmap.cols} windows of {qmap.window} px", *qmap.notes]
+    title = f"Quality map of {qmap.name}<br><sup>{'; '.join(details)}</sup>"  # the name alone on a line: a phone
     figure.update_layout(
         template="plotly_dark" if dark else "plotly_white",
-        title=title,
+        title=dict(text=title, font=dict(size=13)),
         xaxis=dict(range=[0, width], showgrid=False, title="x (pixels)", constrain="domain"),
         yaxis=dict(range=[height, 0], showgrid=False, title="y (pixels)", scaleanchor="x"),
-        height=min(900, 160 + 560 * height // max(width, 1)),
-        margin=dict(l=10, r=10, t=70, b=10),
+        height=min(900, 220 + 480 * height // max(width, 1)),
+        margin=dict(l=10, r=10, t=70, b=100),
     )
     return figure
 

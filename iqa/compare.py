@@ -101,6 +101,25 @@ class CachedScorer:
                 self._results.popitem(last=False)
             return [replace(self._results[k], name=p.name) for k, p in zip(keys, photos)]
 
+    def keys(self) -> set[str]:
+        """The photos (content digests) with a remembered result: a mark to pass to `added_since`."""
+        with self._lock:
+            return set(self._results)
+
+    def added_since(self, mark: set[str]) -> dict[str, ScoreResult]:
+        """The results remembered after `mark` was taken."""
+        with self._lock:
+            return {k: v for k, v in self._results.items() if k not in mark}
+
+    def merge(self, added: Mapping[str, ScoreResult]) -> None:
+        """Remember results computed by a copy of this scorer in another process (ZeroGPU's forked worker)."""
+        with self._lock:
+            for key, result in added.items():
+                self._results[key] = result
+                self._results.move_to_end(key)
+            while len(self._results) > self._max_items:
+                self._results.popitem(last=False)
+
 
 def compare(
     photos: Sequence[Photo], scorers: Sequence[Scorer], progress: ProgressFn | None = None

@@ -18,6 +18,7 @@ import gradio as gr
 import pandas as pd
 import pytest
 from PIL import Image
+from skimage import data as skimage_data
 
 from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
@@ -555,3 +556,80 @@ def test_an_adaptation_that_stops_early_says_so(handlers, session, monkeypatch):
     last = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 40, "test-tiny-rn", session))[-1]
     assert "stopped early after 7 of 40 steps" in last.checkpoint["choices"][-1][0]
     assert "Stopped early at step 7 of 40" in last.adapt_status
+
+
+OVERALL = "overall (weighted mean of the pairs)"
+
+
+def test_quality_map_follows_the_chosen_photo_and_a_prompt_edit_redraws_from_cached_windows(handlers, tmp_path):
+    files = []
+    for name in ("astronaut", "chelsea"):
+        image = Image.fromarray(getattr(skimage_data, name)())
+        image.thumbnail((400, 400))
+        files.append(str(tmp_path / f"{name}.jpg"))
+        image.save(files[-1])
+    session = handlers.add_photos(files, Session()).session
+    table = handlers.load_preset("seed")
+    score(handlers, session, table)
+    closed = handlers.refresh_map(session, table, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
+    assert closed.quality_map is None and closed.map_status == ""  # never computed with a re-score unasked
+
+    drawn = handlers.draw_map(session, table, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
+    figure = drawn.quality_map
+    assert figure.layout.title.text.startswith("Quality map of astronaut.jpg") and "astronaut.jpg" in drawn.map_status
+    assert [trace.type for trace in figure.data] == ["image", "heatmap"]
+    assert drawn.map_pair["choices"] == [OVERALL, *(f"{p} / {n}" for p, n in table[["positive", "negative"]].values)]
+    assert figure.layout.paper_bgcolor == "rgba(0,0,0,0)"  # transparent: the page's theme shows through
+
+    store = handlers.models.store("test-tiny-rn")
+    encoded, texts = store.images_encoded, store.texts_encoded
+    edited = table.copy()
+    edited.loc[0, "positive"] = "a crisp, well exposed photo"
+    score(handlers, session, edited)
+    redrawn = handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
+    assert store.images_encoded == encoded and store.texts_encoded == texts + 1  # windows from the cache
+    assert list(redrawn.quality_map.data[1].z.flat) != list(figure.data[1].z.flat)  # the new pair's values
+
+    one_pair = f"{edited.loc[2, 'positive']} / {edited.loc[2, 'negative']}"
+    by_pair = handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair)
+    assert by_pair.map_pair["value"] == one_pair and "p(a sharp photo)" in by_pair.map_status
+    gone = handlers.refresh_map(session, edited.drop(index=2), "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair)
+    assert gone.map_pair["value"] == OVERALL  # the deleted pair is no longer offered or drawn
+
+    other = handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL)
+    assert other.quality_map.layout.title.text.startswith("Quality map of chelsea.jpg")
+    assert tuple(other.quality_map.layout.yaxis.range) == (266, 0) != tuple(figure.layout.yaxis.range)  # 400x266
+    assert other.quality_map.data[0].source != figure.data[0].source  # the other photo under the map
+
+    vit = handlers.refresh_map(session, edited, "test-tiny-vit", T_SCALE, "chelsea.jpg", OVERALL)
+    assert "test-tiny-vit" in vit.map_status and "windows of 224 px" in vit.map_status  # the new backbone's map
+
+    handlers.clear_photos(session)
+    assert handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL).quality_map is None
+
+
+def test_a_photo_too_small_for_a_quality_map_gets_a_clear_message(handlers, session):
+    table = handlers.load_preset("seed")
+    score(handlers, session, table)
+    small = next(p for p in session.photos if min(p.image.size) < 128)
+    out = handlers.draw_map(session, table, "test-tiny-rn", T_SCALE, small.name, OVERALL)
+    assert out.quality_map is None and "No quality map" in out.map_status and "128 px window" in out.map_status
+
+
+def test_startup_checkpoints_stay_in_memory_whatever_is_uploaded(handlers, tmp_path):
+    _seed_checkpoint(handlers, tmp_path / "startup")
+    startup = str(tmp_path / "startup" / "tiny-seed")
+    config = dataclasses.replace(handlers.config, grmp_checkpoints=[startup], max_grmp_models=1)
+    models = Models(config)
+    pinned = models.grmp(startup)
+    uploads = []
+    for k in range(3):
+        _seed_checkpoint(handlers, tmp_path / str(k))
+        uploads.append(str(tmp_path / str(k) / "tiny-seed"))
+        models.grmp(uploads[-1])
+    assert models.grmp(startup) is pinned  # never evicted: not loaded again
+    latest = models.grmp(uploads[-1])
+    assert models.grmp(uploads[-1]) is latest  # the latest upload is kept...
+    models.grmp(uploads[0])
+    assert models.grmp(uploads[-1]) is not latest  # ...as the one besides the start-up one (max_grmp_models=1)
+    assert models.grmp(startup) is pinned

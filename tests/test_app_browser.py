@@ -300,3 +300,38 @@ def test_screenshots_of_every_tab(open_page):
     phone = open_page(viewport=PHONE, query="?__theme=dark")
     _add_examples(phone)
     _shot(phone, "phone-dark-score")
+
+
+def _draw_map(page, name: str) -> None:
+    """Open the quality map of the chosen photo and wait until its heat map is drawn over it."""
+    page.locator("#map-button").scroll_into_view_if_needed()
+    page.click("#map-button")
+    page.wait_for_function(
+        f"""() => document.querySelector('#map-status')?.innerText?.includes('Quality map of {name}')
+            && document.querySelector('#quality-map .heatmaplayer image, #quality-map .hm image')
+            && [...document.querySelectorAll('#quality-map .gtitle')].some(t => t.textContent.includes({name!r}))""",
+        timeout=TIMEOUT,
+    )
+
+
+@pytest.mark.parametrize(
+    "viewport, query, shot",
+    [(DESKTOP, "", "light-map"), (DESKTOP, "?__theme=dark", "dark-map"), (PHONE, "", "phone-map")],
+)
+def test_the_quality_map_is_drawn_over_the_photo_and_follows_the_chosen_photo(open_page, viewport, query, shot):
+    page = open_page(viewport=viewport, query=query)
+    _add_examples(page)
+    first = page.locator("#photo-pick input").input_value()
+    _draw_map(page, first)
+    box = page.locator("#quality-map .js-plotly-plot").bounding_box()
+    assert box["height"] > 250 and box["width"] <= viewport["width"]
+    photo = page.locator("#quality-map .layer-below image, #quality-map .imagelayer image").count()
+    assert photo >= 1  # the photo under the heat map
+    page.locator("#quality-map").screenshot(path=str(ARTIFACTS / f"{shot}.png"))
+    other = "rocket.jpg" if first != "rocket.jpg" else "astronaut.jpg"
+    _choose(page, "#photo-pick", other)  # the open map follows the chosen photo, with no click
+    page.wait_for_function(
+        f"[...document.querySelectorAll('#quality-map .gtitle')].some(t => t.textContent.includes({other!r}))",
+        timeout=TIMEOUT,
+    )
+    _shot(page, f"{shot}-page")

@@ -115,3 +115,21 @@ def test_prompt_lab_and_adaptation_on_uploaded_labels(client, photo_files, tmp_p
     assert choices["choices"][-1][0].startswith("seed-adapted-1")  # gradio_client returns the dropdown update
     ranking = _score(client, table, checkpoint=choices["value"], method="GRMP-IQA")["ranking"]
     assert all(row[3] != "" for row in ranking["data"])
+
+
+def test_quality_map_of_the_chosen_photo_and_a_clear_message_when_too_small(client):
+    table = client.predict("seed", api_name="/load_preset")[0]
+    _score(client, table)
+    overall = "overall (weighted mean of the pairs)"
+    pairs, figure, status = client.predict(
+        table, "test-tiny-rn", T_SCALE, "astronaut.jpg", overall, api_name="/quality_map"
+    )
+    assert _value(figure)["type"] == "plotly" and status.startswith("Quality map of astronaut.jpg")
+    assert _value(pairs) == overall and "Quality map of astronaut.jpg" in _value(figure)["plot"]
+    sharp = "a sharp photo / a blurry photo"
+    pairs, figure, status = client.predict(
+        table, "test-tiny-rn", T_SCALE, "astronaut.jpg", sharp, api_name="/quality_map_pair"
+    )
+    assert _value(pairs) == sharp and "p(a sharp photo)" in status
+    _, figure, status = client.predict(table, "test-tiny-rn", T_SCALE, "chelsea.jpg", overall, api_name="/quality_map")
+    assert _value(figure) is None and "No quality map" in status and "128 px" in status  # 160x106 px

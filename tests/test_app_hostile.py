@@ -6,6 +6,7 @@ succeeds). Also the session memory budget, idle expiry, the security headers and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 import urllib.error
@@ -120,6 +121,25 @@ def test_photos_are_downsized_on_upload_and_downloads_keep_the_original(handlers
     _scores(handlers, session)
     with zipfile.ZipFile(handlers.zip_kept(session, 0.0, "CLIP-IQA").kept_zip) as archive:
         assert archive.read("big.png") == big.read_bytes()
+
+
+@pytest.mark.parametrize("max_side, kept, scored", [(0, (1500, 1000), (1500, 1000)), (1200, (1200, 800), (1200, 800))])
+def test_max_side_is_what_uploads_keep_and_scoring_uses_and_zero_means_full_size(
+    tmp_path, monkeypatch, max_side, kept, scored
+):
+    monkeypatch.setenv("IQA_MAX_SIDE", str(max_side))
+    config = dataclasses.replace(parse_args(["--test-backbone"]), work_dir=tmp_path / "work", backbone="test-tiny-rn")
+    assert config.max_side == max_side
+    handlers = Handlers(Models(config))
+    assert handlers.models.store("test-tiny-rn").preprocessor.max_side == (max_side or None)
+    big = tmp_path / "big.png"
+    Image.effect_noise((1500, 1000), 40).convert("RGB").save(big)
+    session = handlers.add_photos([str(big)], Session()).session
+    assert session.photos[0].image.size == kept  # 0 never shrinks a photo to 1x1
+    _scores(handlers, session)
+    notes = session.rows[0].result("CLIP-IQA").notes
+    assert not any("resized" in note for note in notes), notes  # scored at the size kept, not at 1024
+    assert handlers.models.store("test-tiny-rn").preprocessor.target_size(kept) == scored
 
 
 def test_the_memory_budget_drops_the_least_recently_used_sessions_photos(handlers, good_photos, monkeypatch):

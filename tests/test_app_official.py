@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import pickle
 import re
 import urllib.request
 
@@ -12,11 +14,16 @@ from conftest import running_app
 from gradio_client import Client, handle_file
 from official_reference import tiny_official_state
 
+from iqa.app import gpu
+from iqa.app.about_tab import about_text
 from iqa.app.config import AppConfig, parse_args
-from iqa.app.demo import Handlers
+from iqa.app.demo import Handlers, build_demo
 from iqa.app.models import NO_GRMP, Models
 from iqa.app.session import Session
-from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError
+from iqa.clipiqa import CLIPIQA
+from iqa.grmp.model import GRMPScorer
+from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError, import_official
+from iqa.prompts import PRESETS
 
 T_SCALE = "checkpoint's logit scale"
 
@@ -46,7 +53,12 @@ def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_
         session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint, 0.5, "GRMP-IQA"
     )
     assert all(row.result("GRMP-IQA").label == "GRMP-IQA (paper)" for row in session.rows)
-    assert all(0 <= row.result("GRMP-IQA").score <= 1 for row in session.rows)
+    # the app's scores are the official model's, imported directly, on the same session photos
+    reference = GRMPScorer(import_official(official_file)).score(session.photos)
+    assert [r.name for r in reference] == [row.name for row in session.rows]
+    for row, expected in zip(session.rows, reference):
+        assert row.result("GRMP-IQA").score == pytest.approx(expected.score, abs=1e-6), row.name
+    assert len({round(r.score, 6) for r in reference}) == len(reference)  # photos that score apart
 
 
 def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeypatch):
@@ -93,3 +105,56 @@ def test_the_served_page_opens_with_the_official_model_chosen(official_file, pho
         table = client.predict("seed", api_name="/load_preset")[0]
         ranking = client.predict(table, "test-tiny-rn", T_SCALE, chosen[0], 0.5, "GRMP-IQA", api_name="/score")[1]
         assert len(ranking["data"]) == 3 and all(row[3] != "" for row in ranking["data"])
+
+
+def test_a_zerogpu_worker_returns_the_official_models_features_and_results(
+    official_file, photos, tmp_path, monkeypatch
+):
+    """ZeroGPU scores in a forked worker: what the GRMP-IQA model's own store and its result cache
+    gained there comes back and is merged, so the next Score click encodes nothing through its ViT."""
+    monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
+    models = Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=str(official_file)))
+    grmp = models.grmp(models.default_checkpoint)
+    own = grmp.scorer.store
+    store = models.store("test-tiny-rn")
+    assert own is not store  # the paper model encodes through its own prompted tower
+    clip = CLIPIQA(store, PRESETS["seed"])
+    store.image_features(photos[:1])  # the parent's thread pool exists before the fork, as in the app
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    worker = context.Process(target=_compare_in_worker, args=(photos, clip, grmp, sender))
+    worker.start()
+    added = pickle.loads(receiver.recv_bytes())
+    worker.join(timeout=60)
+    assert worker.exitcode == 0
+    assert len(added.grmp_features[0]) == len(photos) and len(added.grmp_results) == len(photos)
+    assert own.images_encoded == 0 and grmp.keys() == set()  # nothing reached this process but the message
+    added.merge_into(store, grmp)
+    rows, again = gpu.run_compare(photos, clip, grmp)
+    assert own.images_encoded == 0 and store.images_encoded == 1  # every feature and result from the merge
+    assert again.grmp_results == {} and again.grmp_features == ({}, {}) and again.clip == ({}, {})
+    assert [row.result("GRMP-IQA").label for row in rows] == ["GRMP-IQA (paper)"] * len(photos)
+
+
+def _compare_in_worker(photos, clip, grmp, sender):
+    torch.set_num_threads(1)
+    _, added = gpu.run_compare(photos, clip, grmp)
+    sender.send_bytes(pickle.dumps(added))
+
+
+@pytest.mark.parametrize("flag", ["official", "none"])
+def test_the_about_tab_names_the_model_this_server_loaded(official_file, tmp_path, monkeypatch, flag):
+    monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
+    official = str(official_file) if flag == "official" else None
+    config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=official, max_side=800)
+    models = Models(config)
+    demo = build_demo(config, models)
+    loaded = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "loaded").value
+    assert models.grmp_note in loaded and "downsized to 800 px" in loaded
+    if flag == "official":
+        assert "the official model tiny_official.pt" in loaded and "clive_50" not in loaded
+    else:
+        assert "No GRMP-IQA model loaded" in loaded and "checkpoints at start: none" in loaded
+    text = about_text()
+    assert "By default (no\n`--grmp-official`" in text and "named under **Loaded** below" in text
+    assert "downsized to `--max-side` on upload" in text and "4.6e-4" in text

@@ -25,7 +25,11 @@ def build_about_tab(models: Models) -> None:
     banner(models)
     gr.Markdown(about_text(), latex_delimiters=LATEX)
     gr.Markdown(
-        f"**Loaded:** CLIP-IQA backbone {models.description}. GRMP-IQA checkpoints at "
-        f"start: {', '.join(models.startup_checkpoints) or 'none'}. {models.grmp_note}",
+        f"**Loaded:** CLIP-IQA backbone {models.description}; {_downsizing(models.config.max_side)}. "
+        f"GRMP-IQA checkpoints at start: {', '.join(models.startup_checkpoints) or 'none'}. {models.grmp_note}",
         elem_id="loaded",
     )
+
+
+def _downsizing(max_side: int) -> str:
+    return f"photos downsized to {max_side} px on the long side on upload" if max_side else "photos kept at full size"

@@ -34,7 +34,7 @@ class AppConfig:
     max_side: int = DEFAULT_MAX_SIDE  # photos are downsized to this as soon as they are uploaded
     session_memory_mb: int = 2048  # all sessions' photos together; least recently used sessions lose theirs
     session_ttl: float = 3600.0  # seconds without an upload or a scoring before a session is dropped
-    max_grmp_models: int = 4  # GRMP models kept in memory (a paper-variant model holds a whole ViT)
+    max_grmp_models: int = 4  # GRMP models kept in memory besides the start-up ones (a paper-variant one holds a ViT)
     concurrency: int = 2
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "iqa-app")
 
@@ -120,7 +120,8 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         "--max-side",
         type=int,
         default=int(env("IQA_MAX_SIDE", str(DEFAULT_MAX_SIDE))),
-        help=f"photos are downsized to this longest side on upload (default {DEFAULT_MAX_SIDE}, what scoring uses)",
+        help=f"photos are downsized to this longest side on upload, and scored at it (default {DEFAULT_MAX_SIDE}; "
+        "0: no downsizing, within --max-pixels and the session memory budget)",
     )
     parser.add_argument(
         "--session-memory-mb",

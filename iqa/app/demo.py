@@ -23,6 +23,7 @@ from .outputs import (
     CheckpointOutput,
     FilterOutput,
     LabOutput,
+    MapOutput,
     PhotosOutput,
     PickOutput,
     PresetOutput,
@@ -94,7 +95,16 @@ def wire(h: Handlers, ui: dict) -> None:
     score, filter_ = as_outputs(h.score), as_outputs(h.filter)
     private: dict = {"api_visibility": "private"}
 
+    map_inputs = [session, prompts, ui["backbone"], ui["temperature"], ui["photo_pick"], ui["map_pair"]]
+    map_outputs = MapOutput.components(ui)
+    redraw_map = as_outputs(h.refresh_map)
+
+    def follow_map(event):
+        """The quality map (once asked for) follows a new score or photo: a step after it, never inside it."""
+        return event.then(redraw_map, map_inputs, map_outputs, trigger_mode="always_last", **private)
+
     def refilter(event):
+        follow_map(event)
         return event.then(filter_, filter_inputs, FilterOutput.components(ui), **private)
 
     def rescore(event):
@@ -148,9 +158,17 @@ def wire(h: Handlers, ui: dict) -> None:
     )
 
     pick_inputs = [session, ui["photo_pick"], ui["compare_pick"]]
-    ui["photo_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), api_name="breakdown")
+    follow_map(
+        ui["photo_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), api_name="breakdown")
+    )
     ui["compare_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), **private)
-    ui["ranking"].select(as_outputs(h.pick_ranked), [session, ui["compare_pick"]], PickOutput.components(ui), **private)
+    follow_map(
+        ui["ranking"].select(
+            as_outputs(h.pick_ranked), [session, ui["compare_pick"]], PickOutput.components(ui), **private
+        )
+    )
+    ui["map_draw"].click(as_outputs(h.draw_map), map_inputs, map_outputs, api_name="quality_map")
+    ui["map_pair"].input(redraw_map, map_inputs, map_outputs, trigger_mode="always_last", api_name="quality_map_pair")
 
     ui["share"].click(
         h.share_query,

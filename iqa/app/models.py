@@ -36,6 +36,7 @@ class Models:
         self._stores: dict[str, FeatureStore] = {}
         self._grmp: OrderedDict[str, CachedScorer] = OrderedDict()  # least recently used first
         self._trusted: set[str] = set()  # checkpoints the operator or the server made (not uploads)
+        self._pinned: set[str] = set()  # the start-up checkpoints: never evicted by uploads or adaptations
         for name in dict.fromkeys([config.backbone, *config.allow_backbones]):
             self.store(name)
         self.startup_checkpoints: dict[str, str] = {}
@@ -44,6 +45,7 @@ class Models:
             self._load_official(config.grmp_official)
         for path in config.grmp_checkpoints:
             self.trust(path)
+            self._pinned.add(_stem(path))
             self.grmp(path)
             self.startup_checkpoints[Path(path).name] = str(path)
         # fixed at start: an upload never loads a backbone
@@ -67,6 +69,7 @@ class Models:
         try:
             stem = converted_official(source)
             self.trust(str(stem))
+            self._pinned.add(_stem(str(stem)))
             scorer = self.grmp(str(stem))
         except (OSError, ValueError) as err:  # OfficialCheckpointError, CheckpointMismatch, a full disk ...
             reason = str(err).splitlines()[0]
@@ -98,7 +101,8 @@ class Models:
                         pretrained=self.config.pretrained if start else DEFAULT_PRETRAINED,
                         checkpoint=self.config.weights if start else None,
                         device=self.config.device,
-                    )
+                    ),
+                    max_side=self.config.max_side or None,  # what uploads are downsized to: 0 keeps full size
                 )
             return self._stores[name]
 
@@ -137,12 +141,17 @@ class Models:
         self._trusted.add(_stem(path))
 
     def register(self, path: str, scorer: GRMPScorer) -> CachedScorer:
-        """Keep a scorer for the checkpoint at `path` (a stem), e.g. one just adapted."""
+        """Keep a scorer for the checkpoint at `path` (a stem), e.g. one just adapted.
+
+        At most `max_grmp_models` besides the start-up checkpoints stay in memory; the least recently
+        used goes first (loaded again from its files when next chosen). Start-up ones always stay.
+        """
         self.trust(path)
         with self._lock:
             cached = self._grmp.setdefault(path, CachedScorer(scorer))
-            while len(self._grmp) > self.config.max_grmp_models:
-                self._grmp.popitem(last=False)  # loaded again from its files when next chosen
+            evictable = [key for key in self._grmp if key not in self._pinned]  # least recently used first
+            for key in evictable[: max(0, len(evictable) - self.config.max_grmp_models)]:
+                del self._grmp[key]
             return cached
 
     @property

@@ -79,6 +79,16 @@ class PickOutput(Outputs):
 
 
 @dataclass
+class MapOutput(Outputs):
+    """The quality map of the chosen photo: the pair choices (they follow the table), the figure, a message."""
+
+    HIDDEN_WHEN_EMPTY = ("quality_map",)
+    map_pair: Any  # a dropdown update: "overall" and the table's usable pairs
+    quality_map: Any  # plotly Figure, or None while the map is not open or cannot be drawn
+    map_status: str  # what the map shows, or why there is none
+
+
+@dataclass
 class PresetOutput(Outputs):
     """The prompt table after a preset, a file or an edit, and the preset box's name for it."""
 

@@ -63,7 +63,7 @@ class PhotoHandlers(HandlerBase):
         """Why the session can take no more photos, or "" while it can."""
         if len(session.photos) >= self.config.max_photos:
             return f"only {self.config.max_photos} photos per session; the rest were not added"
-        largest = self.config.max_side**2 * 3
+        largest = (self.config.max_side**2 if self.config.max_side else self.config.max_pixels) * 3
         if self.budget.room(session) < largest:
             return (
                 f"this session holds {session.nbytes / MIB:.0f} MiB of photos, the server's limit for all "

@@ -12,18 +12,19 @@ import gradio as gr
 import pandas as pd
 
 from .. import charts
-from ..backbones import BackboneUnavailable
+from ..backbones import BackboneUnavailable, CheckpointMismatch
 from ..clipiqa import CLIPIQA
 from ..compare import CachedScorer, ComparedPhoto, ranked, rows_to_csv, split
 from ..names import CLIP_IQA, GRMP_IQA
-from ..prompts import is_attribute_set
+from ..prompts import PromptPair, is_attribute_set
+from ..quality_map import QualityMapError, map_scorer
 from ..results import PairScore
 from . import gpu
 from .base import HandlerBase
 from .layout import banner, how_to
 from .messages import shown_as_message
 from .models import NO_GRMP, Models, grmp_model
-from .outputs import CheckpointOutput, PickOutput, RankOutput, ScoreOutput
+from .outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
 from .photo_panel import build_photo_panel
 from .session import Session, icon_html
 from .table import build_prompt_panel, parse_table
@@ -32,6 +33,16 @@ DIGITS = 3  # every score, p and threshold on the page has three decimals
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
 # the scores before the name, so that a phone shows them without scrolling sideways
 RANK_COLUMNS = ["#", "photo", CLIP_IQA, GRMP_IQA, "decision", "name"]
+
+
+MAP_OVERALL = "overall (weighted mean of the pairs)"
+MAP_HOW_TO = (
+    "**How to read this.** CLIP-IQA scores overlapping square windows of the chosen photo with the "
+    "prompt table; each window's *p* (or the weighted mean over the pairs, *overall*) colours the part "
+    "of the photo it covers, averaged where windows overlap. Colours span this photo's own range (see the "
+    "colour bar): yellow is the most positive part, purple the least, so look for *where* it is blurry, "
+    "noisy or dark, not at absolute values. Hover a cell for its windows' values."
+)
 
 
 ATTRIBUTES_NOTE = (
@@ -77,13 +88,13 @@ class ScoreHandlers(HandlerBase):
         session.rows, added = gpu.run_compare(
             session.photos, clip, grmp, lambda done, total: progress((done, total), desc="encoding photos")
         )
-        store.merge(added)
+        added.merge_into(store, grmp)
         session.attributes = is_attribute_set(valid)
         session.settings = self._settings(store, clip, grmp, valid)
         elapsed = time.perf_counter() - start
         message = (
             f"Scored {len(session.photos)} photo(s) with {len(valid)} pair(s) in {elapsed:.2f} s on "
-            f"{store.backbone.description}; {len(added[0])} image(s) encoded, "
+            f"{store.backbone.description}; {len(added.clip[0])} image(s) encoded, "
             f"the rest from the feature cache."
         )
         if grmp is not None:
@@ -239,6 +250,71 @@ class ScoreHandlers(HandlerBase):
         return charts.mirrored_breakdown(rows[name], rows[other])
 
     @shown_as_message
+    def draw_map(
+        self,
+        session: Session,
+        table: pd.DataFrame,
+        backbone: str,
+        temperature: str,
+        name: str | None,
+        pair: str | None,
+        progress=gr.Progress(),
+    ) -> MapOutput:
+        """The map button: the quality map of the chosen photo, which from then on follows the photo,
+        the pair, the prompt table and the settings (`refresh_map`)."""
+        session.map_open = True
+        return self.refresh_map(session, table, backbone, temperature, name, pair, progress)
+
+    @shown_as_message
+    def refresh_map(
+        self,
+        session: Session,
+        table: pd.DataFrame,
+        backbone: str,
+        temperature: str,
+        name: str | None,
+        pair: str | None,
+        progress=gr.Progress(),
+    ) -> MapOutput:
+        """The quality map again after what it depends on changed, or none (never a stale one).
+
+        Runs after a re-score, never inside it; window features come from the backbone's
+        FeatureStore, so a prompt edit re-draws encoding only the new texts.
+        """
+        self._use(session)
+        try:
+            store = self.models.store(backbone)
+        except (BackboneUnavailable, CheckpointMismatch):  # the score handler has said so already
+            store = self.models.store(self.config.backbone)
+        pairs, status = parse_table(table, store.backbone.tokenizer)
+        valid = [p for p, s in zip(pairs, status) if p is not None and s == "ok"]
+        labels = [_pair_label(p) for p in valid]
+        value = pair if pair in labels else MAP_OVERALL
+        choices = gr.update(choices=[MAP_OVERALL, *labels], value=value)
+        photo = next((p for p in session.photos if p.name == name), None)
+        if not session.map_open:
+            return MapOutput(choices, None, "")
+        if photo is None:
+            return MapOutput(choices, None, "No quality map: choose a scored photo above.")
+        if not valid:
+            return MapOutput(choices, None, "No quality map: the prompt table has no usable pair.")
+        clip = map_scorer(store, valid, TEMPERATURES[temperature])
+        try:
+            qmap, added = gpu.run_map(photo, clip, lambda done, total: progress((done, total), desc="encoding windows"))
+        except QualityMapError as err:
+            return MapOutput(choices, None, f"**No quality map:** {err}")
+        store.merge(added)
+        index = None if value == MAP_OVERALL else labels.index(value)
+        figure = charts.themed(charts.quality_map_chart(qmap, photo.image, pair=index))
+        shown = "the overall value" if index is None else f"p({valid[index].positive})"
+        return MapOutput(
+            choices,
+            figure,
+            f"Quality map of {photo.name}: {shown} on {qmap.rows}x{qmap.cols} windows of {qmap.window} px, "
+            f"{store.backbone.description}.",
+        )
+
+    @shown_as_message
     def upload_checkpoint(self, files: Sequence[str] | None, session: Session) -> CheckpointOutput:
         """Add an uploaded GRMP checkpoint (its .json and .safetensors) to this session's choices.
 
@@ -276,6 +352,11 @@ class ScoreHandlers(HandlerBase):
 def _rounded(row: ComparedPhoto, method: str) -> str:
     """The score as shown: always DIGITS decimals ("0.010", not "0.01"); "" where it was not scored."""
     return f"{row.results[method].score:.{DIGITS}f}" if method in row.results else ""
+
+
+def _pair_label(pair: PromptPair) -> str:
+    """A pair as the map's dropdown names it (the texts: a row moved or deleted keeps its choice)."""
+    return f"{pair.positive} / {pair.negative}"
 
 
 def _attribute(pair: PairScore) -> str:
@@ -331,11 +412,10 @@ def build_score_tab(models: Models, ui: dict) -> None:
             ui["breakdown"] = gr.Plot(label="What the scores are made of", elem_id="breakdown", visible=False)
         with gr.Column(min_width=300):
             ui["scatter"] = gr.Plot(label="CLIP-IQA against GRMP-IQA", elem_id="scatter", visible=False)
+            build_map_panel(ui)  # beside the breakdown (below it on a phone)
     with gr.Accordion("Side by side: two photos' breakdowns mirrored", open=False, elem_id="side-accordion"):
         ui["compare_pick"] = gr.Dropdown([], label="Beside it (the photo above is on the left)", elem_id="compare-pick")
         ui["side_by_side"] = gr.Plot(label="Side by side", elem_id="side-by-side", visible=False)
-    # The quality map (CLIP-IQA over a grid of windows of the chosen photo, drawn as a heat map) goes
-    # here, beside the breakdown, once iqa.quality_map and its chart in iqa.charts exist.
     ui["results_csv"] = gr.File(label="Download results (CSV)", interactive=False, height=60, visible=False)
     with gr.Row(equal_height=True):
         ui["share"] = gr.Button("Link to these prompts and settings", size="sm", elem_id="share-button", scale=1)
@@ -345,3 +425,16 @@ def build_score_tab(models: Models, ui: dict) -> None:
             elem_id="share-link",
             scale=3,
         )
+
+
+def build_map_panel(ui: dict) -> None:
+    """ "Where in the photo": the quality map of the photo chosen for the breakdown, drawn on request."""
+    with gr.Accordion("Where in the photo: quality map", open=True, elem_id="map-accordion"):
+        gr.Markdown(MAP_HOW_TO, elem_classes=["how-to"])
+        with gr.Row():
+            ui["map_pair"] = gr.Dropdown(
+                [MAP_OVERALL], value=MAP_OVERALL, label="Map of", elem_id="map-pair", scale=3, min_width=200
+            )
+            ui["map_draw"] = gr.Button("Show where in the photo", elem_id="map-button", scale=1, min_width=160)
+        ui["map_status"] = gr.Markdown(elem_id="map-status")
+        ui["quality_map"] = gr.Plot(label="Quality map of the chosen photo", elem_id="quality-map", visible=False)

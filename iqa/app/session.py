@@ -37,6 +37,7 @@ class Session:
     attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.prompts)
     custom_table: Any = None  # the prompt table as last edited (kept when a preset is chosen)
     checkpoints: dict[str, str] = field(default_factory=dict)
+    map_open: bool = False  # the quality map was asked for: it follows the chosen photo, pair and table
     folder: str = ""
     notice: str = ""  # why the server dropped this session's photos, told at its next request
 
@@ -177,11 +178,14 @@ def release_memory() -> None:
         pass
 
 
-def bounded_copy(photo: Photo, max_side: int) -> Photo:
+def bounded_copy(photo: Photo, max_side: int | None) -> Photo:
     """The photo downsized (bicubic, as the scorers resize) so that neither side exceeds `max_side`:
-    a session keeps no more pixels than scoring uses. The original file stays for downloads."""
+    a session keeps no more pixels than scoring uses. The original file stays for downloads.
+
+    `max_side` 0 or None means no downsizing, as on the command line (the memory budget still holds).
+    """
     width, height = photo.image.size
-    if max(width, height) <= max_side:
+    if not max_side or max(width, height) <= max_side:
         return photo
     scale = max_side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
