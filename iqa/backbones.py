@@ -12,7 +12,7 @@ import os
 import pickle
 import socket
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -338,10 +338,10 @@ def _load_checkpoint_into(model: open_clip.CLIP, name: str, path: Path) -> None:
     except Exception as err:
         raise BadCheckpoint(f"{path} is not a readable checkpoint: {unreadable_reason(path, err)}") from None
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing, unexpected = _key_mismatch(model, state)
-    if missing or unexpected or _shape_mismatch(model, state):
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
         raise CheckpointMismatch(
-            f"{path.name} does not fit backbone {name!r}: " + _mismatch_summary(model, state, missing, unexpected)
+            f"{path.name} does not fit backbone {name!r}: {problem}. It was probably saved from another backbone."
         )
     model.load_state_dict(state, strict=True)
 
@@ -391,23 +391,16 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _key_mismatch(model: torch.nn.Module, state: dict) -> tuple[list[str], list[str]]:
-    expected = set(model.state_dict())
-    return sorted(expected - set(state)), sorted(set(state) - expected)
+def state_mismatch(
+    own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor], required: Iterable[str] | None = None
+) -> str:
+    """What keeps state `given` from loading into a module whose state is `own`, in words; '' when it fits.
 
-
-def _shape_mismatch(model: torch.nn.Module, state: dict) -> list[str]:
-    own = model.state_dict()
-    return [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-
-
-def _mismatch_summary(model, state, missing, unexpected) -> str:
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} tensors missing (e.g. {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected tensors (e.g. {unexpected[0]})")
-    shapes = _shape_mismatch(model, state)
-    if shapes:
-        parts.append(f"{len(shapes)} tensors of another shape (e.g. {shapes[0]})")
-    return "; ".join(parts) + ". It was probably saved from another backbone."
+    Missing tensors (of `required`, by default all of `own`), unexpected ones, ones of another shape.
+    """
+    needed = set(own) if required is None else set(required)
+    missing = sorted(needed - set(given))
+    unexpected = sorted(set(given) - set(own))
+    shapes = sorted(k for k in set(own) & set(given) if own[k].shape != given[k].shape)
+    found = (("missing tensors", missing), ("unexpected tensors", unexpected), ("tensors of another shape", shapes))
+    return "; ".join(f"{len(keys)} {what} (e.g. {keys[0]})" for what, keys in found if keys)

@@ -20,7 +20,14 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from ..backbones import Backbone, BackboneUnavailable, CheckpointMismatch, architecture_shapes, load_backbone
+from ..backbones import (
+    Backbone,
+    BackboneUnavailable,
+    CheckpointMismatch,
+    architecture_shapes,
+    load_backbone,
+    state_mismatch,
+)
 from ..errors import IQAError
 from .model import GRMPConfig, GRMPModel
 
@@ -384,20 +391,6 @@ def _check_backbone_file(config: GRMPConfig, meta: dict) -> None:
 
 
 def _check_tensors(model: GRMPModel, tensors: dict[str, torch.Tensor], json_path: Path) -> None:
-    own = model.state_dict()
-    missing = sorted(_required_keys(model) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = sorted(k for k in set(own) & set(tensors) if own[k].shape != tensors[k].shape)
-    if missing or unexpected or shapes:
-        details = [
-            f"{len(v)} {what} (e.g. {v[0]})"
-            for what, v in (
-                ("missing tensors", missing),
-                ("unexpected tensors", unexpected),
-                ("tensors of another shape", shapes),
-            )
-            if v
-        ]
-        raise CheckpointMismatch(
-            f"{json_path.stem} does not fit {_needed(model.config)} as configured: " + "; ".join(details)
-        )
+    problem = state_mismatch(model.state_dict(), tensors, _required_keys(model))
+    if problem:
+        raise CheckpointMismatch(f"{json_path.stem} does not fit {_needed(model.config)} as configured: {problem}")

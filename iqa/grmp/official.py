@@ -27,7 +27,14 @@ from pathlib import Path
 import open_clip
 import torch
 
-from ..backbones import Backbone, CheckpointMismatch, load_backbone, unpickling_reason, unreadable_reason
+from ..backbones import (
+    Backbone,
+    CheckpointMismatch,
+    load_backbone,
+    state_mismatch,
+    unpickling_reason,
+    unreadable_reason,
+)
 from ..disk_cache import default_cache_dir
 from ..errors import IQAError
 from ..names import DEFAULT_FILE, HUB_REPO
@@ -239,24 +246,11 @@ def _architecture(mapped: dict[str, torch.Tensor], name: str) -> str:
 
 
 def _check_fit(model: GRMPModel, mapped: dict[str, torch.Tensor], name: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(mapped))
-    unexpected = sorted(set(mapped) - set(own))
-    shapes = sorted(k for k in set(own) & set(mapped) if own[k].shape != mapped[k].shape)
-    if missing or unexpected or shapes:
-        details = [
-            f"{len(v)} {what} (e.g. {v[0]})"
-            for what, v in (
-                ("missing tensors", missing),
-                ("unexpected tensors", unexpected),
-                ("tensors of another shape", shapes),
-            )
-            if v
-        ]
+    problem = state_mismatch(model.state_dict(), mapped)
+    if problem:
         raise CheckpointMismatch(
-            f"{name} does not fit backbone {model.backbone.name!r}: "
-            + "; ".join(details)
-            + f". Official GRMP-IQA checkpoints need {OFFICIAL_BACKBONE!r}."
+            f"{name} does not fit backbone {model.backbone.name!r}: {problem}. Official GRMP-IQA checkpoints need "
+            f"{OFFICIAL_BACKBONE!r}."
         )
 
 
