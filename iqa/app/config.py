@@ -26,6 +26,7 @@ class AppConfig:
     weights: str | None = None
     grmp_checkpoints: list[str] = field(default_factory=list)
     grmp_official: str | None = None  # an official GRMP-IQA file (Hub name or local path), the default model
+    lab_dataset: str | None = None  # NAME:DIR, a labelled set on the server for the Prompt lab
     device: str | None = None
     allow_backbones: list[str] = field(default_factory=list)  # backbones uploaded checkpoints may use
     max_photos: int = 300
@@ -88,6 +89,13 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         help=f"official GRMP-IQA file to convert (once, cached) and show by default: a file name in "
         f"the Hub repository zzhowe/GRMP-IQA or a local .pt path; 'none' for no default model "
         f"(default: {DEFAULT_FILE}; none with the test backbone)",
+    )
+    parser.add_argument(
+        "--lab-dataset",
+        default=env("IQA_LAB_DATASET"),
+        metavar="NAME:DIR",
+        help="a labelled set on the server for the Prompt lab, e.g. koniq10k:/data/koniq (csv: the labels file); "
+        "its image features are read from (and written to) the disk feature cache in IQA_CACHE_DIR",
     )
     parser.add_argument("--device", default=env("IQA_DEVICE"), help="cuda, mps or cpu (default: best available)")
     parser.add_argument(
@@ -154,6 +162,7 @@ def parse_args(argv: Sequence[str] | None = None) -> AppConfig:
         grmp_checkpoints=list(args.grmp_checkpoint),
         device=args.device,
         grmp_official=None if str(official).lower() == "none" else official,
+        lab_dataset=args.lab_dataset,
         allow_backbones=list(args.allow_backbone),
         max_photos=args.max_photos,
         max_file_size=args.max_file_size,

@@ -8,7 +8,7 @@ import gradio as gr
 import pandas as pd
 
 from .. import charts
-from ..prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
+from ..prompt_lab import LabelledFeatures, LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
 from ..prompts import PromptPair
 from .base import HandlerBase
 from .config import EXAMPLES
@@ -24,6 +24,13 @@ LAB_COLUMNS = ["rank", "positive", "negative", "weight", "on", "SRCC", "PLCC"]
 BEST_PAIRS = 3  # how many of the best pairs "use these pairs" turns on
 BUNDLED_SET = "bundled synthetic set (examples/)"
 UPLOADED_SET = "uploaded photos + CSV"
+
+
+def server_set_label(models: Models) -> str | None:
+    """The Prompt lab's choice for the server's labelled set (`--lab-dataset`), if there is one."""
+    if models.lab_set is None:
+        return None
+    return f"server set: {models.config.lab_dataset} ({len(models.lab_set.scores)} photos)"
 
 
 class LabHandlers(HandlerBase):
@@ -48,7 +55,8 @@ class LabHandlers(HandlerBase):
         temperature: str,
     ) -> LabOutput:
         """Rank every valid prompt pair of the table by SRCC/PLCC on a labelled set."""
-        labelled = self.labelled_set(source, csv_file, files)
+        server = self.models.lab_set if source == server_set_label(self.models) else None
+        labelled: LabelledPhotos | LabelledFeatures = server or self.labelled_set(source, csv_file, files)
         store = self._store_or_default(backbone)
         pairs = [p for p in parse_table(table)[0] if p is not None]
         try:
@@ -92,7 +100,9 @@ def build_lab_tab(models: Models, ui: dict) -> None:
     banner(models)
     how_to("lab")
     with gr.Row():
-        ui["lab_source"] = gr.Radio([BUNDLED_SET, UPLOADED_SET], value=BUNDLED_SET, label="Labelled set")
+        server = server_set_label(models)
+        choices = [*([server] if server else []), BUNDLED_SET, UPLOADED_SET]
+        ui["lab_source"] = gr.Radio(choices, value=choices[0], label="Labelled set")
         ui["lab_files"] = gr.File(label="Photos", file_count="multiple")
         ui["lab_csv"] = gr.File(label="Scores CSV (path or name, score)", file_types=[".csv"])
     with gr.Row():

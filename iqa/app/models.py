@@ -19,6 +19,7 @@ from ..grmp.checkpoint import CheckpointError, check_checkpoint, checkpoint_path
 from ..grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from ..grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
 from ..names import DEFAULT_PRETRAINED
+from ..prompt_lab import LabelledFeatures
 from ..scoring import grmp_scorer
 from ..tiny_backbones import TEST_BACKBONES
 from .config import AppConfig
@@ -52,12 +53,21 @@ class Models:
         self.upload_backbones = tuple(
             dict.fromkeys([*self._stores, *(grmp_model(cached).config.backbone for cached in self._grmp.values())])
         )
+        self.lab_set = self._load_lab_set(config.lab_dataset) if config.lab_dataset else None
         if not self.startup_checkpoints and not self.grmp_note:
             self.grmp_note = (
                 "No GRMP-IQA model loaded, so its column is empty: upload a checkpoint below, adapt "
                 "one on the Adapt tab, or start the app with --grmp-official FILE or "
                 "--grmp-checkpoint PATH."
             )
+
+    def _load_lab_set(self, spec: str) -> LabelledFeatures:
+        """The server's labelled set for the Prompt lab, as features on the start-up backbone: encoded once
+        into the disk cache, so later starts and every prompt edit only read them."""
+        from ..disk_cache import DiskCache
+        from ..prompt_lab import load_server_dataset
+
+        return load_server_dataset(spec, self.store(self.config.backbone), DiskCache())
 
     @property
     def default_checkpoint(self) -> str:

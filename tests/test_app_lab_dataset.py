@@ -1,0 +1,42 @@
+"""The Prompt lab on a labelled set on the server (`--lab-dataset NAME:DIR`), read through the disk cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iqa.app.config import AppConfig, parse_args
+from iqa.app.demo import Handlers
+from iqa.app.lab_tab import BUNDLED_SET, server_set_label
+from iqa.app.models import Models
+from iqa.app.table import pairs_table
+from iqa.prompts import PRESETS
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+T_SCALE = "checkpoint's logit scale"
+
+
+def test_the_server_set_ranks_pairs_like_the_same_photos_in_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
+    spec = f"csv:{EXAMPLES / 'labels.csv'}"
+    config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", lab_dataset=spec)
+    handlers = Handlers(Models(config))
+    label = server_set_label(handlers.models)
+    assert label == f"server set: {spec} (64 photos)"
+    assert handlers.models.lab_set is not None and handlers.models.lab_set.encoded == 64
+
+    table = pairs_table(PRESETS["pyiqa"])
+    server = handlers.run_lab(label, None, None, table, "test-tiny-rn", T_SCALE)
+    bundled = handlers.run_lab(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE)
+    assert "on 64 photos" in server.lab_summary
+    assert server.lab_table["SRCC"].tolist() == bundled.lab_table["SRCC"].tolist()
+
+    again = Models(config)  # a restart: every feature comes from the disk cache
+    assert again.lab_set is not None and again.lab_set.encoded == 0 and again.lab_set.from_cache == 64
+
+
+def test_the_flag_and_its_variable(monkeypatch):
+    monkeypatch.delenv("IQA_LAB_DATASET", raising=False)
+    assert parse_args(["--test-backbone"]).lab_dataset is None
+    assert parse_args(["--test-backbone", "--lab-dataset", "koniq10k:/data/koniq"]).lab_dataset == "koniq10k:/data/koniq"
+    monkeypatch.setenv("IQA_LAB_DATASET", "spaq:/data/spaq")
+    assert parse_args(["--test-backbone"]).lab_dataset == "spaq:/data/spaq"
