@@ -37,6 +37,8 @@ def test_the_server_set_ranks_pairs_like_the_same_photos_in_memory(tmp_path, mon
 def test_the_flag_and_its_variable(monkeypatch):
     monkeypatch.delenv("IQA_LAB_DATASET", raising=False)
     assert parse_args(["--test-backbone"]).lab_dataset is None
-    assert parse_args(["--test-backbone", "--lab-dataset", "koniq10k:/data/koniq"]).lab_dataset == "koniq10k:/data/koniq"
+    assert (
+        parse_args(["--test-backbone", "--lab-dataset", "koniq10k:/data/koniq"]).lab_dataset == "koniq10k:/data/koniq"
+    )
     monkeypatch.setenv("IQA_LAB_DATASET", "spaq:/data/spaq")
     assert parse_args(["--test-backbone"]).lab_dataset == "spaq:/data/spaq"
