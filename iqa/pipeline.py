@@ -28,6 +28,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
+from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import numpy as np
@@ -373,8 +374,12 @@ class _InProcess(Executor):
 
 def _executor(workers: int) -> Executor:
     """Decoding processes, started by a fork server (or spawned): never forked from a process running
-    torch's threads, and the workers import Pillow and NumPy only."""
+    torch's threads. The fork server imports torch once (for `iqa.resample`), so that its ~270 MB
+    are shared by the workers, and each worker resizes on one thread: the pool is sized to the cores."""
     if workers <= 0:
         return _InProcess()
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    context: BaseContext = multiprocessing.get_context("spawn")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = forkserver = multiprocessing.get_context("forkserver")
+        forkserver.set_forkserver_preload(["torch"])  # only read when the fork server starts
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,))

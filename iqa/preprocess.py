@@ -20,6 +20,7 @@ from PIL import Image
 
 from .decode import RESIZE_KINDS, ResizePlan
 from .names import DEFAULT_MAX_SIDE
+from .resample import resize_hwc
 from .shapes import MAX_ASPECT_RATIO as MAX_ASPECT_RATIO  # re-exported: the bounds' old home
 from .shapes import MAX_INPUT_PIXELS, MIN_SIDE, check_shape, native_target_size
 from .shapes import shape_problem as shape_problem
@@ -68,14 +69,13 @@ class Preprocessor:
         if not self.native_resolution:
             check_shape(image.size)
             return self._open_clip_transform(image.convert("RGB"))
+        image = image.convert("RGB")
         target = self.target_size(image.size)
         if target != image.size:
-            image = image.resize(target, Image.Resampling.BICUBIC)
-        array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-        pixels = torch.from_numpy(array).permute(2, 0, 1)
-        mean = torch.tensor(self.mean).view(3, 1, 1)
-        std = torch.tensor(self.std).view(3, 1, 1)
-        return (pixels - mean) / std
+            pixels = resize_hwc(np.asarray(image), target).contiguous()
+        else:
+            pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+        return self.normalize(pixels[None])[0]
 
     def resize_plan(self) -> ResizePlan | None:
         """What a decoding worker does before normalisation (`iqa.decode`), or None where open_clip's

@@ -30,6 +30,7 @@ from .errors import InputError
 from .features import ProgressFn
 from .photos import Photo
 from .preprocess import MIN_SIDE
+from .resample import resize_image
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -223,7 +224,7 @@ def cut_image(photo: Photo, scorer: CLIPIQA) -> Image.Image:
     if not preprocessor.native_resolution:
         return photo.image
     target = preprocessor.target_size(photo.image.size)
-    return photo.image if target == photo.image.size else photo.image.resize(target, Image.Resampling.BICUBIC)
+    return photo.image if target == photo.image.size else resize_image(photo.image, target)
 
 
 def quality_map(

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from ..compare import ComparedPhoto
 from ..photos import Photo
+from ..resample import resize_image
 from .config import MIB
 
 
@@ -179,7 +178,7 @@ def release_memory() -> None:
 
 
 def bounded_copy(photo: Photo, max_side: int | None) -> Photo:
-    """The photo downsized (bicubic, as the scorers resize) so that neither side exceeds `max_side`:
+    """The photo downsized (`iqa.resample`, as the scorers resize) so that neither side exceeds `max_side`:
     a session keeps no more pixels than scoring uses. The original file stays for downloads.
 
     `max_side` 0 or None means no downsizing, as on the command line (the memory budget still holds).
@@ -189,7 +188,7 @@ def bounded_copy(photo: Photo, max_side: int | None) -> Photo:
         return photo
     scale = max_side / max(width, height)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return Photo(photo.name, photo.image.resize(size, Image.Resampling.BICUBIC), photo.path)
+    return Photo(photo.name, resize_image(photo.image, size), photo.path)
 
 
 def thumbnail(photo: Photo, folder: Path, size: int = 256) -> tuple[str, str]:
