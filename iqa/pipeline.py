@@ -38,7 +38,7 @@ from PIL import Image
 
 from .backbones import Backbone
 from .decode import Decoded, DecodeOptions, decode_or_error, probe_file
-from .disk_cache import DiskCache
+from .disk_cache import DiskCache, file_signature
 from .features import FeatureStore
 from .photos import MAX_BYTES, MAX_PIXELS, PhotoError
 from .results import ScoreResult
@@ -120,6 +120,7 @@ class _Pending:
     features: list[torch.Tensor | None] = field(default_factory=list)
     decode: Future | None = None
     error: PhotoError | None = None
+    signature: str | None = None  # the file's identity when it was probed (`iqa.disk_cache.file_signature`)
 
 
 def weights_fingerprint(weights: str | os.PathLike | None) -> str:
@@ -205,11 +206,13 @@ class Pipeline:
         batch = [_Pending(str(p), os.fspath(p), features=[None] * len(self.sources)) for p in paths]
         cached = [s.cache_model is not None for s in self.sources]
         if any(cached):
-            for item, probe in zip(batch, probes.map(self._probe, batch)):
+            unknown = self._recall(batch)
+            for item, probe in zip(unknown, probes.map(self._probe, unknown)):
                 if isinstance(probe, PhotoError):
                     item.error = probe
                 else:
                     item.digest, item.size = probe
+            self._remember(unknown)
             self._lookup([item for item in batch if item.error is None])
         for item in batch:
             if item.error is None:
@@ -217,6 +220,46 @@ class Pipeline:
                 if any(wanted):
                     item.decode = pool.submit(self.decoder, item.path, item.name, self.decode_options, wanted)
         return batch
+
+    def _recall(self, batch: list[_Pending]) -> list[_Pending]:
+        """Take the content hash and size of unchanged files from the disk cache (no read, no hash);
+        return the photos still to probe. A remembered photo is still held to this run's limits."""
+        assert self.options.cache is not None
+        signatures: dict[str, str] = {}
+        sizes: dict[str, int] = {}
+        for item in batch:
+            try:
+                stat = os.stat(item.path)
+            except OSError:
+                continue  # the probe names the problem
+            item.signature = file_signature(stat)
+            if item.signature:
+                signatures[os.path.abspath(item.path)] = item.signature
+                sizes[os.path.abspath(item.path)] = stat.st_size
+        known = self.options.cache.known_files(signatures) if signatures else {}
+        unknown = []
+        for item in batch:
+            key = os.path.abspath(item.path)
+            if key in known and self._within_limits(sizes[key], known[key][1]):
+                item.digest, item.size = known[key]
+            else:
+                unknown.append(item)
+        return unknown
+
+    def _within_limits(self, file_bytes: int, size: tuple[int, int]) -> bool:
+        max_bytes, max_pixels = self.options.max_bytes, self.options.max_pixels
+        bytes_ok = max_bytes is None or file_bytes <= max_bytes
+        return bytes_ok and (max_pixels is None or size[0] * size[1] <= max_pixels)
+
+    def _remember(self, probed: list[_Pending]) -> None:
+        assert self.options.cache is not None
+        self.options.cache.remember_files(
+            {
+                os.path.abspath(item.path): (item.signature, item.digest, item.size)
+                for item in probed
+                if item.error is None and item.signature
+            }
+        )
 
     def _probe(self, item: _Pending) -> tuple[str, tuple[int, int]] | PhotoError:
         try:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
+import time
 
 import numpy as np
 
-from iqa.disk_cache import FILE_NAME, DiskCache
+from iqa import disk_cache
+from iqa.disk_cache import FILE_NAME, DiskCache, file_signature
 
 MODEL, PREP, DIM = "RN50|openai|fp32", "native<=1024", 8
 
@@ -93,3 +96,35 @@ def test_vectors_of_another_dimension_are_misses(tmp_path):
     cache = DiskCache(tmp_path)
     cache.put(MODEL, PREP, vectors(2))
     assert cache.get(MODEL, PREP, vectors(2), DIM * 2) == {}
+
+
+def test_remembered_files_match_only_their_own_signature(tmp_path):
+    cache = DiskCache(tmp_path)
+    cache.remember_files(
+        {"/photos/a.jpg": ("1:2:3:4:5", "hash-a", (400, 300)), "/photos/b.jpg": ("9:9:9:9:9", "h", (1, 1))}
+    )
+    again = DiskCache(tmp_path)  # another process: the file is what they share
+    assert again.known_files({"/photos/a.jpg": "1:2:3:4:5"}) == {"/photos/a.jpg": ("hash-a", (400, 300))}
+    assert again.known_files({"/photos/a.jpg": "1:2:3:4:6", "/photos/b.jpg": "9:9:9:9:8", "/photos/c.jpg": "1"}) == {}
+
+
+def test_the_least_recently_used_file_hashes_are_forgotten_past_the_bound(tmp_path, monkeypatch):
+    monkeypatch.setattr(disk_cache, "MAX_FILES", 10)
+    cache = DiskCache(tmp_path)
+    cache.remember_files({f"/p/{i}": (f"s{i}", f"h{i}", (8, 8)) for i in range(10)})
+    time.sleep(0.01)
+    assert len(cache.known_files({"/p/0": "s0", "/p/1": "s1"})) == 2  # used again: kept
+    time.sleep(0.01)
+    cache.remember_files({"/p/new": ("s", "h", (8, 8))})
+    kept = cache.known_files({f"/p/{i}": f"s{i}" for i in range(10)} | {"/p/new": "s"})
+    assert {"/p/0", "/p/1", "/p/new"} <= set(kept) and len(kept) == 9
+
+
+def test_a_file_changed_in_the_last_seconds_has_no_signature(tmp_path):
+    path = tmp_path / "fresh.jpg"
+    path.write_bytes(b"x" * 10)
+    assert file_signature(path.stat()) is None
+    os.utime(path, (time.time() - 60, time.time() - 60))  # an old modification time, but a fresh change time
+    assert file_signature(path.stat()) is None
+    old = os.stat_result((0o100644, 7, 8, 1, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 10**18, 10**18, 10**18))
+    assert file_signature(old) == "8:7:10:1000000000000000000:1000000000000000000"

@@ -3,7 +3,9 @@ with the in-memory path, and bad files in a batch."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 import weakref
 from pathlib import Path
 
@@ -12,11 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
+from iqa import disk_cache
+from iqa import pipeline as pipeline_module
 from iqa.clipiqa import CLIPIQA
 from iqa.decode import Decoded, DecodeOptions, decode_file, decode_or_error
 from iqa.disk_cache import FILE_NAME, DiskCache
 from iqa.features import FeatureStore
-from iqa.photos import PhotoError, open_photos
+from iqa.photos import PhotoError, open_photo, open_photos
 from iqa.pipeline import Pipeline, PipelineOptions
 from iqa.prompts import PRESETS
 
@@ -224,3 +228,47 @@ def test_channels_last_keeps_the_scores_of_the_in_memory_path():
     assert pipeline._channels_last == {0}
     assert backbone.model.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert max(abs(new[name] - old[name]) for name in old) <= 1e-5
+
+
+def test_a_rerun_reads_no_unchanged_file_and_rehashes_a_rewritten_one(tmp_path, rn_backbone, monkeypatch):
+    monkeypatch.setattr(disk_cache, "SETTLE_NS", 0)  # these files are only seconds old
+    rng = np.random.default_rng(5)
+    paths = []
+    for i in range(4):  # uncompressed PNGs: other pixels, the same number of bytes
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(paths[-1], compress_level=0)
+    probed: list[str] = []
+    real_probe = pipeline_module.probe_file
+
+    def probe(path, *args):  # the only place a cached photo's bytes are read
+        probed.append(Path(path).name)
+        return real_probe(path, *args)
+
+    monkeypatch.setattr(pipeline_module, "probe_file", probe)
+
+    def run(**options) -> tuple[dict[str, float], CountingDecoder, Pipeline]:
+        probed.clear()
+        decoder = CountingDecoder()
+        cache = DiskCache(tmp_path / "cache")
+        pipeline = Pipeline([clip_iqa(rn_backbone)], PipelineOptions(workers=0, cache=cache, **options), decoder)
+        return scores_by_name(pipeline, paths), decoder, pipeline
+
+    first, decoder, _ = run()
+    assert sorted(probed) == ["0.png", "1.png", "2.png", "3.png"] and decoder.calls == 4
+    second, decoder, _ = run()
+    assert probed == [] and decoder.calls == 0 and second == first  # not one byte of a photo read
+    before = paths[0].stat()
+    time.sleep(0.05)  # past the file system's clock tick
+    Image.fromarray(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(paths[0], compress_level=0)
+    os.utime(paths[0], ns=(before.st_atime_ns, before.st_mtime_ns))  # as a tool that keeps times would
+    after = paths[0].stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+    third, decoder, _ = run()
+    assert probed == ["0.png"] and decoder.calls == 1  # the change time gave it away
+    rewritten = str(paths[0])
+    assert third[rewritten] == pytest.approx(clip_iqa(rn_backbone).score([open_photo(paths[0])])[0].score, abs=1e-6)
+    assert third[rewritten] != first[rewritten]
+    assert {k: v for k, v in third.items() if k != rewritten} == {k: v for k, v in first.items() if k != rewritten}
+    scored, _, limited = run(max_pixels=10_000)  # remembered, but over this run's limit: probed and refused
+    assert scored == {} and sorted(probed) == ["0.png", "1.png", "2.png", "3.png"]
+    assert all("more than the" in error.reason for error in limited.counts.skipped)
