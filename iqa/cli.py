@@ -7,6 +7,7 @@ only; each command imports what it needs when it runs, so `--help` starts in a f
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from collections.abc import Callable, Container, Iterator, Sequence
@@ -99,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     cli_map.add_commands(commands)
     cli_lab.add_commands(commands)
     return parser
+
+
+def entry_point() -> None:
+    """`python -m iqa` and the `iqa` script: `main`, then exit without the last garbage collection.
+
+    torch, torchvision and open_clip leave about a million objects, and the interpreter's final
+    collection over them took 0.5 s of a 2.5 s re-run from the disk cache. Frozen objects are left
+    to the end of the process instead; output files and the cache are closed before this point.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
