@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
+from benchmarks.gpu_feed import bare_rate
 from iqa.backbones import load_backbone
 from iqa.datasets import load_csv
 from iqa.features import FeatureStore
@@ -80,15 +81,7 @@ def throughput(
     name: str, weights: Path, photos: list[Photo], device: str, dtype: str, batch: int = 64, repeats: int = 5
 ) -> dict:
     backbone = load_backbone(name, None, weights, device, dtype)
-    pixels = torch.randn(batch, 3, 224, 224, device=device, dtype=backbone.dtype)
-    for _ in range(3):
-        backbone.encode_image(pixels)
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        backbone.encode_image(pixels)
-    _sync(device)
-    bare = batch * repeats / (time.perf_counter() - start)
+    bare = bare_rate(backbone, (224, 224), batch, repeats)
     square = [
         Photo(f"{p.name}-{i}", p.image.resize((224, 224))) for i in range(batch // len(photos) + 1) for p in photos
     ][:batch]
@@ -100,11 +93,6 @@ def throughput(
         clip_iqa(store).score(batch_photos)
         engine_times.append(time.perf_counter() - start)
     return {"backbone": name, "dtype": dtype, "bare_img_s": bare, "engine_img_s": batch * repeats / sum(engine_times)}
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def paper_training(name: str, weights: Path, steps: int, device: str, dtype: str) -> dict:

@@ -1,12 +1,16 @@
 """Benchmark of the streaming pipeline on 12 MP JPEGs, every ratio measured side by side in one run.
 
 1. Peak memory of `python -m iqa score` (test backbone) on 100 and on 1,000 photos: the main
-   process, and the whole process tree (decoding workers included), sampled from /proc.
-2. Decoding + preprocessing throughput: as before the pipeline (full decode, EXIF, resize, in one
-   process) against the pipeline's worker function (JPEG draft decoding), per core and with a pool.
+   process (RSS), and the whole process tree (decoding workers included; PSS), sampled from /proc.
+2. Decoding + preprocessing throughput, from file to normalised pixels: the path `score` took when
+   issue 11 was filed (full decode, a hash of the decoded pixels, resize and normalise in one
+   process), its decode + resize alone, and the pipeline's worker (JPEG draft, the hash of the
+   file's bytes, uint8) followed by the normalisation; per core and with a pool; on the default
+   set and on a grainy one (per-pixel noise, about 5 MB a file, made in `<photos-dir>-grain`).
 3. The cached re-run: `score` on the 1,000 photos in a new process with one prompt pair edited,
    against the first run (which filled the disk cache).
-4. Draft against full decoding on the bundled photos at camera size (8x: 3072 px): pixels and scores.
+4. Draft against full decoding on the bundled photos at camera size (8x: 3072 px): pixels and scores;
+   and `iqa.resample` (torch's uint8 bicubic) against Pillow's bicubic, which it replaced.
 5. `channels_last` for RN50 on the CPU.
 6. The local-Ray overhead: `score --engine ray` against the local engine on the same 12 MP photos
    (both from the command line, test backbone, no disk cache), Ray started and stopped by the run.
@@ -19,6 +23,7 @@ The photo set is made once (`benchmarks.photoset`) in `--photos-dir` and reused 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -27,11 +32,18 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from PIL import Image
 
 from benchmarks.photoset import ensure_photos
 
+if TYPE_CHECKING:
+    from iqa.decode import ResizePlan
+    from iqa.preprocess import Preprocessor
+
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("memory", "decode", "draft", "channels_last", "ray")
+SECTIONS = ("memory", "decode", "draft", "resample", "channels_last", "ray")
 
 
 def _tree(root: int) -> list[int]:
@@ -53,18 +65,28 @@ def _tree(root: int) -> list[int]:
     return found
 
 
-def _rss_mib(pid: int) -> float:
+def _proc_mib(path: str, field: str) -> float:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
     return 0.0
 
 
+def _rss_mib(pid: int) -> float:
+    return _proc_mib(f"/proc/{pid}/status", "VmRSS:")
+
+
+def _pss_mib(pid: int) -> float:
+    """Proportional set size: pages shared by several processes (the decoding workers share the
+    fork server's torch) count once across them, where a sum of RSS would count them in each."""
+    return _proc_mib(f"/proc/{pid}/smaps_rollup", "Pss:")
+
+
 def run_measured(command: list[str]) -> tuple[float, float, float, str]:
-    """(wall s, peak RSS of the main process MiB, peak RSS of the process tree MiB, stderr's last line)."""
+    """(wall s, peak RSS of the main process MiB, peak PSS of the process tree MiB, stderr's last line)."""
     with tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
@@ -72,7 +94,7 @@ def run_measured(command: list[str]) -> tuple[float, float, float, str]:
         while process.poll() is None:
             pids = _tree(process.pid)
             main_peak = max(main_peak, _rss_mib(process.pid))
-            tree_peak = max(tree_peak, sum(_rss_mib(pid) for pid in pids))
+            tree_peak = max(tree_peak, sum(_pss_mib(pid) for pid in pids))
             time.sleep(0.1)
         wall = time.perf_counter() - start
         err.seek(0)
@@ -113,7 +135,7 @@ def memory_and_cache(photos_dir: Path, count: int) -> list[str]:
             score_command(str(photos_dir), "--cache-dir", cache, "--pairs", str(edited))
         )
     lines += [
-        "| photos | wall s | peak RSS main MiB | peak RSS all processes MiB | summary |",
+        "| photos | wall s | peak RSS main MiB | peak PSS all processes MiB | summary |",
         "|---|---|---|---|---|",
         f"| 100 | {wall_100:.1f} | {main_100:.0f} | {tree_100:.0f} | {summary_100} |",
         f"| {count} | {wall_n:.1f} | {main_n:.0f} | {tree_n:.0f} | {summary_n} |",
@@ -125,50 +147,100 @@ def memory_and_cache(photos_dir: Path, count: int) -> list[str]:
     return lines
 
 
-def old_decode(path: Path, mode: str) -> tuple[int, ...]:
-    """As before the pipeline: open_photo (full decode, EXIF, RGB), then the Preprocessor's resize."""
+def _plan_and_preprocessor(mode: str) -> tuple[ResizePlan, Preprocessor]:
     from iqa.decode import ResizePlan
+    from iqa.preprocess import Preprocessor
+
+    if mode == "native":
+        return ResizePlan("native", max_side=1024), Preprocessor(native_resolution=True, max_side=1024)
+    return ResizePlan("shortest", 224), Preprocessor(native_resolution=False, image_size=224)
+
+
+def _pillow_resize(image: Image.Image, mode: str) -> Image.Image:
+    """The resize before the pipeline: Pillow's bicubic, to the native size or shortest side + crop."""
+    from iqa.shapes import center_crop_box, native_target_size, shortest_side_size
+
+    if mode == "native":
+        return image.resize(native_target_size(image.size, 1024), Image.Resampling.BICUBIC)
+    resized = image.resize(shortest_side_size(image.size, 224), Image.Resampling.BICUBIC)
+    return resized.crop(center_crop_box(resized.size, 224))
+
+
+def filed_decode(path: Path, mode: str) -> tuple[int, ...]:
+    """What `score` did per photo when issue 11 was filed: full decode, EXIF, RGB (open_photo), the
+    feature cache's key hashed from the decoded pixels, then resize and normalise on the CPU."""
+    import numpy as np
+    import torch
+
+    from iqa.photos import image_digest, open_photo
+
+    photo = open_photo(path)
+    image_digest(photo.image)
+    array = np.asarray(_pillow_resize(photo.image, mode), dtype=np.float32) / 255.0
+    pixels = torch.from_numpy(array).permute(2, 0, 1)
+    preprocessor = _plan_and_preprocessor(mode)[1]
+    mean, std = torch.tensor(preprocessor.mean).view(3, 1, 1), torch.tensor(preprocessor.std).view(3, 1, 1)
+    return tuple(((pixels - mean) / std).shape)
+
+
+def old_decode(path: Path, mode: str) -> tuple[int, ...]:
+    """Only the decode and resize of the filed path (no pixel hash, no normalisation): a stricter baseline."""
+    import numpy as np
+
     from iqa.photos import open_photo
 
-    image = open_photo(path).image
-    plan = ResizePlan("native", max_side=1024) if mode == "native" else ResizePlan("shortest", 224)
-    return plan.apply(image, image.size).shape
+    return np.asarray(_pillow_resize(open_photo(path).image, mode)).shape
 
 
 def new_decode(path: Path, mode: str) -> tuple[int, ...]:
-    from iqa.decode import DecodeOptions, ResizePlan, decode_file
+    """The pipeline's worker (bytes hashed, JPEG draft, exact resize, uint8), then the normalisation
+    the encoding process does on its device, here on the CPU."""
+    import torch
 
-    plan = ResizePlan("native", max_side=1024) if mode == "native" else ResizePlan("shortest", 224)
-    decoded = decode_file(path, path.name, DecodeOptions((plan,), draft=True))
-    pixels = decoded.pixels[0]
+    from iqa.decode import DecodeOptions, decode_file
+
+    plan, preprocessor = _plan_and_preprocessor(mode)
+    pixels = decode_file(path, path.name, DecodeOptions((plan,), draft=True)).pixels[0]
     assert pixels is not None
-    return pixels.shape
+    return tuple(preprocessor.normalize(torch.from_numpy(pixels)[None]).shape)
 
 
-def decode_throughput(paths: list[Path], workers: int) -> list[str]:
-    """Images per second, old vs new, serial (per core) and in a pool of `workers` processes."""
+def decode_throughput(sets: dict[str, list[Path]], workers: int) -> list[str]:
+    """Images per second from JPEG file to normalised pixels: the filed path, its decode + resize
+    alone, and the pipeline's; per core (one process) and in a pool of `workers` processes."""
+    import torch
+
+    torch.set_num_threads(1)  # per core: the normalisation must not borrow the other cores
     lines = [
-        f"## decoding + preprocessing of 12 MP JPEGs ({len(paths)} photos; images/s)",
-        "| target | old, 1 process | new (draft), 1 process | per-core ratio "
-        f"| old, {workers} processes | new, {workers} processes | new: {workers} vs 1 |",
-        "|---|---|---|---|---|---|---|",
+        f"## decoding + preprocessing of 12 MP JPEGs ({max(len(p) for p in sets.values())} photos a set; images/s)",
+        "| photos | target | as filed, 1 process | decode + resize only, 1 process | new (draft), 1 process "
+        f"| per-core ratio vs filed | vs decode + resize | as filed, {workers} processes "
+        f"| new, {workers} processes | new: {workers} vs 1 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for mode, label in (("native", "RN50 native, max side 1024"), ("vit", "ViT 224 (shortest side + crop)")):
+    modes = (("native", "RN50 native, max side 1024"), ("vit", "ViT 224 (shortest side + crop)"))
+    for (set_name, paths), (mode, label) in itertools.product(sets.items(), modes):
+        megabytes = sum(path.stat().st_size for path in paths) / len(paths) / 1e6
         rates = {}
-        for name, fn in (("old", old_decode), ("new", new_decode)):
+        for name, fn in (("filed", filed_decode), ("old", old_decode), ("new", new_decode)):
+            fn(paths[0], mode)  # imports (open_clip's takes seconds) stay out of the timing
             start = time.perf_counter()
             for path in paths:
                 fn(path, mode)
             rates[(name, 1)] = len(paths) / (time.perf_counter() - start)
-            with ProcessPoolExecutor(workers) as pool:
+            if name == "old":
+                continue
+            with ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
                 list(pool.map(fn, paths[:workers], [mode] * workers))  # start the workers first
                 start = time.perf_counter()
                 list(pool.map(fn, paths, [mode] * len(paths)))
                 rates[(name, workers)] = len(paths) / (time.perf_counter() - start)
         lines.append(
-            f"| {label} | {rates[('old', 1)]:.1f} | {rates[('new', 1)]:.1f} "
-            f"| {rates[('new', 1)] / rates[('old', 1)]:.2f}x | {rates[('old', workers)]:.1f} "
-            f"| {rates[('new', workers)]:.1f} | {rates[('new', workers)] / rates[('new', 1)]:.2f}x |"
+            f"| {set_name}, {megabytes:.1f} MB a file | {label} "
+            f"| {rates[('filed', 1)]:.1f} | {rates[('old', 1)]:.1f} | {rates[('new', 1)]:.1f} "
+            f"| {rates[('new', 1)] / rates[('filed', 1)]:.2f}x | {rates[('new', 1)] / rates[('old', 1)]:.2f}x "
+            f"| {rates[('filed', workers)]:.1f} | {rates[('new', workers)]:.1f} "
+            f"| {rates[('new', workers)] / rates[('new', 1)]:.2f}x |"
         )
     return lines
 
@@ -216,6 +288,44 @@ def draft_vs_full(backbones: tuple[str, ...]) -> list[str]:
                 f"| {name} | {scorer.store.preprocessor.key.split('|')[0]} | {np.mean(diffs):.2f} "
                 f"| {max(delta):.1e} | {np.mean(delta):.1e} |"
             )
+    return lines
+
+
+def resample_vs_pillow(backbones: tuple[str, ...]) -> list[str]:
+    """How much `iqa.resample` (torch's uint8 bicubic) changes RN50's native input and scores against
+    Pillow's bicubic, which native resolution used before: the bundled photos at 8x, to 1024 px."""
+    import numpy as np
+
+    from iqa.backbones import load_backbone
+    from iqa.clipiqa import CLIPIQA
+    from iqa.features import FeatureStore
+    from iqa.photos import Photo
+    from iqa.prompts import PRESETS
+    from iqa.resample import resize_image
+    from iqa.shapes import native_target_size
+
+    lines = [
+        "## iqa.resample against Pillow's bicubic: 16 of the bundled photos at 8x, downsized to a 1024 px side",
+        "| backbone | pixels that differ | max abs pixel diff (grey levels) | max abs score diff "
+        "| mean abs score diff |",
+        "|---|---|---|---|---|",
+    ]
+    pairs = []
+    for source in sorted((ROOT / "examples").glob("*.jpg"))[::4]:
+        with Image.open(source) as image:
+            big = image.convert("RGB").resize((image.width * 8, image.height * 8), Image.Resampling.BICUBIC)
+        target = native_target_size(big.size, 1024)
+        pairs.append((big.resize(target, Image.Resampling.BICUBIC), resize_image(big, target)))
+    diffs = [np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)) for a, b in pairs]
+    share = sum(int((d > 0).sum()) for d in diffs) / sum(d.size for d in diffs)
+    for name in backbones:
+        scorer = CLIPIQA(FeatureStore(load_backbone(name, pretrained=None), batch_size=8), PRESETS["pyiqa"])
+        pillow = scorer.score([Photo(f"p{i}", a) for i, (a, _) in enumerate(pairs)])
+        torch_resized = scorer.score([Photo(f"t{i}", b) for i, (_, b) in enumerate(pairs)])
+        delta = [abs(x.score - y.score) for x, y in zip(pillow, torch_resized)]
+        lines.append(
+            f"| {name} | {share:.2%} | {max(int(d.max()) for d in diffs)} | {max(delta):.1e} | {np.mean(delta):.1e} |"
+        )
     return lines
 
 
@@ -294,13 +404,18 @@ def main() -> None:
     )
     sections: list[Callable[[], list[str]]] = []
     if "decode" in only:
-        sections.append(lambda: decode_throughput(paths[: args.decode_photos], args.workers))
+        grain_dir = args.photos_dir.with_name(args.photos_dir.name + "-grain")
+        grainy = ensure_photos(grain_dir, args.decode_photos, grain=True)
+        smooth = paths[: args.decode_photos]
+        sections.append(lambda: decode_throughput({"default set": smooth, "grainy set": grainy}, args.workers))
     if "memory" in only:
         sections.append(lambda: memory_and_cache(args.photos_dir, args.count))
     if "draft" in only:
         sections.append(
             lambda: draft_vs_full(("test-tiny-rn", "test-tiny-vit", "RN50-quickgelu", "ViT-B-16-quickgelu"))
         )
+    if "resample" in only:
+        sections.append(lambda: resample_vs_pillow(("test-tiny-rn", "RN50-quickgelu")))
     if "channels_last" in only:
         sections.append(channels_last)
     if "ray" in only:
