@@ -24,7 +24,8 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
@@ -119,6 +120,7 @@ class _Pending:
     size: tuple[int, int] = (0, 0)
     features: list[torch.Tensor | None] = field(default_factory=list)
     decode: Future | None = None
+    wanted: tuple[bool, ...] = ()  # the sources it is decoded for
     error: PhotoError | None = None
     signature: str | None = None  # the file's identity when it was probed (`iqa.disk_cache.file_signature`)
 
@@ -191,17 +193,20 @@ class Pipeline:
 
     def run(self, paths: Iterable[str | os.PathLike]) -> Iterator[list[PhotoScores]]:
         """Score `paths` batch by batch; bad photos are added to `counts.skipped`, never raised."""
-        with _executor(self.options.workers) as pool, ThreadPoolExecutor(2, thread_name_prefix="iqa-probe") as probes:
-            window: deque[list[_Pending]] = deque()
-            chunks = _chunks(iter(paths), self.batch_size)
-            for chunk in chunks:
-                window.append(self._start(chunk, pool, probes))
-                if len(window) > self.options.prefetch:
-                    yield self._finish(window.popleft())
-            while window:
-                yield self._finish(window.popleft())
+        self._pool = _executor(self.options.workers)
+        self._window: deque[list[_Pending]] = deque()
+        try:
+            with ThreadPoolExecutor(2, thread_name_prefix="iqa-probe") as probes:
+                for chunk in _chunks(iter(paths), self.batch_size):
+                    self._window.append(self._start(chunk, probes))
+                    if len(self._window) > self.options.prefetch:
+                        yield self._finish(self._window.popleft())
+                while self._window:
+                    yield self._finish(self._window.popleft())
+        finally:
+            self._pool.shutdown(cancel_futures=True)
 
-    def _start(self, paths: list[str | os.PathLike], pool: Executor, probes: ThreadPoolExecutor) -> list[_Pending]:
+    def _start(self, paths: list[str | os.PathLike], probes: ThreadPoolExecutor) -> list[_Pending]:
         """Probe and look up a batch, and send the photos that need decoding to the pool."""
         batch = [_Pending(str(p), os.fspath(p), features=[None] * len(self.sources)) for p in paths]
         cached = [s.cache_model is not None for s in self.sources]
@@ -216,10 +221,53 @@ class Pipeline:
             self._lookup([item for item in batch if item.error is None])
         for item in batch:
             if item.error is None:
-                wanted = tuple(f is None for f in item.features)
-                if any(wanted):
-                    item.decode = pool.submit(self.decoder, item.path, item.name, self.decode_options, wanted)
+                item.wanted = tuple(f is None for f in item.features)
+                if any(item.wanted):
+                    self._submit(item, batch)
         return batch
+
+    def _submit(self, item: _Pending, batch: list[_Pending]) -> None:
+        try:
+            item.decode = self._send(self._pool, item)
+        except BrokenProcessPool:  # a worker died since the last batch was sent
+            self._recover([*self._window, batch])
+            item.decode = self._send(self._pool, item)
+
+    def _send(self, pool: Executor, item: _Pending) -> Future:
+        return pool.submit(self.decoder, item.path, item.name, self.decode_options, item.wanted)
+
+    def _outcome(self, item: _Pending, batch: list[_Pending]) -> Decoded | PhotoError:
+        assert item.decode is not None
+        try:
+            return item.decode.result()
+        except BrokenProcessPool:
+            self._recover([batch, *self._window])
+            return item.decode.result()
+
+    def _recover(self, batches: list[list[_Pending]]) -> None:
+        """A decoding worker died: a decoder crashed (a segfault on a hostile file), which no
+        exception handler sees, and every decode in flight was lost with the pool. Start a new pool
+        for the photos to come, and decode the lost ones one at a time in a pool of one, so that a
+        file that crashes the decoder again is named and skipped, and the others are scored."""
+        pending = [item for batch in batches for item in batch if item.decode is not None]
+        wait([item.decode for item in pending if item.decode is not None])
+        lost = [item for item in pending if item.decode and isinstance(item.decode.exception(), BrokenProcessPool)]
+        logger.warning("a decoding worker died; decoding %d photos one at a time to find the file", len(lost))
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = _executor(self.options.workers)
+        single = _executor(1)
+        try:
+            for item in lost:
+                try:
+                    outcome = self._send(single, item).result()
+                except BrokenProcessPool:
+                    outcome = PhotoError(item.name, "the decoder crashed on this file (its process died); not scored")
+                    single.shutdown(wait=False)
+                    single = _executor(1)
+                item.decode = Future()
+                item.decode.set_result(outcome)
+        finally:
+            single.shutdown()
 
     def _recall(self, batch: list[_Pending]) -> list[_Pending]:
         """Take the content hash and size of unchanged files from the disk cache (no read, no hash);
@@ -288,7 +336,7 @@ class Pipeline:
         for position, item in enumerate(batch):
             if item.decode is None:
                 continue
-            outcome = item.decode.result()
+            outcome = self._outcome(item, batch)
             item.decode = None
             if isinstance(outcome, PhotoError):
                 item.error = outcome

@@ -272,3 +272,23 @@ def test_a_rerun_reads_no_unchanged_file_and_rehashes_a_rewritten_one(tmp_path, 
     scored, _, limited = run(max_pixels=10_000)  # remembered, but over this run's limit: probed and refused
     assert scored == {} and sorted(probed) == ["0.png", "1.png", "2.png", "3.png"]
     assert all("more than the" in error.reason for error in limited.counts.skipped)
+
+
+def test_a_file_that_crashes_a_decoding_worker_is_named_and_the_rest_are_scored(tmp_path, rn_backbone):
+    from tests.crashing_decoder import decode_or_crash
+
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for source in EXAMPLES[:9]:
+        (folder / source.name).write_bytes(source.read_bytes())
+    (folder / "crash-1.jpg").write_bytes(EXAMPLES[9].read_bytes())  # a good photo: only its name kills
+    (folder / "crash-2.jpg").write_bytes(EXAMPLES[10].read_bytes())
+    good = sorted(p for p in folder.iterdir() if not p.name.startswith("crash"))
+    paths = [good[0], folder / "crash-1.jpg", *good[1:5], folder / "crash-2.jpg", *good[5:]]  # others in flight
+    expected = scores_by_name(Pipeline([clip_iqa(rn_backbone)], PipelineOptions(workers=2, cache=None)), good)
+    options = PipelineOptions(workers=2, cache=None, prefetch=1)
+    pipeline = Pipeline([clip_iqa(rn_backbone, batch_size=3)], options, decoder=decode_or_crash)
+    scored = scores_by_name(pipeline, paths)
+    assert scored == pytest.approx(expected, abs=1e-6) and len(scored) == 9
+    assert {Path(e.name).name for e in pipeline.counts.skipped} == {"crash-1.jpg", "crash-2.jpg"}
+    assert all("decoder crashed on this file" in e.reason for e in pipeline.counts.skipped)
