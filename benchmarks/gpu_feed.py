@@ -1,8 +1,10 @@
 """GPU feeding: the streaming pipeline from JPEG files against the bare image encoder, side by side.
 
 For each backbone and photo set, images per second of
-1. the bare encoder: `encode_image` on normalised tensors already on the device, batch 64, at the
-   input size the engine feeds (the ceiling);
+1. the bare encoder: `encode_image` on normalised tensors already on the device, at the input size
+   and the batch the engine's encoder calls get (64, or fewer where a call's pixels reach
+   `PipelineOptions.max_batch_pixels`: RN50 native at 1024x768 gets 10), under `no_grad` as the
+   engine (the ceiling);
 2. the whole engine from JPEG files: `iqa.pipeline.Pipeline` (decoding workers with JPEG draft,
    uint8 to the device through pinned memory, normalised there, encoded, scored by CLIP-IQA; no
    disk cache), from the first file read to the last score, and in steady state (after the first
@@ -70,7 +72,7 @@ def web_photos(folder: Path, count: int) -> list[Path]:
 def bare_rate(backbone: Backbone, size: tuple[int, int], batch: int = BATCH, repeats: int = 10) -> float:
     """Images per second of `encode_image` alone on a device batch of `size` (width, height)."""
     pixels = torch.randn(batch, 3, size[1], size[0], device=backbone.device, dtype=backbone.dtype)
-    with torch.inference_mode():
+    with torch.no_grad():
         for _ in range(3):
             backbone.encode_image(pixels)
         _sync(backbone)
@@ -98,7 +100,8 @@ def engine_rate(backbone: Backbone, paths: list[Path], workers: int) -> tuple[fl
     end = time.perf_counter()
     if pipeline.counts.skipped:
         raise RuntimeError(f"{len(pipeline.counts.skipped)} photos were not scored: {pipeline.counts.skipped[:3]}")
-    input_size = scorer.store.preprocessor.output_size(Image.open(paths[0]).size)
+    with Image.open(paths[0]) as first:
+        input_size = scorer.store.preprocessor.output_size(first.size)
     steady = after_first / (end - first_batch_at) if after_first else None
     return len(paths) / (end - start), steady, input_size
 
@@ -126,18 +129,19 @@ def main() -> None:
         "12 MP JPEGs": ensure_photos(args.photos_dir / "12mp", max(BATCH, args.photos // 4)),
     }
     print(
-        f"| backbone ({args.dtype}, batch {BATCH}) | photos | input | bare img/s | engine img/s | steady img/s "
-        "| engine / bare | steady / bare |"
+        f"| backbone ({args.dtype}) | photos | input | encoder batch | bare img/s "
+        "| engine img/s | steady img/s | engine / bare | steady / bare |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name in args.names:
         backbone = load_backbone(name, None, device=args.device, dtype=args.dtype)
         for set_name, paths in sets.items():
             engine, steady, size = engine_rate(backbone, paths, args.workers)
-            bare = bare_rate(backbone, size)
+            batch = max(1, min(BATCH, PipelineOptions().max_batch_pixels // (size[0] * size[1])))
+            bare = bare_rate(backbone, size, batch)
             steady_text = ("n/a", "n/a") if steady is None else (f"{steady:.0f}", f"{steady / bare:.0%}")
             print(
-                f"| {name} | {len(paths)} {set_name} | {size[0]}x{size[1]} | {bare:.0f} | {engine:.0f} "
+                f"| {name} | {len(paths)} {set_name} | {size[0]}x{size[1]} | {batch} | {bare:.0f} | {engine:.0f} "
                 f"| {steady_text[0]} | {engine / bare:.0%} | {steady_text[1]} |",
                 flush=True,
             )

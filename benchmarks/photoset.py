@@ -2,7 +2,7 @@
 
 Each file is a different crop of a real photo, upscaled, with its own noise, so no two files have
 the same bytes and no cache can help. The default set's noise is coarse (4x4 blocks: about 1.3 MB
-a file); `--grain` adds per-pixel noise instead, like a phone photo at high ISO (about 5 MB), for
+a file); `--grain` adds per-pixel noise instead, like a phone photo at high ISO (about 4 MB), for
 which a JPEG decoder spends most of its time in entropy decoding, which draft decoding cannot skip.
 Made once with a process pool; a folder that already holds the photos is reused (`ensure_photos`).
 
@@ -69,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--grain", action="store_true", help="per-pixel noise (about 5 MB a file)")
+    parser.add_argument("--grain", action="store_true", help="per-pixel noise (about 4 MB a file)")
     args = parser.parse_args()
     paths = ensure_photos(args.folder, args.count, grain=args.grain)
     print(f"{len(paths)} photos in {args.folder}")

@@ -6,7 +6,7 @@
    issue 11 was filed (full decode, a hash of the decoded pixels, resize and normalise in one
    process), its decode + resize alone, and the pipeline's worker (JPEG draft, the hash of the
    file's bytes, uint8) followed by the normalisation; per core and with a pool; on the default
-   set and on a grainy one (per-pixel noise, about 5 MB a file, made in `<photos-dir>-grain`).
+   set and on a grainy one (per-pixel noise, about 4 MB a file, made in `<photos-dir>-grain`).
 3. The cached re-run: `score` on the 1,000 photos in a new process with one prompt pair edited,
    against the first run (which filled the disk cache).
 4. Draft against full decoding on the bundled photos at camera size (8x: 3072 px): pixels and scores;

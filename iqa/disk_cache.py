@@ -8,12 +8,9 @@ whose length does not fit is dropped, and a file that is not a readable database
 and started afresh (never trusted). SQLite's write-ahead log lets several processes read and write
 at once. The file is bounded: past `max_bytes` the least recently used rows are evicted.
 
-It also remembers each photo file's content hash and size against the file's identity and times
-(`file_signature`: device, inode, size, modification and change times), so that a re-run hashes
-only the files that changed: on a camera roll of 20 GB that is the difference between reading
-20 GB and reading nothing. The change time is set by the system on every write and cannot be set
-back by tools, so a rewritten file has another signature; a file changed within the last two
-seconds is not remembered (a write in the same clock tick would not show).
+It also remembers each photo file's content hash and size against the file's signature
+(`iqa.file_signature`), so that a re-run hashes only the files that changed. Those rows are bounded
+by count (`MAX_FILES`, least recently used forgotten) and count towards `max_bytes` too.
 """
 
 from __future__ import annotations
@@ -44,7 +41,7 @@ CREATE TABLE IF NOT EXISTS features (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS features_used ON features (used);
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
+    path BLOB PRIMARY KEY,
     signature TEXT NOT NULL,
     digest TEXT NOT NULL,
     width INTEGER NOT NULL,
@@ -53,16 +50,8 @@ CREATE TABLE IF NOT EXISTS files (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS files_used ON files (used);
 """
-MAX_FILES = 1_000_000  # remembered file hashes (about 200 bytes each), least recently used evicted
-SETTLE_NS = 2_000_000_000  # a file changed more recently than this is hashed, never remembered
+MAX_FILES = 250_000  # remembered file hashes, about 320 bytes each (80 MB at the bound)
 _BATCH = 500  # rows per statement: below SQLite's limit on bound parameters
-
-
-def file_signature(stat: os.stat_result) -> str | None:
-    """What identifies a file's content without reading it, or None for a file changed too recently."""
-    if time.time_ns() - max(stat.st_mtime_ns, stat.st_ctime_ns) < SETTLE_NS:
-        return None
-    return f"{stat.st_dev}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
 
 
 def default_cache_dir() -> Path:
@@ -116,9 +105,9 @@ class DiskCache:
             db.executemany("INSERT OR REPLACE INTO features VALUES (?, ?, ?, ?, ?)", rows)
         self._evict()
 
-    def known_files(self, signatures: Mapping[str, str]) -> dict[str, tuple[str, tuple[int, int]]]:
-        """(content hash, size) of the files, by absolute path, whose signature is the one remembered."""
-        found: dict[str, tuple[str, tuple[int, int]]] = {}
+    def known_files(self, signatures: Mapping[bytes, str]) -> dict[bytes, tuple[str, tuple[int, int]]]:
+        """(content hash, size) of the files (by `FileSignature.key`) whose signature is the one remembered."""
+        found: dict[bytes, tuple[str, tuple[int, int]]] = {}
         paths = list(signatures)
         db = self._db()
         for start in range(0, len(paths), _BATCH):
@@ -136,8 +125,8 @@ class DiskCache:
                 db.executemany("UPDATE files SET used = ? WHERE path = ?", [(now, path) for path in found])
         return found
 
-    def remember_files(self, files: Mapping[str, tuple[str, str, tuple[int, int]]]) -> None:
-        """Remember (signature, content hash, size) by absolute path; past `MAX_FILES`, forget the oldest."""
+    def remember_files(self, files: Mapping[bytes, tuple[str, str, tuple[int, int]]]) -> None:
+        """Remember (signature, content hash, size) by file key; past `MAX_FILES`, forget the oldest."""
         if not files:
             return
         now = time.time()

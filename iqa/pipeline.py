@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import islice
-from multiprocessing.context import BaseContext
 from pathlib import Path
 
 import numpy as np
@@ -39,23 +36,15 @@ from PIL import Image
 
 from .backbones import Backbone
 from .decode import Decoded, DecodeOptions, decode_or_error, probe_file
-from .disk_cache import DiskCache, file_signature
+from .decode_pool import DecodeJob, DecodePool, Decoder, default_workers
+from .disk_cache import DiskCache
 from .features import FeatureStore
+from .file_signature import FileSignature, file_signature
 from .photos import MAX_BYTES, MAX_PIXELS, PhotoError
 from .results import ScoreResult
 from .scoring import Scorer
 
 logger = logging.getLogger(__name__)
-Decoder = Callable[[str, str, DecodeOptions, tuple[bool, ...]], "Decoded | PhotoError"]
-
-
-def default_workers() -> int:
-    """Decoding processes: one per core this process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores))
 
 
 @dataclass
@@ -119,10 +108,9 @@ class _Pending:
     digest: str = ""
     size: tuple[int, int] = (0, 0)
     features: list[torch.Tensor | None] = field(default_factory=list)
-    decode: Future | None = None
-    wanted: tuple[bool, ...] = ()  # the sources it is decoded for
+    decode: DecodeJob | None = None
     error: PhotoError | None = None
-    signature: str | None = None  # the file's identity when it was probed (`iqa.disk_cache.file_signature`)
+    signature: FileSignature | None = None  # taken before the file is read
 
 
 def weights_fingerprint(weights: str | os.PathLike | None) -> str:
@@ -193,25 +181,25 @@ class Pipeline:
 
     def run(self, paths: Iterable[str | os.PathLike]) -> Iterator[list[PhotoScores]]:
         """Score `paths` batch by batch; bad photos are added to `counts.skipped`, never raised."""
-        self._pool = _executor(self.options.workers)
-        self._window: deque[list[_Pending]] = deque()
+        pool = DecodePool(self.options.workers, self.decoder, self.decode_options)  # this run's own
+        window: deque[list[_Pending]] = deque()
         try:
             with ThreadPoolExecutor(2, thread_name_prefix="iqa-probe") as probes:
                 for chunk in _chunks(iter(paths), self.batch_size):
-                    self._window.append(self._start(chunk, probes))
-                    if len(self._window) > self.options.prefetch:
-                        yield self._finish(self._window.popleft())
-                while self._window:
-                    yield self._finish(self._window.popleft())
+                    window.append(self._start(chunk, pool, probes))
+                    if len(window) > self.options.prefetch:
+                        yield self._finish(window.popleft(), pool)
+                while window:
+                    yield self._finish(window.popleft(), pool)
         finally:
-            self._pool.shutdown(cancel_futures=True)
+            pool.shutdown()
 
-    def _start(self, paths: list[str | os.PathLike], probes: ThreadPoolExecutor) -> list[_Pending]:
+    def _start(self, paths: list[str | os.PathLike], pool: DecodePool, probes: ThreadPoolExecutor) -> list[_Pending]:
         """Probe and look up a batch, and send the photos that need decoding to the pool."""
         batch = [_Pending(str(p), os.fspath(p), features=[None] * len(self.sources)) for p in paths]
         cached = [s.cache_model is not None for s in self.sources]
         if any(cached):
-            unknown = self._recall(batch)
+            unknown = self._recall(batch, probes)
             for item, probe in zip(unknown, probes.map(self._probe, unknown)):
                 if isinstance(probe, PhotoError):
                     item.error = probe
@@ -221,75 +209,25 @@ class Pipeline:
             self._lookup([item for item in batch if item.error is None])
         for item in batch:
             if item.error is None:
-                item.wanted = tuple(f is None for f in item.features)
-                if any(item.wanted):
-                    self._submit(item, batch)
+                wanted = tuple(f is None for f in item.features)
+                if any(wanted):
+                    item.decode = pool.submit(item.path, item.name, wanted)
         return batch
 
-    def _submit(self, item: _Pending, batch: list[_Pending]) -> None:
-        try:
-            item.decode = self._send(self._pool, item)
-        except BrokenProcessPool:  # a worker died since the last batch was sent
-            self._recover([*self._window, batch])
-            item.decode = self._send(self._pool, item)
-
-    def _send(self, pool: Executor, item: _Pending) -> Future:
-        return pool.submit(self.decoder, item.path, item.name, self.decode_options, item.wanted)
-
-    def _outcome(self, item: _Pending, batch: list[_Pending]) -> Decoded | PhotoError:
-        assert item.decode is not None
-        try:
-            return item.decode.result()
-        except BrokenProcessPool:
-            self._recover([batch, *self._window])
-            return item.decode.result()
-
-    def _recover(self, batches: list[list[_Pending]]) -> None:
-        """A decoding worker died: a decoder crashed (a segfault on a hostile file), which no
-        exception handler sees, and every decode in flight was lost with the pool. Start a new pool
-        for the photos to come, and decode the lost ones one at a time in a pool of one, so that a
-        file that crashes the decoder again is named and skipped, and the others are scored."""
-        pending = [item for batch in batches for item in batch if item.decode is not None]
-        wait([item.decode for item in pending if item.decode is not None])
-        lost = [item for item in pending if item.decode and isinstance(item.decode.exception(), BrokenProcessPool)]
-        logger.warning("a decoding worker died; decoding %d photos one at a time to find the file", len(lost))
-        self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pool = _executor(self.options.workers)
-        single = _executor(1)
-        try:
-            for item in lost:
-                try:
-                    outcome = self._send(single, item).result()
-                except BrokenProcessPool:
-                    outcome = PhotoError(item.name, "the decoder crashed on this file (its process died); not scored")
-                    single.shutdown(wait=False)
-                    single = _executor(1)
-                item.decode = Future()
-                item.decode.set_result(outcome)
-        finally:
-            single.shutdown()
-
-    def _recall(self, batch: list[_Pending]) -> list[_Pending]:
-        """Take the content hash and size of unchanged files from the disk cache (no read, no hash);
-        return the photos still to probe. A remembered photo is still held to this run's limits."""
+    def _recall(self, batch: list[_Pending], probes: ThreadPoolExecutor) -> list[_Pending]:
+        """Take the content hash and size of unchanged files from the disk cache (no read of the
+        whole file, no hash); return the photos still to probe. Remembered photos still get this
+        run's limits."""
         assert self.options.cache is not None
-        signatures: dict[str, str] = {}
-        sizes: dict[str, int] = {}
-        for item in batch:
-            try:
-                stat = os.stat(item.path)
-            except OSError:
-                continue  # the probe names the problem
-            item.signature = file_signature(stat)
-            if item.signature:
-                signatures[os.path.abspath(item.path)] = item.signature
-                sizes[os.path.abspath(item.path)] = stat.st_size
+        for item, signature in zip(batch, probes.map(file_signature, [item.path for item in batch])):
+            item.signature = signature
+        signatures = {item.signature.key: item.signature.text for item in batch if item.signature}
         known = self.options.cache.known_files(signatures) if signatures else {}
         unknown = []
         for item in batch:
-            key = os.path.abspath(item.path)
-            if key in known and self._within_limits(sizes[key], known[key][1]):
-                item.digest, item.size = known[key]
+            hit = known.get(item.signature.key) if item.signature else None
+            if hit and item.signature and self._within_limits(item.signature.size, hit[1]):
+                item.digest, item.size = hit
             else:
                 unknown.append(item)
         return unknown
@@ -303,7 +241,7 @@ class Pipeline:
         assert self.options.cache is not None
         self.options.cache.remember_files(
             {
-                os.path.abspath(item.path): (item.signature, item.digest, item.size)
+                item.signature.key: (item.signature.text, item.digest, item.size)
                 for item in probed
                 if item.error is None and item.signature
             }
@@ -330,13 +268,13 @@ class Pipeline:
                 if item.digest in found:
                     item.features[index] = torch.from_numpy(found[item.digest])
 
-    def _finish(self, batch: list[_Pending]) -> list[PhotoScores]:
+    def _finish(self, batch: list[_Pending], pool: DecodePool) -> list[PhotoScores]:
         """Wait for the batch's decodes, encode what is missing, score, and count."""
         decoded: dict[int, Decoded] = {}
         for position, item in enumerate(batch):
             if item.decode is None:
                 continue
-            outcome = self._outcome(item, batch)
+            outcome = pool.result(item.decode)
             item.decode = None
             if isinstance(outcome, PhotoError):
                 item.error = outcome
@@ -449,28 +387,3 @@ def _device(store: FeatureStore) -> torch.device:
 def _chunks(items: Iterator, size: int) -> Iterator[list]:
     while chunk := list(islice(items, size)):
         yield chunk
-
-
-class _InProcess(Executor):
-    """An executor that runs each call at once, in this process (workers=0: tests, debugging)."""
-
-    def submit(self, fn, /, *args, **kwargs):
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args, **kwargs))
-        except BaseException as error:  # noqa: BLE001 - handed to whoever waits, as a pool would
-            future.set_exception(error)
-        return future
-
-
-def _executor(workers: int) -> Executor:
-    """Decoding processes, started by a fork server (or spawned): never forked from a process running
-    torch's threads. The fork server imports torch once (for `iqa.resample`), so that its ~270 MB
-    are shared by the workers, and each worker resizes on one thread: the pool is sized to the cores."""
-    if workers <= 0:
-        return _InProcess()
-    context: BaseContext = multiprocessing.get_context("spawn")
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = forkserver = multiprocessing.get_context("forkserver")
-        forkserver.set_forkserver_preload(["torch"])  # only read when the fork server starts
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,))

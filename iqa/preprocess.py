@@ -20,7 +20,7 @@ from PIL import Image
 
 from .decode import RESIZE_KINDS, ResizePlan
 from .names import DEFAULT_MAX_SIDE
-from .resample import resize_hwc
+from .resample import RESAMPLER, resize_hwc
 from .shapes import MAX_ASPECT_RATIO as MAX_ASPECT_RATIO  # re-exported: the bounds' old home
 from .shapes import MAX_INPUT_PIXELS, MIN_SIDE, check_shape, native_target_size
 from .shapes import shape_problem as shape_problem
@@ -41,7 +41,7 @@ class Preprocessor:
     @property
     def key(self) -> str:
         if self.native_resolution:
-            return f"native<={self.max_side}|{self.mean}|{self.std}"
+            return f"native<={self.max_side}-{RESAMPLER}|{self.mean}|{self.std}"
         return f"{self.resize_mode}{self.image_size}-{self.interpolation}|{self.mean}|{self.std}"
 
     def target_size(self, size: tuple[int, int]) -> tuple[int, int]:

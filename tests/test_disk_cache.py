@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import sqlite3
@@ -9,8 +10,10 @@ import time
 
 import numpy as np
 
+import iqa.file_signature
 from iqa import disk_cache
-from iqa.disk_cache import FILE_NAME, DiskCache, file_signature
+from iqa.disk_cache import FILE_NAME, DiskCache
+from iqa.file_signature import HEAD_BYTES, file_signature
 
 MODEL, PREP, DIM = "RN50|openai|fp32", "native<=1024", 8
 
@@ -100,31 +103,38 @@ def test_vectors_of_another_dimension_are_misses(tmp_path):
 
 def test_remembered_files_match_only_their_own_signature(tmp_path):
     cache = DiskCache(tmp_path)
-    cache.remember_files(
-        {"/photos/a.jpg": ("1:2:3:4:5", "hash-a", (400, 300)), "/photos/b.jpg": ("9:9:9:9:9", "h", (1, 1))}
-    )
+    odd = os.fsencode(os.fsdecode(b"/photos/caf\xe9-latin1.jpg"))  # a name that is not UTF-8
+    cache.remember_files({b"/photos/a.jpg": ("1:2:3:4:5:ab", "hash-a", (400, 300)), odd: ("9:9", "h", (1, 1))})
     again = DiskCache(tmp_path)  # another process: the file is what they share
-    assert again.known_files({"/photos/a.jpg": "1:2:3:4:5"}) == {"/photos/a.jpg": ("hash-a", (400, 300))}
-    assert again.known_files({"/photos/a.jpg": "1:2:3:4:6", "/photos/b.jpg": "9:9:9:9:8", "/photos/c.jpg": "1"}) == {}
+    assert again.known_files({b"/photos/a.jpg": "1:2:3:4:5:ab", odd: "9:9"}) == {
+        b"/photos/a.jpg": ("hash-a", (400, 300)),
+        odd: ("h", (1, 1)),
+    }
+    assert again.known_files({b"/photos/a.jpg": "1:2:3:4:5:ac", odd: "9:8", b"/photos/c.jpg": "1"}) == {}
 
 
 def test_the_least_recently_used_file_hashes_are_forgotten_past_the_bound(tmp_path, monkeypatch):
     monkeypatch.setattr(disk_cache, "MAX_FILES", 10)
     cache = DiskCache(tmp_path)
-    cache.remember_files({f"/p/{i}": (f"s{i}", f"h{i}", (8, 8)) for i in range(10)})
+    cache.remember_files({f"/p/{i}".encode(): (f"s{i}", f"h{i}", (8, 8)) for i in range(10)})
     time.sleep(0.01)
-    assert len(cache.known_files({"/p/0": "s0", "/p/1": "s1"})) == 2  # used again: kept
+    assert len(cache.known_files({b"/p/0": "s0", b"/p/1": "s1"})) == 2  # used again: kept
     time.sleep(0.01)
-    cache.remember_files({"/p/new": ("s", "h", (8, 8))})
-    kept = cache.known_files({f"/p/{i}": f"s{i}" for i in range(10)} | {"/p/new": "s"})
-    assert {"/p/0", "/p/1", "/p/new"} <= set(kept) and len(kept) == 9
+    cache.remember_files({b"/p/new": ("s", "h", (8, 8))})
+    kept = cache.known_files({f"/p/{i}".encode(): f"s{i}" for i in range(10)} | {b"/p/new": "s"})
+    assert {b"/p/0", b"/p/1", b"/p/new"} <= set(kept) and len(kept) == 9
 
 
-def test_a_file_changed_in_the_last_seconds_has_no_signature(tmp_path):
+def test_a_file_signature_needs_a_settled_regular_file_and_holds_its_head(tmp_path, monkeypatch):
     path = tmp_path / "fresh.jpg"
-    path.write_bytes(b"x" * 10)
-    assert file_signature(path.stat()) is None
+    path.write_bytes(b"x" * 100_000)
+    assert file_signature(path) is None  # changed just now
     os.utime(path, (time.time() - 60, time.time() - 60))  # an old modification time, but a fresh change time
-    assert file_signature(path.stat()) is None
-    old = os.stat_result((0o100644, 7, 8, 1, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 10**18, 10**18, 10**18))
-    assert file_signature(old) == "8:7:10:1000000000000000000:1000000000000000000"
+    assert file_signature(path) is None
+    monkeypatch.setattr(iqa.file_signature, "SETTLE_NS", 0)
+    signature = file_signature(path)
+    assert signature is not None and signature.size == 100_000 and signature.key == os.fsencode(path.resolve())
+    info = path.stat()
+    head = hashlib.blake2b(b"x" * HEAD_BYTES, digest_size=8).hexdigest()
+    assert signature.text == f"{info.st_dev}:{info.st_ino}:100000:{info.st_mtime_ns}:{info.st_ctime_ns}:{head}"
+    assert file_signature(tmp_path) is None and file_signature(tmp_path / "missing.jpg") is None

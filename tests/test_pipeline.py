@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from iqa import disk_cache
+import iqa.file_signature
 from iqa import pipeline as pipeline_module
 from iqa.clipiqa import CLIPIQA
 from iqa.decode import Decoded, DecodeOptions, decode_file, decode_or_error
@@ -231,7 +231,7 @@ def test_channels_last_keeps_the_scores_of_the_in_memory_path():
 
 
 def test_a_rerun_reads_no_unchanged_file_and_rehashes_a_rewritten_one(tmp_path, rn_backbone, monkeypatch):
-    monkeypatch.setattr(disk_cache, "SETTLE_NS", 0)  # these files are only seconds old
+    monkeypatch.setattr(iqa.file_signature, "SETTLE_NS", 0)  # these files are only seconds old
     rng = np.random.default_rng(5)
     paths = []
     for i in range(4):  # uncompressed PNGs: other pixels, the same number of bytes
@@ -272,6 +272,8 @@ def test_a_rerun_reads_no_unchanged_file_and_rehashes_a_rewritten_one(tmp_path, 
     scored, _, limited = run(max_pixels=10_000)  # remembered, but over this run's limit: probed and refused
     assert scored == {} and sorted(probed) == ["0.png", "1.png", "2.png", "3.png"]
     assert all("more than the" in error.reason for error in limited.counts.skipped)
+    scored, _, limited = run(max_bytes=1000)
+    assert scored == {} and all("MB limit" in error.reason for error in limited.counts.skipped)
 
 
 def test_a_file_that_crashes_a_decoding_worker_is_named_and_the_rest_are_scored(tmp_path, rn_backbone):
@@ -292,3 +294,28 @@ def test_a_file_that_crashes_a_decoding_worker_is_named_and_the_rest_are_scored(
     assert scored == pytest.approx(expected, abs=1e-6) and len(scored) == 9
     assert {Path(e.name).name for e in pipeline.counts.skipped} == {"crash-1.jpg", "crash-2.jpg"}
     assert all("decoder crashed on this file" in e.reason for e in pipeline.counts.skipped)
+
+
+def test_two_runs_of_one_pipeline_keep_their_own_photos_and_pools(rn_backbone):
+    pipeline = Pipeline([clip_iqa(rn_backbone, batch_size=2)], PipelineOptions(workers=2, cache=None, prefetch=1))
+    first, second = pipeline.run(EXAMPLES[:6]), pipeline.run(EXAMPLES[6:12])
+    names: dict[str, list[str]] = {"first": [], "second": []}
+    for _ in range(3):  # interleaved, batch by batch
+        names["first"] += [p.name for p in next(first)]
+        names["second"] += [p.name for p in next(second)]
+    assert names == {"first": [str(p) for p in EXAMPLES[:6]], "second": [str(p) for p in EXAMPLES[6:12]]}
+    third, fourth = pipeline.run(EXAMPLES[:6]), pipeline.run(EXAMPLES[6:12])
+    next(third)
+    third.close()  # stopped early: its pool goes, the other run's stays
+    assert sum(len(batch) for batch in fourth) == 6
+
+
+def test_a_file_name_in_no_encoding_is_scored_and_remembered(tmp_path, rn_backbone, monkeypatch):
+    monkeypatch.setattr(iqa.file_signature, "SETTLE_NS", 0)
+    odd = tmp_path / os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
+    odd.write_bytes(EXAMPLES[0].read_bytes())
+    for expected_decodes in (1, 0):  # the second run finds its hash by the file's signature
+        decoder = CountingDecoder()
+        options = PipelineOptions(workers=0, cache=DiskCache(tmp_path / "cache"))
+        pipeline = Pipeline([clip_iqa(rn_backbone)], options, decoder)
+        assert list(scores_by_name(pipeline, [odd])) == [str(odd)] and decoder.calls == expected_decodes

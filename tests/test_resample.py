@@ -12,9 +12,10 @@ from skimage import data
 from iqa.app.session import bounded_copy
 from iqa.clipiqa import CLIPIQA
 from iqa.decode import DecodeOptions, ResizePlan, decode_file
+from iqa.decode_pool import executor
 from iqa.features import FeatureStore
 from iqa.photos import Photo, open_photo
-from iqa.pipeline import Pipeline, PipelineOptions, _executor
+from iqa.pipeline import Pipeline, PipelineOptions
 from iqa.prompts import PRESETS
 from iqa.resample import resize_image, resize_to_chw
 
@@ -77,7 +78,7 @@ def test_the_apps_downsized_copy_scores_as_the_full_photo(rn_backbone):
 
 
 def test_decoding_workers_resize_on_one_thread_each():
-    with _executor(2) as pool:
+    with executor(2) as pool:
         assert pool.submit(torch.get_num_threads).result() == 1
 
 

@@ -1,0 +1,54 @@
+"""Decoding processes that die: the photo that crashes a worker is named, the others decoded; a pool
+that cannot start at all is raised, not blamed on photos."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
+from pathlib import Path
+
+import pytest
+
+from iqa import decode_pool
+from iqa.decode import Decoded, DecodeOptions, ResizePlan
+from iqa.decode_pool import CRASHED, DecodePool
+from iqa.photos import PhotoError
+from tests.crashing_decoder import decode_or_crash
+
+EXAMPLES = sorted(Path(__file__).resolve().parents[1].joinpath("examples").glob("*.jpg"))
+OPTIONS = DecodeOptions((ResizePlan("native", max_side=256),))
+
+
+def test_a_pool_found_broken_when_a_photo_is_sent_recovers_and_names_the_file(tmp_path):
+    crash = tmp_path / "crash.jpg"
+    crash.write_bytes(EXAMPLES[0].read_bytes())
+    pool = DecodePool(2, decode_or_crash, OPTIONS)
+    try:
+        crashed = pool.submit(str(crash), "crash.jpg", (True,))
+        wait([crashed.future])  # the worker is dead, and the pool knows it
+        good = pool.submit(str(EXAMPLES[1]), "good.jpg", (True,))  # sent to the broken pool first
+        assert isinstance(pool.result(good), Decoded)
+        outcome = pool.result(crashed)
+        assert isinstance(outcome, PhotoError) and outcome.reason == CRASHED and outcome.name == "crash.jpg"
+        assert isinstance(pool.result(pool.submit(str(EXAMPLES[2]), "after.jpg", (True,))), Decoded)
+    finally:
+        pool.shutdown()
+
+
+def _dead_on_arrival(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max(workers, 1), mp_context=get_context("forkserver"), initializer=os._exit, initargs=(3,)
+    )
+
+
+def test_a_pool_whose_workers_cannot_start_is_raised_not_blamed_on_the_photos(monkeypatch):
+    monkeypatch.setattr(decode_pool, "executor", _dead_on_arrival)
+    pool = DecodePool(2, decode_or_crash, OPTIONS)
+    try:
+        job = pool.submit(str(EXAMPLES[0]), "good.jpg", (True,))
+        with pytest.raises(BrokenProcessPool, match="no photo is at fault"):
+            pool.result(job)
+    finally:
+        pool.shutdown()
