@@ -27,6 +27,15 @@ GRMP_COLOUR = "#6a4c93"
 SELECTED_COLOUR = "#e9a400"
 TRANSPARENT = "rgba(0,0,0,0)"
 P_AXIS = "p = P(positive prompt)"
+# Plotly does not wrap text; lines of at most these many characters stay whole on a phone (390 px).
+TITLE_WIDTH = 40  # a 14 px title
+NOTE_WIDTH = 56  # a title's note in small type (<sup>)
+TITLE_TOP = 38  # px above a title: the app's label covers the chart's top left corner
+# At the chart's bottom edge, below the x axis's title (a legend placed in the plot's units lands on it).
+LEGEND_BELOW = dict(orientation="h", yref="container", y=0, yanchor="bottom")
+MAP_TICKS = 26  # px under the quality map's photo for the x axis's numbers; the colour bar below them
+MAP_BOTTOM = 100  # px under the photo in all (plotly pads the colour bar by MAP_TICKS below too)
+MAP_HEIGHT = 900  # px: the most a quality map takes (a tall photo gets narrower)
 
 
 def themed(figure: go.Figure) -> go.Figure:
@@ -107,17 +116,17 @@ def pair_breakdown(
     figure.add_vline(x=0.5, line_dash="dot", line_color="#999")
     name = name or (clip.name if clip else grmp.name if grmp else "")
     if attributes:
-        title = f"{name}: one value per attribute (not averaged)"
+        title = _title(name, "one value per attribute (not averaged)")
     else:
         scores = [f"CLIP-IQA {clip.score:.3f}"] if clip else []
         scores += [f"{grmp.label} {grmp.score:.3f}"] if grmp else []
-        title = f"{name}: {', '.join(scores)}"
+        title = _title(name, ", ".join(scores))
     figure.update_layout(
-        title=dict(text=title, font=dict(size=14)),
-        xaxis=dict(range=[0, 1.2], title=P_AXIS, tickvals=[0, 0.25, 0.5, 0.75, 1]),
+        title=title,
+        xaxis=dict(range=[0, 1.2], title=P_AXIS, tickvals=[0, 0.25, 0.5, 0.75, 1], automargin=True),
         yaxis=dict(autorange="reversed", automargin=True),
-        height=150 + 44 * len(rows),
-        margin=dict(l=10, r=10, t=50, b=50),
+        height=_top(title) + 100 + 44 * len(rows),
+        margin=dict(l=10, r=10, t=_top(title), b=10),
         showlegend=False,
     )
     return themed(figure)
@@ -132,14 +141,34 @@ def _pair_rows(clip: ScoreResult | None) -> list[tuple[str, float, str]]:
 
 def _wrap(text: str, width: int = 22) -> str:
     """Break a long label into lines (plotly does not wrap), so a narrow screen keeps the bars wide."""
-    words, lines, line = text.split(), [], ""
+    return "<br>".join(_lines(text, width))
+
+
+def _lines(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` characters, broken at spaces, and inside a word (a long
+    file name) only where the word is longer than a line."""
+    words = [word[i : i + width] for word in text.split() for i in range(0, len(word), width)]
+    lines, line = [], ""
     for word in words:
         if line and len(line) + 1 + len(word) > width:
             lines.append(line)
             line = word
         else:
             line = f"{line} {word}".strip()
-    return "<br>".join([*lines, line])
+    return [*lines, line]
+
+
+def _title(*parts: str, notes: Sequence[str] = (), size: int = 14) -> dict:
+    """A title, each part on its own lines that fit a phone, and each note below them in small type."""
+    lines = [line for part in parts for line in _lines(part, TITLE_WIDTH)]
+    lines += [f"<sup>{line}</sup>" for note in notes for line in _lines(note, NOTE_WIDTH)]
+    return dict(text="<br>".join(lines), font=dict(size=size))
+
+
+def _top(title: dict) -> int:
+    """The top margin for `title`: plotly centres a title in it, so its lines clear the app's label
+    over the chart's top left corner and leave as much room for a label on the plot's top edge."""
+    return 2 * TITLE_TOP + math.ceil(1.3 * title["font"]["size"] * (title["text"].count("<br>") + 1))
 
 
 def mirrored_breakdown(left: ComparedPhoto, right: ComparedPhoto) -> go.Figure:
@@ -162,25 +191,29 @@ def mirrored_breakdown(left: ComparedPhoto, right: ComparedPhoto) -> go.Figure:
                 name=row.name,
                 marker_color=colour,
                 text=[f"{value:.3f}" for _, value, _ in entries],
-                textposition="outside",
+                textposition="auto",  # inside a long bar: outside, it would run past a phone's edge
                 cliponaxis=False,
                 hovertext=[f"{row.name}<br>{hover}" for _, _, hover in entries],
                 hoverinfo="text",
             )
         )
+    title = _title(
+        f"{left.name} (left) and {right.name} (right)", notes=["p of each pair: 0 in the middle, 1 at the edges"]
+    )
     figure.update_layout(
         barmode="overlay",
-        title=dict(text=f"{left.name} (left) and {right.name} (right)", font=dict(size=14)),
+        title=title,
         xaxis=dict(
             range=[-1.2, 1.2],
             tickvals=[-1, -0.5, 0, 0.5, 1],
             ticktext=["1", "0.5", "0", "0.5", "1"],
-            title="p of each photo (0 in the middle, 1 at the edges)",
+            title="p of each photo",
+            automargin=True,
         ),
         yaxis=dict(autorange="reversed", automargin=True, categoryorder="array", categoryarray=labels),
-        height=170 + 44 * max(len(sides[0]), len(sides[1])),
-        margin=dict(l=10, r=10, t=50, b=50),
-        legend=dict(orientation="h", y=-0.25),
+        height=_top(title) + 180 + 44 * max(len(sides[0]), len(sides[1])),
+        margin=dict(l=10, r=10, t=_top(title), b=110),  # two rows of legend on a phone
+        legend=LEGEND_BELOW,
     )
     return themed(figure)
 
@@ -220,18 +253,19 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
                 line=dict(width=1, color="#fff"),
             ),
             text=[r.name for r in scored],
-            textposition=[_LABEL_PLACES[i % len(_LABEL_PLACES)] for i in range(len(scored))],
+            textposition=_label_places(xs, x_range),
             textfont=dict(size=10),
             name="photos",
             hovertemplate="%{text}<br>CLIP-IQA score %{x:.3f}<br>GRMP-IQA score %{y:.3f}<extra></extra>",
         )
     )
+    title = _title("CLIP-IQA against GRMP-IQA", notes=["higher is better on both; dotted: equal scores"])
     figure.update_layout(
-        title=dict(text="CLIP-IQA against GRMP-IQA (higher is better on both)", font=dict(size=14)),
-        xaxis=dict(title="CLIP-IQA score (0 to 1)", range=list(x_range)),
-        yaxis=dict(title="GRMP-IQA score (0 to 1)", range=list(y_range)),
-        height=420,
-        margin=dict(l=10, r=10, t=50, b=10),
+        title=title,
+        xaxis=dict(title="CLIP-IQA score (0 to 1)", range=list(x_range), automargin=True),
+        yaxis=dict(title="GRMP-IQA score (0 to 1)", range=list(y_range), automargin=True),
+        height=_top(title) + 360,
+        margin=dict(l=10, r=10, t=_top(title), b=10),
         showlegend=False,
     )
     if not scored:
@@ -241,7 +275,16 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
     return themed(figure)
 
 
-_LABEL_PLACES = ("top center", "bottom center", "middle right", "middle left")  # neighbours' labels apart
+def _label_places(xs: Sequence[float], x_range: tuple[float, float]) -> list[str]:
+    """Where each dot's name goes: toward the middle, so no name runs past the plot's edge (a phone's
+    plot is narrower than two names), and above and below in turn, so neighbours' names stay apart."""
+    low, high = x_range
+    places = []
+    for i, x in enumerate(xs):
+        where = (x - low) / (high - low)
+        side = "right" if where < 1 / 3 else "left" if where > 2 / 3 else "center"
+        places.append(f"{('top', 'bottom')[i % 2]} {side}")
+    return places
 
 
 def _span(values: Sequence[float]) -> tuple[float, float]:
@@ -272,16 +315,18 @@ def score_histogram(rows: Sequence[ComparedPhoto], method: str, threshold: float
         line_dash="dash",
         line_color=SELECTED_COLOUR,
         annotation_text=f"threshold {threshold:.3f}",
-        annotation_position="top",
+        annotation_position="top right" if threshold < (low + high) / 2 else "top left",  # inside the chart
     )
+    title = _title(f"{method} scores of {len(scores)} photos")
     figure.update_layout(
         barmode="stack",
-        title=dict(text=f"{method} scores of {len(scores)} photos", font=dict(size=14)),
-        xaxis=dict(title=f"{method} score (0 to 1, higher is better)", range=[low, high]),
-        yaxis=dict(title="photos"),
-        height=300,
-        margin=dict(l=10, r=10, t=60, b=10),
-        legend=dict(orientation="h", y=-0.3),
+        title=title,
+        xaxis=dict(title=f"{method} score (0 to 1, higher is better)", range=[low, high], automargin=True),
+        yaxis=dict(title="photos", automargin=True),
+        height=_top(title) + 260,
+        margin=dict(l=10, r=10, t=_top(title), b=70),
+        showlegend=True,  # the colours' meaning, also when every photo is kept or every one rejected
+        legend=LEGEND_BELOW,
     )
     return themed(figure)
 
@@ -314,12 +359,15 @@ def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
         ),
         secondary_y=True,
     )
+    title = _title("Adaptation")
     figure.update_layout(
-        title="Adaptation", height=360, margin=dict(l=10, r=10, t=50, b=10), legend=dict(orientation="h", y=-0.2)
+        title=title, height=_top(title) + 320, margin=dict(l=10, r=10, t=_top(title), b=70), legend=LEGEND_BELOW
     )
-    figure.update_xaxes(title_text="step")
-    figure.update_yaxes(title_text="loss", secondary_y=False)
-    figure.update_yaxes(title_text="validation SRCC (1: same order as the labels)", range=[-1, 1], secondary_y=True)
+    figure.update_xaxes(title_text="step", automargin=True)
+    figure.update_yaxes(title_text="loss", automargin=True, secondary_y=False)
+    figure.update_yaxes(
+        title_text="validation SRCC<br>(1: same order as the labels)", range=[-1, 1], automargin=True, secondary_y=True
+    )
     return themed(figure)
 
 
@@ -338,18 +386,19 @@ def pair_ranking(report: LabReport) -> go.Figure:
             go.Bar(name="PLCC", y=labels, x=[r.plcc for r in report.ranks], orientation="h", marker_color=GRMP_COLOUR),
         ]
     )
-    title = f"Prompt pairs against the labels ({report.n} photos)"
+    notes = []
     if _finite(report.chosen_srcc):
         figure.add_vline(x=report.chosen_srcc, line_dash="dash", line_color=POSITIVE_COLOUR)
-        title += f"<br><sup>dashed line: mean of the chosen pairs, SRCC {report.chosen_srcc:.3f}</sup>"
+        notes.append(f"dashed line: mean of the chosen pairs, SRCC {report.chosen_srcc:.3f}")
+    title = _title(f"Prompt pairs against {report.n} photos' labels", notes=notes)
     figure.update_layout(
         barmode="group",
         title=title,
-        xaxis=dict(range=[-1, 1], title="correlation with the labels (1: perfect, 0: none)"),
+        xaxis=dict(range=[-1, 1], title="correlation with the labels<br>(1: perfect, 0: none)", automargin=True),
         yaxis=dict(autorange="reversed", automargin=True),
-        height=240 + 46 * len(labels),
-        margin=dict(l=10, r=10, t=60, b=60),
-        legend=dict(orientation="h", y=-0.2),
+        height=_top(title) + 160 + 46 * len(labels),
+        margin=dict(l=10, r=10, t=_top(title), b=70),
+        legend=LEGEND_BELOW,
     )
     return themed(figure)
 
@@ -383,14 +432,15 @@ def quality_map_chart(
                 zmax=high,
                 opacity=0.55,
                 colorscale=[[i / (len(COLOURS) - 1), c] for i, c in enumerate(COLOURS)],
-                # below the photo, across it: a phone's width goes to the photo, not to the bar
+                # under the photo, across it: a phone's width goes to the photo, not to the bar
                 colorbar=dict(
                     title=dict(text=label, side="top"),
                     orientation="h",
                     x=0.5,
                     xanchor="center",
-                    y=-0.14,
+                    y=0,
                     yanchor="top",
+                    ypad=MAP_TICKS,
                     thickness=12,
                     len=1,
                 ),
@@ -399,15 +449,16 @@ def quality_map_chart(
             ),
         ]
     )
-    details = [f"{qmap.rows}x{qmap.cols} windows of {qmap.window} px", *qmap.notes]
-    title = f"Quality map of {qmap.name}<br><sup>{'; '.join(details)}</sup>"  # the name alone on a line: a phone
+    details = [f"{qmap.rows}x{qmap.cols} windows of {qmap.window} px (axes in pixels)", *qmap.notes]
+    title = _title(f"Quality map of {qmap.name}", notes=details, size=13)
     figure.update_layout(
         template="plotly_dark" if dark else "plotly_white",
-        title=dict(text=title, font=dict(size=13)),
-        xaxis=dict(range=[0, width], showgrid=False, title="x (pixels)", constrain="domain"),
-        yaxis=dict(range=[height, 0], showgrid=False, title="y (pixels)", scaleanchor="x"),
-        height=min(900, 220 + 480 * height // max(width, 1)),
-        margin=dict(l=10, r=10, t=70, b=100),
+        title=title,
+        xaxis=dict(range=[0, width], showgrid=False, constrain="domain", automargin=True),
+        yaxis=dict(range=[height, 0], showgrid=False, scaleanchor="x", automargin=True),
+        # the photo 480 px wide; the app fits the height to the width the photo gets (layout.CHARTS_JS)
+        height=min(MAP_HEIGHT, _top(title) + MAP_BOTTOM + 480 * height // max(width, 1)),
+        margin=dict(l=10, r=10, t=_top(title), b=MAP_BOTTOM),
     )
     return figure
 

@@ -406,7 +406,7 @@ def test_clicking_a_ranking_row_shows_its_breakdown(handlers, session):
     name = ranking["name"][2]
     event = gr.SelectData(None, {"index": [2, 0], "value": 3, "row_value": list(ranking.iloc[2]), "selected": True})
     picked = handlers.pick_ranked(session, None, event)
-    assert picked.photo_pick["value"] == name and picked.breakdown.layout.title.text.startswith(f"{name}: CLIP-IQA")
+    assert picked.photo_pick["value"] == name and picked.breakdown.layout.title.text.startswith(f"{name}<br>CLIP-IQA")
 
 
 def test_the_table_reads_on_as_a_prompt_file_does(handlers, tmp_path):

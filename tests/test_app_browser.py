@@ -29,6 +29,48 @@ CHROMIUM_ARGS = [
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TIMEOUT = 60_000
+# The texts of the plotly chart in `chart` (an element id) that cannot be read whole: those that end
+# past the chart's box or the screen's edge (a dot's name: past the plot area, which clips it), and
+# the titles, legend entries and annotations that overlap one another, a tick label or the app's
+# label over the chart's corner.
+UNREADABLE_JS = """(chart) => {
+    const block = document.querySelector(chart), label = block.querySelector('[data-testid=block-label]');
+    const box = e => e.getBoundingClientRect();
+    const named = t => `${t.closest('[class]').getAttribute('class').split(' ')[0]} '${t.textContent}'`;
+    const within = (r, b) =>
+        r.left >= b.left - 1 && r.right <= b.right + 1 && r.top >= b.top - 1 && r.bottom <= b.bottom + 1;
+    const overlap = (r, s) => Math.min(r.right, s.right) - Math.max(r.left, s.left) > 1
+        && Math.min(r.bottom, s.bottom) - Math.max(r.top, s.top) > 1;
+    const found = [];
+    for (const plot of block.querySelectorAll('.js-plotly-plot')) {
+        const texts = selector => [...plot.querySelectorAll(selector)]
+            .filter(t => t.textContent.trim() && box(t).width);
+        const svg = box(plot.querySelector('.main-svg')), outer = box(block);
+        const shown = {left: Math.max(svg.left, outer.left, 0), top: svg.top, bottom: svg.bottom,
+                       right: Math.min(svg.right, outer.right, document.documentElement.clientWidth)};
+        const titles = texts('.gtitle, .g-xtitle text, .g-ytitle text, .g-y2title text, .annotation-text, '
+                             + '.legendtext, .cbtitle text');
+        const ticks = texts('.xtick text, .ytick text, .y2tick text, .cbaxis text');
+        for (const t of [...titles, ...ticks, ...texts('.bartext')])
+            if (!within(box(t), shown)) found.push(`cut: ${named(t)}`);
+        for (const t of texts('.textpoint text'))
+            if (!within(box(t), box(plot.querySelector('.nsewdrag')))) found.push(`cut: ${named(t)}`);
+        titles.forEach((t, i) => [...titles.slice(i + 1), ...ticks].forEach(u => {
+            if (overlap(box(t), box(u))) found.push(`overlap: ${named(t)} / ${named(u)}`);
+        }));
+        for (const t of titles) if (label && overlap(box(t), box(label))) found.push(`overlap: ${named(t)} / label`);
+    }
+    return found;
+}"""
+# The tallest band across a chart with nothing drawn in it (text, plot area, colour bar), in px.
+EMPTY_BAND_JS = """(chart) => {
+    const block = document.querySelector(chart), svg = block.querySelector('.main-svg').getBoundingClientRect();
+    const drawn = [...block.querySelectorAll('[data-testid=block-label], .main-svg text, .nsewdrag, .cbfills')]
+        .map(e => e.getBoundingClientRect()).filter(r => r.height > 0).sort((a, b) => a.top - b.top);
+    let reached = svg.top, band = 0;
+    for (const r of drawn) { band = Math.max(band, r.top - reached); reached = Math.max(reached, r.bottom); }
+    return Math.max(band, svg.bottom - reached);
+}"""
 
 
 def _browser_missing() -> str | None:
@@ -110,6 +152,42 @@ def _choose(page, dropdown: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).click()
 
 
+def _tab(page, name: str) -> None:
+    """Open a tab, through the "More tabs" menu where a phone has no room for its button."""
+    tab = page.get_by_role("tab", name=name)
+    if not tab.is_visible():
+        page.click("button[aria-label='More tabs']")
+        tab = page.locator(f".overflow-dropdown button:text-is({name!r})")
+    tab.click()
+
+
+def _unreadable(page, chart: str) -> list[str]:
+    """What `UNREADABLE_JS` finds once the chart is drawn and its size has settled (it follows its box)."""
+    page.wait_for_function(
+        """(chart) => {
+            const svg = document.querySelector(`${chart} .js-plotly-plot .main-svg`);
+            const size = svg && `${svg.getAttribute('width')}x${svg.getAttribute('height')}`;
+            const steady = size && size === window.lastChartSize;
+            window.lastChartSize = size;
+            return steady;
+        }""",
+        arg=chart,
+        polling=300,
+        timeout=TIMEOUT,
+    )
+    return page.evaluate(UNREADABLE_JS, chart)
+
+
+def _upload_checkpoint(page, folder: Path) -> None:
+    """A GRMP-IQA checkpoint, chosen on upload and scored at once."""
+    tensors, json_path = good_checkpoint(folder)
+    with page.expect_file_chooser() as chooser:
+        page.click("text=Upload GRMP-IQA checkpoint")
+    chooser.value.set_files([str(json_path), str(tensors)])
+    _wait_status(page, "GRMP-IQA: GRMP-IQA (seed)")
+    page.wait_for_function("document.querySelector('#breakdown')?.textContent?.includes('MLP head')", timeout=TIMEOUT)
+
+
 def test_upload_edit_prompt_score_and_see_ranking_and_chart(open_page):
     page = open_page()
     assert page.locator(".test-warning").first.is_visible()
@@ -168,14 +246,10 @@ def test_no_stale_state_after_any_table_edit_and_the_chosen_photo_stays(open_pag
     )
     assert "with 4 pair(s)" in page.inner_text("#score-status")
 
-    tensors, json_path = good_checkpoint(tmp_path)  # a checkpoint: chosen on upload, and scored at once
-    with page.expect_file_chooser() as chooser:
-        page.click("text=Upload GRMP-IQA checkpoint")
-    chooser.value.set_files([str(json_path), str(tensors)])
-    _wait_status(page, "GRMP-IQA: GRMP-IQA (seed)")
-    page.wait_for_function("document.querySelector('#breakdown')?.textContent?.includes('MLP head')", timeout=TIMEOUT)
+    _upload_checkpoint(page, tmp_path)  # a checkpoint: chosen on upload, and scored at once
     assert page.locator("#breakdown .gtitle").text_content().startswith("coffee.jpg")
     assert page.locator("#scatter .js-plotly-plot").count() == 1
+    assert _unreadable(page, "#breakdown") == [] and _unreadable(page, "#scatter") == []
     _shot(page, "light-score-with-grmp")
 
     page.get_by_role("tab", name="Filter").click()  # a zip made, then the threshold moves: the zip is gone
@@ -223,9 +297,10 @@ def test_dark_theme_banner_is_readable_and_charts_follow_the_theme(open_page):
     assert (lighter + 0.05) / (darker + 0.05) >= 4.5, colours
     page_lum, tick_lum = _luminance(colours["page"]), _luminance(colours["tick"])
     assert page_lum < 0.1 and (max(page_lum, tick_lum) + 0.05) / (min(page_lum, tick_lum) + 0.05) >= 4.5, colours
+    assert _unreadable(page, "#breakdown") == []
     _shot(page, "dark-score")
     page.get_by_role("tab", name="Filter").click()
-    page.wait_for_selector("#histogram .js-plotly-plot", timeout=TIMEOUT)
+    assert _unreadable(page, "#histogram") == []
     _shot(page, "dark-filter")
 
 
@@ -251,9 +326,41 @@ def test_phone_layout_shows_whole_scores_and_readable_charts(open_page):
     assert on_screen  # the scores and the decision fit the phone's width, no sideways scrolling needed
     box = page.locator("#breakdown .js-plotly-plot").bounding_box()
     assert box["height"] > 250 and box["width"] <= PHONE["width"]
+    assert _unreadable(page, "#breakdown") == []
     _shot(page, "phone-score")
     page.locator("#ranking").screenshot(path=str(ARTIFACTS / "phone-ranking.png"))
     page.locator("#breakdown").screenshot(path=str(ARTIFACTS / "phone-breakdown.png"))
+
+
+def test_every_chart_is_whole_and_readable_on_a_phone(open_page, tmp_path):
+    """Every title, axis title, tick label, legend entry, annotation and value of every chart on
+    every tab lies within the chart and the screen at 390 px, clear of the others."""
+    page = open_page(viewport=PHONE)
+    _add_examples(page)
+    _upload_checkpoint(page, tmp_path)  # GRMP-IQA's rows in the breakdown, and the scatter
+
+    def whole(chart: str, shot: str) -> None:
+        assert _unreadable(page, chart) == [], chart
+        page.locator(chart).screenshot(path=str(ARTIFACTS / f"{shot}.png"))
+
+    whole("#breakdown", "phone-breakdown-grmp")
+    whole("#scatter", "phone-scatter")
+    page.click("text=Side by side: two photos")  # drawn as the accordion opens: it fits the phone all the same
+    whole("#side-by-side", "phone-side-by-side")
+    _tab(page, "Filter")
+    whole("#histogram", "phone-filter")
+    _tab(page, "Score and compare")
+    page.locator("#threshold input[type=range]").fill("1")  # redrawn in the hidden tab, its label at the edge
+    _tab(page, "Filter")
+    page.wait_for_function("document.querySelector('#histogram')?.textContent?.includes('threshold 1.000')")
+    whole("#histogram", "phone-filter-threshold-1")
+    _tab(page, "Prompt lab")
+    page.click("#lab-run")
+    whole("#lab-chart", "phone-lab")
+    _tab(page, "Adapt GRMP-IQA")
+    page.click("#adapt-button")
+    page.wait_for_function("document.body.innerText.includes('Done: ')", timeout=TIMEOUT)
+    whole("#adapt-chart", "phone-adapt")
 
 
 def test_share_link_restores_the_table_and_settings(open_page):
@@ -280,11 +387,11 @@ def test_screenshots_of_every_tab(open_page):
     _add_examples(page)
     page.click("text=Side by side: two photos")
     _choose(page, "#compare-pick", "rocket.jpg")
-    page.wait_for_selector("#side-by-side .js-plotly-plot", timeout=TIMEOUT)
+    assert _unreadable(page, "#side-by-side") == []
     _shot(page, "light-score")
     page.get_by_role("tab", name="Prompt lab").click()
     page.click("#lab-run")
-    page.wait_for_selector("#lab-chart .js-plotly-plot", timeout=TIMEOUT)
+    assert _unreadable(page, "#lab-chart") == []
     _shot(page, "light-lab")
     page.click("#lab-use")
     page.get_by_role("tab", name="Score and compare").click()
@@ -293,12 +400,16 @@ def test_screenshots_of_every_tab(open_page):
         "!document.querySelector('#score-status')?.innerText?.includes('with 5 pair(s)')", timeout=TIMEOUT
     )
     page.get_by_role("tab", name="Filter").click()
-    page.wait_for_selector("#histogram .js-plotly-plot", timeout=TIMEOUT)
+    assert _unreadable(page, "#histogram") == []
     _shot(page, "light-filter")
     page.get_by_role("tab", name="Adapt GRMP-IQA").click()
+    page.click("#adapt-button")
+    page.wait_for_function("document.body.innerText.includes('Done: ')", timeout=TIMEOUT)
+    assert _unreadable(page, "#adapt-chart") == []
     _shot(page, "light-adapt")
     phone = open_page(viewport=PHONE, query="?__theme=dark")
     _add_examples(phone)
+    assert _unreadable(phone, "#breakdown") == []
     _shot(phone, "phone-dark-score")
 
 
@@ -327,6 +438,10 @@ def test_the_quality_map_is_drawn_over_the_photo_and_follows_the_chosen_photo(op
     assert box["height"] > 250 and box["width"] <= viewport["width"]
     photo = page.locator("#quality-map .layer-below image, #quality-map .imagelayer image").count()
     assert photo >= 1  # the photo under the heat map
+    assert _unreadable(page, "#quality-map") == []
+    spans = page.locator("#quality-map .nsewdrag").bounding_box()["width"]
+    assert spans >= box["width"] - 60  # the photo spans the chart, but for the y axis's numbers
+    assert page.evaluate(EMPTY_BAND_JS, "#quality-map") <= 45  # and the chart is as tall as its content
     page.locator("#quality-map").screenshot(path=str(ARTIFACTS / f"{shot}.png"))
     other = "rocket.jpg" if first != "rocket.jpg" else "astronaut.jpg"
     _choose(page, "#photo-pick", other)  # the open map follows the chosen photo, with no click

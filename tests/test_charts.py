@@ -1,4 +1,5 @@
 import math
+import re
 
 import pytest
 
@@ -89,6 +90,47 @@ def test_histogram_splits_at_the_threshold_and_draws_it():
     kept, rejected = figure.data
     assert list(kept.x) == [0.6, 0.9] and list(rejected.x) == [0.2]
     assert figure.layout.shapes[0].x0 == 0.5 and "0.500" in figure.layout.annotations[0].text
+    assert figure.layout.showlegend  # the colours explained, also with one of the two kinds only
+    at_the_right = charts.score_histogram(rows, "CLIP-IQA", 1.0).layout.annotations[0]
+    assert at_the_right.xanchor == "right"  # the threshold's label runs into the chart, not past its edge
+
+
+def test_scatter_names_run_toward_the_middle_so_none_passes_an_edge():
+    rows = [_row("left", 0.1, 0.5), _row("middle", 0.5, 0.4), _row("right", 0.9, 0.6)]
+    places = charts.score_scatter(rows).data[1].textposition
+    assert [place.split()[1] for place in places] == ["right", "center", "left"]
+    assert [place.split()[0] for place in places] == ["top", "bottom", "top"]  # neighbours' names apart
+
+
+LONG_NAME = "a_photo_with_a_very_long_name_straight_from_the_camera_roll.jpg"
+
+
+def _title_lines(figure) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", line) for line in figure.layout.title.text.split("<br>")]
+
+
+def test_every_title_comes_in_lines_a_phone_shows_whole_and_loses_nothing():
+    left, right = _row(LONG_NAME, 0.2, 0.3), _row("b.jpg", 0.7, 0.6)
+    report = LabReport(
+        [PairRank(PromptPair("a", "b"), 0.8, 0.7)], chosen_srcc=0.8, chosen_plcc=0.7, n=10, temperature=100.0
+    )
+    clip, grmp = left.results["CLIP-IQA"], left.results["GRMP-IQA"]
+    figures = [
+        charts.pair_breakdown(clip, grmp),
+        charts.mirrored_breakdown(left, right),
+        charts.score_scatter([left, right]),
+        charts.score_histogram([left, right], "CLIP-IQA", 0.5),
+        charts.pair_ranking(report),
+        charts.training_curves([{"step": 1, "loss": 0.5}]),
+    ]
+    for figure in figures:
+        text = figure.layout.title.text
+        widths = [charts.NOTE_WIDTH if "<sup>" in line else charts.TITLE_WIDTH for line in text.split("<br>")]
+        assert all(len(line) <= width for line, width in zip(_title_lines(figure), widths)), text
+        assert figure.layout.margin.t >= 2 * charts.TITLE_TOP + 18 * len(widths)  # room for every line
+    breakdown = _title_lines(figures[0])
+    assert breakdown == [LONG_NAME[:40], LONG_NAME[40:], "CLIP-IQA 0.200, GRMP-IQA 0.300"]  # cut, not dropped
+    assert _title_lines(figures[4])[-1] == "dashed line: mean of the chosen pairs, SRCC 0.800"
 
 
 def test_scatter_without_grmp_says_why_it_is_empty():

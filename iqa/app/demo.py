@@ -16,7 +16,7 @@ from .adapt_tab import AdaptHandlers, build_adapt_tab
 from .config import AppConfig, parse_args
 from .filter_tab import FilterHandlers, build_filter_tab
 from .lab_tab import build_lab_tab
-from .layout import CSS, THEME, build_decision_bar
+from .layout import CHARTS_JS, CSS, THEME, build_decision_bar
 from .models import Models
 from .outputs import (
     AdaptOutput,
@@ -213,6 +213,7 @@ def launch(demo: gr.Blocks, config: AppConfig, **kwargs):
         allowed_paths=example_files(),
         theme=THEME,
         css=CSS,
+        js=CHARTS_JS,
         footer_links=["api", "settings"],
         app_kwargs={"middleware": [middleware]},
         **kwargs,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from ..charts import MAP_HEIGHT
 from ..names import CLIP_IQA, METHODS
 from ..tiny_backbones import TEST_BACKBONE_WARNING
 from .models import Models
@@ -30,6 +31,31 @@ CSS = """
   .gradio-container {padding: 4px !important;}
   #ranking .header-cell {font-size: 12px !important;}
 }
+"""
+
+# Plotly sizes a chart to its box when it draws and when the window resizes, not when the box
+# itself changes: a chart drawn while hidden (the side-by-side one, as its accordion opens) keeps
+# plotly's 700 px, cut on a phone. Every chart follows its box here. The quality map's height
+# follows its width too, so its photo fills the width on a phone as on a desktop (the width is
+# only known in the browser).
+CHARTS_JS = f"""
+() => {{
+  const fitMap = gd => {{
+    const layout = gd._fullLayout, size = layout?._size;
+    if (!size || !gd.closest('#quality-map')) return;
+    const [x0, x1] = layout.xaxis.range, [y0, y1] = layout.yaxis.range;
+    const photo = size.w * Math.abs(y1 - y0) / Math.abs(x1 - x0);
+    const height = Math.min({MAP_HEIGHT}, Math.round(layout.height - size.h + photo));
+    if (Math.abs(height - layout.height) > 2) Plotly.relayout(gd, {{height}});
+  }};
+  const boxes = new ResizeObserver(entries => entries.forEach(entry => Plotly.Plots.resize(entry.target)));
+  new MutationObserver(() => document.querySelectorAll('.js-plotly-plot:not([data-follows])').forEach(gd => {{
+    gd.dataset.follows = '';
+    boxes.observe(gd);
+    gd.on('plotly_afterplot', () => fitMap(gd));
+    fitMap(gd);
+  }})).observe(document.body, {{childList: true, subtree: true}});
+}}
 """
 
 HOW_TO = {
