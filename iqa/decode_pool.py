@@ -88,7 +88,7 @@ class DecodePool:
         wait([job.future for job in self._jobs])
         lost = [job for job in self._jobs if isinstance(job.future.exception(), BrokenProcessPool)]
         logger.warning("a decoding worker died; decoding %d photos one at a time to find the file", len(lost))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        abandon(self._pool)
         self._pool = _started(self.workers)
         single = _started(1)
         try:
@@ -97,7 +97,7 @@ class DecodePool:
                     outcome = self._send(single, job).result()
                 except BrokenProcessPool:
                     outcome = PhotoError(job.name, CRASHED)
-                    single.shutdown(wait=False)
+                    abandon(single)
                     single = _started(1)
                 job.future = Future()
                 job.future.set_result(outcome)
@@ -126,9 +126,22 @@ def _started(workers: int) -> Executor:
     try:
         pool.submit(os.getpid).result()
     except BrokenProcessPool as error:
-        pool.shutdown(wait=False)
+        abandon(pool)
         raise BrokenProcessPool(f"decoding workers cannot start ({error}); no photo is at fault") from error
     return pool
+
+
+def abandon(pool: Executor) -> None:
+    """Kill what is left of a broken pool's workers, then let it go.
+
+    CPython's pool can start a worker while it breaks (a photo sent as its manager thread terminates
+    the workers); that worker is never terminated, blocks sending its result to a queue no one
+    reads, and the manager thread (joined when the interpreter exits) waits for it forever.
+    """
+    processes = getattr(pool, "_processes", None) or {}
+    for process in list(processes.values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _InProcess(Executor):

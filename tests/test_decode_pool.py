@@ -4,6 +4,7 @@ that cannot start at all is raised, not blamed on photos."""
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import get_context
@@ -52,3 +53,15 @@ def test_a_pool_whose_workers_cannot_start_is_raised_not_blamed_on_the_photos(mo
             pool.result(job)
     finally:
         pool.shutdown()
+
+
+def test_an_abandoned_pool_leaves_no_worker_or_thread_behind():
+    """A worker left running by a pool that broke (CPython can start one while it breaks) would make
+    the interpreter wait for it forever at exit: abandoning the pool kills it."""
+    pool = decode_pool.executor(1)
+    pool.submit(time.sleep, 600)
+    manager = pool._executor_manager_thread  # type: ignore[attr-defined]
+    worker = next(iter(pool._processes.values()))  # type: ignore[attr-defined]
+    decode_pool.abandon(pool)
+    manager.join(timeout=20)
+    assert not manager.is_alive() and not worker.is_alive()
