@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from benchmarks.gpu_feed import bare_rate
+from benchmarks.gpu_feed import bare_rate, device_name
 from iqa.backbones import load_backbone
 from iqa.datasets import load_csv
 from iqa.features import FeatureStore
@@ -129,9 +129,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda", help="cpu only for a smoke test of this script")
     parser.add_argument("--dtypes", nargs="+", default=["fp16", "bf16"])
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("no CUDA device: this check needs a GPU")
-    card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    card = device_name(args.device)
     print(f"device: {card}, torch {torch.__version__}")
     photos, _ = open_photos(sorted((ROOT / "examples").glob("*.jpg"))[:16])
     report: dict[str, Any] = {"device": card, "torch": torch.__version__}

@@ -106,6 +106,13 @@ def engine_rate(backbone: Backbone, paths: list[Path], workers: int) -> tuple[fl
     return len(paths) / (end - start), steady, input_size
 
 
+def device_name(device: str) -> str:
+    """The card's name ("cpu" on the CPU); exits with a message when CUDA is asked for and there is none."""
+    if device == "cuda" and not torch.cuda.is_available():
+        sys.exit("no CUDA device: this benchmark needs a GPU (--device cpu for a smoke test)")
+    return torch.cuda.get_device_name() if device == "cuda" else "cpu"
+
+
 def _sync(backbone: Backbone) -> None:
     if torch.device(backbone.device).type == "cuda":
         torch.cuda.synchronize()
@@ -120,9 +127,7 @@ def main() -> None:
     parser.add_argument("--photos-dir", type=Path, default=Path(tempfile.gettempdir()) / "iqa-gpu-feed")
     parser.add_argument("--names", nargs="+", default=["ViT-B-16-quickgelu", "RN50-quickgelu"])
     args = parser.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("no CUDA device: this benchmark needs a GPU (--device cpu for a smoke test)")
-    card = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    card = device_name(args.device)
     print(f"# device {card}, torch {torch.__version__}, {os.cpu_count()} cores, {args.workers} decoding workers")
     sets = {
         "640x480 JPEGs": web_photos(args.photos_dir / "web", args.photos),
