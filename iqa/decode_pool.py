@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 Decoder = Callable[[str, str, DecodeOptions, tuple[bool, ...]], "Decoded | PhotoError"]
 CRASHED = "the decoder crashed on this file (its process died); not scored"
+POLL_S = 1.0  # how often a wait for a decode looks whether the pool broke
+STRAY_WAIT_S = 5.0  # how long a broken pool's jobs get to be failed by it; any left after are lost too
 
 
 def default_workers() -> int:
@@ -69,6 +71,9 @@ class DecodePool:
 
     def result(self, job: DecodeJob) -> Decoded | PhotoError:
         """The decoded photo, or its PhotoError (a crash of the decoder on it included)."""
+        while not wait([job.future], timeout=POLL_S).done:
+            if getattr(self._pool, "_broken", False):  # a job the breaking pool never failed (see `abandon`)
+                self._recover()
         try:
             outcome = job.future.result()
         except BrokenProcessPool:
@@ -85,10 +90,10 @@ class DecodePool:
 
     def _recover(self) -> None:
         """Decode the photos lost with the dead pool one at a time; a new pool for the rest."""
-        wait([job.future for job in self._jobs])
-        lost = [job for job in self._jobs if isinstance(job.future.exception(), BrokenProcessPool)]
-        logger.warning("a decoding worker died; decoding %d photos one at a time to find the file", len(lost))
         abandon(self._pool)
+        wait([job.future for job in self._jobs], timeout=STRAY_WAIT_S)
+        lost = [job for job in self._jobs if _lost(job.future)]
+        logger.warning("a decoding worker died; decoding %d photos one at a time to find the file", len(lost))
         self._pool = _started(self.workers)
         single = _started(1)
         try:
@@ -120,6 +125,13 @@ def executor(workers: int) -> Executor:
     return ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,))
 
 
+def _lost(future: Future) -> bool:
+    """Whether a job sent to a broken pool has no result: failed, cancelled or never finished."""
+    if not future.done() or future.cancelled():
+        return True
+    return isinstance(future.exception(), BrokenProcessPool)
+
+
 def _started(workers: int) -> Executor:
     """A new pool that has run a task: one that cannot is raised, not blamed on a photo."""
     pool = executor(workers)
@@ -134,9 +146,11 @@ def _started(workers: int) -> Executor:
 def abandon(pool: Executor) -> None:
     """Kill what is left of a broken pool's workers, then let it go.
 
-    CPython's pool can start a worker while it breaks (a photo sent as its manager thread terminates
-    the workers); that worker is never terminated, blocks sending its result to a queue no one
-    reads, and the manager thread (joined when the interpreter exits) waits for it forever.
+    CPython's pool (3.11) can be sent a photo while it breaks, as its manager thread fails the jobs
+    in flight and terminates the workers: that job is never failed, and a worker left running
+    blocks sending its result to a queue no one reads while the manager thread (joined when the
+    interpreter exits) waits for it forever. Reads the pool's private `_processes` (as `result`
+    reads `_broken`): there is no public way.
     """
     processes = getattr(pool, "_processes", None) or {}
     for process in list(processes.values()):

@@ -14,7 +14,7 @@ import pytest
 
 from iqa import decode_pool
 from iqa.decode import Decoded, DecodeOptions, ResizePlan
-from iqa.decode_pool import CRASHED, DecodePool
+from iqa.decode_pool import CRASHED, DecodeJob, DecodePool
 from iqa.photos import PhotoError
 from tests.crashing_decoder import decode_or_crash
 
@@ -65,3 +65,22 @@ def test_an_abandoned_pool_leaves_no_worker_or_thread_behind():
     decode_pool.abandon(pool)
     manager.join(timeout=20)
     assert not manager.is_alive() and not worker.is_alive()
+
+
+def test_a_job_the_breaking_pool_never_failed_is_decoded_again_not_waited_for(tmp_path, monkeypatch):
+    """CPython's pool can take a job as it breaks and never fail it; waiting for it would never end."""
+    monkeypatch.setattr(decode_pool, "POLL_S", 0.1)
+    monkeypatch.setattr(decode_pool, "STRAY_WAIT_S", 0.5)
+    crash = tmp_path / "crash.jpg"
+    crash.write_bytes(EXAMPLES[0].read_bytes())
+    pool = DecodePool(2, decode_or_crash, OPTIONS)
+    try:
+        stray = DecodeJob(str(EXAMPLES[1]), "stray.jpg", (True,))  # as sent in that moment: never finished
+        pool._jobs.append(stray)
+        crashed = pool.submit(str(crash), "crash.jpg", (True,))
+        wait([crashed.future])
+        assert isinstance(pool.result(stray), Decoded)  # seen broken while waiting: decoded alone
+        outcome = pool.result(crashed)
+        assert isinstance(outcome, PhotoError) and outcome.reason == CRASHED
+    finally:
+        pool.shutdown()
