@@ -237,7 +237,7 @@ def pipeline_options(args: argparse.Namespace, scorers: dict) -> PipelineOptions
 
     cache = None
     if not args.no_cache:
-        cache = DiskCache(args.cache_dir) if args.cache_dir else DiskCache()
+        cache = DiskCache(args.cache_dir, args.cache_size)
     return PipelineOptions(
         workers=default_workers() if args.workers is None else args.workers,
         draft=args.draft,

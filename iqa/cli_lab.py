@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cli_eval import add_dataset_options, read_dataset
-from .cli_options import add_backbone_options
+from .cli_options import add_backbone_options, add_cache_size_option
 from .prompts import DEFAULT_PRESET, PRESETS
 from .tiny_backbones import TEST_BACKBONE_WARNING
 
@@ -31,6 +31,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cache = lab.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder (default: ~/.cache/iqa)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
+    add_cache_size_option(lab)
     lab.set_defaults(run=run_lab)
 
 
@@ -46,7 +47,7 @@ def run_lab(args: argparse.Namespace) -> int:
     store = feature_store(scorer_spec(args))
     if store.backbone.is_test:
         print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
-    cache = None if args.no_cache else DiskCache(args.cache_dir)
+    cache = None if args.no_cache else DiskCache(args.cache_dir, args.cache_size)
     labelled = labelled_features(images, store, cache)
     for skipped in labelled.skipped:
         print(f"skipped: {skipped}", file=sys.stderr)

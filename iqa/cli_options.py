@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -84,6 +85,28 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
         help="folder of the image-feature cache kept between runs (default: $IQA_CACHE_DIR, else ~/.cache/iqa)",
     )
     group.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache on disk")
+    add_cache_size_option(group)
+
+
+def add_cache_size_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--cache-size",
+        type=cache_size,
+        default=None,
+        metavar="GIB",
+        help="bound of the feature cache on disk in GiB, least recently used features evicted past it (default: 2)",
+    )
+
+
+def cache_size(text: str) -> int:
+    """`--cache-size` in GiB (a decimal number) as bytes; refused unless finite and positive."""
+    try:
+        gib = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of GiB: {text!r}") from None
+    if not math.isfinite(gib) or gib <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, not {text!r}")
+    return max(1, int(gib * 1024**3))
 
 
 def scorer_spec(args: argparse.Namespace) -> ScorerSpec:

@@ -64,9 +64,9 @@ def default_cache_dir() -> Path:
 class DiskCache:
     """Feature vectors on disk, shared by every process that opens the same folder."""
 
-    def __init__(self, folder: str | os.PathLike | None = None, max_bytes: int = DEFAULT_MAX_BYTES):
+    def __init__(self, folder: str | os.PathLike | None = None, max_bytes: int | None = None):
         self.path = Path(folder if folder is not None else default_cache_dir()) / FILE_NAME
-        self.max_bytes = max_bytes
+        self.max_bytes = max_bytes or DEFAULT_MAX_BYTES
         self._local = threading.local()
         self._files_count: int | None = None  # counted once, then kept up to date by this process
         self.path.parent.mkdir(parents=True, exist_ok=True)

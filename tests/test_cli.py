@@ -134,3 +134,22 @@ def test_verbose_logs_the_choices_on_stderr_and_the_library_is_silent_without_it
     err = capsys.readouterr().err
     assert "iqa.backbones: loaded backbone test-tiny-rn" in err and "iqa.devices: no device asked for" in err
     assert "coffee.jpg: resized from 160x107 to 100x67 (max_side=100)" in err
+
+
+def test_cache_size_bounds_the_feature_cache_on_disk(folder, tmp_path):
+    from iqa.disk_cache import DiskCache
+
+    roomy, tiny = tmp_path / "roomy", tmp_path / "tiny"
+    assert main(["score", str(folder), *TEST, "--workers", "0", "--cache-dir", str(roomy)]) == EXIT_PARTIAL
+    assert len(DiskCache(roomy)) == 6
+    code = main(["score", str(folder), *TEST, "--workers", "0", "--cache-dir", str(tiny), "--cache-size", "1e-7"])
+    assert code == EXIT_PARTIAL
+    assert len(DiskCache(tiny)) == 0  # 107 bytes hold no feature: every one evicted
+
+
+@pytest.mark.parametrize("command", ["score", "lab"])
+@pytest.mark.parametrize("size", ["0", "-1", "nan", "inf", "two"])
+def test_bad_cache_sizes_are_refused_by_name(command, size, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "photos", "--cache-size", size])
+    assert exit_info.value.code == 2 and "--cache-size" in capsys.readouterr().err
