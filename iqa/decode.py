@@ -20,14 +20,14 @@ import numpy as np
 from PIL import Image
 
 from .photos import (
-    _DECODE_ERRORS,
+    DECODE_ERRORS,
     MAX_BYTES,
     MAX_PIXELS,
     PhotoError,
-    _check_pixel_count,
-    _read_file,
-    _to_upright_rgb,
+    check_pixel_count,
     open_image,
+    read_file,
+    to_upright_rgb,
 )
 from .resample import resize_to_chw
 from .shapes import center_crop_box, native_target_size, shortest_side_size
@@ -115,9 +115,9 @@ def probe_file(
 
     What a feature-cache lookup needs; the limits are checked as `decode_file` checks them.
     """
-    data = _read_file(Path(path), name, max_bytes)
+    data = read_file(Path(path), name, max_bytes)
     with open_image(data, name) as image:
-        _check_pixel_count(image.size, name, max_pixels)
+        check_pixel_count(image.size, name, max_pixels)
         upright = _upright_size(image.size, _orientation(image))
     return file_digest(data), upright
 
@@ -130,21 +130,21 @@ def decode_file(
     Every problem is a PhotoError naming the photo: too many bytes (checked before reading), too
     many pixels or too thin (from the header, before decoding), not an image, corrupt or truncated.
     """
-    data = _read_file(Path(path), name, options.max_bytes)
+    data = read_file(Path(path), name, options.max_bytes)
     wanted = wanted or tuple(True for _ in options.plans)
     image = open_image(data, name)
     with image:
-        _check_pixel_count(image.size, name, options.max_pixels)
+        check_pixel_count(image.size, name, options.max_pixels)
         orientation = _orientation(image)
         upright = _upright_size(image.size, orientation)
         plans = [plan for plan, want in zip(options.plans, wanted) if want]
         drafted = options.draft and _draft(image, plans, upright, orientation)
         try:
             image.load()
-        except _DECODE_ERRORS as error:
+        except DECODE_ERRORS as error:
             raise PhotoError(name, f"image is corrupt or truncated ({error})") from error
         # An upright RGB photo is used as decoded: a copy of 3 MP costs 3 ms, 6% of the whole decode.
-        rgb = image if orientation == 1 and image.mode == "RGB" else _to_upright_rgb(image, name)
+        rgb = image if orientation == 1 and image.mode == "RGB" else to_upright_rgb(image, name)
         pixels = tuple(
             (None if not want else plan.apply(rgb, upright) if plan else np.asarray(rgb, dtype=np.uint8))
             for plan, want in zip(options.plans, wanted)
@@ -163,7 +163,7 @@ def decode_or_error(
         return decode_file(path, name, options, wanted)
     except PhotoError as error:
         return error
-    except (*_DECODE_ERRORS, MemoryError, Image.DecompressionBombError) as error:
+    except (*DECODE_ERRORS, MemoryError, Image.DecompressionBombError) as error:
         return PhotoError(name, f"cannot decode ({type(error).__name__}: {error})")
 
 
@@ -174,7 +174,7 @@ def _upright_size(stored: tuple[int, int], orientation: int) -> tuple[int, int]:
 def _orientation(image: Image.Image) -> int:
     try:
         return int(image.getexif().get(_EXIF_ORIENTATION, 1))
-    except (*_DECODE_ERRORS, TypeError):
+    except (*DECODE_ERRORS, TypeError):
         return 1
 
 

@@ -47,7 +47,8 @@ _PILLOW_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP", "GIF")
 _HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"mif2", b"msf1"}
 _ALPHA_MODES = {"RGBA", "RGBa", "LA", "PA"}
 _GREY16_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+# What Pillow and its plugins raise on a damaged or hostile file (beyond PhotoError and DecompressionBombError)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 
 PhotoSource = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
@@ -98,12 +99,12 @@ def open_photo(
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         display = name or os.fspath(source)
-        data = _read_file(path, display, max_bytes)
+        data = read_file(path, display, max_bytes)
         return Photo(display, _decode(data, display, max_pixels), path)
     if isinstance(source, (bytes, bytearray, memoryview)):
         display = name or "<bytes>"
         data = bytes(source)
-        _check_byte_count(len(data), display, max_bytes)
+        check_byte_count(len(data), display, max_bytes)
         return Photo(display, _decode(data, display, max_pixels))
     if isinstance(source, Image.Image):
         display = name or _pil_name(source)
@@ -230,12 +231,13 @@ def _has_photo_extension(path: Path) -> bool:
     return path.suffix.lower() in SUPPORTED_EXTENSIONS
 
 
-def _read_file(path: Path, name: str, max_bytes: int | None) -> bytes:
+def read_file(path: Path, name: str, max_bytes: int | None) -> bytes:
+    """A photo file's bytes; its size is checked against `max_bytes` before anything is read."""
     try:
         if path.is_dir():
             raise PhotoError(name, "is a folder, not a photo file")
         size = path.stat().st_size
-        _check_byte_count(size, name, max_bytes)
+        check_byte_count(size, name, max_bytes)
         return path.read_bytes()
     except FileNotFoundError:
         raise PhotoError(name, "file not found") from None
@@ -243,14 +245,15 @@ def _read_file(path: Path, name: str, max_bytes: int | None) -> bytes:
         raise PhotoError(name, f"cannot read the file ({error.strerror or error})") from error
 
 
-def _check_byte_count(size: int, name: str, max_bytes: int | None) -> None:
+def check_byte_count(size: int, name: str, max_bytes: int | None) -> None:
+    """Refuse an empty file, or one larger than `max_bytes`, naming it."""
     if size == 0:
         raise PhotoError(name, "file is empty (0 bytes)")
     if max_bytes is not None and size > max_bytes:
         raise PhotoError(name, f"file is {size / 1e6:.1f} MB, more than the {max_bytes / 1e6:g} MB limit")
 
 
-def _check_pixel_count(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
+def check_pixel_count(size: tuple[int, int], name: str, max_pixels: int | None) -> None:
     """Refuse, from the header alone, sizes that are empty, too large or too thin to preprocess."""
     width, height = size
     problem = shape_problem(size)
@@ -293,17 +296,17 @@ def open_image(data: bytes, name: str) -> Image.Image:
         ) from None
     except UnidentifiedImageError:
         raise PhotoError(name, _unreadable_reason(kind)) from None
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise PhotoError(name, f"image is corrupt or truncated ({error})") from error
 
 
 def _from_pil(image: Image.Image, name: str, max_pixels: int | None) -> Image.Image:
-    _check_pixel_count(image.size, name, max_pixels)
+    check_pixel_count(image.size, name, max_pixels)
     try:
         image.load()
-    except _DECODE_ERRORS as error:
+    except DECODE_ERRORS as error:
         raise PhotoError(name, f"image is corrupt or truncated ({error})") from error
-    return _to_upright_rgb(image, name)
+    return to_upright_rgb(image, name)
 
 
 def _from_array(array: np.ndarray, name: str, max_pixels: int | None) -> Image.Image:
@@ -315,9 +318,9 @@ def _from_array(array: np.ndarray, name: str, max_pixels: int | None) -> Image.I
         if array.ndim == 3 and array.shape[0] in (1, 3, 4):
             hint = " (channels first? use array.transpose(1, 2, 0))"
         raise PhotoError(name, f"array of shape {shape} is not HxW, HxWx3 or HxWx4{hint}")
-    _check_pixel_count((array.shape[1], array.shape[0]), name, max_pixels)
+    check_pixel_count((array.shape[1], array.shape[0]), name, max_pixels)
     pixels = _array_to_uint8(array, name)
-    return _to_upright_rgb(Image.fromarray(np.ascontiguousarray(pixels)), name)
+    return to_upright_rgb(Image.fromarray(np.ascontiguousarray(pixels)), name)
 
 
 def _array_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
@@ -336,7 +339,7 @@ def _array_to_uint8(array: np.ndarray, name: str) -> np.ndarray:
     raise PhotoError(name, f"unsupported pixel type {array.dtype} (use uint8, uint16, or floats in [0, 1])")
 
 
-def _to_upright_rgb(image: Image.Image, name: str) -> Image.Image:
+def to_upright_rgb(image: Image.Image, name: str) -> Image.Image:
     """Apply EXIF orientation, then bring any pixel format to 8-bit RGB.
 
     Alpha is composited on white instead of dropped: fully transparent pixels often hold

@@ -20,12 +20,12 @@ from PIL import Image, UnidentifiedImageError
 
 from .file_features import bytes_digest
 from .photos import (
-    _DECODE_ERRORS,
+    DECODE_ERRORS,
     MAX_BYTES,
     MAX_PIXELS,
     PhotoError,
-    _check_byte_count,
-    _check_pixel_count,
+    check_byte_count,
+    check_pixel_count,
     open_photo,
 )
 
@@ -58,18 +58,18 @@ def draft_request(size: tuple[int, int], max_side: int | None) -> tuple[int, int
 
 def decode_photo(data: bytes, name: str, max_side: int | None, draft: bool = True) -> Decoded:
     """Decode `data` as `open_photo` would, JPEGs in draft mode when that loses nothing scoring needs."""
-    _check_byte_count(len(data), name, MAX_BYTES)
+    check_byte_count(len(data), name, MAX_BYTES)
     if draft and data[:3] == b"\xff\xd8\xff":
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data), formats=("JPEG",))
-        except (UnidentifiedImageError, Image.DecompressionBombError, *_DECODE_ERRORS):
+        except (UnidentifiedImageError, Image.DecompressionBombError, *DECODE_ERRORS):
             image = None  # open_photo below names what is wrong with it
         if image is not None:
             with image:
                 stored = image.size
-                _check_pixel_count(stored, name, MAX_PIXELS)
+                check_pixel_count(stored, name, MAX_PIXELS)
                 request = draft_request(stored, max_side)
                 if request is not None:
                     image.draft("RGB", request)
