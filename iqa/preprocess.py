@@ -69,12 +69,12 @@ class Preprocessor:
         if not self.native_resolution:
             check_shape(image.size)
             return self._open_clip_transform(image.convert("RGB"))
-        image = image.convert("RGB")
+        hwc = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))  # a copy: Pillow's bytes
         target = self.target_size(image.size)
         if target != image.size:
-            pixels = resize_hwc(np.asarray(image), target).contiguous()
+            pixels = resize_hwc(hwc, target).contiguous()
         else:
-            pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+            pixels = torch.from_numpy(np.ascontiguousarray(hwc.transpose(2, 0, 1)))
         return self.normalize(pixels[None])[0]
 
     def resize_plan(self) -> ResizePlan | None:
