@@ -21,7 +21,9 @@ class TextTower:
     padding masks) have no place for soft prompts here and are refused.
 
     A plain object, not an `nn.Module`, so that holding it does not register the tower's weights
-    a second time; it follows the modules through `.to()` and `copy.deepcopy` of their owner.
+    a second time. It reads every piece from the tower when used, so it follows the tower through
+    `.to()` / `.cpu()` (which replace buffers such as the attention mask) and `copy.deepcopy` of
+    its owner.
     """
 
     def __init__(self, model: nn.Module):
@@ -33,14 +35,33 @@ class TextTower:
             )
         if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
             raise TypeError("text towers with an appended class token or a padding mask are not supported")
-        self.token_embedding: nn.Embedding = tower.token_embedding
-        self.positional_embedding: Tensor = tower.positional_embedding
-        self.transformer: nn.Module = tower.transformer
-        self.ln_final: nn.Module = tower.ln_final
-        self.text_projection = tower.text_projection
-        self.attn_mask: Tensor | None = tower.attn_mask
+        self.tower = tower
         self.pool_type: str = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
         self.eos_id: int | None = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id", None)
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.tower.token_embedding
+
+    @property
+    def positional_embedding(self) -> Tensor:
+        return self.tower.positional_embedding
+
+    @property
+    def transformer(self) -> nn.Module:
+        return self.tower.transformer
+
+    @property
+    def ln_final(self) -> nn.Module:
+        return self.tower.ln_final
+
+    @property
+    def text_projection(self) -> Tensor | nn.Linear | None:
+        return self.tower.text_projection
+
+    @property
+    def attn_mask(self) -> Tensor | None:
+        return self.tower.attn_mask
 
     @property
     def width(self) -> int:

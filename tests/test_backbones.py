@@ -127,3 +127,15 @@ def test_the_log_says_where_local_weights_came_from(rn_backbone, photos, tmp_pat
     messages = [r.getMessage() for r in caplog.records]
     assert any(f"weights from {weights}" in m for m in messages)
     assert not any("initialized randomly" in m for m in messages)
+
+
+def test_the_text_tower_follows_its_model_to_another_device_or_dtype():
+    """`Module.to()` replaces buffers: the attention mask read for encoding is the model's current one."""
+    backbone = load_backbone("test-tiny-vit")
+    tokens = backbone.tokenize(["a sharp photo", "a blurry photo of a cat"])
+    expected = backbone.encode_text(tokens)
+    backbone.model.to(torch.float64)
+    tower = backbone.text_tower
+    assert tower is not None and tower.attn_mask is backbone.model.attn_mask
+    assert tower.attn_mask.dtype == torch.float64 and tower.positional_embedding.dtype == torch.float64
+    torch.testing.assert_close(backbone.encode_text(tokens).float(), expected, atol=1e-5, rtol=1e-5)
