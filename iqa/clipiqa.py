@@ -16,7 +16,7 @@ from .backbones import Backbone
 from .errors import InputError, IQAError
 from .features import FeatureStore, ProgressFn
 from .names import CLIP_IQA
-from .photos import Photo
+from .photos import Photo, PhotoKey
 from .prompts import PromptPair, usable_pairs
 from .results import PairScore, ScoreResult
 
@@ -78,7 +78,7 @@ class CLIPIQA:
     def backbone(self) -> Backbone:
         return self.store.backbone
 
-    def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
+    def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
         images = self.store.image_features(photos, progress)
         return self.score_features(images, [p.name for p in photos], [self.store.notes(p) for p in photos])
 

@@ -8,26 +8,18 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 import zipfile
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .errors import InputError
-from .features import FeatureStore, ProgressFn
+from .features import ProgressFn
 from .filtering import split_by_threshold
 from .names import CLIP_IQA, GRMP_IQA, METHODS
 from .photos import Photo
 from .results import ScoreResult, pair_columns, pair_labels, pair_values
 from .scoring import Scorer
-
-if TYPE_CHECKING:
-    import torch
-
-    from .backbones import Backbone
 
 
 @dataclass
@@ -51,74 +43,6 @@ class ComparedPhoto:
         for result in self.results.values():
             notes += [n for n in result.notes if n not in notes]
         return notes
-
-
-class CachedScorer:
-    """A scorer's results remembered per photo content (least recently used dropped first).
-
-    For scorers whose result does not depend on the prompt table (GRMP-IQA): editing prompts
-    then re-runs only CLIP-IQA. The wrapped scorer stays reachable as `scorer`.
-    """
-
-    def __init__(self, scorer: Scorer, max_items: int = 20_000):
-        self.scorer = scorer
-        self._results: OrderedDict[str, ScoreResult] = OrderedDict()
-        self._max_items = max_items
-        self._lock = threading.Lock()
-
-    @property
-    def method(self) -> str:
-        return self.scorer.method
-
-    @property
-    def label(self) -> str:
-        return self.scorer.label
-
-    @property
-    def backbone(self) -> Backbone:
-        return self.scorer.backbone
-
-    @property
-    def store(self) -> FeatureStore:
-        return self.scorer.store
-
-    def score_features(
-        self, features: torch.Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None
-    ) -> list[ScoreResult]:
-        """The wrapped scorer's results from computed features (not remembered: no photo digests here)."""
-        return self.scorer.score_features(features, names, notes)
-
-    def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
-        keys = [p.digest for p in photos]
-        with self._lock:
-            missing = {k: p for k, p in zip(keys, photos) if k not in self._results}
-            scored = self.scorer.score(list(missing.values()), progress) if missing else []
-            for key, result in zip(missing, scored):
-                self._results[key] = result
-            for key in keys:
-                self._results.move_to_end(key)
-            while len(self._results) > self._max_items:
-                self._results.popitem(last=False)
-            return [replace(self._results[k], name=p.name) for k, p in zip(keys, photos)]
-
-    def keys(self) -> set[str]:
-        """The photos (content digests) with a remembered result: a mark to pass to `added_since`."""
-        with self._lock:
-            return set(self._results)
-
-    def added_since(self, mark: set[str]) -> dict[str, ScoreResult]:
-        """The results remembered after `mark` was taken."""
-        with self._lock:
-            return {k: v for k, v in self._results.items() if k not in mark}
-
-    def merge(self, added: Mapping[str, ScoreResult]) -> None:
-        """Remember results computed by a copy of this scorer in another process (ZeroGPU's forked worker)."""
-        with self._lock:
-            for key, result in added.items():
-                self._results[key] = result
-                self._results.move_to_end(key)
-            while len(self._results) > self._max_items:
-                self._results.popitem(last=False)
 
 
 def compare(

@@ -10,14 +10,14 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
 from .backbones import Backbone
-from .photos import Photo, PhotoError
+from .photos import Photo, PhotoError, PhotoKey
 from .preprocess import DEFAULT_MAX_SIDE, Preprocessor, preprocessor_for, shape_problem
 from .tiny_backbones import MEANINGLESS_NOTE
 
@@ -25,6 +25,14 @@ ProgressFn = Callable[[int, int], None]
 logger = logging.getLogger(__name__)
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+class MissingPixels(RuntimeError):
+    """Photos sent without pixels (`PhotoKey`) whose features the store does not hold: a caller's bug
+    (it sent a job whose cached features it did not include), never a user's."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__(f"no pixels and no cached features for {len(names)} photo(s), e.g. {names[0]!r}")
 
 
 def _workers() -> ThreadPoolExecutor:
@@ -42,7 +50,7 @@ def _workers() -> ThreadPoolExecutor:
     return _POOL[1]
 
 
-def _digest(photo: Photo) -> str:
+def _digest(photo: Photo | PhotoKey) -> str:
     return photo.digest
 
 
@@ -68,14 +76,15 @@ class FeatureStore:
         self.image_encoder_calls = self.images_encoded = 0
         self.text_encoder_calls = self.texts_encoded = 0
 
-    def image_features(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> torch.Tensor:
+    def image_features(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> torch.Tensor:
         """[N, D] float32 features on the CPU, in the order of `photos`.
 
         A photo that cannot be preprocessed within the bounds (see `preprocess.shape_problem`) raises
-        PhotoError naming it before any work is done; `open_photo` already refuses such photos.
+        PhotoError naming it before any work is done; `open_photo` already refuses such photos. A
+        `PhotoKey` (no pixels) must be cached already, else MissingPixels names it.
         """
         for photo in photos:
-            problem = shape_problem(photo.image.size)
+            problem = shape_problem(photo.size)
             if problem:
                 raise PhotoError(photo.name, problem)
         keys = [(self.preprocessor.key, digest) for digest in _workers().map(_digest, photos)]
@@ -99,14 +108,33 @@ class FeatureStore:
                     self._put(self._texts, text, feature, self._limits[1])
             return self._stack(self._texts, texts)
 
-    def notes(self, photo: Photo) -> list[str]:
+    def notes(self, photo: Photo | PhotoKey) -> list[str]:
         """What the user should know about this photo's score: resizing, and a meaningless backbone."""
-        return self.notes_for_size(photo.image.size)
+        return self.notes_for_size(photo.size)
 
     def notes_for_size(self, size: tuple[int, int]) -> list[str]:
         """`notes` for a photo of this upright (width, height), without its pixels."""
         notes = self.preprocessor.notes(size)
         return [MEANINGLESS_NOTE, *notes] if self.backbone.is_test else notes
+
+    def missing(self, photos: Sequence[Photo | PhotoKey]) -> list[Photo | PhotoKey]:
+        """The photos whose features are not cached, each once, in order."""
+        with self._lock:
+            missing = {self.image_key(p): p for p in photos if self.image_key(p) not in self._images}
+        return list(missing.values())
+
+    def image_key(self, photo: Photo | PhotoKey) -> tuple[str, str]:
+        """The cache key of a photo's features in this store: (preprocessing, content digest)."""
+        return self.preprocessor.key, photo.digest
+
+    def export(self, image_keys: Iterable[tuple[str, str]], texts: Iterable[str] = ()) -> tuple[dict, dict]:
+        """The cached features among `image_keys` and `texts`, in `merge`'s form: what a job sent to
+        another process (ZeroGPU's worker) carries so that it re-encodes nothing this store holds."""
+        with self._lock:
+            return (
+                {k: self._images[k] for k in image_keys if k in self._images},
+                {t: self._texts[t] for t in texts if t in self._texts},
+            )
 
     def keys(self) -> tuple[set, set]:
         """The cached (image keys, texts): a mark to pass to `added_since`."""
@@ -141,6 +169,9 @@ class FeatureStore:
         Photos are grouped by the size preprocessing will give them, and only one batch of pixels
         is held in memory at a time.
         """
+        without = [photo.name for photo in missing.values() if not isinstance(photo, Photo)]
+        if without:
+            raise MissingPixels(without)
         by_size: dict[tuple[int, int], list] = {}
         for key, photo in missing.items():
             for note in self.preprocessor.notes(photo.image.size):

@@ -82,6 +82,25 @@ class Photo:
         """The image's content hash (the feature caches' key), computed once: images are not edited."""
         return image_digest(self.image)
 
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the upright pixels."""
+        return self.image.size
+
+    def key(self) -> PhotoKey:
+        """The photo without its pixels: what a feature cache that already holds it needs."""
+        return PhotoKey(self.name, self.digest, self.size)
+
+
+@dataclass(frozen=True)
+class PhotoKey:
+    """A photo known by name, content digest and size only: it scores from features cached under its
+    digest (a job sent to another process carries pixels only for photos the caches there lack)."""
+
+    name: str
+    digest: str
+    size: tuple[int, int]
+
 
 def open_photo(
     source: PhotoSource,

@@ -23,7 +23,7 @@ from .errors import InputError, UsageError
 from .features import FeatureStore
 from .file_features import file_features
 from .metrics import plcc, srcc
-from .photos import Photo, PhotoError, open_photo
+from .photos import Photo, PhotoError, PhotoKey, open_photo
 from .prompts import PromptPair, check_pairs
 
 NAME_COLUMNS = ("path", "name", "image", "file")
@@ -50,14 +50,18 @@ class LabReport:
 
 @dataclass
 class LabelledPhotos:
-    photos: list[Photo]
+    """Photos with their labels; a `PhotoKey` stands for a photo whose features the store holds."""
+
+    photos: Sequence[Photo | PhotoKey]
     scores: list[float]
     skipped: list[str] = field(default_factory=list)
 
     def images(self) -> list[LabelledImage]:
         """The set as the trainers take it: a path and a score per photo (photos read from files)."""
         return [
-            LabelledImage(photo.path, score) for photo, score in zip(self.photos, self.scores) if photo.path is not None
+            LabelledImage(photo.path, score)
+            for photo, score in zip(self.photos, self.scores)
+            if isinstance(photo, Photo) and photo.path is not None
         ]
 
 

@@ -241,11 +241,7 @@ def quality_map(
     photo itself unless native resolution downsizes it). Raises QualityMapError for a photo smaller
     than a window or a grid of more than `max_windows`.
     """
-    image = cut_image(photo, scorer)
-    try:
-        side, step = choose_window(image.size, min_window(scorer), window, stride, max_windows)
-    except QualityMapError as err:
-        raise QualityMapError(f"{photo.name}: {_seen_as(err, photo.image.size, image.size)}") from None
+    image, side, step = _window_size(photo, scorer, window, stride, max_windows)
     rows, cols, boxes = window_grid(image.size, side, step)
     windows = [
         _Window(f"{photo.name} window {i + 1}", image.crop(box), _window_key(photo, image.size, box))
@@ -270,6 +266,30 @@ def quality_map(
         cut_size=image.size,
         notes=scorer.store.notes(photo),
     )
+
+
+def _window_size(
+    photo: Photo, scorer: CLIPIQA, window: int | None, stride: int | None, max_windows: int
+) -> tuple[Image.Image, int, int]:
+    """(the image windows are cut from, window side, stride); QualityMapError names the photo."""
+    image = cut_image(photo, scorer)
+    try:
+        side, step = choose_window(image.size, min_window(scorer), window, stride, max_windows)
+    except QualityMapError as err:
+        raise QualityMapError(f"{photo.name}: {_seen_as(err, photo.image.size, image.size)}") from None
+    return image, side, step
+
+
+def window_keys(photo: Photo, scorer: CLIPIQA) -> list[tuple[str, str]]:
+    """The feature-store keys of the windows `quality_map(photo, scorer)` encodes (default grid):
+    what a job sent to another process carries from the store, so a redraw re-encodes nothing.
+    Empty for a photo too small for a map (`quality_map` says why)."""
+    try:
+        image, side, step = _window_size(photo, scorer, None, None, MAX_WINDOWS)
+    except QualityMapError:
+        return []
+    _, _, boxes = window_grid(image.size, side, step)
+    return [(scorer.store.preprocessor.key, _window_key(photo, image.size, box)) for box in boxes]
 
 
 def _seen_as(err: QualityMapError, size: tuple[int, int], cut_size: tuple[int, int]) -> str:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .backbones import Backbone
     from .features import FeatureStore, ProgressFn
     from .grmp.model import GRMPConfig, GRMPModel, GRMPScorer
-    from .photos import Photo
+    from .photos import Photo, PhotoKey
     from .prompts import PromptPair
     from .results import ScoreResult
 
@@ -49,7 +49,7 @@ class Scorer(Protocol):
     def backbone(self) -> Backbone:
         """The CLIP backbone it scores on (`backbone.is_test`: meaningless scores)."""
 
-    def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
+    def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
         """One result per photo, in the order of `photos`; `progress(done, total)` follows image encoding."""
 
     @property
@@ -159,6 +159,19 @@ def shares_backbone(config: GRMPConfig, backbone: Backbone) -> bool:
     """
     trained_on = (config.backbone, config.pretrained)
     return config.pretrained is not None and trained_on == (backbone.name, backbone.pretrained)
+
+
+def shares_features_of(config: GRMPConfig, store: FeatureStore) -> bool:
+    """`shares_features` decided from a checkpoint's config before its model is built on `store`'s
+    backbone (`grmp_scorer(path, store)`): what a process that does not build it (the app's, under
+    ZeroGPU) needs to know to send cached features instead of pixels."""
+    from .preprocess import preprocessor_for
+
+    return (
+        config.variant == "seed"
+        and shares_backbone(config, store.backbone)
+        and store.preprocessor.key == preprocessor_for(store.backbone).key
+    )
 
 
 def shares_features(model: GRMPModel, store: FeatureStore) -> bool:

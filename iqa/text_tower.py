@@ -8,6 +8,8 @@ edit and each soft-prompt training step mostly cost.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from open_clip.transformer import text_global_pool
 from torch import Tensor, nn
@@ -35,7 +37,7 @@ class TextTower:
             )
         if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
             raise TypeError("text towers with an appended class token or a padding mask are not supported")
-        self.tower = tower
+        self.tower: Any = tower  # open_clip's towers differ in what they hold: read as they are
         self.pool_type: str = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
         self.eos_id: int | None = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id", None)
 

@@ -23,12 +23,12 @@ from skimage import data as skimage_data
 from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
 from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET
-from iqa.app.models import Models
+from iqa.app.models import CheckpointRef, Models
 from iqa.app.outputs import ScoreOutput
 from iqa.app.session import Session
 from iqa.app.share import encode_share
 from iqa.app.table import PROMPT_COLUMNS, parse_table
-from iqa.grmp.checkpoint import save_checkpoint
+from iqa.grmp.checkpoint import CheckpointError, save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel
 from iqa.prompts import load_pairs
 from iqa.tiny_backbones import TEST_BACKBONE_WARNING
@@ -197,10 +197,10 @@ def test_prompt_sets_save_and_load_and_bad_files_are_refused(handlers, tmp_path)
         handlers.load_prompts(str(bad))
 
 
-def _seed_checkpoint(handlers, folder: Path) -> tuple[Path, Path]:
+def _seed_checkpoint(handlers, folder: Path, seed: int = 0) -> tuple[Path, Path]:
     backbone = handlers.models.store("test-tiny-rn").backbone
-    model = GRMPModel(GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=backbone.pretrained), backbone)
-    return save_checkpoint(model, folder / "tiny-seed")
+    config = GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=backbone.pretrained, seed=seed)
+    return save_checkpoint(GRMPModel(config, backbone), folder / "tiny-seed")
 
 
 def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_path):
@@ -389,16 +389,24 @@ def test_another_backbone_loads_once_and_scores(handlers, session):
 
 def test_grmp_models_in_memory_are_bounded_and_reload_from_their_files(handlers, tmp_path, monkeypatch):
     monkeypatch.setattr(handlers.config, "max_grmp_models", 2)
-    stems = []
+    refs = []
     for k in range(3):
-        _seed_checkpoint(handlers, tmp_path / str(k))
-        stems.append(str(tmp_path / str(k) / "tiny-seed"))
-    first = handlers.models.grmp(stems[0])
-    assert handlers.models.grmp(stems[0]) is first
-    handlers.models.grmp(stems[1])
-    handlers.models.grmp(stems[2])
-    again = handlers.models.grmp(stems[0])
+        _seed_checkpoint(handlers, tmp_path / str(k), seed=k)
+        refs.append(CheckpointRef.of(tmp_path / str(k) / "tiny-seed"))
+    first = handlers.models.scorer(refs[0])
+    assert handlers.models.scorer(refs[0]) is first
+    handlers.models.scorer(refs[1])
+    handlers.models.scorer(refs[2])
+    again = handlers.models.scorer(refs[0])
     assert again is not first and again.label == "GRMP-IQA (seed)"
+
+
+def test_a_checkpoint_changed_after_it_was_chosen_is_refused(handlers, tmp_path):
+    _seed_checkpoint(handlers, tmp_path, seed=1)
+    ref = CheckpointRef.of(tmp_path / "tiny-seed")
+    _seed_checkpoint(handlers, tmp_path, seed=2)
+    with pytest.raises(CheckpointError, match="changed since it was chosen"):
+        handlers.models.scorer(ref)
 
 
 def test_clicking_a_ranking_row_shows_its_breakdown(handlers, session):
@@ -543,16 +551,16 @@ def test_use_these_pairs_sends_the_best_pairs_to_the_table(handlers):
 
 
 def test_an_adaptation_that_stops_early_says_so(handlers, session, monkeypatch):
-    def stops_early(store, images, steps, lam, record):
+    def stops_early(store, images, steps, lam, on_step):
         model = GRMPModel(
             GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=store.backbone.pretrained), store.backbone
         )
         model.config.training = {"best_step": 5, "val_srcc": 0.5, "val_plcc": 0.4}
         for step in range(1, 8):
-            record({"step": step, "loss": 1 / step, "val_srcc": None})
-        return model
+            on_step(step, 1 / step, None)
+        return model, []
 
-    monkeypatch.setattr("iqa.app.gpu.run_adapt", stops_early)
+    monkeypatch.setattr("iqa.app.gpu.adapt_seed", stops_early)
     last = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 40, "test-tiny-rn", session))[-1]
     assert "stopped early after 7 of 40 steps" in last.checkpoint["choices"][-1][0]
     assert "Stopped early at step 7 of 40" in last.adapt_status
@@ -621,15 +629,15 @@ def test_startup_checkpoints_stay_in_memory_whatever_is_uploaded(handlers, tmp_p
     startup = str(tmp_path / "startup" / "tiny-seed")
     config = dataclasses.replace(handlers.config, grmp_checkpoints=[startup], max_grmp_models=1)
     models = Models(config)
-    pinned = models.grmp(startup)
+    pinned = models.scorer(models.startup_checkpoints["tiny-seed"])
     uploads = []
-    for k in range(3):
-        _seed_checkpoint(handlers, tmp_path / str(k))
-        uploads.append(str(tmp_path / str(k) / "tiny-seed"))
-        models.grmp(uploads[-1])
-    assert models.grmp(startup) is pinned  # never evicted: not loaded again
-    latest = models.grmp(uploads[-1])
-    assert models.grmp(uploads[-1]) is latest  # the latest upload is kept...
-    models.grmp(uploads[0])
-    assert models.grmp(uploads[-1]) is not latest  # ...as the one besides the start-up one (max_grmp_models=1)
-    assert models.grmp(startup) is pinned
+    for k in range(1, 4):
+        _seed_checkpoint(handlers, tmp_path / str(k), seed=k)
+        uploads.append(CheckpointRef.of(tmp_path / str(k) / "tiny-seed"))
+        models.scorer(uploads[-1])
+    assert models.scorer(models.startup_checkpoints["tiny-seed"]) is pinned  # never evicted: not loaded again
+    latest = models.scorer(uploads[-1])
+    assert models.scorer(uploads[-1]) is latest  # the latest upload is kept...
+    models.scorer(uploads[0])
+    assert models.scorer(uploads[-1]) is not latest  # ...as the one besides the start-up one (max_grmp_models=1)
+    assert models.scorer(models.startup_checkpoints["tiny-seed"]) is pinned

@@ -108,7 +108,7 @@ def test_zero_weight_sum_is_a_clear_message_not_a_generic_error(handlers, good_p
 
 def test_unexpected_errors_become_a_message_too(handlers, monkeypatch, good_photos):
     session = handlers.add_photos(good_photos, Session()).session
-    monkeypatch.setattr("iqa.app.gpu.run_compare", lambda *a, **k: {}["boom"])
+    monkeypatch.setattr("iqa.app.calls.gpu.score", lambda *a, **k: {}["boom"])
     with pytest.raises(gr.Error, match=r"internal error \(KeyError: 'boom'\); the server log has the details"):
         _scores(handlers, session)
 

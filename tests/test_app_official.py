@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
-import pickle
 import re
 import urllib.request
 
 import pytest
 import torch
 from conftest import running_app
+from forked import run_forked
 from gradio_client import Client, handle_file
 from official_reference import tiny_official_state
 
-from iqa.app import gpu
+from iqa.app import calls, gpu
 from iqa.app.about_tab import about_text
+from iqa.app.calls import Caches
 from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
 from iqa.app.models import NO_GRMP, Models
 from iqa.app.session import Session
-from iqa.clipiqa import CLIPIQA
 from iqa.grmp.model import GRMPScorer
 from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError, import_official
 from iqa.prompts import PRESETS
@@ -110,36 +109,32 @@ def test_the_served_page_opens_with_the_official_model_chosen(official_file, pho
 def test_a_zerogpu_worker_returns_the_official_models_features_and_results(
     official_file, photos, tmp_path, monkeypatch
 ):
-    """ZeroGPU scores in a forked worker: what the GRMP-IQA model's own store and its result cache
-    gained there comes back and is merged, so the next Score click encodes nothing through its ViT."""
+    """ZeroGPU scores in a forked worker that gets its job through a queue: what it computed comes back
+    and is merged, so the next Score click sends no pixel and encodes nothing through either tower."""
     monkeypatch.setenv("IQA_CACHE_DIR", str(tmp_path / "cache"))
     models = Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=str(official_file)))
-    grmp = models.grmp(models.default_checkpoint)
-    own = grmp.scorer.store
-    store = models.store("test-tiny-rn")
-    assert own is not store  # the paper model encodes through its own prompted tower
-    clip = CLIPIQA(store, PRESETS["seed"])
+    jobs: list = []
+    monkeypatch.setattr(calls.gpu, "score", lambda job: jobs.append(job) or iter(run_forked(_score, job)))
+    store, ref = models.store("test-tiny-rn"), models.startup_checkpoints["official: tiny_official"]
     store.image_features(photos[:1])  # the parent's thread pool exists before the fork, as in the app
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_compare_in_worker, args=(photos, clip, grmp, sender))
-    worker.start()
-    added = pickle.loads(receiver.recv_bytes())
-    worker.join(timeout=60)
-    assert worker.exitcode == 0
-    assert len(added.grmp_features[0]) == len(photos) and len(added.grmp_results) == len(photos)
-    assert own.images_encoded == 0 and grmp.keys() == set()  # nothing reached this process but the message
-    added.merge_into(store, grmp)
-    rows, again = gpu.run_compare(photos, clip, grmp)
-    assert own.images_encoded == 0 and store.images_encoded == 1  # every feature and result from the merge
-    assert again.grmp_results == {} and again.grmp_features == ({}, {}) and again.clip == ({}, {})
-    assert [row.result("GRMP-IQA").label for row in rows] == ["GRMP-IQA (paper)"] * len(photos)
+    caches = Caches(2)
+    first = calls.score_photos(models, caches, store, PRESETS["seed"], None, ref, photos)
+    own = models.scorer(ref).store
+    assert own is not store and own.images_encoded == 0  # the paper model's tower ran in the worker only
+    assert first.encoded == len(photos) - 1 and store.images_encoded == 1
+    assert [type(p).__name__ for p in jobs[0].photos] == ["Photo"] * 3  # its own tower needs the pixels
+    again = calls.score_photos(models, caches, store, PRESETS["seed"], None, ref, photos)
+    assert [type(p).__name__ for p in jobs[1].photos] == ["PhotoKey"] * 3 and jobs[1].grmp_photos == ()
+    assert again.encoded == 0 and own.images_encoded == 0 and store.images_encoded == 1
+    assert [row.results["GRMP-IQA"].variant for row in again.rows] == ["paper"] * len(photos)
+    assert [row.results for row in again.rows] == [row.results for row in first.rows]
 
 
-def _compare_in_worker(photos, clip, grmp, sender):
-    torch.set_num_threads(1)
-    _, added = gpu.run_compare(photos, clip, grmp)
-    sender.send_bytes(pickle.dumps(added))
+_SCORE = gpu.score  # the GPU function itself, as the worker finds it (the test replaces the module's name)
+
+
+def _score(job):
+    return _SCORE(job)
 
 
 @pytest.mark.parametrize("flag", ["official", "none"])

@@ -1,10 +1,9 @@
 import math
-import multiprocessing
-import pickle
 
 import pytest
 import torch
 import torch.nn.functional as F
+from forked import run_forked
 from PIL import Image
 
 from iqa.clipiqa import CLIPIQA, combine, pair_probabilities
@@ -176,16 +175,9 @@ def test_invalid_pairs_are_refused_with_reason(rn_backbone):
 def test_features_computed_in_another_process_can_be_merged(rn_backbone, photos):
     """ZeroGPU runs GPU work in a forked worker: its new cache entries come back and are merged."""
 
-    store = FeatureStore(rn_backbone)
+    store = _STORES["rn"] = FeatureStore(rn_backbone)  # the worker inherits it by fork; the job names it
     store.image_features(photos[:1])  # the parent's thread pool exists before the fork, as in the app
-    mark = store.keys()
-    context = multiprocessing.get_context("fork")
-    receiver, sender = context.Pipe(duplex=False)
-    worker = context.Process(target=_score_in_worker, args=(store, mark, photos, sender))
-    worker.start()
-    added = pickle.loads(receiver.recv_bytes())  # plain pickling: the tensors' data travels inline
-    worker.join(timeout=60)
-    assert worker.exitcode == 0
+    added = run_forked(_score_and_report, "rn", store.keys(), photos)
     assert len(added[0]) == len(photos) - 1 and len(added[1]) == 2 * len(PRESETS["seed"])
     assert store.images_encoded == 1  # the worker's encoding did not reach this process...
     store.merge(added)
@@ -193,7 +185,10 @@ def test_features_computed_in_another_process_can_be_merged(rn_backbone, photos)
     assert store.images_encoded == 1 and store.text_encoder_calls == 0  # ...but its features did
 
 
-def _score_in_worker(store, mark, photos, sender):
-    torch.set_num_threads(1)
+_STORES: dict[str, FeatureStore] = {}
+
+
+def _score_and_report(name, mark, photos):
+    store = _STORES[name]
     CLIPIQA(store, PRESETS["seed"]).score(photos)
-    sender.send_bytes(pickle.dumps(store.added_since(mark)))
+    return store.added_since(mark)

@@ -4,7 +4,7 @@ import zipfile
 import pytest
 
 from iqa.clipiqa import CLIPIQA
-from iqa.compare import CachedScorer, compare, ranked, rows_to_csv, split, zip_photos
+from iqa.compare import compare, ranked, rows_to_csv, split, zip_photos
 from iqa.features import FeatureStore
 from iqa.metrics import srcc
 from iqa.photos import Photo
@@ -150,22 +150,3 @@ def test_zip_keeps_original_bytes_and_unique_names(tmp_path, photos):
     with zipfile.ZipFile(archive) as z:
         assert z.namelist() == ["a.jpg", "a-1.jpg", "a.png", "a-1.png"]
         assert z.read("a.jpg") == originals[0].read_bytes() and z.read("a-1.jpg") == originals[1].read_bytes()
-
-
-def test_cached_scorer_scores_each_photo_content_once(photos):
-    class Counting(FixedScorer):
-        label = "GRMP-IQA (paper)"
-        seen: list[str] = []
-
-        def score(self, batch, progress=None):
-            self.seen.extend(p.name for p in batch)
-            return super().score(batch)
-
-    inner = Counting({"astronaut": 0.9, "chelsea": 0.1, "coffee": 0.5})
-    cached = CachedScorer(inner)
-    first = cached.score(photos[:2])
-    renamed = Photo("copy of chelsea", photos[1].image)
-    second = cached.score([photos[2], renamed, photos[0]])
-    assert inner.seen == ["astronaut", "chelsea", "coffee"]
-    assert [(r.name, r.score) for r in second] == [("coffee", 0.5), ("copy of chelsea", 0.1), ("astronaut", 0.9)]
-    assert first[0].score == 0.9 and cached.method == "GRMP-IQA" and cached.label == "GRMP-IQA (paper)"

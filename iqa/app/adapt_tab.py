@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import gradio as gr
 
 from .. import charts
-from ..grmp.checkpoint import save_checkpoint
-from ..grmp.model import GRMPScorer
-from . import gpu
+from ..grmp.checkpoint import write_checkpoint
+from . import calls
+from .jobs import AdaptDone, Failed
 from .lab_tab import BUNDLED_SET, UPLOADED_SET, LabHandlers
 from .layout import banner, how_to
 from .messages import shown_as_message
-from .models import Models
+from .models import CheckpointRef, Models
 from .outputs import AdaptOutput
 from .score_tab import ScoreHandlers
 from .session import Session
@@ -36,41 +35,43 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
     ):
         """Few-shot adaptation of the seed variant, streaming the loss / validation-SRCC chart.
 
-        Training runs in a worker thread; this generator redraws the chart from its history until
-        it ends, then saves the checkpoint and offers it on the first tab and for download.
+        The GPU call yields every step, drawn at most twice a second; its last yield is the adapted
+        weights, saved here as the session's checkpoint and offered on the first tab and for download.
         """
         self._use(session)
         labelled = self.labelled_set(source, csv_file, files)
         store = self._store_or_default(backbone)
         steps = int(steps)
         history: list[dict] = []
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            job = pool.submit(gpu.run_adapt, store, labelled.images(), steps, float(lam), history.append)
-            while not job.done():
-                time.sleep(0.5)
+        done: AdaptDone | None = None
+        drawn = 0.0
+        for item in calls.adapt_steps(self.models, store, labelled.images(), steps, float(lam)):
+            if isinstance(item, Failed):
+                raise gr.Error(f"adaptation failed: {item.error}")
+            if isinstance(item, AdaptDone):
+                done = item
+                continue
+            history.append({"step": item.step, "loss": item.loss, "val_srcc": item.val_srcc})
+            if time.monotonic() - drawn >= 0.5:
+                drawn = time.monotonic()
                 self.budget.use(session)  # a long adaptation is not idle
                 progress((len(history), steps), desc="adapting")
                 yield AdaptOutput(
-                    charts.training_curves(list(history)),
-                    f"Step {len(history)} of {steps}…",
-                    session,
-                    gr.update(),
-                    None,
+                    charts.training_curves(history), f"Step {len(history)} of {steps}…", session, gr.update(), None
                 )
-            try:
-                model = job.result()
-            except ValueError as err:
-                raise gr.Error(f"adaptation failed: {err}") from None
+        if done is None:
+            raise gr.Error("adaptation failed: the GPU call ended without the adapted weights")
         folder = session.directory(self.config.work_dir) / "checkpoints"
         stem = folder / f"seed-adapted-{len(session.checkpoints) + 1}"
-        tensors, config = save_checkpoint(model, stem)
+        tensors, config = write_checkpoint(done.tensors, done.meta, stem)
         ran = len(history)
         early = ran < steps  # the learning rate fell below its floor: validation had stopped improving
         ran_text = f"stopped early after {ran} of {steps} steps" if early else f"{steps} steps"
         label = f"{stem.name} (adapted, λ={lam:g}, {ran_text})"
-        session.checkpoints[label] = str(stem)
-        self.models.register(str(stem), GRMPScorer(model, store))
-        record = model.config.training
+        ref = CheckpointRef.of(stem)
+        session.checkpoints[label] = ref
+        self.caches.results(ref).description = store.backbone.description
+        record = done.meta["config"]["training"]
         status = (
             f"Done: {len(labelled.images())} labelled photos on {store.backbone.description}; best step "
             f"{record['best_step']}, validation SRCC {record['val_srcc']:.3f}, PLCC {record['val_plcc']:.3f}. "
@@ -82,10 +83,10 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
                 "learning rate was cut until it fell below its floor; the checkpoint is the best validated step."
             )
         yield AdaptOutput(
-            charts.training_curves(list(history)),
+            charts.training_curves(history),
             status,
             session,
-            self.checkpoint_choices(session, str(stem)),
+            self.checkpoint_choices(session, ref.path),
             [str(tensors), str(config)],
         )
 

@@ -9,9 +9,11 @@ import gradio as gr
 
 from ..backbones import BackboneUnavailable, CheckpointMismatch
 from ..features import FeatureStore
+from .calls import Caches
 from .config import MIB
 from .models import Models
 from .session import Session, SessionBudget, release_memory
+from .zerogpu import on_zerogpu
 
 
 class HandlerBase:
@@ -21,6 +23,8 @@ class HandlerBase:
         self.models = models
         self.config = models.config
         self.budget = SessionBudget(self.config.session_memory_mb * MIB, self.config.session_ttl)
+        # GRMP-IQA results per checkpoint: the start-up ones and the most recent of the sessions' own
+        self.caches = Caches(len(models.startup_checkpoints) + self.config.max_grmp_models)
 
     def _use(self, session: Session) -> None:
         """Every request of a session: keep the memory budget, and tell it if its photos were dropped."""
@@ -43,7 +47,11 @@ class HandlerBase:
             traceback.print_exc(file=sys.stderr)
 
     def _store_or_default(self, backbone: str) -> FeatureStore:
+        """The store of `backbone`, loaded here unless ZeroGPU forbids it (then only those loaded at
+        start are offered); the start-up backbone's when it cannot be had, said in a warning."""
         try:
+            if on_zerogpu() and backbone not in self.models.backbone_choices:
+                raise BackboneUnavailable(f"Backbone {backbone!r} is not one this server loaded at start.")
             return self.models.store(backbone)
         except (BackboneUnavailable, CheckpointMismatch) as err:
             gr.Warning(f"{err} Scoring with {self.config.backbone} instead.")

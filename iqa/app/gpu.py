@@ -1,92 +1,187 @@
-"""The compute-heavy parts of the handlers, run under ZeroGPU's `@spaces.GPU` on Hugging Face Spaces.
+"""The GPU boundary: every piece of a request's torch work, as generator functions that ZeroGPU runs
+in a worker forked from the server (`@spaces.GPU`) and that run in place elsewhere.
 
-`spaces` patches torch, so `app.py` imports it before anything imports torch; elsewhere `gpu` is
-a no-op decorator.
+Each takes one job (`iqa.app.jobs`): names resolved here against the registry built at start-up
+(`Models`, inherited through fork), photos, prompt texts and the caller's cached features. Each
+yields `Progress` while it works and ends with a reply of CPU data that the caller merges into its
+caches (`iqa.app.calls`): state changed in a ZeroGPU worker is lost with it. Generators are
+streamed back by ZeroGPU yield by yield, so progress, an adaptation's steps and its stop work there
+as they do in one process. Durations are computed from the job (`job.seconds()`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+import functools
+import pickle
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+from ..backbones import BackboneUnavailable
 from ..clipiqa import CLIPIQA
-from ..compare import CachedScorer, ComparedPhoto, compare
-from ..features import FeatureStore, ProgressFn
-from ..grmp.model import GRMPModel
+from ..errors import InputError, IQAError
+from ..features import FeatureStore
+from ..grmp.checkpoint import checkpoint_content
 from ..grmp.train import adapt_seed
-from ..photos import Photo
-from ..quality_map import QualityMap, quality_map
+from ..photos import Photo, PhotoKey
+from ..prompt_lab import LabelledFeatures, LabelledPhotos, rank_pairs
+from ..quality_map import map_scorer, quality_map
+from .jobs import (
+    ADAPT_CEILING_S,
+    AdaptDone,
+    AdaptJob,
+    AdaptStep,
+    CheckpointJob,
+    EncodeJob,
+    Failed,
+    LabJob,
+    LabReply,
+    MapJob,
+    MapReply,
+    Progress,
+    ScoreJob,
+    ScoreReply,
+    clamp,
+)
+from .models import REGISTRIES, Models
+from .zerogpu import gpu
 
-try:  # ZeroGPU on Hugging Face Spaces
-    from spaces import GPU as gpu
-except ImportError:
 
-    def gpu(fn=None, **_):
-        return fn if fn is not None else (lambda f: f)
+def _registry(job) -> Models:
+    return REGISTRIES[job.registry]
 
 
-@gpu(duration=300)
-def run_adapt(store: FeatureStore, images: list, steps: int, lam: float, record: Callable[[dict], None]) -> GRMPModel:
-    """The training part of adaptation, on the GPU under ZeroGPU; `record` gets one dict per step."""
+def _failures_as_values(call: Callable[[Any], Iterator]) -> Callable[[Any], Iterator]:
+    """`call`, yielding `Failed` instead of raising an error the visitor can act on."""
+
+    @functools.wraps(call)
+    def forwarding(job):
+        try:
+            yield from call(job)
+        except (IQAError, ValueError, OSError) as err:
+            yield Failed(_picklable(err))
+
+    return forwarding
+
+
+def _picklable(err: Exception) -> Exception:
+    try:
+        pickle.loads(pickle.dumps(err))
+    except Exception:  # noqa: BLE001 - any exception that cannot make the trip goes as its message
+        return InputError(str(err))
+    return err
+
+
+def _encode(store: FeatureStore, photos: Sequence[Photo | PhotoKey], desc: str) -> Iterator[Progress]:
+    """Encode the photos `store` has no features for, a batch at a time, saying how far it got."""
+    missing = store.missing(photos)
+    for start in range(0, len(missing), store.batch_size):
+        store.image_features(missing[start : start + store.batch_size])
+        yield Progress(min(start + store.batch_size, len(missing)), len(missing), desc)
+
+
+@gpu(duration=lambda job: clamp(job.seconds()))
+@_failures_as_values
+def score(job: ScoreJob) -> Iterator[Progress | ScoreReply]:
+    """CLIP-IQA of every photo, GRMP-IQA of those without a remembered result."""
+    models = _registry(job)
+    store = models.store(job.backbone)
+    store.merge(job.known)
+    mark = store.keys()
+    yield from _encode(store, job.photos, "encoding photos")
+    clip = CLIPIQA(store, job.pairs, job.temperature).score(job.photos)
+    reply = ScoreReply(clip, [], ({}, {}))
+    if job.checkpoint is not None and job.grmp_photos:
+        try:
+            scorer = models.scorer(job.checkpoint)
+        except (BackboneUnavailable, ValueError, OSError) as err:  # ValueError: CheckpointError, CheckpointMismatch
+            reply.grmp_error = str(err)
+        else:
+            photos = [job.photos[i] for i in job.grmp_photos]
+            yield from _encode(scorer.store, photos, "encoding photos for GRMP-IQA")
+            reply.grmp, reply.grmp_description = scorer.score(photos), scorer.model.description
+    reply.added = store.added_since(mark)
+    yield reply
+
+
+@gpu(duration=lambda job: clamp(job.seconds()))
+@_failures_as_values
+def load_checkpoint(job: CheckpointJob) -> Iterator[str]:
+    """Load a checkpoint (kept where the GPU work runs); yields the backbone it scores on, in words."""
+    yield _registry(job).scorer(job.checkpoint).model.description
+
+
+@gpu(duration=lambda job: clamp(job.seconds()))
+@_failures_as_values
+def encode(job: EncodeJob) -> Iterator[Progress | tuple[dict, dict]]:
+    """The features of photos only: one part of a request too big for one call."""
+    store = _registry(job).store(job.backbone)
+    mark = store.keys()
+    yield from _encode(store, job.photos, "encoding photos")
+    yield store.added_since(mark)
+
+
+@gpu(duration=lambda job: clamp(job.seconds()))
+@_failures_as_values
+def draw_map(job: MapJob) -> Iterator[Progress | MapReply]:
+    """The quality map of one photo; its window features come back for the caller's cache."""
+    store = _registry(job).store(job.backbone)
+    store.merge(job.known)
+    mark = store.keys()
+    qmap = quality_map(job.photo, map_scorer(store, job.pairs, job.temperature))
+    yield MapReply(qmap, store.added_since(mark))
+
+
+@gpu(duration=lambda job: clamp(job.seconds()))
+@_failures_as_values
+def rank(job: LabJob) -> Iterator[Progress | LabReply]:
+    """The Prompt lab: every pair ranked against the labels."""
+    models = _registry(job)
+    store = models.store(job.backbone)
+    store.merge(job.known)
+    mark = store.keys()
+    if job.photos is None:
+        assert models.lab_set is not None  # the caller offers the server's set only when there is one
+        labelled: LabelledPhotos | LabelledFeatures = models.lab_set
+    else:
+        yield from _encode(store, job.photos, "encoding labelled photos")
+        labelled = LabelledPhotos(list(job.photos), list(job.scores))
+    report = rank_pairs(store, job.pairs, labelled, job.temperature)
+    yield LabReply(report, store.added_since(mark))
+
+
+class _Stopped(Exception):
+    """The caller stopped reading the adaptation's steps (the visitor pressed Stop)."""
+
+
+@gpu(duration=lambda job: clamp(job.seconds(), ADAPT_CEILING_S))
+@_failures_as_values
+def adapt(job: AdaptJob) -> Iterator[AdaptStep | AdaptDone]:
+    """Few-shot adaptation, yielding every step; the adapted weights come back as a checkpoint's content.
+
+    Training runs in a thread of this call whose steps this generator yields; when the caller
+    stops reading (ZeroGPU closes the generator), the training stops at its next step.
+    """
+    store = _registry(job).store(job.backbone)
+    steps: queue.Queue[AdaptStep] = queue.Queue()
+    stop = threading.Event()
 
     def on_step(step: int, loss: float, val_srcc: float | None) -> None:
-        record({"step": step, "loss": loss, "val_srcc": val_srcc})
+        if stop.is_set():
+            raise _Stopped
+        steps.put(AdaptStep(step, loss, val_srcc))
 
-    model, _ = adapt_seed(store, images, steps=steps, lam=lam, on_step=on_step)
-    return model
-
-
-@dataclass
-class Added:
-    """What a run cached, for the caller to merge: under ZeroGPU the run happens in a forked worker,
-    whose caches are lost with it. `clip` holds CLIP-IQA's store additions; `grmp_features` those of
-    a GRMP-IQA scorer's own store (the paper/official models encode through their prompted tower),
-    and `grmp_results` its per-photo results."""
-
-    clip: tuple[dict, dict]
-    grmp_features: tuple[dict, dict] = field(default_factory=lambda: ({}, {}))
-    grmp_results: dict = field(default_factory=dict)
-
-    def merge_into(self, store: FeatureStore, grmp: CachedScorer | None) -> None:
-        store.merge(self.clip)
-        if grmp is not None:
-            own = _own_store(grmp, store)
-            if own is not None:
-                own.merge(self.grmp_features)
-            grmp.merge(self.grmp_results)
-
-
-def _own_store(grmp: CachedScorer, clip_store: FeatureStore) -> FeatureStore | None:
-    """The GRMP-IQA scorer's feature store when it is not CLIP-IQA's (then it has additions of its own)."""
-    store = getattr(grmp.scorer, "store", None)
-    return store if isinstance(store, FeatureStore) and store is not clip_store else None
-
-
-@gpu
-def run_compare(
-    photos: Sequence[Photo], clip: CLIPIQA, grmp: CachedScorer | None, progress: ProgressFn | None = None
-) -> tuple[list[ComparedPhoto], Added]:
-    """The compute-heavy part of scoring, on the GPU under ZeroGPU.
-
-    Also returns what it added to the caches (CLIP-IQA's features, GRMP-IQA's own features and
-    results): under ZeroGPU this runs in a forked worker, and the caller merges them
-    (`Added.merge_into`) so that a prompt edit or another Score click re-encodes nothing.
-    """
-    own = _own_store(grmp, clip.store) if grmp is not None else None
-    marks = clip.store.keys(), own.keys() if own is not None else None, grmp.keys() if grmp is not None else None
-    rows = compare(photos, [clip] if grmp is None else [clip, grmp], progress)
-    added = Added(clip.store.added_since(marks[0]))
-    if own is not None and marks[1] is not None:
-        added.grmp_features = own.added_since(marks[1])
-    if grmp is not None and marks[2] is not None:
-        added.grmp_results = grmp.added_since(marks[2])
-    return rows, added
-
-
-@gpu
-def run_map(photo: Photo, clip: CLIPIQA, progress: ProgressFn | None = None) -> tuple[QualityMap, tuple[dict, dict]]:
-    """The quality map of one photo, on the GPU under ZeroGPU; returns the window features it added
-    to the store too (merged by the caller, as `run_compare`'s), so a prompt edit re-draws from cache."""
-    mark = clip.store.keys()
-    qmap = quality_map(photo, clip, progress=progress)
-    return qmap, clip.store.added_since(mark)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-adapt") as pool:
+        training = pool.submit(adapt_seed, store, list(job.images), job.steps, job.lam, on_step=on_step)
+        try:
+            while not (training.done() and steps.empty()):
+                try:
+                    yield steps.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+        finally:
+            stop.set()
+    model, _ = training.result()
+    yield AdaptDone(*checkpoint_content(model))

@@ -8,8 +8,9 @@ import gradio as gr
 import pandas as pd
 
 from .. import charts
-from ..prompt_lab import LabelledFeatures, LabelledPhotos, load_labelled_folder, load_labelled_uploads, rank_pairs
+from ..prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads
 from ..prompts import PromptPair
+from . import calls
 from .base import HandlerBase
 from .config import EXAMPLES
 from .layout import banner, how_to
@@ -53,14 +54,18 @@ class LabHandlers(HandlerBase):
         table: pd.DataFrame,
         backbone: str,
         temperature: str,
+        progress=gr.Progress(),
     ) -> LabOutput:
         """Rank every valid prompt pair of the table by SRCC/PLCC on a labelled set."""
         server = self.models.lab_set if source == server_set_label(self.models) else None
-        labelled: LabelledPhotos | LabelledFeatures = server or self.labelled_set(source, csv_file, files)
+        labelled = None if server is not None else self.labelled_set(source, csv_file, files)
+        skipped = server.skipped if server is not None else labelled.skipped if labelled is not None else []
         store = self._store_or_default(backbone)
         pairs = [p for p in parse_table(table)[0] if p is not None]
         try:
-            report = rank_pairs(store, pairs, labelled, TEMPERATURES[temperature])
+            report = calls.rank_labelled(
+                self.models, store, pairs, TEMPERATURES[temperature], labelled, calls.progress_bar(progress)
+            )
         except ValueError as err:
             raise gr.Error(str(err)) from None
         rows = [
@@ -72,7 +77,7 @@ class LabHandlers(HandlerBase):
             f"{report.chosen_plcc:.3f} on {report.n} photos (t = {report.temperature:g}, "
             f"{store.backbone.description})."
         )
-        notes = [f"left out: {m}" for m in report.invalid] + [f"skipped: {m}" for m in labelled.skipped]
+        notes = [f"left out: {m}" for m in report.invalid] + [f"skipped: {m}" for m in skipped]
         if notes:
             summary += "\n\n" + "\n".join(f"- {n}" for n in notes)
         return LabOutput(pd.DataFrame(rows, columns=LAB_COLUMNS), charts.pair_ranking(report), summary)

@@ -1,57 +1,100 @@
-"""Backbones with their feature caches, and GRMP-IQA scorers: loaded once, shared by all sessions.
+"""The server's models, loaded once and shared by all sessions: backbones with their feature caches,
+GRMP-IQA checkpoints, and the `--lab-dataset` labelled set.
+
+A `Models` is also the registry the GPU work resolves names against (`iqa.app.gpu`): under ZeroGPU
+that work runs in a worker forked from this process, which inherits the registry built at start-up,
+so a job names a backbone or a checkpoint (`CheckpointRef`) and never carries a model. Everything
+ZeroGPU must move onto the GPU is therefore loaded here at start, on the main thread.
 
 GRMP-IQA scorers are built by `iqa.scoring.grmp_scorer`, which holds the one rule for when a
 checkpoint shares CLIP-IQA's backbone and cached features; this module only decides which
-checkpoints may be loaded (an upload is validated first and may only use a backbone the server
-started with) and keeps a bounded number of them in memory.
+checkpoints may be loaded (an upload is validated first, without torch, and may only use a backbone
+the server started with) and keeps a bounded number of them in memory where the GPU work runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import threading
+import uuid
+import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..backbones import load_backbone
-from ..compare import CachedScorer
+from ..backbones import BackboneUnavailable, CheckpointMismatch, load_backbone
 from ..features import FeatureStore
 from ..grmp.checkpoint import CheckpointError, check_checkpoint, checkpoint_paths, read_config
-from ..grmp.model import GRMPConfig, GRMPModel, GRMPScorer
+from ..grmp.model import GRMPConfig, GRMPScorer
 from ..grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
-from ..names import DEFAULT_PRETRAINED
+from ..names import DEFAULT_PRETRAINED, GRMP_IQA
 from ..prompt_lab import LabelledFeatures
-from ..scoring import grmp_scorer
+from ..scoring import grmp_scorer, shares_features_of
 from ..tiny_backbones import TEST_BACKBONES
 from .config import AppConfig
+from .zerogpu import on_zerogpu
 
 REAL_BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu", "ViT-L-14-quickgelu")
 NO_GRMP = ""
+logger = logging.getLogger(__name__)
+
+# Every live registry by id: a job names its registry, which the ZeroGPU worker inherited by fork.
+REGISTRIES: weakref.WeakValueDictionary[str, Models] = weakref.WeakValueDictionary()
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A GRMP-IQA checkpoint as a job names it: its files on this server and their content hash.
+
+    The hash keys the scorers loaded where the GPU work runs (a worker never confuses two uploads
+    of one name) and the results remembered per photo in this process.
+    """
+
+    path: str  # the stem: <path>.json and <path>.safetensors
+    digest: str
+
+    @classmethod
+    def of(cls, path: str | Path) -> CheckpointRef:
+        digest = hashlib.sha256()
+        for file in checkpoint_paths(path):
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+        return cls(str(checkpoint_paths(path)[0].with_suffix("")), digest.hexdigest())
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What the page says of a checkpoint, read from its config (no model needed)."""
+
+    label: str  # "GRMP-IQA (seed)"
+    backbone: str
+    shares_features: bool  # scores from CLIP-IQA's cached features on `backbone`
 
 
 class Models:
-    """Backbones with their feature caches, and GRMP scorers, loaded once and shared by all sessions."""
+    """Backbones with their feature caches, GRMP-IQA checkpoints and the server's labelled set."""
 
     def __init__(self, config: AppConfig):
         self.config = config
+        self.id = uuid.uuid4().hex
+        REGISTRIES[self.id] = self
         self._lock = threading.Lock()
         self._stores: dict[str, FeatureStore] = {}
-        self._grmp: OrderedDict[str, CachedScorer] = OrderedDict()  # least recently used first
-        self._trusted: set[str] = set()  # checkpoints the operator or the server made (not uploads)
-        self._pinned: set[str] = set()  # the start-up checkpoints: never evicted by uploads or adaptations
-        for name in dict.fromkeys([config.backbone, *config.allow_backbones]):
-            self.store(name)
-        self.startup_checkpoints: dict[str, str] = {}
+        self._startup: dict[str, GRMPScorer] = {}  # by digest: loaded at start, never evicted
+        self._loaded: OrderedDict[str, GRMPScorer] = OrderedDict()  # uploads and adaptations, least recent first
+        self.store(config.backbone)
+        for name in self._eager_backbones():
+            self._try_store(name)
+        self.startup_checkpoints: dict[str, CheckpointRef] = {}  # label -> ref
         self.grmp_note = ""  # one line for the page: which GRMP-IQA model is the default, or why there is none
         if config.grmp_official:
             self._load_official(config.grmp_official)
         for path in config.grmp_checkpoints:
-            self.trust(path)
-            self._pinned.add(_stem(path))
-            self.grmp(path)
-            self.startup_checkpoints[Path(path).name] = str(path)
-        # fixed at start: an upload never loads a backbone
+            self._load_startup(Path(path).name, path)
         self.upload_backbones = tuple(
-            dict.fromkeys([*self._stores, *(grmp_model(cached).config.backbone for cached in self._grmp.values())])
+            dict.fromkeys([*self._stores, *(scorer.model.config.backbone for scorer in self._startup.values())])
         )
         self.lab_set = self._load_lab_set(config.lab_dataset) if config.lab_dataset else None
         if not self.startup_checkpoints and not self.grmp_note:
@@ -60,6 +103,17 @@ class Models:
                 "one on the Adapt tab, or start the app with --grmp-official FILE or "
                 "--grmp-checkpoint PATH."
             )
+
+    def _eager_backbones(self) -> list[str]:
+        """The backbones loaded at start: under ZeroGPU every one offered (none can be loaded later,
+        outside a GPU function); elsewhere those uploads may use (`--allow-backbone`)."""
+        return self.backbone_choices if on_zerogpu() else list(self.config.allow_backbones)
+
+    def _try_store(self, name: str) -> None:
+        try:
+            self.store(name)
+        except (BackboneUnavailable, CheckpointMismatch) as err:
+            logger.warning("backbone %s not offered: %s", name, err)
 
     def _load_lab_set(self, spec: str) -> LabelledFeatures:
         """The server's labelled set for the Prompt lab, as features on the start-up backbone: encoded once
@@ -70,17 +124,19 @@ class Models:
         return load_server_dataset(spec, self.store(self.config.backbone), DiskCache())
 
     @property
+    def startup_paths(self) -> set[str]:
+        """The values the page chooses the start-up checkpoints by."""
+        return {ref.path for ref in self.startup_checkpoints.values()}
+
+    @property
     def default_checkpoint(self) -> str:
         """The GRMP-IQA checkpoint chosen when a page opens: the official model, else the first given."""
-        return next(iter(self.startup_checkpoints.values()), NO_GRMP)
+        return next((ref.path for ref in self.startup_checkpoints.values()), NO_GRMP)
 
     def _load_official(self, source: str) -> None:
         """Convert (once, cached on disk) and load an official GRMP-IQA file; say in one line if it cannot be had."""
         try:
-            stem = converted_official(source)
-            self.trust(str(stem))
-            self._pinned.add(_stem(str(stem)))
-            scorer = self.grmp(str(stem))
+            scorer = self._load_startup(f"official: {Path(source).stem}", converted_official(source))
         except (OSError, ValueError) as err:  # OfficialCheckpointError, CheckpointMismatch, a full disk ...
             reason = str(err).splitlines()[0]
             self.grmp_note = (
@@ -90,18 +146,27 @@ class Models:
             )
             return
         about = f": {DEFAULT_DESCRIPTION}" if Path(source).name == DEFAULT_FILE else ""
-        self.startup_checkpoints[f"official: {Path(source).stem}"] = str(stem)
-        self.grmp_note = (
-            f"GRMP-IQA: the official model {Path(source).name}{about}; on {grmp_model(scorer).description}."
-        )
+        self.grmp_note = f"GRMP-IQA: the official model {Path(source).name}{about}; on {scorer.model.description}."
+
+    def _load_startup(self, label: str, path: str | Path) -> GRMPScorer:
+        """Load an operator's checkpoint now, on the main thread (ZeroGPU registers its weights)."""
+        ref = CheckpointRef.of(path)
+        scorer = self._build(ref, read_config(ref.path))
+        self._startup[ref.digest] = scorer
+        self.startup_checkpoints[label] = ref
+        return scorer
 
     @property
     def backbone_choices(self) -> list[str]:
         others = sorted(TEST_BACKBONES) if self.config.is_test else REAL_BACKBONES
-        return list(dict.fromkeys([self.config.backbone, *others]))
+        names = list(dict.fromkeys([self.config.backbone, *others]))
+        if on_zerogpu() and self._stores:  # only those loaded at start
+            return [name for name in names if name in self._stores]
+        return names
 
     def store(self, name: str) -> FeatureStore:
-        """The feature store of backbone `name`, loading the backbone on first use."""
+        """The feature store of backbone `name`, loading the backbone on first use (never under
+        ZeroGPU after start: `backbone_choices` then offers only those loaded)."""
         with self._lock:
             if name not in self._stores:
                 start = name == self.config.backbone
@@ -116,27 +181,52 @@ class Models:
                 )
             return self._stores[name]
 
-    def grmp(self, path: str) -> CachedScorer:
-        """A GRMP scorer for a checkpoint (results cached per photo), next to the feature store of the
-        backbone it names; `iqa.scoring` decides whether it shares that backbone and its features.
-
-        An untrusted checkpoint (an upload) is validated against its tensors before anything is
-        built, and may only use a backbone the server started with.
-        """
-        path = _stem(path)
+    def known_store(self, name: str) -> FeatureStore:
+        """The store of `name` when it is loaded, else the start-up backbone's (a client may send any text)."""
         with self._lock:
-            if path in self._grmp:
-                self._grmp.move_to_end(path)
-                return self._grmp[path]
-        config = read_config(path) if path in self._trusted else self.check_upload(path)
-        # the store of the backbone it was trained on; one that carries its whole backbone (no
-        # pretrained tag) is offered the default store, which it will not share
-        store = self.store(config.backbone if config.pretrained is not None else self.config.backbone)
-        return self.register(path, grmp_scorer(path, store, device=self.config.device))
+            return self._stores.get(name) or self._stores[self.config.backbone]
 
-    def check_upload(self, path: str) -> GRMPConfig:
-        """The config of an uploaded checkpoint, refused (CheckpointError) unless its backbone is loaded
-        already, since it was named at start."""
+    def info(self, ref: CheckpointRef) -> CheckpointInfo:
+        """The label, backbone and feature sharing of a checkpoint, from its config (no model built)."""
+        return self._info(read_config(ref.path))
+
+    def _info(self, config: GRMPConfig) -> CheckpointInfo:
+        store = self.known_store(self._backbone_for(config))
+        return CheckpointInfo(f"{GRMP_IQA} ({config.variant})", config.backbone, shares_features_of(config, store))
+
+    def scorer(self, ref: CheckpointRef) -> GRMPScorer:
+        """The GRMP-IQA scorer of a checkpoint, loaded on first use where the GPU work runs.
+
+        At most `max_grmp_models` besides the start-up checkpoints stay in memory; the least recently
+        used goes first (loaded again from its files when next asked for). A file changed since its
+        reference was taken is refused.
+        """
+        with self._lock:
+            if ref.digest in self._startup:
+                return self._startup[ref.digest]
+            if ref.digest in self._loaded:
+                self._loaded.move_to_end(ref.digest)
+                return self._loaded[ref.digest]
+        if CheckpointRef.of(ref.path) != ref:
+            raise CheckpointError(f"{Path(ref.path).name}: its files changed since it was chosen; upload it again")
+        scorer = self._build(ref, read_config(ref.path))
+        with self._lock:
+            self._loaded[ref.digest] = scorer
+            while len(self._loaded) > self.config.max_grmp_models:
+                self._loaded.popitem(last=False)
+        return scorer
+
+    def _build(self, ref: CheckpointRef, config: GRMPConfig) -> GRMPScorer:
+        return grmp_scorer(ref.path, self.store(self._backbone_for(config)), device=self.config.device)
+
+    def _backbone_for(self, config: GRMPConfig) -> str:
+        """The store a checkpoint is offered: its own backbone's; one that carries its whole backbone
+        (no pretrained tag) is offered the default store, which it will not share."""
+        return config.backbone if config.pretrained is not None else self.config.backbone
+
+    def check_upload(self, path: str) -> CheckpointInfo:
+        """An uploaded checkpoint, checked against its tensors without building anything (CheckpointError),
+        and refused unless its backbone is loaded already, since it was named at start."""
         config = check_checkpoint(path)
         if config.backbone not in self.upload_backbones:
             raise CheckpointError(
@@ -144,37 +234,8 @@ class Models:
                 f"the backbones this server was started with: {', '.join(self.upload_backbones)} (an operator "
                 f"can allow more with --allow-backbone)"
             )
-        return config
-
-    def trust(self, path: str) -> None:
-        """Mark a checkpoint as the operator's or the server's own (it may load its backbone)."""
-        self._trusted.add(_stem(path))
-
-    def register(self, path: str, scorer: GRMPScorer) -> CachedScorer:
-        """Keep a scorer for the checkpoint at `path` (a stem), e.g. one just adapted.
-
-        At most `max_grmp_models` besides the start-up checkpoints stay in memory; the least recently
-        used goes first (loaded again from its files when next chosen). Start-up ones always stay.
-        """
-        self.trust(path)
-        with self._lock:
-            cached = self._grmp.setdefault(path, CachedScorer(scorer))
-            evictable = [key for key in self._grmp if key not in self._pinned]  # least recently used first
-            for key in evictable[: max(0, len(evictable) - self.config.max_grmp_models)]:
-                del self._grmp[key]
-            return cached
+        return self._info(config)
 
     @property
     def description(self) -> str:
         return self.store(self.config.backbone).backbone.description
-
-
-def _stem(path: str) -> str:
-    return str(checkpoint_paths(path)[0].with_suffix(""))
-
-
-def grmp_model(cached: CachedScorer) -> GRMPModel:
-    """The GRMP model behind one of the app's cached GRMP-IQA scorers."""
-    scorer = cached.scorer
-    assert isinstance(scorer, GRMPScorer)
-    return scorer.model

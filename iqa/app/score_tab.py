@@ -12,18 +12,18 @@ import gradio as gr
 import pandas as pd
 
 from .. import charts
-from ..backbones import BackboneUnavailable, CheckpointMismatch
-from ..clipiqa import CLIPIQA
-from ..compare import CachedScorer, ComparedPhoto, ranked, rows_to_csv, split
+from ..backbones import BackboneUnavailable
+from ..compare import ComparedPhoto, ranked, rows_to_csv, split
+from ..features import FeatureStore
 from ..names import CLIP_IQA, GRMP_IQA
 from ..prompts import PromptPair, is_attribute_set
-from ..quality_map import QualityMapError, map_scorer
+from ..quality_map import QualityMapError
 from ..results import PairScore
-from . import gpu
+from . import calls
 from .base import HandlerBase
 from .layout import banner, how_to
 from .messages import shown_as_message
-from .models import NO_GRMP, Models, grmp_model
+from .models import NO_GRMP, CheckpointInfo, CheckpointRef, Models
 from .outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
 from .photo_panel import build_photo_panel
 from .session import Session, icon_html
@@ -82,23 +82,25 @@ class ScoreHandlers(HandlerBase):
             session.rows = []
             gr.Warning("no usable prompt pair: every row is off or invalid (see the status column)")
             return self._empty(session, table, "No usable prompt pair.")
-        grmp = self._grmp_or_none(checkpoint, session)
+        ref = self._checkpoint_or_none(checkpoint, session)
         start = time.perf_counter()
-        clip = CLIPIQA(store, valid, TEMPERATURES[temperature])
-        session.rows, added = gpu.run_compare(
-            session.photos, clip, grmp, lambda done, total: progress((done, total), desc="encoding photos")
+        t = TEMPERATURES[temperature]
+        scored = calls.score_photos(
+            self.models, self.caches, store, valid, t, ref, session.photos, calls.progress_bar(progress)
         )
-        added.merge_into(store, grmp)
+        session.rows = scored.rows
         session.attributes = is_attribute_set(valid)
-        session.settings = self._settings(store, clip, grmp, valid)
+        session.settings = self._settings(store, scored, valid, self.models.info(ref) if ref is not None else None)
         elapsed = time.perf_counter() - start
         message = (
             f"Scored {len(session.photos)} photo(s) with {len(valid)} pair(s) in {elapsed:.2f} s on "
-            f"{store.backbone.description}; {len(added.clip[0])} image(s) encoded, "
+            f"{store.backbone.description}; {scored.encoded} image(s) encoded, "
             f"the rest from the feature cache."
         )
-        if grmp is not None:
-            message += f" GRMP-IQA: {grmp.label} on {grmp_model(grmp).description}."
+        if scored.grmp_error:
+            gr.Warning(f"GRMP-IQA checkpoint not used: {scored.grmp_error}")
+        elif ref is not None:
+            message += f" GRMP-IQA: {self.models.info(ref).label} on {scored.grmp_description}."
         if session.attributes:
             message += " " + ATTRIBUTES_NOTE
         names = [row.name for row in self.ordered(session, method)]
@@ -116,27 +118,30 @@ class ScoreHandlers(HandlerBase):
             self.scatter(session, selected),
             rank.results_csv,
             message,
-            self._grmp_note(checkpoint, grmp),
+            self._grmp_note(ref),
         )
 
-    def _grmp_note(self, checkpoint: str, grmp: CachedScorer | None) -> str:
+    def _grmp_note(self, ref: CheckpointRef | None) -> str:
         """The start-up note on GRMP-IQA while it still holds (not once a checkpoint of the session's scores)."""
-        own = grmp is not None and checkpoint not in self.models.startup_checkpoints.values()
+        own = ref is not None and ref not in self.models.startup_checkpoints.values()
         return "" if own else self.models.grmp_note
 
-    def _settings(self, store, clip: CLIPIQA, grmp: CachedScorer | None, pairs) -> dict[str, object]:
+    def _settings(
+        self, store: FeatureStore, scored: calls.Scored, pairs: list[PromptPair], info: CheckpointInfo | None
+    ) -> dict[str, object]:
         """How the results were made, as the CSV's last columns (no server paths)."""
         backbone = store.backbone
+        clip = scored.rows[0].results[CLIP_IQA]
         settings: dict[str, object] = {
             "backbone": backbone.name,
             "weights": Path(self.config.weights).name if self.config.weights else backbone.pretrained or "none",
             "clip_iqa_temperature": f"{clip.temperature:g}",
             "prompt_pairs": "; ".join(f"{p.positive} / {p.negative} (weight {p.weight:g})" for p in pairs),
         }
-        if grmp is not None:
-            model = grmp_model(grmp)
-            settings["grmp_iqa_checkpoint"] = grmp.label + f" on {model.config.backbone}"
-            settings["grmp_iqa_temperature"] = f"{float(model.logit_scale):g}"
+        grmp = scored.rows[0].results.get(GRMP_IQA)
+        if grmp is not None and info is not None:
+            settings["grmp_iqa_checkpoint"] = f"{info.label} on {info.backbone}"
+            settings["grmp_iqa_temperature"] = f"{grmp.temperature:g}"
         return settings
 
     def _empty(self, session: Session, table: pd.DataFrame, status: str) -> ScoreOutput:
@@ -160,17 +165,14 @@ class ScoreHandlers(HandlerBase):
         session.rows = []
         return self._empty(session, table, "No photos yet.")
 
-    def _grmp_or_none(self, checkpoint: str | None, session: Session) -> CachedScorer | None:
+    def _checkpoint_or_none(self, checkpoint: str | None, session: Session) -> CheckpointRef | None:
+        """The session's chosen GRMP-IQA checkpoint, or None (said in a warning when it cannot be used)."""
         if not checkpoint:
             return None
-        if checkpoint not in self.checkpoint_paths(session):  # the API lets a client send any text
+        ref = self.checkpoint_refs(session).get(checkpoint)
+        if ref is None:  # the API lets a client send any text
             gr.Warning(f"GRMP-IQA checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
-            return None
-        try:
-            return self.models.grmp(checkpoint)
-        except (BackboneUnavailable, ValueError, OSError) as err:  # ValueError: CheckpointError, CheckpointMismatch
-            gr.Warning(f"GRMP-IQA checkpoint not used: {err}")
-            return None
+        return ref
 
     def decision_method(self, session: Session, method: str) -> str | None:
         """The method decisions are made by: `method`, CLIP-IQA when `method` was not scored, and
@@ -282,10 +284,7 @@ class ScoreHandlers(HandlerBase):
         FeatureStore, so a prompt edit re-draws encoding only the new texts.
         """
         self._use(session)
-        try:
-            store = self.models.store(backbone)
-        except (BackboneUnavailable, CheckpointMismatch):  # the score handler has said so already
-            store = self.models.store(self.config.backbone)
+        store = self.models.known_store(backbone)  # an unknown one: the score handler has said so already
         pairs, status = parse_table(table, store.backbone.tokenizer)
         valid = [p for p, s in zip(pairs, status) if p is not None and s == "ok"]
         labels = [_pair_label(p) for p in valid]
@@ -298,12 +297,12 @@ class ScoreHandlers(HandlerBase):
             return MapOutput(choices, None, "No quality map: choose a scored photo above.")
         if not valid:
             return MapOutput(choices, None, "No quality map: the prompt table has no usable pair.")
-        clip = map_scorer(store, valid, TEMPERATURES[temperature])
         try:
-            qmap, added = gpu.run_map(photo, clip, lambda done, total: progress((done, total), desc="encoding windows"))
+            qmap = calls.map_photo(
+                self.models, store, valid, TEMPERATURES[temperature], photo, calls.progress_bar(progress)
+            )
         except QualityMapError as err:
             return MapOutput(choices, None, f"**No quality map:** {err}")
-        store.merge(added)
         index = None if value == MAP_OVERALL else labels.index(value)
         figure = charts.themed(charts.quality_map_chart(qmap, photo.image, pair=index))
         shown = "the overall value" if index is None else f"p({valid[index].positive})"
@@ -332,20 +331,25 @@ class ScoreHandlers(HandlerBase):
         for suffix, path in by_suffix.items():
             shutil.copyfile(path, folder / f"{stem}{suffix}")
         try:
-            scorer = self.models.grmp(str(folder / stem))
+            info = self.models.check_upload(str(folder / stem))
+            ref = CheckpointRef.of(folder / stem)
+            description = calls.load_checkpoint(self.models, self.caches, ref)
         except (BackboneUnavailable, ValueError) as err:  # ValueError: CheckpointError, CheckpointMismatch
             shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
-        session.checkpoints[f"{stem} (uploaded)"] = str(folder / stem)
-        gr.Info(f"{stem}: {scorer.label} on {grmp_model(scorer).description}")
-        return CheckpointOutput(session, self.checkpoint_choices(session, str(folder / stem)))
+        session.checkpoints[f"{stem} (uploaded)"] = ref
+        gr.Info(f"{stem}: {info.label} on {description}")
+        return CheckpointOutput(session, self.checkpoint_choices(session, ref.path))
 
-    def checkpoint_paths(self, session: Session) -> set[str]:
-        """The checkpoints this session may score with: the server's and its own."""
-        return {*self.models.startup_checkpoints.values(), *session.checkpoints.values()}
+    def checkpoint_refs(self, session: Session) -> dict[str, CheckpointRef]:
+        """The checkpoints this session may score with, by the value the page chooses them by: the
+        server's and its own."""
+        refs = [*self.models.startup_checkpoints.values(), *session.checkpoints.values()]
+        return {ref.path: ref for ref in refs}
 
     def checkpoint_choices(self, session: Session, value: str | None = None):
-        choices = [("none", NO_GRMP), *self.models.startup_checkpoints.items(), *session.checkpoints.items()]
+        own = {**self.models.startup_checkpoints, **session.checkpoints}
+        choices = [("none", NO_GRMP), *((label, ref.path) for label, ref in own.items())]
         return gr.update(choices=choices, value=value if value is not None else NO_GRMP)
 
 
@@ -380,7 +384,7 @@ def build_score_tab(models: Models, ui: dict) -> None:
             )
             ui["temperature"] = gr.Radio(list(TEMPERATURES), value=next(iter(TEMPERATURES)), label="Temperature t")
             ui["checkpoint"] = gr.Dropdown(
-                [("none", NO_GRMP), *models.startup_checkpoints.items()],
+                [("none", NO_GRMP), *((label, ref.path) for label, ref in models.startup_checkpoints.items())],
                 value=models.default_checkpoint,
                 label="GRMP-IQA checkpoint",
                 elem_id="checkpoint",

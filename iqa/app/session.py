@@ -20,6 +20,7 @@ from ..compare import ComparedPhoto
 from ..photos import Photo
 from ..resample import resize_image
 from .config import MIB
+from .models import CheckpointRef
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Session:
     settings: dict[str, object] = field(default_factory=dict)  # how `rows` were scored, for the CSV
     attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.prompts)
     custom_table: Any = None  # the prompt table as last edited (kept when a preset is chosen)
-    checkpoints: dict[str, str] = field(default_factory=dict)
+    checkpoints: dict[str, CheckpointRef] = field(default_factory=dict)  # label -> its own (uploaded, adapted)
     map_open: bool = False  # the quality map was asked for: it follows the chosen photo, pair and table
     folder: str = ""
     notice: str = ""  # why the server dropped this session's photos, told at its next request

@@ -94,11 +94,15 @@ def save_checkpoint(model: GRMPModel, path: str | os.PathLike) -> tuple[Path, Pa
     A folder gets the stem `grmp-<variant>` inside it. Both files are written under temporary
     names and renamed, the JSON last, so a checkpoint is never half there. Returns the two paths.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / f"grmp-{model.config.variant}"
-    tensors_path, json_path = checkpoint_paths(path)
-    tensors_path.parent.mkdir(parents=True, exist_ok=True)
+    return write_checkpoint(*checkpoint_content(model), path)
+
+
+def checkpoint_content(model: GRMPModel) -> tuple[dict[str, torch.Tensor], dict]:
+    """What a checkpoint of `model` holds: its tensors (on the CPU, compacted) and its JSON metadata.
+
+    Apart from the model so that a process that trained it (ZeroGPU's GPU worker) can hand it to
+    the one that writes it (`write_checkpoint`) as plain CPU data.
+    """
     state = model.state_dict()
     tensors = {k: _compact(state[k]) for k in saved_keys(model)}
     meta = {
@@ -107,12 +111,21 @@ def save_checkpoint(model: GRMPModel, path: str | os.PathLike) -> tuple[Path, Pa
         "config": model.config.to_dict(),
         "prompts": list(model.prompt_learner.display_texts()),
         "backbone_weights": _backbone_weights(model.config),
-        "tensors": tensors_path.name,
     }
     if model.config.pretrained is not None and Path(model.config.pretrained).is_file():
         meta["backbone_file"] = {"path": model.config.pretrained, "sha256": file_sha256(model.config.pretrained)}
+    return tensors, meta
+
+
+def write_checkpoint(tensors: dict[str, torch.Tensor], meta: dict, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write `checkpoint_content`'s tensors and metadata as `save_checkpoint` does."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"grmp-{meta['config']['variant']}"
+    tensors_path, json_path = checkpoint_paths(path)
+    tensors_path.parent.mkdir(parents=True, exist_ok=True)
     _replace_atomically(tensors_path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": FORMAT}))
-    text = json.dumps(meta, indent=2, ensure_ascii=False) + "\n"
+    text = json.dumps({**meta, "tensors": tensors_path.name}, indent=2, ensure_ascii=False) + "\n"
     _replace_atomically(json_path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     return tensors_path, json_path
 

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..features import FeatureStore, ProgressFn
 from ..names import GRMP_IQA
-from ..photos import Photo
+from ..photos import Photo, PhotoKey
 from ..preprocess import Preprocessor, check_shape, preprocessor_for
 from ..results import PairScore, ScoreResult
 from ..scoring import shares_features
@@ -494,7 +494,7 @@ class GRMPScorer:
     def backbone(self) -> Backbone:
         return self.model.backbone
 
-    def score(self, photos: Sequence[Photo], progress: ProgressFn | None = None) -> list[ScoreResult]:
+    def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
         if not photos:
             return []
         self.model.eval()  # before encoding: the paper variant's visual prompts pass dropout in training mode

@@ -1,0 +1,301 @@
+"""The handlers' side of the GPU boundary: jobs built from this process's caches, run, and their
+replies merged back.
+
+A job carries pixels only for photos this process has no features (or GRMP-IQA result) for, and
+the cached features of the others, so a prompt edit sends no pixel and re-encodes nothing even in a
+fresh ZeroGPU worker. Calls run in the handler's own thread, never in a pool's: ZeroGPU schedules a
+call with the Gradio request of the thread that makes it (the visitor's quota and priority).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from ..compare import ComparedPhoto
+from ..datasets import LabelledImage
+from ..errors import InputError
+from ..features import FeatureStore
+from ..names import CLIP_IQA, GRMP_IQA
+from ..photos import Photo, PhotoKey
+from ..prompt_lab import LabelledPhotos, LabReport
+from ..prompts import PromptPair
+from ..quality_map import QualityMap, map_scorer, window_keys
+from ..results import ScoreResult
+from . import gpu
+from .jobs import (
+    CEILING_S,
+    FLOOR_S,
+    AdaptDone,
+    AdaptJob,
+    AdaptStep,
+    CheckpointJob,
+    EncodeJob,
+    Failed,
+    LabJob,
+    MapJob,
+    Progress,
+    ScoreJob,
+    max_adapt_steps,
+    photo_seconds,
+)
+from .models import CheckpointRef, Models
+from .zerogpu import on_zerogpu
+
+ProgressFn = Callable[[Progress], None]
+Reply = TypeVar("Reply")
+
+
+def progress_bar(bar: Callable[..., object]) -> ProgressFn:
+    """A GPU call's progress on the page (`bar` is the handler's `gr.Progress`)."""
+
+    def show(item: Progress) -> None:
+        bar((item.done, item.total), desc=item.desc)
+
+    return show
+
+
+def run(call: Callable[..., Iterator[Progress | Reply]], job: object, progress: ProgressFn | None = None) -> Reply:
+    """One GPU call: its progress forwarded, its reply returned."""
+    reply = None
+    for item in call(job):
+        if isinstance(item, Failed):
+            raise item.error
+        if isinstance(item, Progress):
+            if progress is not None:
+                progress(item)
+        else:
+            reply = item
+    if reply is None:
+        raise RuntimeError(f"{getattr(call, '__name__', call)} ended without a reply")
+    return reply
+
+
+class ResultCache:
+    """One GRMP-IQA checkpoint's results remembered per photo content (least recently used dropped first)."""
+
+    def __init__(self, max_items: int = 20_000):
+        self.description = ""  # the backbone the checkpoint scores on, in words, once a call has said
+        self._results: OrderedDict[str, ScoreResult] = OrderedDict()
+        self._max_items = max_items
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> ScoreResult | None:
+        with self._lock:
+            if digest in self._results:
+                self._results.move_to_end(digest)
+            return self._results.get(digest)
+
+    def put(self, digest: str, result: ScoreResult) -> None:
+        with self._lock:
+            self._results[digest] = result
+            self._results.move_to_end(digest)
+            while len(self._results) > self._max_items:
+                self._results.popitem(last=False)
+
+
+class Caches:
+    """This process's GRMP-IQA result caches, one per checkpoint content, the least recent dropped first."""
+
+    def __init__(self, max_checkpoints: int):
+        self._caches: OrderedDict[str, ResultCache] = OrderedDict()
+        self._max = max_checkpoints
+        self._lock = threading.Lock()
+
+    def results(self, ref: CheckpointRef) -> ResultCache:
+        with self._lock:
+            cache = self._caches.setdefault(ref.digest, ResultCache())
+            self._caches.move_to_end(ref.digest)
+            while len(self._caches) > self._max:
+                self._caches.popitem(last=False)
+            return cache
+
+
+@dataclass
+class Scored:
+    rows: list[ComparedPhoto]
+    encoded: int  # images encoded by the backbone in this request (the rest came from the caches)
+    grmp_description: str = ""
+    grmp_error: str = ""  # why GRMP-IQA's checkpoint could not be used
+
+
+def per_call(backbone: str) -> int:
+    """How many photos one call may encode within the ceiling."""
+    return max(1, int((CEILING_S - FLOOR_S) / photo_seconds(backbone)))
+
+
+def score_photos(
+    models: Models,
+    caches: Caches,
+    store: FeatureStore,
+    pairs: Sequence[PromptPair],
+    temperature: float | None,
+    ref: CheckpointRef | None,
+    photos: Sequence[Photo],
+    progress: ProgressFn | None = None,
+) -> Scored:
+    """CLIP-IQA (and GRMP-IQA of `ref`) of every photo, in as many calls as the ceiling needs."""
+    results = caches.results(ref) if ref is not None else None
+    grmp_encodes = ref is not None and not models.info(ref).shares_features
+    cost = [_cost(store, photo, results, grmp_encodes) for photo in photos]
+    budget, total, done = per_call(store.backbone.name), sum(cost), 0
+    clip: list[ScoreResult] = []
+    scored = Scored([], 0)
+    for part in _parts(list(range(len(photos))), cost, budget):
+        job = _score_job(models, store, pairs, temperature, ref, [photos[i] for i in part], results, grmp_encodes)
+        reply = run(gpu.score, job, _offset(progress, done, total))
+        done += sum(cost[i] for i in part)
+        store.merge(reply.added)
+        scored.encoded += len(reply.added[0])
+        scored.grmp_error = reply.grmp_error or scored.grmp_error
+        if results is not None:
+            results.description = reply.grmp_description or results.description
+            for index, result in zip(job.grmp_photos, reply.grmp):
+                results.put(job.photos[index].digest, result)
+        clip += reply.clip
+    scored.grmp_description = results.description if results is not None else ""
+    for photo, result in zip(photos, clip):
+        row = {CLIP_IQA: result}
+        cached = results.get(photo.digest) if results is not None else None
+        if cached is not None:
+            row[GRMP_IQA] = replace(cached, name=photo.name)
+        scored.rows.append(ComparedPhoto(photo.name, row))
+    return scored
+
+
+def _cost(store: FeatureStore, photo: Photo, results: ResultCache | None, grmp_encodes: bool) -> int:
+    """Images a call encodes for this photo: CLIP-IQA's if not cached, GRMP-IQA's own if its result is not."""
+    clip = int(not store.export([store.image_key(photo)])[0])
+    grmp = int(results is not None and grmp_encodes and results.get(photo.digest) is None)
+    return clip + grmp
+
+
+def _parts(indices: list[int], cost: list[int], budget: int) -> Iterator[list[int]]:
+    """Consecutive runs of `indices` whose cost fits `budget` (a photo alone always makes a part)."""
+    part: list[int] = []
+    spent = 0
+    for i in indices:
+        if part and spent + cost[i] > budget:
+            yield part
+            part, spent = [], 0
+        part.append(i)
+        spent += cost[i]
+    if part:
+        yield part
+
+
+def _score_job(
+    models: Models,
+    store: FeatureStore,
+    pairs: Sequence[PromptPair],
+    temperature: float | None,
+    ref: CheckpointRef | None,
+    photos: list[Photo],
+    results: ResultCache | None,
+    grmp_encodes: bool,
+) -> ScoreJob:
+    known = store.export([store.image_key(p) for p in photos], _texts(pairs))
+    grmp = [i for i, p in enumerate(photos) if results is not None and results.get(p.digest) is None]
+    pixels = {i for i, p in enumerate(photos) if store.image_key(p) not in known[0]}
+    if grmp_encodes:
+        pixels |= set(grmp)
+    return ScoreJob(
+        registry=models.id,
+        backbone=store.backbone.name,
+        pairs=tuple(pairs),
+        temperature=temperature,
+        photos=tuple(p if i in pixels else p.key() for i, p in enumerate(photos)),
+        known=known,
+        checkpoint=ref,
+        grmp_photos=tuple(grmp),
+        grmp_encodes=grmp_encodes,
+    )
+
+
+def _texts(pairs: Sequence[PromptPair]) -> list[str]:
+    return [text for pair in pairs for text in (pair.positive, pair.negative)]
+
+
+def _offset(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | None:
+    """Progress of one call as part of the whole request."""
+    if progress is None:
+        return None
+    return lambda item: progress(Progress(done + item.done, max(total, done + item.total), item.desc))
+
+
+def map_photo(
+    models: Models,
+    store: FeatureStore,
+    pairs: Sequence[PromptPair],
+    temperature: float | None,
+    photo: Photo,
+    progress: ProgressFn | None = None,
+) -> QualityMap:
+    """The quality map of one photo; windows already encoded come from the store, new ones go into it."""
+    keys = window_keys(photo, map_scorer(store, pairs, temperature))
+    job = MapJob(models.id, store.backbone.name, tuple(pairs), temperature, photo, store.export(keys, _texts(pairs)))
+    reply = run(gpu.draw_map, job, progress)
+    store.merge(reply.added)
+    return reply.qmap
+
+
+def rank_labelled(
+    models: Models,
+    store: FeatureStore,
+    pairs: Sequence[PromptPair],
+    temperature: float | None,
+    labelled: LabelledPhotos | None,
+    progress: ProgressFn | None = None,
+) -> LabReport:
+    """The Prompt lab's ranking, on `labelled` or (None) the server's labelled set."""
+    if labelled is None:
+        job = LabJob(
+            models.id, store.backbone.name, tuple(pairs), temperature, None, (), store.export([], _texts(pairs))
+        )
+    else:
+        photos = [p for p in labelled.photos if isinstance(p, Photo)]
+        _encode_in_parts(models, store, store.missing(photos), progress)
+        keys = [store.image_key(p) for p in labelled.photos]
+        known = store.export(keys, _texts(pairs))
+        sent = tuple(p.key() if isinstance(p, Photo) and store.image_key(p) in known[0] else p for p in labelled.photos)
+        job = LabJob(models.id, store.backbone.name, tuple(pairs), temperature, sent, tuple(labelled.scores), known)
+    reply = run(gpu.rank, job, progress)
+    store.merge(reply.added)
+    return reply.report
+
+
+def _encode_in_parts(
+    models: Models, store: FeatureStore, missing: Sequence[Photo | PhotoKey], progress: ProgressFn | None
+) -> None:
+    """Encode what would not fit the job's own call, a call per part, into this process's store."""
+    budget = per_call(store.backbone.name)
+    photos = [p for p in missing if isinstance(p, Photo)]
+    if len(photos) <= budget:
+        return
+    for start in range(0, len(photos), budget):
+        job = EncodeJob(models.id, store.backbone.name, tuple(photos[start : start + budget]))
+        store.merge(run(gpu.encode, job, _offset(progress, start, len(photos))))
+
+
+def load_checkpoint(models: Models, caches: Caches, ref: CheckpointRef) -> str:
+    """Load an uploaded checkpoint where the GPU work runs, refused there with its reason; returns
+    the backbone it scores on, in words."""
+    caches.results(ref).description = run(gpu.load_checkpoint, CheckpointJob(models.id, ref))
+    return caches.results(ref).description
+
+
+def adapt_steps(
+    models: Models, store: FeatureStore, images: Sequence[LabelledImage], steps: int, lam: float
+) -> Iterator[AdaptStep | AdaptDone]:
+    """An adaptation's steps as they happen, then the adapted weights; refused when it cannot fit one call."""
+    name = store.backbone.name
+    fits = max_adapt_steps(name, len(images))
+    if on_zerogpu() and steps > fits:
+        raise InputError(
+            f"{steps} steps on {len(images)} photos do not fit one GPU call; at most {fits} steps do "
+            f"(fewer photos allow more)"
+        )
+    return gpu.adapt(AdaptJob(models.id, name, tuple(images), steps, lam))
