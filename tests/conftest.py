@@ -93,13 +93,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def running_app(folder: Path, *args: str, timeout: float = 90):
-    """`python app.py --test-backbone ARGS` on a free port with the Hugging Face Hub switched off;
-    yields its URL once it answers, and stops it afterwards."""
+def running_app(folder: Path, *args: str, timeout: float = 90, env: dict[str, str] | None = None):
+    """`python app.py --test-backbone ARGS` on a free port with the Hugging Face Hub switched off
+    (`env` added to its environment); yields its URL once it answers, and stops it afterwards."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HOME": str(folder / "hf")}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HOME": str(folder / "hf"),
+        **(env or {}),
+    }
     log = folder / "app.log"
     with log.open("w") as out:
         process = subprocess.Popen(
