@@ -23,9 +23,11 @@ from .photos import (
     DECODE_ERRORS,
     MAX_BYTES,
     MAX_PIXELS,
+    Photo,
     PhotoError,
     check_pixel_count,
     open_image,
+    open_photo,
     read_file,
     to_upright_rgb,
 )
@@ -36,7 +38,7 @@ from .shapes import center_crop_box, native_target_size, shortest_side_size
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 _EXIF_ORIENTATION = 0x0112
 _RESAMPLING = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-RESIZE_KINDS = ("native", "shortest", "squash")
+RESIZE_KINDS = ("native", "bounded", "shortest", "squash")
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ class ResizePlan:
     """How an upright photo becomes the model's input size, decided from the photo's full size.
 
     `native`: CLIP-IQA's RN50 at its own size bounded by `max_side`, always bicubic (as the in-memory
-    preprocessor); `shortest`: the shortest side
-    to `size`, then a centred square crop (open_clip's ViT transform); `squash`: to `size` x `size`.
+    preprocessor); `bounded`: as `native` for a photo longer than `max_side`, else untouched (the
+    app's copy of an upload); `shortest`: the shortest side to `size`, then a centred square crop
+    (open_clip's ViT transform); `squash`: to `size` x `size`.
     """
 
     kind: str
@@ -61,6 +64,8 @@ class ResizePlan:
         """(width, height) the whole photo is resized to, before any crop."""
         if self.kind == "native":
             return native_target_size(size, self.max_side)
+        if self.kind == "bounded":
+            return native_target_size(size, self.max_side) if self.max_side and max(size) > self.max_side else size
         if self.kind == "shortest":
             return shortest_side_size(size, self.size)
         return self.size, self.size
@@ -72,7 +77,7 @@ class ResizePlan:
         kinds with Pillow, as open_clip's transform does.
         """
         target = self.resize_to(full_size)
-        if self.kind == "native" and image.size != target:
+        if self.kind in ("native", "bounded") and image.size != target:
             return resize_to_chw(image, target)
         if image.size != target:
             image = image.resize(target, _RESAMPLING[self.interpolation])
@@ -165,6 +170,26 @@ def decode_or_error(
         return error
     except (*DECODE_ERRORS, MemoryError, Image.DecompressionBombError) as error:
         return PhotoError(name, f"cannot decode ({type(error).__name__}: {error})")
+
+
+def open_bounded(
+    path: str | os.PathLike,
+    name: str,
+    max_side: int | None,
+    max_pixels: int | None = MAX_PIXELS,
+    max_bytes: int | None = MAX_BYTES,
+) -> Photo:
+    """A photo file opened at most `max_side` pixels long, at the pipeline's speed: a larger JPEG is
+    decoded at the smallest DCT scale that covers it (draft) and resized as the pipeline's native plan
+    resizes, so an upload gets the pixels `score` feeds CLIP-IQA's RN50. No `max_side` (0 or None)
+    opens it whole, as `open_photo` does."""
+    if not max_side:
+        return open_photo(path, name=name, max_pixels=max_pixels, max_bytes=max_bytes)
+    plan = ResizePlan("bounded", max_side=max_side)
+    decoded = decode_file(path, name, DecodeOptions((plan,), max_pixels=max_pixels, max_bytes=max_bytes))
+    pixels = decoded.pixels[0]
+    assert pixels is not None  # one plan, wanted
+    return Photo(name, Image.fromarray(np.ascontiguousarray(pixels.transpose(1, 2, 0))), Path(path))
 
 
 def _upright_size(stored: tuple[int, int], orientation: int) -> tuple[int, int]:

@@ -9,12 +9,11 @@ import torch
 from PIL import Image
 from skimage import data
 
-from iqa.app.session import bounded_copy
 from iqa.clipiqa import CLIPIQA
-from iqa.decode import DecodeOptions, ResizePlan, decode_file
+from iqa.decode import DecodeOptions, ResizePlan, decode_file, open_bounded
 from iqa.decode_pool import executor
 from iqa.features import FeatureStore
-from iqa.photos import Photo, open_photo
+from iqa.photos import open_photo
 from iqa.pipeline import Pipeline, PipelineOptions
 from iqa.prompts import PRESETS
 from iqa.resample import resize_image, resize_to_chw
@@ -67,14 +66,41 @@ def test_pipeline_workers_score_downsized_photos_exactly_as_the_in_memory_path(t
     assert scored == expected  # the workers' resize (one thread each) is the preprocessor's, bit for bit
 
 
-def test_the_apps_downsized_copy_scores_as_the_full_photo(rn_backbone):
+def test_the_apps_downsized_copy_scores_as_the_full_photo(rn_backbone, tmp_path):
     """The app keeps uploads downsized to max_side; scoring that copy equals scoring the original."""
-    originals = [Photo(f"photo {i}", image) for i, image in enumerate(photos())]
-    copies = [bounded_copy(photo, 256) for photo in originals]
+    paths = []
+    for i, image in enumerate(photos()):
+        paths.append(tmp_path / f"{i}.png")
+        image.save(paths[-1])
+    copies = [open_bounded(path, path.name, 256) for path in paths]
     assert all(max(copy.image.size) == 256 for copy in copies)
     stores = [FeatureStore(rn_backbone, max_side=256) for _ in range(2)]
     from_copies = [r.score for r in CLIPIQA(stores[0], PRESETS["seed"]).score(copies)]
+    originals = [open_photo(path, name=path.name) for path in paths]
     assert from_copies == [r.score for r in CLIPIQA(stores[1], PRESETS["seed"]).score(originals)]
+
+
+def test_an_uploaded_jpeg_is_drafted_and_scores_as_the_command_line_scores_its_file(rn_backbone, tmp_path):
+    """Uploads decode at the pipeline's speed (JPEG draft) into the pixels the pipeline feeds RN50."""
+    path = tmp_path / "large.jpg"
+    Image.fromarray(data.astronaut()).resize((2400, 1800), Image.Resampling.BICUBIC).save(path, quality=90)
+    upload = open_bounded(path, "large.jpg", 1024)
+    assert upload.image.size == (1024, 768)
+    full = open_photo(path, name="large.jpg").image.resize((1024, 768), Image.Resampling.BICUBIC)
+    assert np.abs(np.asarray(upload.image, dtype=int) - np.asarray(full, dtype=int)).mean() < 3  # drafted, not full
+
+    def scorer() -> CLIPIQA:
+        return CLIPIQA(FeatureStore(rn_backbone, max_side=1024), PRESETS["seed"])
+
+    in_app = scorer().score([upload])[0].score
+    pipeline = Pipeline([scorer()], PipelineOptions(workers=0, cache=None))
+    assert [p.results[0].score for batch in pipeline.run([path]) for p in batch] == [in_app]
+
+
+def test_a_photo_within_max_side_is_kept_as_it_is(tmp_path):
+    path = tmp_path / "small.jpg"
+    Image.fromarray(data.coffee()).save(path)
+    assert np.array_equal(np.asarray(open_bounded(path, "small.jpg", 1024).image), np.asarray(open_photo(path).image))
 
 
 def test_decoding_workers_resize_on_one_thread_each():

@@ -15,14 +15,13 @@ from conftest import ROOT, running_app
 from gradio_client import Client, handle_file
 from official_reference import tiny_official_state
 
-from iqa.app.session import bounded_copy
 from iqa.backbones import load_backbone
 from iqa.clipiqa import CLIPIQA
+from iqa.decode import open_bounded
 from iqa.features import FeatureStore
 from iqa.grmp.checkpoint import save_checkpoint
 from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
 from iqa.names import DEFAULT_MAX_SIDE
-from iqa.photos import open_photo
 from iqa.prompts import PRESETS
 
 pytestmark = pytest.mark.slow  # one app process for the module
@@ -57,7 +56,7 @@ def _events(log: Path) -> list[dict]:
 def _references(official: Path):
     """The same photos, pairs and models without ZeroGPU, in fp32 on the CPU: what the app must show."""
     store = FeatureStore(load_backbone("test-tiny-rn"), max_side=DEFAULT_MAX_SIDE)
-    photos = [bounded_copy(open_photo(ROOT / "examples" / name, name=name), DEFAULT_MAX_SIDE) for name in FILES]
+    photos = [open_bounded(ROOT / "examples" / name, name, DEFAULT_MAX_SIDE) for name in FILES]
     from iqa.grmp.official import import_official
 
     grmp = GRMPScorer(import_official(official, device="cpu"))

@@ -8,12 +8,13 @@ from pathlib import Path
 import gradio as gr
 
 from ..compare import unique_name
-from ..photos import PhotoError, open_photo
+from ..decode import open_bounded
+from ..photos import PhotoError
 from .base import HandlerBase
 from .config import EXAMPLES, MIB
 from .messages import shown_as_message
 from .outputs import PhotosOutput
-from .session import Session, bounded_copy, thumbnail
+from .session import Session, thumbnail
 
 EXAMPLE_PHOTOS = [
     f"{ref}{suffix}.jpg"
@@ -38,10 +39,8 @@ class PhotoHandlers(HandlerBase):
                 messages.append(full)
                 break
             try:
-                photo = bounded_copy(
-                    open_photo(file, name=unique_name(Path(file).name, taken), max_pixels=self.config.max_pixels),
-                    self.config.max_side,
-                )
+                name = unique_name(Path(file).name, taken)
+                photo = open_bounded(file, name, self.config.max_side, self.config.max_pixels)
             except PhotoError as err:
                 messages.append(str(err))
                 continue

@@ -18,7 +18,6 @@ from typing import Any
 
 from ..compare import ComparedPhoto
 from ..photos import Photo
-from ..resample import resize_image
 from .config import MIB
 from .models import CheckpointRef
 
@@ -176,20 +175,6 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
-
-
-def bounded_copy(photo: Photo, max_side: int | None) -> Photo:
-    """The photo downsized (`iqa.resample`, as the scorers resize) so that neither side exceeds `max_side`:
-    a session keeps no more pixels than scoring uses. The original file stays for downloads.
-
-    `max_side` 0 or None means no downsizing, as on the command line (the memory budget still holds).
-    """
-    width, height = photo.image.size
-    if not max_side or max(width, height) <= max_side:
-        return photo
-    scale = max_side / max(width, height)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    return Photo(photo.name, resize_image(photo.image, size), photo.path)
 
 
 def thumbnail(photo: Photo, folder: Path, size: int = 256) -> tuple[str, str]:
