@@ -98,6 +98,9 @@ def test_a_visitor_session_works_end_to_end_through_the_gpu_scheduler(zerogpu, t
     for name, score in _by_name(again[1], 2).items():
         assert score == pytest.approx(expected[name], abs=FP16)
 
+    vit = client.predict(table, "test-tiny-vit", T_SCALE, default, 0.5, "CLIP-IQA", api_name="/score")
+    assert "on test-tiny-vit" in vit[8] and len(_by_name(vit[1], 2)) == len(FILES)  # loaded at start, not now
+
     choices, figure, message = client.predict(
         edited,
         "test-tiny-rn",
@@ -127,7 +130,7 @@ def test_a_visitor_session_works_end_to_end_through_the_gpu_scheduler(zerogpu, t
 
     events = _events(log)
     schedules = [e for e in events if e["event"] == "schedule"]
-    assert len(schedules) >= 7  # score, rescore, map, lab, adapt, upload check, score with the upload
+    assert len(schedules) >= 8, events  # score, rescore, another backbone, map, lab, adapt, upload check, its score
     assert all(e["request"] for e in schedules)  # each with the visitor's request (their quota, their token)
     assert all(10 <= e["duration"] <= 100 for e in schedules)  # within a free visitor's quota
     assert max(e["duration"] for e in schedules) > 10  # the adaptation asked for its steps' time

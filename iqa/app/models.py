@@ -107,7 +107,7 @@ class Models:
     def _eager_backbones(self) -> list[str]:
         """The backbones loaded at start: under ZeroGPU every one offered (none can be loaded later,
         outside a GPU function); elsewhere those uploads may use (`--allow-backbone`)."""
-        return self.backbone_choices if on_zerogpu() else list(self.config.allow_backbones)
+        return self._offered() if on_zerogpu() else list(self.config.allow_backbones)
 
     def _try_store(self, name: str) -> None:
         try:
@@ -156,13 +156,14 @@ class Models:
         self.startup_checkpoints[label] = ref
         return scorer
 
+    def _offered(self) -> list[str]:
+        others = sorted(TEST_BACKBONES) if self.config.is_test else REAL_BACKBONES
+        return list(dict.fromkeys([self.config.backbone, *others]))
+
     @property
     def backbone_choices(self) -> list[str]:
-        others = sorted(TEST_BACKBONES) if self.config.is_test else REAL_BACKBONES
-        names = list(dict.fromkeys([self.config.backbone, *others]))
-        if on_zerogpu() and self._stores:  # only those loaded at start
-            return [name for name in names if name in self._stores]
-        return names
+        """The backbones the page offers: under ZeroGPU only those loaded at start."""
+        return [name for name in self._offered() if name in self._stores or not on_zerogpu()]
 
     def store(self, name: str) -> FeatureStore:
         """The feature store of backbone `name`, loading the backbone on first use (never under
