@@ -140,7 +140,12 @@ def score_photos(
     """CLIP-IQA (and GRMP-IQA of `ref`) of every photo, in as many calls as the ceiling needs."""
     results = caches.results(ref) if ref is not None else None
     grmp_encodes = ref is not None and not models.info(ref).shares_features
-    cost = [_cost(store, photo, results, grmp_encodes) for photo in photos]
+    uncached = {store.image_key(p) for p in store.missing(photos)}
+    cost = [
+        int(store.image_key(photo) in uncached)
+        + int(results is not None and grmp_encodes and results.get(photo.digest) is None)
+        for photo in photos
+    ]  # images a call encodes for each photo: CLIP-IQA's features, GRMP-IQA's own tower
     budget, total, done = per_call(store.backbone.name), sum(cost), 0
     clip: list[ScoreResult] = []
     scored = Scored([], 0)
@@ -164,13 +169,6 @@ def score_photos(
             row[GRMP_IQA] = replace(cached, name=photo.name)
         scored.rows.append(ComparedPhoto(photo.name, row))
     return scored
-
-
-def _cost(store: FeatureStore, photo: Photo, results: ResultCache | None, grmp_encodes: bool) -> int:
-    """Images a call encodes for this photo: CLIP-IQA's if not cached, GRMP-IQA's own if its result is not."""
-    clip = int(not store.export([store.image_key(photo)])[0])
-    grmp = int(results is not None and grmp_encodes and results.get(photo.digest) is None)
-    return clip + grmp
 
 
 def _parts(indices: list[int], cost: list[int], budget: int) -> Iterator[list[int]]:
