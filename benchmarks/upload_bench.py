@@ -4,7 +4,8 @@ Three ways over the same files, alternating photo by photo so that the machine's
 - full decode: `open_photo` alone (the file decoded whole, upright RGB), the baseline of the target;
 - as before: `open_photo` and then the downsize to `--max-side` (what the app did until issue 15);
 - now: `iqa.decode.open_bounded` (JPEG draft at the smallest scale covering `--max-side`, then the
-  native-resolution resize the pipeline uses), what an upload goes through now.
+  native-resolution resize the pipeline uses), what an upload goes through now;
+and then `open_bounded` on the app's upload threads over the whole set (a camera roll uploaded at once).
 
     python -m benchmarks.upload_bench --photos-dir /tmp/iqa12mp [--count 40] [--max-side 1024] [--grain]
 """
@@ -12,11 +13,14 @@ Three ways over the same files, alternating photo by photo so that the machine's
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.photoset import ensure_photos
+from iqa.app.photo_panel import UPLOAD_THREADS
 from iqa.decode import open_bounded
 from iqa.names import DEFAULT_MAX_SIDE
 from iqa.photos import Photo, open_photo
@@ -46,6 +50,14 @@ def measure(paths: list[Path], max_side: int) -> dict[str, float]:
     return {name: len(paths) / seconds for name, seconds in spent.items()}
 
 
+def pooled(paths: list[Path], max_side: int, threads: int) -> float:
+    """Photos per second of `open_bounded` on `threads` threads, as the app opens an upload of many."""
+    with ThreadPoolExecutor(threads) as pool:
+        start = time.perf_counter()
+        list(pool.map(lambda p: open_bounded(p, p.name, max_side), paths))
+        return len(paths) / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos-dir", type=Path, required=True)
@@ -61,6 +73,10 @@ def main() -> None:
     print(f"{len(paths)} photos of 4000x3000 in {folder}, kept at most {args.max_side} px long, one core:")
     for name, rate in rates.items():
         print(f"  {name:<36} {rate:6.1f} photos/s   {rate / full:5.2f}x a full decode")
+    threads = min(UPLOAD_THREADS, os.cpu_count() or 1)
+    rate = pooled(paths, args.max_side, threads)
+    label = f"now, {threads} threads (an upload of many)"
+    print(f"  {label:<36} {rate:6.1f} photos/s   {rate / full:5.2f}x a full decode")
 
 
 if __name__ == "__main__":

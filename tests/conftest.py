@@ -7,6 +7,7 @@ and `tests/official_reference.py`.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -114,13 +115,14 @@ def running_app(folder: Path, *args: str, timeout: float = 90, env: dict[str, st
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: whatever it forks (ZeroGPU's workers) ends with it
         )
     url = f"http://127.0.0.1:{port}/"
     try:
         _wait_for(url, process, log, timeout)
         yield url
     finally:
-        process.terminate()
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
 
 

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
 
 from ..compare import unique_name
 from ..decode import open_bounded
-from ..photos import PhotoError
+from ..photos import Photo, PhotoError
 from .base import HandlerBase
 from .config import EXAMPLES, MIB
 from .messages import shown_as_message
 from .outputs import PhotosOutput
 from .session import Session, thumbnail
 
+UPLOAD_THREADS = 4  # photos decoded at once per upload
 EXAMPLE_PHOTOS = [
     f"{ref}{suffix}.jpg"
     for ref in ("astronaut", "chelsea", "coffee", "rocket")
@@ -33,17 +36,16 @@ class PhotoHandlers(HandlerBase):
         taken = {p.name for p in session.photos}
         thumbs = session.directory(self.config.work_dir) / "thumbnails"
         thumbs.mkdir(parents=True, exist_ok=True)
-        for file in [f for f in files or [] if str(f) not in session.sources]:
+        for file, opened in self._opened([f for f in files or [] if str(f) not in session.sources]):
             full = self._photos_full(session)
             if full:
                 messages.append(full)
                 break
-            try:
-                name = unique_name(Path(file).name, taken)
-                photo = open_bounded(file, name, self.config.max_side, self.config.max_pixels)
-            except PhotoError as err:
-                messages.append(str(err))
+            if isinstance(opened, PhotoError):
+                messages.append(str(opened))
                 continue
+            photo = opened
+            photo.name = unique_name(photo.name, taken)
             session.sources.add(str(file))
             if photo.digest in session.digests:
                 messages.append(f"{Path(file).name}: the same photo as {session.digests[photo.digest]}, kept once")
@@ -57,6 +59,23 @@ class PhotoHandlers(HandlerBase):
         for message in messages:
             gr.Warning(message)
         return PhotosOutput(session, self.gallery(session), self._photo_summary(session, messages))
+
+    def _opened(self, files: list[str]) -> Iterator[tuple[str, Photo | PhotoError]]:
+        """Each file opened and downsized on decoding (`open_bounded`), a few at a time: JPEG decoding
+        and the resize release the interpreter, so an upload of many photos uses every core."""
+        workers = min(UPLOAD_THREADS, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="iqa-upload") as pool:
+            for start in range(0, len(files), 2 * workers):  # a bounded window: the session may fill up
+                chunk = files[start : start + 2 * workers]
+                yield from zip(chunk, pool.map(self._open, chunk))
+
+    def _open(self, file: str) -> Photo | PhotoError:
+        try:
+            photo = open_bounded(file, Path(file).name, self.config.max_side, self.config.max_pixels)
+        except PhotoError as err:
+            return err
+        photo.digest  # noqa: B018 - hashed here too, in parallel (a cached property)
+        return photo
 
     def _photos_full(self, session: Session) -> str:
         """Why the session can take no more photos, or "" while it can."""
