@@ -148,7 +148,7 @@ def test_cache_size_bounds_the_feature_cache_on_disk(folder, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["score", "lab"])
-@pytest.mark.parametrize("size", ["0", "-1", "nan", "inf", "two"])
+@pytest.mark.parametrize("size", ["0", "-1", "nan", "inf", "two", "1e300", "2e6"])
 def test_bad_cache_sizes_are_refused_by_name(command, size, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "photos", "--cache-size", size])
