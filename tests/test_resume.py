@@ -142,6 +142,54 @@ def test_a_run_killed_with_sigkill_resumes_complete_without_duplicates_or_redeco
     assert len(names) == len(set(names)) == 40
 
 
+def descendants(pid: int) -> set[int]:
+    """The processes below `pid` (children, their children, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+def test_a_run_killed_with_sigkill_leaves_no_process_behind(tmp_path):
+    album = big_album(tmp_path / "album", 12)
+    command = [sys.executable, "-m", "iqa", "score", str(album), *TEST, "--out", str(tmp_path / "r.csv")]
+    command += ["--batch-size", "1", "--workers", "2", "--no-draft", "--max-side", "0", "--no-cache"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    below: set[int] = set()
+    while time.monotonic() < deadline and process.poll() is None and len(below) < 4:
+        time.sleep(0.1)  # the resource tracker, the fork server and its two workers
+        below = descendants(process.pid)
+    assert process.poll() is None and len(below) >= 4, "the run ended before its workers were seen"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(pid) for pid in below):
+        time.sleep(0.1)
+    left = [pid for pid in below if alive(pid)]
+    for pid in left:  # not to leak them into the rest of the test run when this fails
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} processes of the killed run still alive after 10 s"
+
+
 def test_an_out_that_cannot_be_written_is_exit_4(album, tmp_path, capsys):
     out = tmp_path / "no" / "such" / "r.csv"
     assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_WRITE
