@@ -91,7 +91,7 @@ def test_exit_codes_name_the_problem(folder, tmp_path, capsys, monkeypatch):
 
 
 def test_an_internal_bug_surfaces_with_its_traceback_not_as_bad_input(folder, monkeypatch):
-    def broken(args, patterns, **options):
+    def broken(*args, **options):
         raise KeyError("a bug")
 
     monkeypatch.setattr("iqa.cli.score_paths", broken)
