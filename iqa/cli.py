@@ -419,5 +419,8 @@ def _transfer_rejected(args: argparse.Namespace, rejected: list[Path], destinati
     for leftover in remove_partials(destination):
         print(f"removed {leftover.name}, left by an interrupted run", file=sys.stderr)
     plan = plan_transfer(rejected, destination)
+    links = {source: source.resolve() for source, _ in plan if verb == "move" and source.is_symlink()}
     transfer(plan, verb)
     print(f"{'moved' if verb == 'move' else 'copied'} {len(plan)} photos to {destination}")
+    for link, photo in links.items():
+        print(f"note: {link} was a symbolic link: its photo was copied and the link removed; {photo} was kept")
