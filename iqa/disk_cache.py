@@ -411,8 +411,8 @@ class DiskCache:
         """Run `statement` in a transaction; False where the cache cannot be written (then no more writes)."""
         if not self.writable:
             return False
-        db = self._db()
         try:
+            db = self._db()
             with db:
                 statement(db)
         except sqlite3.Error as err:

@@ -62,7 +62,12 @@ def photo_row(photo: PhotoScores) -> dict[str, str | float]:
 
 class ResultFileError(UsageError):
     """An existing --out file that cannot be resumed: other settings, no record of them, or rows that
-    this command did not write (or that were damaged). The message names the file and the way out."""
+    this command did not write (or that were damaged). The message names the file and the way out;
+    `reason` is the message without the way out."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"{reason}; it cannot be resumed: choose another --out, or --rescore to score into a new file")
+        self.reason = reason
 
 
 def settings_path(path: Path) -> Path:
@@ -71,9 +76,7 @@ def settings_path(path: Path) -> Path:
 
 
 def _refused(where: str, what: str) -> ResultFileError:
-    return ResultFileError(
-        f"{where}: {what}; it cannot be resumed: choose another --out, or --rescore to score into a new file"
-    )
+    return ResultFileError(f"{where}: {what}")
 
 
 class ResultFile:
@@ -112,14 +115,14 @@ class ResultFile:
         except ResultFileError as err:
             if not rescore:
                 raise
-            refusal = str(err).split("; it cannot be resumed")[0]
+            refusal = err.reason
         for number in range(1, _MAX_RESCORES + 1):
             candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
             try:
                 return cls(candidate, settings), f"{refusal}; scoring into {candidate} instead (--rescore)"
             except ResultFileError:
                 continue
-        raise ResultFileError(f"{path}: no free name for --rescore up to {path.stem}-{_MAX_RESCORES}{path.suffix}")
+        raise UsageError(f"{path}: no free name for --rescore up to {path.stem}-{_MAX_RESCORES}{path.suffix}")
 
     def write(self, photos: list[PhotoScores]) -> None:
         """Append a batch's rows and flush them to disk."""

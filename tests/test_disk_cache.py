@@ -350,3 +350,18 @@ def test_a_cache_dir_that_is_a_file_is_one_line_naming_the_option(album, tmp_pat
     assert (
         err == f"error: feature cache folder {tmp_path / 'c5file'} is a file, not a folder: choose another --cache-dir"
     )
+
+
+def test_a_sound_database_of_another_kind_is_left_alone_not_moved_aside(tmp_path):
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        db.execute("CREATE TABLE features (something TEXT)")
+        db.execute("INSERT INTO features VALUES ('kept')")
+    cache = DiskCache(tmp_path)
+    assert not cache.readable and not cache.writable
+    assert cache.get(MODEL, PREP, ["d0"], DIM) == {} and len(cache) == 0
+    cache.put(MODEL, PREP, vectors(1))
+    assert len(cache.notices) == 1 and "no such column" in cache.notices[0]
+    assert cache.notices[0].endswith("this run goes on without the feature cache")
+    assert not list(tmp_path.glob(f"{FILE_NAME}.broken-*"))
+    with sqlite3.connect(tmp_path / FILE_NAME) as db:
+        assert db.execute("SELECT something FROM features").fetchall() == [("kept",)]
