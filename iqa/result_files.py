@@ -154,6 +154,9 @@ class ResultFile:
             _journal_to_parquet(self.journal, self.path)
 
     def _has_rows(self) -> bool:
+        for path in {self.path, self.journal}:
+            if path.exists() and not path.is_file():
+                raise ResultFileError(f"{path}: not a file (a folder?)")
         if self.format == "parquet" and self.path.exists():
             return True
         return self.journal.exists() and self.journal.stat().st_size > 0

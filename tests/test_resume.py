@@ -331,3 +331,10 @@ def test_an_out_that_cannot_be_written_is_exit_4(album, tmp_path, capsys):
     assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_WRITE
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: could not write ") and "r.csv" in err
+
+
+def test_an_out_that_is_a_folder_is_refused_by_name(album, tmp_path, capsys):
+    out = tmp_path / "results.csv"
+    out.mkdir()
+    assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_INPUT
+    assert last_line(capsys.readouterr().err).startswith(f"error: {out}: not a file (a folder?)")
