@@ -17,6 +17,7 @@ any row read back that is not what this module writes.
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -216,10 +217,7 @@ class ResultFile:
                 self._cut_at = offset
                 return
             offset += len(raw)
-            try:
-                yield number, raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise _refused(f"{self.journal} line {number}", "not UTF-8 text") from None
+            yield number, raw.decode("utf-8", "surrogateescape")  # as written: names that are not UTF-8 too
 
     def _check_columns(self, columns: list[str], where: str) -> None:
         unknown = [column for column in columns if not self._known(column)]
@@ -266,7 +264,8 @@ class ResultFile:
         try:
             if not self._has_rows():  # the record goes first: rows are never there without it
                 _write_atomically(settings_path(self.path), json.dumps(self.settings, ensure_ascii=False, indent=1))
-            self._stream = self.journal.open("a", encoding="utf-8", newline="")
+            # a file name that is not UTF-8 (a str with surrogate escapes) is written as its own bytes
+            self._stream = self.journal.open("a", encoding="utf-8", errors="surrogateescape", newline="")
         except OSError as err:
             raise OutputError(err.errno or 0, f"could not write {self.journal}: {err.strerror or err}") from err
         self._columns = columns
@@ -309,7 +308,7 @@ def settings_difference(recorded: object, current: dict) -> str:
 
 
 def _short(value: object, limit: int = 80) -> str:
-    text = json.dumps(value, ensure_ascii=False)
+    text = json.dumps(value)  # ASCII: a refusal of a binary file prints on any terminal
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -366,6 +365,12 @@ def _journal_to_parquet(journal: Path, path: Path) -> None:
         journal.unlink()
     except OSError as err:
         raise OutputError(err.errno or 0, f"could not write {path}: {err.strerror or err}") from err
+    except UnicodeEncodeError:
+        raise OutputError(
+            errno.EILSEQ,
+            f"could not write {path}: a photo's file name is not UTF-8, which Parquet cannot hold; the rows are "
+            f"kept in {journal.name} (use --out NAME.csv or .jsonl for such names)",
+        ) from None
     finally:
         if writer is not None:
             writer.close()
@@ -375,7 +380,7 @@ def _journal_batches(journal: Path) -> Iterator:
     import pyarrow as pa
 
     rows: list[dict] = []
-    with journal.open(encoding="utf-8") as stream:
+    with journal.open(encoding="utf-8", errors="surrogateescape") as stream:
         for line in stream:
             rows.append(json.loads(line))
             if len(rows) == _ROW_GROUP:

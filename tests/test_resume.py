@@ -175,7 +175,7 @@ def jsonl_line(index: int, text: str) -> Callable[[Path], None]:
     [
         (".csv", nan_score, "line 3", "score[CLIP-IQA] is 'nan', not a score between 0 and 1"),
         (".csv", foreign_columns, "line 1", 'a column this run does not write ("file")'),
-        (".csv", binary, "line 1", "not UTF-8 text"),
+        (".csv", binary, "line 1", "a column this run does not write"),
         (".jsonl", jsonl_row(1, **{"score[CLIP-IQA]": "hello"}), "line 2", "score[CLIP-IQA] is 'hello'"),
         (".jsonl", jsonl_row(1, **{"score[CLIP-IQA]": 1.5}), "line 2", "score[CLIP-IQA] is 1.5, not a score between"),
         (".jsonl", jsonl_row(1, name=""), "line 2", "no photo name"),
@@ -338,3 +338,25 @@ def test_an_out_that_is_a_folder_is_refused_by_name(album, tmp_path, capsys):
     out.mkdir()
     assert main(["score", str(album), *TEST, "--out", str(out), "--no-cache"]) == EXIT_INPUT
     assert last_line(capsys.readouterr().err).startswith(f"error: {out}: not a file (a folder?)")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS file systems hold UTF-8 names only")
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_photo_name_that_is_not_utf8_is_written_and_resumed_or_refused_in_one_line(tmp_path, suffix):
+    folder = tmp_path / "album"
+    folder.mkdir()
+    photo = folder / os.fsdecode(b"caf\xe9.jpg")
+    photo.write_bytes(EXAMPLES[0].read_bytes())
+    out = tmp_path / f"results{suffix}"
+    command = [sys.executable, "-m", "iqa", "score", str(folder), *TEST, "--out", str(out), "--no-cache"]
+    first = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300)
+    if suffix == ".parquet":
+        assert first.returncode == EXIT_WRITE, first.stderr
+        assert b"a photo's file name is not UTF-8, which Parquet cannot hold" in first.stderr.splitlines()[-1]
+        return
+    assert first.returncode == EXIT_OK, first.stderr
+    assert os.fsencode(str(photo)) in first.stdout and os.fsencode(str(photo)) in out.read_bytes()  # its own bytes
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300)
+    assert again.returncode == EXIT_OK, again.stderr
+    assert b"0 scored, 0 skipped, 0 from the feature cache (not decoded), 1 already in" in again.stderr
