@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import logging
 import sys
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,9 @@ from .filtering import (
 from .results import ScoreResult, results_to_csv, results_to_json
 
 if TYPE_CHECKING:
-    from .pipeline import PhotoScores, PipelineOptions, RunCounts  # noqa: F401
+    from .disk_cache import DiskCache
+    from .pipeline import Pipeline, PipelineOptions, RunCounts
+    from .result_files import ResultFile
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT, EXIT_WEIGHTS, EXIT_WRITE = 0, 1, 2, 3, 4
 EXIT_CODES_HELP = """exit codes:
@@ -74,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         "object-store URI (s3://...) for Parquet files",
     )
     score.add_argument(
+        "--rescore",
+        action="store_true",
+        help="where --out holds results of other settings (method, prompt pairs, backbone, preprocessing) or "
+        "cannot be resumed, score into a new file beside it (NAME-1.csv, ...) instead of refusing",
+    )
+    score.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="ray: a Ray Data job (pip install 'ray[data]')"
     )
     score.add_argument("--ray-address", help="with --engine ray: a cluster (auto, ray://HOST:10001); default: local")
@@ -109,6 +118,9 @@ def entry_point() -> None:
     collection over them took 0.5 s of a 2.5 s re-run from the disk cache. Frozen objects are left
     to the end of the process instead; output files and the cache are closed before this point.
     """
+    for stream in (sys.stdout, sys.stderr):  # a photo's name that is not UTF-8 is printed as its own bytes
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
     code = main()
     gc.freeze()
     sys.exit(code)
@@ -184,40 +196,47 @@ class Run:
     errors: list = field(default_factory=list)
     counts: RunCounts | None = None
     already_done: int = 0
+    dropped: int = 0  # feature-cache rows that failed their check
+
+
+def open_pipeline(args: argparse.Namespace) -> Pipeline:
+    """The scorers the options ask for, in a streaming pipeline with the options' workers and cache."""
+    from .pipeline import Pipeline
+
+    scorers = open_scorers(args)
+    return Pipeline(list(scorers.values()), pipeline_options(args))
 
 
 def score_paths(
     args: argparse.Namespace,
+    pipeline: Pipeline,
     patterns: Sequence[str],
-    on_batch: Callable[[list[PhotoScores]], None] | None = None,
-    done: Container[str] = (),
+    out: ResultFile | None = None,
     keep_results: bool = False,
 ) -> Run:
     """Find the photos and score them in bounded batches with every scorer (`iqa.pipeline`).
 
-    Photos named in `done` are not opened at all (a resumed run). Every path or photo that cannot
-    be used is reported on stderr by name and the rest is scored; only when nothing is left is it
-    an error. `on_batch` sees each batch's results as they come (written to --out there).
+    Photos already in `out` are not opened at all (a resumed run); each batch's rows are written to
+    it as they come. Every path or photo that cannot be used is reported on stderr by name and the
+    rest is scored; only when nothing is left is it an error.
     """
     from tqdm import tqdm
 
     from .photos import find_photo_paths
-    from .pipeline import Pipeline
 
     paths, errors = find_photo_paths(patterns, recursive=args.recursive)
     for error in errors:
         print(f"skipped: {error}", file=sys.stderr)
+    done: Container[str] = out.done if out else ()
     todo = [path for path in paths if str(path) not in done]
-    scorers = open_scorers(args)
-    pipeline = Pipeline(list(scorers.values()), pipeline_options(args, scorers))
     run = Run(errors=list(errors), already_done=len(paths) - len(todo))
     with tqdm(total=len(todo), unit="photo", file=sys.stderr, disable=None, leave=False, smoothing=0.1) as bar:
         for batch in pipeline.run(todo):
             for error in pipeline.counts.skipped[len(run.errors) - len(errors) :]:
                 print(f"skipped: {error}", file=sys.stderr)
                 run.errors.append(error)
-            if on_batch:
-                on_batch(batch)
+            if out:
+                out.write(batch)
             for photo in batch:
                 notes = dict.fromkeys(note for r in photo.results for note in r.notes)
                 run.ranked.append(
@@ -227,10 +246,17 @@ def score_paths(
                     run.results.extend(photo.results)
             bar.update(pipeline.counts.scored + len(pipeline.counts.skipped) - bar.n)
     run.counts = pipeline.counts
+    cache = pipeline.options.cache
+    if cache is not None:
+        cache.close()
+    _report_cache(cache)
+    if cache is not None and cache.dropped:
+        run.dropped = cache.dropped
+        print(f"warning: {cache.dropped_notice()}", file=sys.stderr)
     return run
 
 
-def pipeline_options(args: argparse.Namespace, scorers: dict) -> PipelineOptions:
+def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
     """The pipeline's workers, draft decoding and disk cache from the command line's options."""
     from .disk_cache import DiskCache
     from .pipeline import PipelineOptions, default_workers, weights_fingerprint
@@ -238,6 +264,7 @@ def pipeline_options(args: argparse.Namespace, scorers: dict) -> PipelineOptions
     cache = None
     if not args.no_cache:
         cache = DiskCache(args.cache_dir, args.cache_size)
+        _report_cache(cache)
     return PipelineOptions(
         workers=default_workers() if args.workers is None else args.workers,
         draft=args.draft,
@@ -245,6 +272,13 @@ def pipeline_options(args: argparse.Namespace, scorers: dict) -> PipelineOptions
         weights_fingerprint=weights_fingerprint(args.weights),
         channels_last=True,  # the command line's backbone is its own
     )
+
+
+def _report_cache(cache: DiskCache | None) -> None:
+    """The feature cache's new notices on stderr, one line each (a lock, a read-only or corrupt file)."""
+    if cache is not None:
+        for notice in cache.take_notices():
+            print(f"warning: {notice}", file=sys.stderr)
 
 
 def _summary(run: Run, out: Path | None = None) -> str:
@@ -261,6 +295,8 @@ def _summary(run: Run, out: Path | None = None) -> str:
         else ""
     )
     parts = [f"{counts.scored} scored", skipped, f"{counts.cached} from the feature cache (not decoded)"]
+    if run.dropped:
+        parts.append(f"{run.dropped} cached features failed their check (encoded again)")
     if run.already_done:
         parts.append(f"{run.already_done} already in {out}")
     return "summary: " + ", ".join(parts)
@@ -271,17 +307,10 @@ def run_score(args: argparse.Namespace) -> int:
         from .ray_engine import run_cli
 
         return run_cli(args)
-    from .result_files import ResultFile
-
-    out = ResultFile(Path(args.out)) if args.out else None
+    pipeline = open_pipeline(args)
+    out = _result_file(args, pipeline) if args.out else None
     try:
-        run = score_paths(
-            args,
-            args.paths,
-            on_batch=out.write if out else None,
-            done=out.done if out else (),
-            keep_results=bool(args.csv or args.json),
-        )
+        run = score_paths(args, pipeline, args.paths, out, keep_results=bool(args.csv or args.json))
     finally:
         if out:
             out.close()
@@ -292,7 +321,7 @@ def run_score(args: argparse.Namespace) -> int:
     if not run.ranked:
         raise UsageError(f"nothing to score: no photo could be opened ({len(run.errors)} paths or files skipped)")
     print(format_ranking(run.ranked))
-    print(_summary(run, Path(args.out) if args.out else None), file=sys.stderr)
+    print(_summary(run, out.path if out else None), file=sys.stderr)
     if args.csv:
         write_output(args.csv, results_to_csv(run.results))
     if args.json:
@@ -301,6 +330,16 @@ def run_score(args: argparse.Namespace) -> int:
             results_to_json(run.results, backbone=args.backbone, pairs=args.pairs, errors=[str(e) for e in run.errors]),
         )
     return EXIT_PARTIAL if run.errors else EXIT_OK
+
+
+def _result_file(args: argparse.Namespace, pipeline: Pipeline) -> ResultFile:
+    """--out, resumed if it holds this run's settings; refused, or with --rescore a new file, if not."""
+    from .result_files import ResultFile
+
+    out, notice = ResultFile.resume(Path(args.out), pipeline.settings(), rescore=args.rescore)
+    if notice:
+        print(notice, file=sys.stderr)
+    return out
 
 
 def write_output(path: Path, text: str) -> None:
@@ -338,7 +377,7 @@ def run_filter(args: argparse.Namespace) -> int:
     destination = args.move_to or args.copy_to
     if destination:
         _refuse_source_as_destination(args, destination)
-    run = score_paths(args, [args.folder])
+    run = score_paths(args, open_pipeline(args), [args.folder])
     if not run.ranked:
         raise UsageError(f"nothing to score: no photo could be opened ({len(run.errors)} paths or files skipped)")
     label = next(iter(run.ranked[0].scores))
@@ -384,5 +423,8 @@ def _transfer_rejected(args: argparse.Namespace, rejected: list[Path], destinati
     for leftover in remove_partials(destination):
         print(f"removed {leftover.name}, left by an interrupted run", file=sys.stderr)
     plan = plan_transfer(rejected, destination)
+    links = {source: source.resolve() for source, _ in plan if verb == "move" and source.is_symlink()}
     transfer(plan, verb)
     print(f"{'moved' if verb == 'move' else 'copied'} {len(plan)} photos to {destination}")
+    for link, photo in links.items():
+        print(f"note: {link} was a symbolic link: its photo was copied and the link removed; {photo} was kept")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from dataclasses import replace
@@ -130,12 +131,19 @@ def run_train(args: argparse.Namespace) -> int:
     for r in result.rounds:
         print(
             f"round {r.round + 1}: train {r.n_train}, val {r.n_val}, test {r.n_test}: "
-            f"SRCC {r.test['srcc']:.4f}  PLCC {r.test['plcc']:.4f}"
+            f"SRCC {_metric(r.test['srcc'])}  PLCC {_metric(r.test['plcc'])}"
         )
-    summary = result.summary()
+        if math.isnan(r.test["srcc"]) or math.isnan(r.test["plcc"]):
+            print(
+                f"round {r.round + 1}: no test correlation: its test part ({r.n_test} photos) is too small "
+                "(under 3) or its labels or predictions are all equal; use more labelled photos, or fewer --shots",
+                file=sys.stderr,
+            )
+    summary = {key: _metric(value) for key, value in result.summary().items()}
     print(
-        "mean SRCC {mean_srcc:.4f}  median SRCC {median_srcc:.4f}  "
-        "mean PLCC {mean_plcc:.4f}  median PLCC {median_plcc:.4f}".format(**summary)
+        "mean SRCC {mean_srcc}  median SRCC {median_srcc}  mean PLCC {mean_plcc}  median PLCC {median_plcc}".format(
+            **summary
+        )
     )
     assert result.checkpoint is not None  # run_protocol saves to save_to
     print(f"checkpoint: {result.checkpoint[0]} (+ {result.checkpoint[1].name})")
@@ -225,3 +233,8 @@ def _download_official(name: str) -> Path:
         return download_official(name)
     except OfficialCheckpointError as err:
         raise BackboneUnavailable(str(err)) from None
+
+
+def _metric(value: float) -> str:
+    """A correlation to 4 places, or n/a where there was none to compute."""
+    return "n/a" if math.isnan(value) else f"{value:.4f}"

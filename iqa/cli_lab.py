@@ -51,6 +51,12 @@ def run_lab(args: argparse.Namespace) -> int:
     labelled = labelled_features(images, store, cache)
     for skipped in labelled.skipped:
         print(f"skipped: {skipped}", file=sys.stderr)
+    if cache is not None:
+        cache.close()
+        for notice in cache.take_notices():
+            print(f"warning: {notice}", file=sys.stderr)
+        if cache.dropped:
+            print(f"warning: {cache.dropped_notice()}", file=sys.stderr)
     print(f"{labelled.from_cache} photos' features from the cache, {labelled.encoded} encoded", file=sys.stderr)
     report = rank_pairs(store, pairs, labelled, args.temperature)
     print(format_report(report, args.dataset))

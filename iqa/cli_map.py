@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cli_options import add_backbone_options, open_scorers
 from .errors import UsageError
-from .names import CLIP_IQA
+from .names import CLIP_IQA, MAP_WINDOW_LIMIT
 from .prompts import DEFAULT_PRESET, PRESETS
 
 OUTPUT_SUFFIXES = (".png", ".html", ".json")
@@ -35,7 +35,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--window", type=int, default=None, help="window side in pixels (default: chosen)")
     parser.add_argument("--stride", type=int, default=None, help="stride in pixels (default: half a window)")
-    parser.add_argument("--max-windows", type=int, default=64, help="at most this many windows (default 64)")
+    parser.add_argument(
+        "--max-windows",
+        type=int,
+        default=64,
+        help=f"at most this many windows (default 64, at most {MAP_WINDOW_LIMIT})",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write map.png, map.html (the figure) or map.json")
     parser.add_argument("--dark", action="store_true", help="dark theme for the .html figure")
     parser.set_defaults(run=run_map)

@@ -98,14 +98,19 @@ def add_cache_size_option(parser: argparse.ArgumentParser | argparse._ArgumentGr
     )
 
 
+MAX_CACHE_GIB = 1024**2  # 1 PiB: past any disk, and well inside a 64-bit byte count
+
+
 def cache_size(text: str) -> int:
-    """`--cache-size` in GiB (a decimal number) as bytes; refused unless finite and positive."""
+    """`--cache-size` in GiB (a decimal number) as bytes; refused unless positive and at most `MAX_CACHE_GIB`."""
     try:
         gib = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of GiB: {text!r}") from None
     if not math.isfinite(gib) or gib <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of GiB, not {text!r}")
+    if gib > MAX_CACHE_GIB:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CACHE_GIB} GiB (1 PiB), not {text!r}")
     return max(1, int(gib * 1024**3))
 
 

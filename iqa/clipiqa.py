@@ -78,6 +78,11 @@ class CLIPIQA:
     def backbone(self) -> Backbone:
         return self.store.backbone
 
+    def settings(self) -> dict[str, object]:
+        """What its scores depend on besides the image features: the pairs and the temperature."""
+        pairs = [[p.positive, p.negative, p.weight, p.enabled] for p in self.pairs]
+        return {"pairs": pairs, "temperature": self.temperature}
+
     def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
         images = self.store.image_features(photos, progress)
         return self.score_features(images, [p.name for p in photos], [self.store.notes(p) for p in photos])

@@ -12,6 +12,8 @@ is missing and shows the expected layout (:data:`LAYOUTS`).
 from __future__ import annotations
 
 import csv
+import math
+import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -166,9 +168,12 @@ def _read_csv_rows(kind: str, path: Path, required: Sequence[str]) -> list[dict[
 
 def _to_float(kind: str, path: Path, line: int, value: str) -> float:
     try:
-        return float(value)
+        score = float(value)
     except ValueError:
         raise DatasetFormatError(f"{kind}: {path} row {line}: score {value!r} is not a number") from None
+    if not math.isfinite(score):
+        raise DatasetFormatError(f"{kind}: {path} row {line}: score {value!r} is not a finite number")
+    return score
 
 
 def load_koniq10k(root: str | Path, resolution: str | None = None, score_column: str = "MOS") -> list[LabelledImage]:
@@ -358,8 +363,10 @@ def _optional(value: str | None) -> str | None:
 def load_csv(path: str | Path) -> list[LabelledImage]:
     """A plain CSV with a header: ``path,score`` plus optional ``ref``, ``distortion``, ``level``.
 
-    Relative paths are resolved against the CSV's folder. A folder argument reads its
-    ``labels.csv`` (the file :func:`iqa.distortions.make_distorted_set` writes).
+    Relative paths are resolved against the CSV's folder and refused where they lead out of it
+    (absolute paths are taken as they are); a photo listed twice and a score that is not a finite
+    number are refused too, by row. A folder argument reads
+    its ``labels.csv`` (the file :func:`iqa.distortions.make_distorted_set` writes).
     """
     path = Path(path)
     if path.is_dir():
@@ -368,7 +375,12 @@ def load_csv(path: str | Path) -> list[LabelledImage]:
         raise DatasetLayoutError(f"csv: labels file {path} not found. Expected layout:\n{LAYOUTS['csv']}")
     rows = _read_csv_rows("csv", path, ["path", "score"])
     items = []
+    first_row: dict[Path, int] = {}
     for line, row in enumerate(rows, start=2):
+        image = _inside(path, line, row["path"])
+        if image in first_row:
+            raise DatasetFormatError(f"csv: {path} row {line}: {row['path']} is listed twice (row {first_row[image]})")
+        first_row[image] = line
         level = _optional(row.get("level"))
         try:
             parsed_level = int(level) if level is not None else None
@@ -376,7 +388,7 @@ def load_csv(path: str | Path) -> list[LabelledImage]:
             raise DatasetFormatError(f"csv: {path} row {line}: level {level!r} is not an integer") from None
         items.append(
             LabelledImage(
-                (path.parent / row["path"]).resolve(),
+                image.resolve(),
                 _to_float("csv", path, line, row["score"]),
                 ref=_optional(row.get("ref")),
                 distortion=_optional(row.get("distortion")),
@@ -384,6 +396,17 @@ def load_csv(path: str | Path) -> list[LabelledImage]:
             )
         )
     return _check_images("csv", items, path)
+
+
+def _inside(labels: Path, line: int, name: str) -> Path:
+    """A listed photo's path: an absolute one as it is (`iqa.distortions.write_labels` writes photos
+    outside the folder so), a relative one under the labels file's folder, refused where it leads
+    out of it (`..`): no labels file this project writes holds one."""
+    folder = Path(os.path.normpath(labels.parent.absolute()))
+    image = Path(os.path.normpath(folder / name))
+    if not name or (not Path(name).is_absolute() and (not image.is_relative_to(folder) or image == folder)):
+        raise DatasetFormatError(f"csv: {labels} row {line}: path {name!r} leads out of the set's folder {folder}")
+    return image
 
 
 _LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {

@@ -13,6 +13,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import select
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -30,6 +33,7 @@ Decoder = Callable[[str, str, DecodeOptions, tuple[bool, ...]], "Decoded | Photo
 CRASHED = "the decoder crashed on this file (its process died); not scored"
 POLL_S = 1.0  # how often a wait for a decode looks whether the pool broke
 STRAY_WAIT_S = 5.0  # how long a broken pool's jobs get to be failed by it; any left after are lost too
+PARENT_POLL_S = 0.5  # where there is no pidfd: how often a worker looks whether its run's process is alive
 
 
 def default_workers() -> int:
@@ -122,7 +126,46 @@ def executor(workers: int) -> Executor:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = forkserver = multiprocessing.get_context("forkserver")
         forkserver.set_forkserver_preload(["iqa.decode"])  # only read when the fork server starts
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads, initargs=(1,))
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=worker_start, initargs=(os.getpid(),))
+
+
+def worker_start(owner: int) -> None:
+    """A decoding worker's start: torch on one thread, and an end when `owner` (the process whose
+    pool this is) ends, however it ends.
+
+    A pool's worker waits for jobs on a queue whose writing end it holds itself, so it never sees
+    its owner go; and the fork server that started it lives as long as any of its children do. A
+    run killed with SIGKILL (which no handler sees) left both behind, with the resource tracker,
+    for good. The worker's parent is the fork server, not the owner, so a parent-death signal
+    cannot tell; a thread waits on the owner's pidfd (readable once it has ended) instead, and
+    the fork server and the resource tracker end by themselves once the workers are gone.
+    """
+    torch.set_num_threads(1)
+    threading.Thread(target=_exit_with, args=(owner,), name="iqa-owner-watch", daemon=True).start()
+
+
+def _exit_with(owner: int) -> None:
+    """Exit this process as soon as process `owner` has ended (a pidfd; else polled)."""
+    try:
+        pidfd = os.pidfd_open(owner)
+    except ProcessLookupError:  # ended already
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd here (not Linux 5.3+): look every PARENT_POLL_S
+        while _alive(owner):
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+    select.select([pidfd], [], [])
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # there, but another user's: the owner's pid was reused
+        return False
+    return True
 
 
 def _lost(future: Future) -> bool:

@@ -123,6 +123,8 @@ def transfer(plan: list[tuple[Path, Path]], mode: str = "copy") -> list[tuple[Pa
 
 
 def _transfer_one(source: Path, target: Path, mode: str) -> None:
+    """Copy, or copy and then delete `source`. A symbolic link is copied as the photo it points to,
+    and a move deletes the link only: never a file it points to, inside the folder or outside it."""
     if target.exists():
         if not same_file_content(source, target):
             raise FileExistsError(errno.EEXIST, "a different file appeared there; nothing was written over it")

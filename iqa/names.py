@@ -16,6 +16,7 @@ METHOD_OPTIONS = {"clipiqa": (CLIP_IQA,), "grmp": (GRMP_IQA,), "both": (CLIP_IQA
 DEFAULT_BACKBONE = "RN50-quickgelu"
 DEFAULT_PRETRAINED = "openai"
 DEFAULT_MAX_SIDE = 1024
+MAP_WINDOW_LIMIT = 4096  # the most windows a quality map may have (a 64 x 64 grid), whatever is asked
 
 GRMP_VARIANTS = ("paper", "seed")
 REGULARIZERS = ("pairwise", "projection", "none")

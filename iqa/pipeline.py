@@ -174,6 +174,22 @@ class Pipeline:
             return None
         return f"{store.backbone.key}|{self.options.weights_fingerprint}"
 
+    def settings(self) -> dict[str, object]:
+        """What this run's scores depend on, per scorer: its label, its own settings (pairs, temperature,
+        a GRMP model's weights), its backbone (name, weights tag, precision, a local weights file) and
+        preprocessing (draft included). Two runs with the same settings give the same scores."""
+        scorers = []
+        for scorer, index in zip(self.scorers, self._source_of):
+            scorers.append(
+                {
+                    "label": scorer.label,
+                    "backbone": f"{scorer.backbone.key}|{self.options.weights_fingerprint}",
+                    "preprocessing": self._preprocess_key(index),
+                    **getattr(scorer, "settings", dict)(),
+                }
+            )
+        return {"scorers": scorers}
+
     def _preprocess_key(self, index: int) -> str:
         plan = self.decode_options.plans[index]
         draft = self.options.draft and plan is not None

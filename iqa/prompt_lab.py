@@ -122,6 +122,13 @@ def rank_pairs(
     """SRCC and PLCC of every valid pair (enabled or not) and of the enabled pairs' weighted mean."""
     if len(labelled.scores) < 3:
         raise InputError(f"the labelled set has {len(labelled.scores)} usable photos; at least 3 are needed")
+    if not all(math.isfinite(score) for score in labelled.scores):
+        raise InputError("the labelled set has labels that are not finite numbers")
+    if len(set(labelled.scores)) == 1:
+        raise InputError(
+            f"all {len(labelled.scores)} usable photos have the same label ({labelled.scores[0]:g}): "
+            "SRCC and PLCC need labels that differ"
+        )
     t = store.backbone.logit_scale if temperature is None else float(temperature)
     reasons = check_pairs(list(pairs), store.backbone.tokenizer)
     valid = [p for p, r in zip(pairs, reasons) if r is None]

@@ -28,6 +28,7 @@ from PIL import Image
 from .clipiqa import CLIPIQA, check_finite, combine, pair_features, pair_probabilities
 from .errors import InputError
 from .features import ProgressFn
+from .names import MAP_WINDOW_LIMIT
 from .photos import Photo
 from .preprocess import MIN_SIDE
 from .resample import resize_image
@@ -178,8 +179,8 @@ def choose_window(
     window; the window grows until the grid has at most `max_windows` windows.
     """
     short = min(size)
-    if max_windows < 1:
-        raise QualityMapError(f"max_windows must be at least 1, got {max_windows}")
+    if not 1 <= max_windows <= MAP_WINDOW_LIMIT:
+        raise QualityMapError(f"max_windows must be between 1 and {MAP_WINDOW_LIMIT}, got {max_windows}")
     if window is not None and not MIN_SIDE <= window <= short:
         raise QualityMapError(
             f"window {window} px does not fit: it must be between {MIN_SIDE} px and the short side ({short} px)"
@@ -200,7 +201,7 @@ def choose_window(
         if window is not None or side >= short:
             raise QualityMapError(
                 f"{rows * cols} windows of {side} px at stride {step} px exceed max_windows={max_windows}: "
-                f"use a larger window or stride, or raise max_windows"
+                f"use a larger window or stride, or raise max_windows (at most {MAP_WINDOW_LIMIT})"
             )
         side = min(short, math.ceil(side * 1.1))
 
@@ -243,12 +244,9 @@ def quality_map(
     """
     image, side, step = _window_size(photo, scorer, window, stride, max_windows)
     rows, cols, boxes = window_grid(image.size, side, step)
-    windows = [
-        _Window(f"{photo.name} window {i + 1}", image.crop(box), _window_key(photo, image.size, box))
-        for i, box in enumerate(boxes)
-    ]
-    features = scorer.store.image_features(windows, progress)
-    p, overall = window_values(scorer, features, [w.name for w in windows])
+    names = [f"{photo.name} window {i + 1}" for i in range(len(boxes))]
+    features = _window_features(photo, image, boxes, names, scorer.store, progress)
+    p, overall = window_values(scorer, features, names)
     scale_x, scale_y = photo.image.width / image.width, photo.image.height / image.height
     return QualityMap(
         name=photo.name,
@@ -290,6 +288,29 @@ def window_keys(photo: Photo, scorer: CLIPIQA) -> list[tuple[str, str]]:
         return []
     _, _, boxes = window_grid(image.size, side, step)
     return [(scorer.store.preprocessor.key, _window_key(photo, image.size, box)) for box in boxes]
+
+
+def _window_features(
+    photo: Photo,
+    image: Image.Image,
+    boxes: list[Box],
+    names: list[str],
+    store: FeatureStore,
+    progress: ProgressFn | None,
+) -> torch.Tensor:
+    """The windows' features, cut and encoded a store batch at a time: memory holds one batch of
+    crops, not every window (4096 windows of 1024 px would be 12 GB of pixels)."""
+    chunks = []
+    step = max(1, store.batch_size)
+    for start in range(0, len(boxes), step):
+        windows = [
+            _Window(names[i], image.crop(boxes[i]), _window_key(photo, image.size, boxes[i]))
+            for i in range(start, min(start + step, len(boxes)))
+        ]
+        chunks.append(store.image_features(windows))
+        if progress is not None:
+            progress(start + len(windows), len(boxes))
+    return torch.cat(chunks)
 
 
 def _seen_as(err: QualityMapError, size: tuple[int, int], cut_size: tuple[int, int]) -> str:

@@ -91,7 +91,7 @@ def test_exit_codes_name_the_problem(folder, tmp_path, capsys, monkeypatch):
 
 
 def test_an_internal_bug_surfaces_with_its_traceback_not_as_bad_input(folder, monkeypatch):
-    def broken(args, patterns, **options):
+    def broken(*args, **options):
         raise KeyError("a bug")
 
     monkeypatch.setattr("iqa.cli.score_paths", broken)
@@ -148,7 +148,7 @@ def test_cache_size_bounds_the_feature_cache_on_disk(folder, tmp_path):
 
 
 @pytest.mark.parametrize("command", ["score", "lab"])
-@pytest.mark.parametrize("size", ["0", "-1", "nan", "inf", "two"])
+@pytest.mark.parametrize("size", ["0", "-1", "nan", "inf", "two", "1e300", "2e6"])
 def test_bad_cache_sizes_are_refused_by_name(command, size, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "photos", "--cache-size", size])

@@ -131,3 +131,20 @@ def test_import_official_then_score(vit_backbone, photos, tmp_path, capsys):
     photos[0].image.save(photo)
     assert main(["score", str(photo), "--backbone", "test-tiny-vit", "--method", "grmp", "--checkpoint", str(out)]) == 0
     assert "GRMP-IQA" in capsys.readouterr().out.splitlines()[0]
+
+
+@pytest.mark.parametrize("pretrained", [[], ["--pretrained", "none"]])
+def test_train_on_a_set_too_small_to_correlate_says_so_instead_of_crashing(photos, tmp_path, capsys, pretrained):
+    root = tmp_path / "set"
+    root.mkdir()
+    lines = ["path,score"]
+    for i in range(8):
+        photos[i % len(photos)].image.resize((96, 64)).save(root / f"p{i}.png")
+        lines.append(f"p{i}.png,{i / 7:.3f}")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    args = ["train", "--dataset", "csv", "--root", str(root / "labels.csv"), *TEST[:2], *pretrained]
+    args += ["--shots", "4", "--steps", "2"]
+    assert main([*args, "--out", str(tmp_path / "m")]) == 0
+    out, err = capsys.readouterr()
+    assert "SRCC n/a" in out and "checkpoint: " in out
+    assert "no test correlation: its test part (" in err and "is too small (under 3)" in err

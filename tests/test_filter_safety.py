@@ -6,6 +6,7 @@ import errno
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +195,23 @@ def test_help_lists_every_exit_code():
     text = build_parser().format_help()
     for code in ("0  done", "1  done, but", "2  bad input", "3  model weights unavailable", "4  could not write"):
         assert code in text
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink") or os.name != "posix", reason="symbolic links")
+def test_moving_a_symlink_to_a_photo_outside_the_folder_never_deletes_that_photo(tmp_path, capsys):
+    outside, album, dest = tmp_path / "outside", tmp_path / "album", tmp_path / "rejected"
+    outside.mkdir()
+    album.mkdir()
+    good_image((96, 64), seed=1).save(outside / "real.jpg")
+    good_image((96, 64), seed=2).save(album / "b.jpg")
+    original = (outside / "real.jpg").read_bytes()
+    (album / "link.jpg").symlink_to(Path("..") / "outside" / "real.jpg")
+    (album / "a-link-to-b.jpg").symlink_to("b.jpg")  # the same photo under two names
+    assert main(["filter", str(album), *REJECT_ALL, *TEST, "--move-to", str(dest), "--apply", "--no-cache"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert (outside / "real.jpg").read_bytes() == original  # the photo outside is where it was
+    assert (dest / "link.jpg").read_bytes() == original and not (dest / "link.jpg").is_symlink()
+    assert not os.path.lexists(album / "link.jpg")  # only the link left the folder
+    assert f"note: {album / 'link.jpg'} was a symbolic link: its photo was copied and the link removed; " in out
+    assert f"{(outside / 'real.jpg').resolve()} was kept" in out
+    assert (album / "b.jpg").exists() and f"{(album / 'b.jpg').resolve()} was kept" in out  # named, not lost

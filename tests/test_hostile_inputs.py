@@ -266,3 +266,17 @@ def test_module_entry_point_with_the_corpus(corpus, tmp_path):
     assert f"skipped: {tmp_path / 'missing.jpg'}: no such file or folder" in run.stderr
     assert all(case.name in run.stderr for case in cases)
     assert all(name in run.stdout for name in GOOD_PHOTOS)
+
+
+def test_a_share_link_with_a_lone_surrogate_is_a_share_error_not_a_traceback():
+    import base64
+    import json
+    import zlib
+
+    from iqa.app.share import ShareError, decode_share
+
+    pair = {"positive": "\ud800 good", "negative": "bad", "weight": 1, "enabled": True}
+    raw = json.dumps({"pairs": [pair]}).encode()  # ASCII JSON: the surrogate travels as an escape
+    link = base64.urlsafe_b64encode(zlib.compress(raw)).decode().rstrip("=")
+    with pytest.raises(ShareError, match="lone surrogate"):
+        decode_share(link)

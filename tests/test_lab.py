@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from iqa.cli import EXIT_OK, EXIT_PARTIAL, main
+from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, main
 from iqa.disk_cache import DiskCache
 from iqa.errors import InputError, UsageError
 from iqa.features import FeatureStore
@@ -128,3 +128,34 @@ def test_cli_lab_without_cache_and_with_a_bad_pairs_file(koniq, tmp_path, capsys
     assert "0 photos' features from the cache, 5 encoded" in capsys.readouterr().err
     assert main([*args, "--pairs", str(tmp_path / "missing.csv")]) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def labelled_csv(root: Path, rows: list[tuple[str, str]]) -> Path:
+    root.mkdir()
+    for name in NAMES:
+        shutil.copy(EXAMPLES / f"{name}.jpg", root / f"{name}.jpg")
+    (root / "labels.csv").write_text("path,score\n" + "".join(f"{path},{score}\n" for path, score in rows))
+    return root / "labels.csv"
+
+
+GOOD_ROWS = [(f"{name}.jpg", str(i)) for i, name in enumerate(NAMES)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([*GOOD_ROWS[:3], ("rocket.jpg", "nan")], "row 5: score 'nan' is not a finite number"),
+        ([*GOOD_ROWS[:3], ("rocket.jpg", "inf")], "row 5: score 'inf' is not a finite number"),
+        ([*GOOD_ROWS[:3], ("rocket.jpg", "good")], "row 5: score 'good' is not a number"),
+        ([*GOOD_ROWS, ("coffee.jpg", "0.9")], "row 6: coffee.jpg is listed twice (row 4)"),
+        ([*GOOD_ROWS, ("../../etc/passwd", "1")], "row 6: path '../../etc/passwd' leads out of the set's folder"),
+        ([*GOOD_ROWS, ("sub/../../x.jpg", "1")], "row 6: path 'sub/../../x.jpg' leads out of the set's folder"),
+        (GOOD_ROWS[:1], "the labelled set has 1 usable photos; at least 3 are needed"),
+        ([(path, "0.5") for path, _ in GOOD_ROWS], "all 4 usable photos have the same label (0.5): SRCC and PLCC"),
+    ],
+)
+def test_lab_refuses_hostile_labels_in_one_line(tmp_path, capsys, rows, message):
+    labels = labelled_csv(tmp_path / "set", rows)
+    assert main(["lab", "--dataset", "csv", "--root", str(labels), *TEST, "--no-cache"]) == EXIT_INPUT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: ") and message in err

@@ -19,6 +19,7 @@ from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_WRITE, main
 from iqa.clipiqa import CLIPIQA
 from iqa.distortions import distort
 from iqa.features import FeatureStore
+from iqa.names import MAP_WINDOW_LIMIT
 from iqa.photos import Photo
 from iqa.prompts import PRESETS, PromptPair
 from iqa.quality_map import (
@@ -288,3 +289,48 @@ def test_cli_map_of_one_pair_and_bad_input(cat_file, tmp_path, capsys):
     unwritable = tmp_path / "no-such-folder" / "map.json"
     assert main(["map", str(cat_file), "--backbone", "test-tiny-rn", "--out", str(unwritable)]) == EXIT_WRITE
     assert f"could not write {unwritable}" in capsys.readouterr().err
+
+
+def test_a_map_of_64_px_windows_at_stride_1_is_bounded(cat_file, tmp_path, capsys):
+    argv = ["map", str(cat_file), "--backbone", "test-tiny-rn", "--window", "64", "--stride", "1"]
+    assert main([*argv, "--max-windows", "100000000"]) == EXIT_INPUT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"max_windows must be between 1 and {MAP_WINDOW_LIMIT}, got 100000000")
+    assert main([*argv, "--max-windows", str(MAP_WINDOW_LIMIT)]) == EXIT_INPUT  # 451x300: 91,956 windows
+    assert "91956 windows of 64 px at stride 1 px exceed max_windows=4096" in capsys.readouterr().err
+    strip = tmp_path / "strip.png"
+    Image.fromarray(data.chelsea()).crop((0, 0, 200, 80)).save(strip)  # 137 x 17 = 2,329 windows
+    assert (
+        main(
+            [
+                "map",
+                str(strip),
+                "--backbone",
+                "test-tiny-rn",
+                "--window",
+                "64",
+                "--stride",
+                "1",
+                "--max-windows",
+                "4096",
+            ]
+        )
+        == EXIT_OK
+    )
+    assert "on 17x137 windows" in capsys.readouterr().out
+
+
+def test_windows_are_cut_and_encoded_a_batch_at_a_time(rn_backbone, cat, monkeypatch):
+    store = FeatureStore(rn_backbone, batch_size=8)
+    sizes: list[int] = []
+    encode = store.image_features
+
+    def counting(photos, progress=None):
+        sizes.append(len(photos))
+        return encode(photos, progress)
+
+    monkeypatch.setattr(store, "image_features", counting)
+    qmap = quality_map(cat, CLIPIQA(store, PRESETS["seed"]), window=128, stride=16, max_windows=1000)
+    assert qmap.rows * qmap.cols == sum(sizes) > 8 and max(sizes) == 8
+    whole = CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"])
+    assert np.allclose(qmap.overall, quality_map(cat, whole, window=128, stride=16, max_windows=1000).overall)

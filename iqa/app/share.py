@@ -55,6 +55,10 @@ def decode_share(text: str) -> dict:
         raise ShareError("it is not a link this app made (not compressed JSON)") from None
     if not isinstance(settings, dict):
         raise ShareError("it holds no settings")
+    try:  # JSON's escapes can spell a lone surrogate, which no UTF-8 text (nor the table) can hold
+        json.dumps(settings, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ShareError("it holds text that is not valid Unicode (a lone surrogate)") from None
     return settings
 
 

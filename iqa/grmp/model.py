@@ -494,6 +494,19 @@ class GRMPScorer:
     def backbone(self) -> Backbone:
         return self.model.backbone
 
+    def settings(self) -> dict[str, object]:
+        """What its scores depend on besides the image features: the variant, the learned prompts (a
+        hash of the fine-tuned weights: the same checkpoint, not only the same file name) and temperature."""
+        digest = hashlib.blake2b(digest_size=16)
+        trained = {id(p) for p in self.model.trainable_parameters()}
+        for name, parameter in self.model.named_parameters():
+            if id(parameter) in trained:
+                digest.update(name.encode())
+                digest.update(parameter.detach().float().cpu().numpy().tobytes())
+        prompts = list(self.model.prompt_learner.display_texts())
+        temperature = float(self.model.logit_scale)
+        return {"variant": self.variant, "prompts": prompts, "temperature": temperature, "weights": digest.hexdigest()}
+
     def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
         if not photos:
             return []

@@ -278,6 +278,9 @@ def selection_score(predictions: np.ndarray, targets: np.ndarray) -> tuple[float
     return srcc(predictions, targets), plcc(predictions, targets, fit=False)
 
 
+TEST_METRICS = ("srcc", "krcc", "plcc", "plcc_raw")  # the keys of `all_metrics`
+
+
 @dataclass
 class RoundResult:
     round: int
@@ -287,7 +290,7 @@ class RoundResult:
     best_step: int
     val_srcc: float
     val_plcc: float
-    test: dict[str, float]  # srcc, krcc, plcc (logistic fit), plcc_raw
+    test: dict[str, float]  # TEST_METRICS; nan where the test part was too small or too uniform
     history: list[dict] = field(default_factory=list)
 
 
@@ -301,9 +304,9 @@ class FinetuneResult:
         """Mean and median test SRCC and PLCC over the rounds (the paper reports both)."""
         out = {}
         for metric in ("srcc", "plcc"):
-            values = [r.test[metric] for r in self.rounds]
-            out[f"mean_{metric}"] = float(np.mean(values))
-            out[f"median_{metric}"] = float(statistics.median(values))
+            values = [r.test[metric] for r in self.rounds if math.isfinite(r.test[metric])]
+            out[f"mean_{metric}"] = float(np.mean(values)) if values else math.nan
+            out[f"median_{metric}"] = float(statistics.median(values)) if values else math.nan
         return out
 
 
@@ -484,7 +487,7 @@ def fine_tune(
     if not split.val:  # nothing to select on: keep the last model
         run.best.update(step=run.step, state=trainable_state(model))
     load_trainable_state(model, run.best["state"])
-    test = {}
+    test = dict.fromkeys(TEST_METRICS, math.nan)  # a test part too small (or too uniform) to correlate
     if len(split.test) >= 3:
         predictions = predict_scores(model, data, split.test, keep=False)
         test = all_metrics(predictions, data.scores[split.test].numpy())
