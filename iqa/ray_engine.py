@@ -24,18 +24,17 @@ dependencies installed. Ray is an optional extra, imported only here and only wh
 
 from __future__ import annotations
 
+import _thread
 import argparse
-import importlib.util
 import ipaddress
 import math
 import os
-import queue
 import socket
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,7 +57,7 @@ NODE_COLUMN = "node"  # the decode task's node; counted for the summary, not wri
 
 # Read by Ray when it is imported: "0" makes a node use 127.0.0.1 instead of the machine's address.
 LOCAL_ONLY_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-AUTH_HELP = "the token comes from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token (copy the head's)"
+AUTH_HELP = "the head's token in RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token"
 
 DEFAULT_STALL_TIMEOUT = 300.0  # seconds without a scored photo; loading a large backbone fits in it
 CONNECT_TIMEOUT = 10.0  # seconds to open a TCP connection to the cluster's address
@@ -190,29 +189,51 @@ def _count(table: Any, summary: Summary) -> None:
 def _results(ray: Any, dataset: Any, stall_timeout: float, summary: Summary) -> Iterator[Any]:
     """The job's result blocks as they arrive; `RayStalled` when none comes for `stall_timeout` s.
 
-    Ray Data's iterator blocks without a bound (a lost node whose work cannot be rescheduled
-    waits for ever), so it is read on a thread and its blocks handed over through a queue."""
-    arrived: queue.Queue = queue.Queue()
-
-    def pull() -> None:
-        try:
-            for table in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
-                arrived.put(table)
-            arrived.put(None)
-        except BaseException as err:  # handed to the driver's thread, which raises or names it
-            arrived.put(err)
-
-    threading.Thread(target=pull, name="iqa-ray-results", daemon=True).start()
-    while True:
-        try:
-            item = arrived.get(timeout=stall_timeout)
-        except queue.Empty:
+    Ray Data's iterator waits without a bound (a lost node whose work cannot be rescheduled waits
+    for ever), so a watchdog thread interrupts the wait (as Ctrl-C would: Ray Data then stops the
+    job's tasks and actors itself). That takes the main thread, where the command line runs; from
+    another thread the job has no stall timeout."""
+    watchdog = _Watchdog(stall_timeout) if threading.current_thread() is threading.main_thread() else None
+    blocks = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow"))
+    try:
+        while True:
+            with watchdog or nullcontext():
+                table = next(blocks, None)
+            if table is None:
+                return
+            yield table
+    except KeyboardInterrupt:
+        if watchdog and watchdog.fired:
             raise RayStalled(_stall_message(ray, stall_timeout, summary)) from None
-        if item is None:
-            return
-        if isinstance(item, BaseException):
-            raise _job_failure(ray, item)
-        yield item
+        raise
+    except ray.exceptions.RayError as err:
+        if isinstance(err, ray.exceptions.RayTaskError):
+            raise  # a bug in the job's own code: its traceback
+        raise _job_failure(err) from None
+    finally:
+        blocks.close()
+
+
+class _Watchdog:
+    """Interrupts the main thread when a wait (the `with` block) lasts longer than `timeout` s."""
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+        self.fired = False
+        self._done = threading.Event()
+
+    def __enter__(self) -> _Watchdog:
+        self._done.clear()
+        threading.Thread(target=self._watch, name="iqa-ray-stall-watchdog", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+
+    def _watch(self) -> None:
+        if not self._done.wait(self.timeout):
+            self.fired = True
+            _thread.interrupt_main()
 
 
 def _stall_message(ray: Any, stall_timeout: float, summary: Summary) -> str:
@@ -229,15 +250,12 @@ def _stall_message(ray: Any, stall_timeout: float, summary: Summary) -> str:
     )
 
 
-def _job_failure(ray: Any, err: BaseException) -> BaseException:
-    """Ray giving up on the job (a lost object, a dead node or actor) as one line; a bug in the
-    job's own code (`RayTaskError`) and anything else keep their traceback."""
-    if isinstance(err, ray.exceptions.RayError) and not isinstance(err, ray.exceptions.RayTaskError):
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        return RayStalled(
-            f"the Ray job failed: {first}; the rows written stay and a re-run with the same --out scores the rest"
-        )
-    return err
+def _job_failure(err: BaseException) -> RayStalled:
+    """Ray giving up on the job (a lost object, a dead node or actor) as one line."""
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return RayStalled(
+        f"the Ray job failed: {first}; the rows written stay and a re-run with the same --out scores the rest"
+    )
 
 
 def _pipeline(ray: Any, job: RayJob, paths: list[str], uris: list[str], done: set[str]) -> Any:
@@ -262,15 +280,15 @@ def _pipeline(ray: Any, job: RayJob, paths: list[str], uris: list[str], done: se
     batch = job.spec.batch_size
     decoded = files.map_batches(
         DecodeOnNode(DecodeBatch(job.spec.max_side, job.draft)),
-        batch_size=batch,
+        batch_size=None,  # a read block at a time (a few files): fused into the read task
         batch_format="numpy",
         num_cpus=DECODE_CPUS,
-        concurrency=plan.decode_tasks,
+        compute=ray.data.TaskPoolStrategy(size=plan.decode_tasks),
     )
     return decoded.map_batches(
         ScoreBatch,
         fn_constructor_args=(job.spec,),
-        concurrency=(1, plan.actors),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.actors),
         num_cpus=ACTOR_CPUS,
         num_gpus=plan.actor_gpus,
         batch_size=batch,
@@ -329,8 +347,11 @@ def _join(ray: Any, address: str, runtime_env: dict) -> None:
 
     Ray's own output while it tries (about twenty lines of retries when a token is refused) is
     held back, shown as it was when the connection succeeds, and read for the cause when not."""
-    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
-        raise RayConnectionError(CLIENT_MISSING)
+    if address.startswith("ray://"):
+        try:
+            import grpc  # noqa: F401 - what `ray[client]` adds and Ray Client needs
+        except ImportError:
+            raise RayConnectionError(CLIENT_MISSING) from None
     _check_reachable(address)
     with _stderr_held() as held:
         try:
@@ -358,11 +379,11 @@ def _check_reachable(address: str) -> None:
 def _connection_failure(address: str, err: Exception, output: str) -> str:
     text = f"{err} {err.__cause__ or ''} {output}"
     if "no authentication token was found" in text:
-        return f"RAY_AUTH_MODE=token is set but no token was found for the Ray cluster at {address}: {AUTH_HELP}"
+        return f"RAY_AUTH_MODE=token is set but no token was found: put {AUTH_HELP}"
     if "InvalidAuthToken" in text or "Unauthenticated" in text:
         if os.environ.get("RAY_AUTH_MODE") != "token":
-            return f"the Ray cluster at {address} requires token authentication: set RAY_AUTH_MODE=token ({AUTH_HELP})"
-        return f"the Ray cluster at {address} refused this token: {AUTH_HELP}"
+            return f"the Ray cluster at {address} requires token authentication: set RAY_AUTH_MODE=token, {AUTH_HELP}"
+        return f"the Ray cluster at {address} refused this token: put {AUTH_HELP}"
     return f"cannot connect to the Ray cluster at {address}: {' '.join(str(err).split()) or type(err).__name__}"
 
 
