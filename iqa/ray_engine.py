@@ -99,6 +99,7 @@ class RayJob:
     recursive: bool = False
     draft: bool = True
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
+    on_rows: Callable[[int], None] | None = None  # called with each result block's row count as it arrives
 
 
 @dataclass
@@ -171,6 +172,8 @@ def run_job(job: RayJob) -> Summary:
                 table = table.drop_columns([NODE_COLUMN])
                 _count(table, summary)
                 writer.add(table)
+                if job.on_rows:
+                    job.on_rows(table.num_rows)
         finally:
             writer.flush()
         summary.nodes = len(nodes)
