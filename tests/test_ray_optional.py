@@ -52,3 +52,21 @@ def test_the_stall_timeout_must_be_a_positive_number(tmp_path, capsys):
     args = ["score", "examples", "--engine", "ray", "--out", str(tmp_path / "out"), "--stall-timeout", "0"]
     assert main(args) == EXIT_INPUT
     assert "--stall-timeout must be a positive number of seconds, not 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "node_cpus, gpus, actors, decode_tasks",
+    [
+        ([1], 0, 1, 2),  # one CPU: an actor and a decode task share it
+        ([2], 0, 2, 4),
+        ([1, 1], 0, 1, 4),  # either node alone must still hold the actor and a decode task
+        ([1, 1, 1], 0, 3, 6),
+        ([8, 8, 8, 8], 0, 32, 64),  # one actor per CPU where losing a node still leaves room
+        ([8, 8], 4, 4, 32),  # GPUs: one actor each
+    ],
+)
+def test_the_pool_sizes_follow_the_cluster(node_cpus, gpus, actors, decode_tasks):
+    from iqa.ray_engine import plan_resources
+
+    plan = plan_resources(node_cpus, gpus)
+    assert (plan.actors, plan.decode_tasks, plan.actor_gpus) == (actors, decode_tasks, 1 if gpus else 0)
