@@ -33,6 +33,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -215,28 +216,41 @@ def _results(ray: Any, dataset: Any, stall_timeout: float, summary: Summary) -> 
         raise _job_failure(err) from None
     finally:
         blocks.close()
+        if watchdog:
+            watchdog.close()
 
 
 class _Watchdog:
-    """Interrupts the main thread when a wait (the `with` block) lasts longer than `timeout` s."""
+    """Interrupts the main thread when a wait (the `with` block) lasts `timeout` s; one thread
+    for the whole job, checking about once a second."""
 
     def __init__(self, timeout: float):
         self.timeout = timeout
         self.fired = False
-        self._done = threading.Event()
+        self._since: float | None = None  # when the current wait began
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, name="iqa-ray-stall-watchdog", daemon=True).start()
 
     def __enter__(self) -> _Watchdog:
-        self._done.clear()
-        threading.Thread(target=self._watch, name="iqa-ray-stall-watchdog", daemon=True).start()
+        with self._lock:
+            self._since = time.monotonic()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._done.set()
+        with self._lock:
+            self._since = None
+
+    def close(self) -> None:
+        self._closed.set()
 
     def _watch(self) -> None:
-        if not self._done.wait(self.timeout):
-            self.fired = True
-            _thread.interrupt_main()
+        while not self._closed.wait(min(1.0, self.timeout / 10)):
+            with self._lock:
+                if self._since is not None and time.monotonic() - self._since >= self.timeout:
+                    self.fired = True
+                    _thread.interrupt_main()
+                    return
 
 
 def _stall_message(ray: Any, stall_timeout: float, summary: Summary) -> str:
