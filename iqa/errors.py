@@ -1,10 +1,11 @@
 """The one base of every error a user can fix, and the generic ones.
 
 `IQAError` marks bad input (a photo, a prompt file, a checkpoint, an option): the command line
-prints its message on one line and exits 2 (3 for `BackboneUnavailable` and `Unavailable`), the app shows it. Any
-other exception is a bug and surfaces with its traceback. The specific classes live beside the
-code that raises them and also derive from the built-in error they always were (`ValueError`,
-`RuntimeError`, `FileNotFoundError`), so existing `except ValueError` handlers keep working:
+prints its message on one line and exits 2 (3 for `BackboneUnavailable` and `Unavailable`), the
+app shows it. Any other exception is a bug and surfaces with its traceback. The specific classes
+live beside the code that raises them and also derive from the built-in error they always were
+(`ValueError`, `RuntimeError`, `FileNotFoundError`, `ConnectionError`), so existing `except
+ValueError` handlers keep working:
 
     IQAError
     ├── UsageError                        bad options on the command line
