@@ -29,6 +29,7 @@ import argparse
 import ipaddress
 import math
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -249,8 +250,17 @@ class _Watchdog:
             with self._lock:
                 if self._since is not None and time.monotonic() - self._since >= self.timeout:
                     self.fired = True
-                    _thread.interrupt_main()
+                    _interrupt_main()
                     return
+
+
+def _interrupt_main() -> None:
+    """KeyboardInterrupt in the main thread. A real SIGINT where Python's own handler is in place:
+    it also ends a blocking system call, which `_thread.interrupt_main` alone does not."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler and hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+    else:
+        _thread.interrupt_main()
 
 
 def _stall_message(ray: Any, stall_timeout: float, summary: Summary) -> str:

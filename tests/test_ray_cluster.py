@@ -85,12 +85,13 @@ def score(cluster, album: Path, dest: Path, *options: str) -> subprocess.Complet
 
 
 class Job:
-    """A driver process; `started` is set once Ray Data starts executing its dataset."""
+    """A driver process; `started` is set once Ray Data starts executing its dataset, and `stopped`
+    holds when (monotonic) a line starting with `error:` came."""
 
     def __init__(self, command: list[str]):
-        self.began = time.monotonic()
         self.process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.started = threading.Event()
+        self.stopped: float | None = None
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -100,11 +101,18 @@ class Job:
             self.lines.append(line)
             if "Starting execution of Dataset" in line:
                 self.started.set()
+            if line.startswith("error:"):
+                self.stopped = time.monotonic()
 
-    def finish(self, timeout: float) -> tuple[int, str, str, float]:
-        code = self.process.wait(timeout=timeout)
+    def finish(self, timeout: float) -> tuple[int, str, str]:
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.reader.join(timeout=10)
+            pytest.fail(f"the driver did not exit within {timeout} s:\n{''.join(self.lines)[-3000:]}")
         self.reader.join(timeout=10)
-        return code, self.process.stdout.read(), "".join(self.lines), time.monotonic() - self.began
+        return code, self.process.stdout.read(), "".join(self.lines)
 
 
 def rows(dest: Path) -> dict[str, dict]:
@@ -133,7 +141,7 @@ def test_a_node_removed_mid_job_leaves_its_work_to_the_others(cluster, album, tm
     job = Job(score_command(cluster.address, album, tmp_path / "out", "--stall-timeout", "90"))
     assert job.started.wait(120), "".join(job.lines)[-3000:]
     cluster.remove_node(nodes[-1])
-    code, out, err, _ = job.finish(timeout=200)
+    code, out, err = job.finish(timeout=200)
     assert code == 0, err[-3000:]
     assert f"scored {PHOTOS} photos, 0 unusable" in out
     assert len(rows(tmp_path / "out")) == PHOTOS
@@ -146,8 +154,8 @@ def test_a_job_that_cannot_go_on_stops_within_its_stall_timeout_and_a_rerun_comp
     assert job.started.wait(120), "".join(job.lines)[-3000:]
     started = time.monotonic()
     cluster.remove_node(nodes[0])  # no CPU left anywhere: nothing can be decoded or scored
-    code, out, err, _ = job.finish(timeout=120)
-    assert code == 3 and time.monotonic() - started < 15 + 30, err[-3000:]
+    code, out, err = job.finish(timeout=180)
+    assert code == 3 and job.stopped is not None and job.stopped - started < 15 + 30, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last.startswith("error: the Ray job stalled: no photo scored for 15 s (")
     assert "0 of 0 CPU free" in last or "no CPU or GPU left" in last
