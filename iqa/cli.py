@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from . import cli_eval, cli_grmp, cli_lab, cli_map
 from .cli_options import add_pipeline_options, add_scoring_options, open_scorers
-from .errors import IQAError, UsageError
+from .errors import IQAError, Unavailable, UsageError
 from .filtering import (
     OutputError,
     check_destination,
@@ -41,7 +41,8 @@ EXIT_CODES_HELP = """exit codes:
   0  done
   1  done, but some paths or photos could not be used (each is named on stderr; the rest is scored)
   2  bad input: nothing could be scored, a bad prompt file, weights or checkpoint, bad options
-  3  model weights unavailable (no such --weights path, or no download: offline, unknown name or tag)
+  3  model weights unavailable (no such --weights path, or no download: offline, unknown name or tag),
+     or the Ray cluster (unreachable, refused, or its job stalled)
   4  could not write the output (read-only or full disk, a destination that is a file, ...)"""
 
 
@@ -85,7 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument(
         "--engine", choices=["local", "ray"], default="local", help="ray: a Ray Data job (pip install 'ray[data]')"
     )
-    score.add_argument("--ray-address", help="with --engine ray: a cluster (auto, ray://HOST:10001); default: local")
+    score.add_argument(
+        "--ray-address", help="with --engine ray: a cluster (auto, HOST:6379, ray://HOST:10001); default: local"
+    )
+    score.add_argument(
+        "--stall-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="with --engine ray: stop the job when no photo is scored for this long (default 300)",
+    )
     add_pipeline_options(score)
     score.set_defaults(run=run_score)
 
@@ -146,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _is_weights_error(err: IQAError) -> bool:
     from .backbones import BackboneUnavailable  # loaded by then: only model loading raises it
 
-    return isinstance(err, BackboneUnavailable)
+    return isinstance(err, (BackboneUnavailable, Unavailable))
 
 
 @contextmanager

@@ -1,10 +1,11 @@
 """The one base of every error a user can fix, and the generic ones.
 
 `IQAError` marks bad input (a photo, a prompt file, a checkpoint, an option): the command line
-prints its message on one line and exits 2 (3 for `BackboneUnavailable`), the app shows it. Any
-other exception is a bug and surfaces with its traceback. The specific classes live beside the
-code that raises them and also derive from the built-in error they always were (`ValueError`,
-`RuntimeError`, `FileNotFoundError`), so existing `except ValueError` handlers keep working:
+prints its message on one line and exits 2 (3 for `BackboneUnavailable` and `Unavailable`), the
+app shows it. Any other exception is a bug and surfaces with its traceback. The specific classes
+live beside the code that raises them and also derive from the built-in error they always were
+(`ValueError`, `RuntimeError`, `FileNotFoundError`, `ConnectionError`), so existing `except
+ValueError` handlers keep working:
 
     IQAError
     ├── UsageError                        bad options on the command line
@@ -14,6 +15,7 @@ code that raises them and also derive from the built-in error they always were (
     ├── ScoringError (ValueError)         iqa.clipiqa: a non-finite score
     ├── DatasetLayoutError (FileNotFoundError), DatasetFormatError (ValueError)   iqa.datasets
     ├── BackboneUnavailable (RuntimeError)                                      iqa.backbones
+    ├── Unavailable (ConnectionError): RayConnectionError, RayStalled         iqa.ray_engine
     ├── CheckpointMismatch (ValueError) ── BadCheckpoint                        iqa.backbones
     ├── CheckpointError (ValueError), OfficialCheckpointError (ValueError)      iqa.grmp
     └── StateFileError (ValueError)                                             iqa.grmp.state_file
@@ -32,3 +34,7 @@ class UsageError(IQAError):
 
 class InputError(IQAError, ValueError):
     """A value given to the library that it cannot use (a setting out of range, too few images, ...)."""
+
+
+class Unavailable(IQAError, ConnectionError):
+    """Something the run needs cannot be reached or stopped answering (a Ray cluster): exit 3."""

@@ -9,6 +9,7 @@ cannot be used becomes a row with an `error` and no pixels; the batch goes on.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import warnings
@@ -18,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
-from .file_features import bytes_digest
 from .photos import (
     DECODE_ERRORS,
     MAX_BYTES,
@@ -90,6 +90,12 @@ def _upright(stored: tuple[int, int], drafted: tuple[int, int], shown: tuple[int
     return (stored[1], stored[0]) if turned else stored
 
 
+def file_digest(data: bytes) -> str:
+    """The disk cache's content key, as `iqa.decode.file_digest` computes it: that module imports
+    torch, which would add seconds to the start of every decode task's worker."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 @dataclass(frozen=True)
 class DecodeBatch:
     """Ray Data batch function: {"bytes", "path"} -> one row per file (see `COLUMNS`): the content
@@ -103,7 +109,7 @@ class DecodeBatch:
         return pa.table({key: pa.array([row[key] for row in rows], type) for key, type in COLUMNS.items()})
 
     def _row(self, data: bytes, path: str) -> dict:
-        row = {"path": path, "digest": bytes_digest(data), "width": 0, "height": 0, "pixels": b""}
+        row = {"path": path, "digest": file_digest(data), "width": 0, "height": 0, "pixels": b""}
         row.update(rows=0, cols=0, note=None, error=None)
         try:
             decoded = decode_photo(data, path, self.max_side, self.draft)

@@ -1,6 +1,8 @@
 """The Ray engine's decode step (no Ray needed): the checks of iqa.photos, EXIF orientation, JPEG draft."""
 
 import io
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,8 +10,10 @@ from PIL import Image
 
 pytest.importorskip("pyarrow")
 
+from iqa.decode import file_digest  # noqa: E402
 from iqa.photos import PhotoError, open_photo  # noqa: E402
 from iqa.ray_decode import DecodeBatch, decode_photo, draft_request, image_from_row  # noqa: E402
+from iqa.ray_decode import file_digest as ray_file_digest  # noqa: E402
 
 
 def jpeg(size, orientation=None) -> bytes:
@@ -70,3 +74,9 @@ def test_a_batch_keeps_going_past_a_bad_file_and_carries_the_pixels():
     assert rows[0]["width"] == 640 and len(rows[0]["digest"]) == 32 and rows[1]["pixels"] == b""
     image = image_from_row(rows[0]["pixels"], rows[0]["rows"], rows[0]["cols"])
     assert image.tobytes() == open_photo(good).image.tobytes()
+
+
+def test_the_decode_step_hashes_as_the_disk_cache_does_without_importing_torch():
+    assert ray_file_digest(b"photo bytes") == file_digest(b"photo bytes")
+    code = "import sys, iqa.ray_engine, iqa.ray_decode; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -8,7 +8,7 @@ import pytest
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from iqa.cli import EXIT_PARTIAL, main  # noqa: E402
+from iqa.cli import EXIT_OK, EXIT_PARTIAL, main  # noqa: E402
 from iqa.grmp.checkpoint import save_checkpoint  # noqa: E402
 from iqa.grmp.model import GRMPConfig, GRMPModel  # noqa: E402
 from iqa.photos import open_photos  # noqa: E402
@@ -91,8 +91,28 @@ def test_cli_route_writes_parquet_and_names_the_bad_photos(album, tmp_path, caps
         "notes", "error",
     ]  # fmt: skip
     assert table.num_rows == 10
-    assert main(args) == 2  # the same destination again: refused, nothing mixed
-    assert "already holds files" in capsys.readouterr().err
+    assert main(args) == EXIT_OK  # the same destination again: every file is in it, nothing is read again
+    assert "scored 0 photos, 0 unusable, 10 already in" in capsys.readouterr().out
+    assert pq.read_table(dest).num_rows == 10
+
+
+def test_a_rerun_scores_only_the_files_missing_from_the_destination(album, tmp_path):
+    dest = tmp_path / "scores"
+    first = sorted(album.glob("*.jpg"))[:3]
+    assert run_job(RayJob([str(p) for p in first], str(dest), ScorerSpec(backbone="test-tiny-rn"))).scored == 3
+    summary = run_job(RayJob([str(album)], str(dest), ScorerSpec(backbone="test-tiny-rn")))
+    assert summary.scored == 5 and summary.already == 3 and len(summary.errors) == 2
+    paths = pq.read_table(dest).column("path").to_pylist()
+    assert len(paths) == len(set(paths)) == 10
+
+
+def test_a_destination_holding_other_files_is_refused(album, tmp_path, capsys):
+    dest = tmp_path / "scores"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("mine")
+    args = ["score", str(album), "--backbone", "test-tiny-rn", "--engine", "ray", "--out", str(dest)]
+    assert main(args) == 2
+    assert "holds files that are not this engine's Parquet" in capsys.readouterr().err
 
 
 def test_uri_sources_and_destinations_go_through_pyarrow_file_systems(album, tmp_path):
