@@ -53,6 +53,15 @@ def _registry(job) -> Models:
     return REGISTRIES[job.registry]
 
 
+def _prepared(job: ScoreJob | MapJob | LabJob) -> tuple[Models, FeatureStore, tuple[set, set]]:
+    """The job's registry, its backbone's store with the caller's cached features merged in, and a
+    mark of the store's content for `added_since` (what the reply hands back)."""
+    models = _registry(job)
+    store = models.store(job.backbone)
+    store.merge(job.known)
+    return models, store, store.keys()
+
+
 def _failures_as_values(call: Callable[[Any], Iterator]) -> Callable[[Any], Iterator]:
     """`call`, yielding `Failed` instead of raising an error the visitor can act on."""
 
@@ -86,10 +95,7 @@ def _encode(store: FeatureStore, photos: Sequence[Photo | PhotoKey], desc: str) 
 @_failures_as_values
 def score(job: ScoreJob) -> Iterator[Progress | ScoreReply]:
     """CLIP-IQA of every photo, GRMP-IQA of those without a remembered result."""
-    models = _registry(job)
-    store = models.store(job.backbone)
-    store.merge(job.known)
-    mark = store.keys()
+    models, store, mark = _prepared(job)
     yield from _encode(store, job.photos, "encoding photos")
     clip = CLIPIQA(store, job.pairs, job.temperature).score(job.photos)
     reply = ScoreReply(clip, [], ({}, {}))
@@ -127,9 +133,7 @@ def encode(job: EncodeJob) -> Iterator[Progress | tuple[dict, dict]]:
 @_failures_as_values
 def draw_map(job: MapJob) -> Iterator[Progress | MapReply]:
     """The quality map of one photo; its window features come back for the caller's cache."""
-    store = _registry(job).store(job.backbone)
-    store.merge(job.known)
-    mark = store.keys()
+    _, store, mark = _prepared(job)
     qmap = quality_map(job.photo, map_scorer(store, job.pairs, job.temperature))
     yield MapReply(qmap, store.added_since(mark))
 
@@ -138,10 +142,7 @@ def draw_map(job: MapJob) -> Iterator[Progress | MapReply]:
 @_failures_as_values
 def rank(job: LabJob) -> Iterator[Progress | LabReply]:
     """The Prompt lab: every pair ranked against the labels."""
-    models = _registry(job)
-    store = models.store(job.backbone)
-    store.merge(job.known)
-    mark = store.keys()
+    models, store, mark = _prepared(job)
     if job.photos is None:
         assert models.lab_set is not None  # the caller offers the server's set only when there is one
         labelled: LabelledPhotos | LabelledFeatures = models.lab_set
