@@ -1,7 +1,8 @@
 """How fast the app turns uploaded 12 MP JPEGs into the photos a session keeps, side by side in one run.
 
-Three ways over the same files, alternating photo by photo so that the machine's noise hits each alike:
-- full decode: `open_photo` alone (the file decoded whole, upright RGB), the baseline of the target;
+Four ways over the same files, alternating photo by photo so that the machine's noise hits each alike:
+- full decode: `open_photo` alone (the file decoded whole, upright RGB, as the app did), the baseline;
+- bare decode: Pillow's `Image.open(path).load()` alone (no checks, no copy, no resize), for reference;
 - as before: `open_photo` and then the downsize to `--max-side` (what the app did until issue 15);
 - now: `iqa.decode.open_bounded` (JPEG draft at the smallest scale covering `--max-side`, then the
   native-resolution resize the pipeline uses), what an upload goes through now;
@@ -19,6 +20,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from PIL import Image
+
 from benchmarks.photoset import ensure_photos
 from iqa.app.photo_panel import UPLOAD_THREADS
 from iqa.decode import open_bounded
@@ -34,10 +37,16 @@ def _as_before(path: Path, max_side: int) -> Photo:
     return Photo(photo.name, resize_image(photo.image, target), path)
 
 
+def _bare(path: Path) -> None:
+    with Image.open(path) as image:
+        image.load()
+
+
 def measure(paths: list[Path], max_side: int) -> dict[str, float]:
     """Photos per second of each way, on one core."""
     ways: dict[str, Callable[[Path], object]] = {
         "full decode": lambda p: open_photo(p),
+        "bare decode (Image.open().load())": _bare,
         "as before (full decode + downsize)": lambda p: _as_before(p, max_side),
         "now (draft + downsize)": lambda p: open_bounded(p, p.name, max_side),
     }
