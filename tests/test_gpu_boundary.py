@@ -18,7 +18,7 @@ from iqa.app import calls, gpu, jobs
 from iqa.app.config import AppConfig
 from iqa.app.demo import Handlers
 from iqa.app.lab_tab import BUNDLED_SET
-from iqa.app.models import Models
+from iqa.app.models import CheckpointRef, Models
 from iqa.app.session import Session
 from iqa.backbones import load_backbone
 from iqa.errors import InputError
@@ -163,3 +163,18 @@ def _image():
     from PIL import Image
 
     return Image.new("RGB", (64, 48), (120, 60, 30))
+
+
+def test_a_seed_checkpoint_of_another_backbone_gets_the_pixels_its_own_store_needs(handlers_models, photos, tmp_path):
+    """The page scores on test-tiny-rn (its features cached); the checkpoint is a seed one on
+    test-tiny-vit, whose store has none of them: the photos must travel with their pixels."""
+    models = handlers_models
+    store = models.store("test-tiny-rn")
+    calls.score_photos(models, calls.Caches(2), store, PRESETS["seed"], None, None, photos)
+    vit = models.store("test-tiny-vit").backbone
+    config = GRMPConfig(variant="seed", backbone="test-tiny-vit", pretrained=vit.pretrained, seed=7)
+    save_checkpoint(GRMPModel(config, vit), tmp_path / "vit-seed")
+    ref = CheckpointRef.of(tmp_path / "vit-seed")
+    scored = calls.score_photos(models, calls.Caches(2), store, PRESETS["seed"], None, ref, photos)
+    assert [row.results["GRMP-IQA"].variant for row in scored.rows] == ["seed"] * len(photos)
+    assert scored.encoded == 0  # CLIP-IQA's own features came from the cache

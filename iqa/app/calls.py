@@ -139,7 +139,7 @@ def score_photos(
 ) -> Scored:
     """CLIP-IQA (and GRMP-IQA of `ref`) of every photo, in as many calls as the ceiling needs."""
     results = caches.results(ref) if ref is not None else None
-    grmp_encodes = ref is not None and not models.info(ref).shares_features
+    grmp_encodes = ref is not None and not _scores_from(models, ref, store)
     uncached = {store.image_key(p) for p in store.missing(photos)}
     cost = [
         int(store.image_key(photo) in uncached)
@@ -169,6 +169,13 @@ def score_photos(
             row[GRMP_IQA] = replace(cached, name=photo.name)
         scored.rows.append(ComparedPhoto(photo.name, row))
     return scored
+
+
+def _scores_from(models: Models, ref: CheckpointRef, store: FeatureStore) -> bool:
+    """Whether the checkpoint's scorer reads `store`'s features (the page's backbone): only a seed
+    checkpoint on that very backbone; any other encodes with its own store, which needs pixels."""
+    info = models.info(ref)
+    return info.shares_features and models.known_store(info.backbone) is store
 
 
 def _parts(indices: list[int], cost: list[int], budget: int) -> Iterator[list[int]]:

@@ -15,14 +15,14 @@ import functools
 import pickle
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from ..backbones import BackboneUnavailable
 from ..clipiqa import CLIPIQA
 from ..errors import InputError, IQAError
-from ..features import FeatureStore
+from ..features import FeatureStore, ProgressFn
 from ..grmp.checkpoint import checkpoint_content
 from ..grmp.train import adapt_seed
 from ..photos import Photo, PhotoKey
@@ -47,6 +47,8 @@ from .jobs import (
 )
 from .models import REGISTRIES, Models
 from .zerogpu import gpu
+
+T = TypeVar("T")
 
 
 def _registry(job) -> Models:
@@ -89,6 +91,19 @@ def _encode(store: FeatureStore, photos: Sequence[Photo | PhotoKey], desc: str) 
     for start in range(0, len(missing), store.batch_size):
         store.image_features(missing[start : start + store.batch_size])
         yield Progress(min(start + store.batch_size, len(missing)), len(missing), desc)
+
+
+def _reporting(work: Callable[[ProgressFn], T], desc: str) -> Generator[Progress, None, T]:
+    """Run `work(progress)` in a thread of this call, yielding its progress as it comes; returns its result."""
+    reports: queue.Queue[Progress] = queue.Queue()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-gpu") as pool:
+        future = pool.submit(work, lambda done, total: reports.put(Progress(done, total, desc)))
+        while not (future.done() and reports.empty()):
+            try:
+                yield reports.get(timeout=0.1)
+            except queue.Empty:
+                continue
+    return future.result()
 
 
 @gpu(duration=lambda job: clamp(job.seconds()))
@@ -134,7 +149,8 @@ def encode(job: EncodeJob) -> Iterator[Progress | tuple[dict, dict]]:
 def draw_map(job: MapJob) -> Iterator[Progress | MapReply]:
     """The quality map of one photo; its window features come back for the caller's cache."""
     _, store, mark = _prepared(job)
-    qmap = quality_map(job.photo, map_scorer(store, job.pairs, job.temperature))
+    scorer = map_scorer(store, job.pairs, job.temperature)
+    qmap = yield from _reporting(lambda progress: quality_map(job.photo, scorer, progress=progress), "encoding windows")
     yield MapReply(qmap, store.added_since(mark))
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from ..datasets import LabelledImage
+from ..grmp.checkpoint import checkpoint_paths
 from ..photos import Photo, PhotoKey
 from ..prompt_lab import LabReport
 from ..prompts import PromptPair
@@ -31,6 +32,7 @@ CEILING_S = 60.0  # one call at most: a free visitor's daily quota holds several
 ADAPT_CEILING_S = 100.0  # an adaptation is one call (its steps stream back); anonymous visitors have 120 s a day
 STEP_S = 0.03  # one adaptation step of the seed variant on cached features (text tower forward + backward)
 TEXT_S = 0.002
+LOAD_MB_S = 100.0  # reading, hashing and building a checkpoint's tensors
 
 
 def photo_seconds(backbone: str) -> float:
@@ -44,6 +46,14 @@ def photo_seconds(backbone: str) -> float:
     if backbone.startswith(("ViT-B", "test-")):
         return 0.015
     return 0.03  # RN50 at native resolution (up to 1024 px) and anything else
+
+
+def load_seconds(ref: CheckpointRef | None) -> float:
+    """Estimated seconds to hash and load a checkpoint where the GPU work runs (a fresh worker has
+    only the start-up ones): its files' size at LOAD_MB_S."""
+    if ref is None:
+        return 0.0
+    return sum(path.stat().st_size for path in checkpoint_paths(ref.path) if path.exists()) / 1e6 / LOAD_MB_S
 
 
 def clamp(seconds: float, ceiling: float = CEILING_S) -> int:
@@ -81,7 +91,8 @@ class ScoreJob:
     def seconds(self) -> float:
         encodes = pixel_count(self.photos) + (len(self.grmp_photos) if self.grmp_encodes else 0)
         texts = 2 * len(self.pairs) - len(self.known[1])
-        return FLOOR_S + encodes * photo_seconds(self.backbone) + max(texts, 0) * TEXT_S
+        loading = load_seconds(self.checkpoint) if self.grmp_photos else 0.0
+        return FLOOR_S + loading + encodes * photo_seconds(self.backbone) + max(texts, 0) * TEXT_S
 
 
 @dataclass
@@ -101,7 +112,7 @@ class CheckpointJob:
     checkpoint: CheckpointRef
 
     def seconds(self) -> float:
-        return FLOOR_S
+        return FLOOR_S + load_seconds(self.checkpoint)
 
 
 @dataclass(frozen=True)

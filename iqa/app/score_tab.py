@@ -284,7 +284,7 @@ class ScoreHandlers(HandlerBase):
         FeatureStore, so a prompt edit re-draws encoding only the new texts.
         """
         self._use(session)
-        store = self.models.known_store(backbone)  # an unknown one: the score handler has said so already
+        store = self._store_or_default(backbone)
         pairs, status = parse_table(table, store.backbone.tokenizer)
         valid = [p for p, s in zip(pairs, status) if p is not None and s == "ok"]
         labels = [_pair_label(p) for p in valid]
@@ -334,7 +334,7 @@ class ScoreHandlers(HandlerBase):
             info = self.models.check_upload(str(folder / stem))
             ref = CheckpointRef.of(folder / stem)
             description = calls.load_checkpoint(self.models, self.caches, ref)
-        except (BackboneUnavailable, ValueError) as err:  # ValueError: CheckpointError, CheckpointMismatch
+        except (BackboneUnavailable, ValueError, OSError) as err:  # ValueError: CheckpointError, CheckpointMismatch
             shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
         session.checkpoints[f"{stem} (uploaded)"] = ref
