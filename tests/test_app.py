@@ -156,11 +156,31 @@ def test_invalid_rows_are_marked_with_the_reason_and_the_rest_scored(handlers, s
 
 def test_empty_table_or_no_photos_warns_and_keeps_serving(handlers, session):
     empty = pd.DataFrame(columns=PROMPT_COLUMNS)
-    with pytest.warns(UserWarning, match="no usable prompt pair"):
+    with pytest.warns(UserWarning, match="No usable prompt pair"):
         out = score(handlers, session, empty)
-    assert out.status == "No usable prompt pair." and len(out.ranking) == 0
+    assert out.status == "No usable prompt pair: the prompt table is empty." and len(out.ranking) == 0
     out = score(handlers, Session(), handlers.load_preset("seed"))  # no warning: a setting may come first
     assert out.status == "No photos to score." and out.breakdown is None and out.results_csv is None
+
+
+def test_all_weights_zero_marks_the_rows_and_clears_every_result(handlers, session):
+    """No positive weight is no usable pair: each row says why, and the ranking, CSV and Filter tab are cleared."""
+    table = handlers.load_preset("seed")
+    assert score(handlers, session, table).results_csv is not None
+    zero = table.assign(weight=0.0)
+    zero.loc[1, "on"] = False
+    with pytest.warns(UserWarning, match="every enabled row has weight 0"):
+        out = score(handlers, session, zero)
+    assert list(out.prompts["status"]) == [
+        "invalid: the enabled weights add up to 0",
+        "off",
+        "invalid: the enabled weights add up to 0",
+    ]
+    assert out.status == "No usable prompt pair: every enabled row has weight 0 (give one a weight above 0)."
+    assert len(out.ranking) == 0 and out.results_csv is None and out.breakdown is None and session.rows == []
+    assert handlers.filter(session, 0.5, "CLIP-IQA").filter_summary.startswith("No scores to filter: nothing could")
+    zero.loc[2, "weight"] = 0.5  # one positive weight is enough
+    assert len(score(handlers, session, zero).ranking) == 3
 
 
 def test_seed_temperature_keeps_scores_near_one_half(handlers, session):

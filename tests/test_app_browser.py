@@ -450,3 +450,34 @@ def test_the_quality_map_is_drawn_over_the_photo_and_follows_the_chosen_photo(op
         timeout=TIMEOUT,
     )
     _shot(page, f"{shot}-page")
+
+
+def _no_error_badges(page) -> list[str]:
+    """The ids of the components that show Gradio's red "Error" badge."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.error')].filter(e => e.offsetParent && e.innerText.trim() === 'Error')
+            .map(e => e.closest('[id]')?.id || '?')"""
+    )
+
+
+def test_all_weights_zero_clears_every_result_with_a_reason(open_page, tmp_path):
+    page = open_page()
+    _add_examples(page)
+    zero = tmp_path / "zero.json"
+    zero.write_text('[{"positive": "a good photo", "negative": "a bad photo", "weight": 0}]')
+    with page.expect_file_chooser() as chooser:
+        page.click("text=Load prompt set")
+    chooser.value.set_files(str(zero))
+    _wait_status(page, "every enabled row has weight 0")
+    page.wait_for_function(
+        "document.querySelector('#prompt-table')?.innerText?.includes('weights add up to 0')", timeout=TIMEOUT
+    )
+    assert page.locator('#ranking [data-testid^="cell-"][data-col="5"]').count() == 0
+    assert page.locator("#breakdown").is_hidden()
+    assert _no_error_badges(page) == []
+    page.get_by_role("tab", name="Filter").click()
+    page.wait_for_function(
+        "document.querySelector('#filter-summary')?.innerText?.includes('nothing could be scored')", timeout=TIMEOUT
+    )
+    assert page.locator("#kept .thumbnail-item").count() == 0 and page.locator("#filter-list").is_hidden()
+    _shot(page, "light-zero-weights-filter")

@@ -21,7 +21,8 @@ class FilterHandlers(ScoreHandlers):
         against `threshold`; the kept photos' zip is cleared (it held the previous split)."""
         self._use(session)
         if not session.rows:
-            return FilterOutput([], [], None, None, "Score photos on the first tab first.")
+            why = "nothing could be scored (the first tab's status says why)" if session.photos else "no photos yet"
+            return FilterOutput([], [], None, None, f"No scores to filter: {why}.")
         by = self._filter_method(session, method)
         if by is None:
             return FilterOutput(
@@ -63,13 +64,15 @@ class FilterHandlers(ScoreHandlers):
 def build_filter_tab(models: Models, ui: dict) -> None:
     banner(models)
     how_to("filter")
-    ui["filter_summary"] = gr.Markdown("Score photos on the first tab first.", elem_id="filter-summary")
+    ui["filter_summary"] = gr.Markdown("No scores to filter: no photos yet.", elem_id="filter-summary")
     ui["histogram"] = gr.Plot(label="Scores and the threshold", elem_id="histogram", visible=False)
     with gr.Row():
         ui["kept"] = gr.Gallery(label="Kept", columns=4, height=300, elem_id="kept")
         ui["rejected"] = gr.Gallery(label="Rejected", columns=4, height=300, elem_id="rejected")
     with gr.Row():
-        ui["filter_list"] = gr.File(label="Download the list (CSV)", interactive=False, visible=False)
+        ui["filter_list"] = gr.File(
+            label="Download the list (CSV)", interactive=False, visible=False, elem_id="filter-list"
+        )
         with gr.Column():
             ui["make_zip"] = gr.Button("Zip the kept photos", size="sm", elem_id="make-zip")
             ui["kept_zip"] = gr.File(

@@ -27,7 +27,7 @@ from .models import NO_GRMP, CheckpointInfo, CheckpointRef, Models
 from .outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
 from .photo_panel import build_photo_panel
 from .session import Session, icon_html
-from .table import build_prompt_panel, parse_table
+from .table import build_prompt_panel, no_pair_reason, parse_table
 
 DIGITS = 3  # every score, p and threshold on the page has three decimals
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
@@ -80,8 +80,9 @@ class ScoreHandlers(HandlerBase):
             return self._empty(session, table, "No photos to score.")
         if not valid:
             session.rows = []
-            gr.Warning("no usable prompt pair: every row is off or invalid (see the status column)")
-            return self._empty(session, table, "No usable prompt pair.")
+            reason = no_pair_reason(status)
+            gr.Warning(reason)
+            return self._empty(session, table, reason)
         ref = self._checkpoint_or_none(checkpoint, session)
         start = time.perf_counter()
         t = TEMPERATURES[temperature]

@@ -24,6 +24,7 @@ from .outputs import PresetOutput, RowOutput, TableNameOutput
 from .session import Session
 
 PROMPT_COLUMNS = ["on", "positive", "negative", "weight", "status"]
+ZERO_WEIGHTS = "invalid: the enabled weights add up to 0"
 CUSTOM = "custom"  # the preset box's name for a table that is no preset (edited, loaded from a file)
 
 
@@ -54,7 +55,19 @@ def parse_table(table: pd.DataFrame | None, tokenizer=None) -> tuple[list[Prompt
         if pair is not None:
             reason = next(reasons)
             status[i] = f"invalid: {reason}" if reason else ("ok" if pair.enabled else "off")
+    weights = [p.weight for p, s in zip(pairs, status) if p is not None and s == "ok"]
+    if weights and sum(weights) <= 0:  # CLIP-IQA's weighted mean has nothing to divide by: no row is usable
+        status = [ZERO_WEIGHTS if s == "ok" else s for s in status]
     return pairs, status
+
+
+def no_pair_reason(status: Sequence[str]) -> str:
+    """Why a table gives no usable pair, in one line for the page."""
+    if ZERO_WEIGHTS in status:
+        return "No usable prompt pair: every enabled row has weight 0 (give one a weight above 0)."
+    if not status:
+        return "No usable prompt pair: the prompt table is empty."
+    return "No usable prompt pair: every row is off or invalid (see the status column)."
 
 
 def pairs_table(pairs: Sequence[PromptPair]) -> pd.DataFrame:
