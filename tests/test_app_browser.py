@@ -481,3 +481,24 @@ def test_all_weights_zero_clears_every_result_with_a_reason(open_page, tmp_path)
     )
     assert page.locator("#kept .thumbnail-item").count() == 0 and page.locator("#filter-list").is_hidden()
     _shot(page, "light-zero-weights-filter")
+
+
+def test_the_photo_set_is_what_the_upload_box_shows(open_page):
+    page = open_page()
+    photos = [ROOT / "examples" / name for name in ("astronaut.jpg", "chelsea_jpeg_L5.jpg", "coffee.jpg")]
+    page.set_input_files("#photo-upload input[type=file]", [str(p) for p in photos[:2]])
+    _wait_status(page, "Scored 2 photo(s)")
+    page.locator("#photo-upload button[aria-label='Remove this file']").first.click()  # its x: unscored
+    _wait_status(page, "Scored 1 photo(s)")
+    names = page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts()
+    assert names == ["chelsea_jpeg_L5.jpg"]
+    assert page.locator("#gallery .thumbnail-item").count() == 1
+    page.click("button:text-is('Clear photos')")  # the box is emptied too
+    page.wait_for_function(
+        "document.querySelector('#photo-info')?.innerText?.includes('No photos yet')", timeout=TIMEOUT
+    )
+    page.wait_for_selector("#photo-upload button[aria-label='Remove this file']", state="detached", timeout=TIMEOUT)
+    page.set_input_files("#photo-upload input[type=file]", [str(photos[2])])  # the cleared photos stay out
+    _wait_status(page, "Scored 1 photo(s)")
+    assert page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts() == ["coffee.jpg"]
+    _shot(page, "light-upload-box")

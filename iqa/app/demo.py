@@ -21,6 +21,7 @@ from .models import Models
 from .outputs import (
     AdaptOutput,
     CheckpointOutput,
+    ClearedOutput,
     FilterOutput,
     LabOutput,
     MapOutput,
@@ -126,10 +127,12 @@ def wire(h: Handlers, ui: dict) -> None:
     rescore(ui["files"].upload(as_outputs(h.add_photos), [ui["files"], session], photo_outputs, api_name="add_photos"))
     rescore(ui["examples"].click(as_outputs(h.add_examples), [session], photo_outputs, api_name="add_examples"))
     clear_outputs = [[session, prompts], score_outputs]
-    cleared = ui["clear"].click(as_outputs(h.clear_photos), [session], photo_outputs, api_name="clear_photos")
+    cleared_outputs = ClearedOutput.components(ui)
+    cleared = ui["clear"].click(as_outputs(h.clear_photos), [session], cleared_outputs, api_name="clear_photos")
     refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
-    cleared = ui["files"].clear(as_outputs(h.clear_photos), [session], photo_outputs, **private)
+    cleared = ui["files"].clear(as_outputs(h.clear_photos), [session], cleared_outputs, **private)
     refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
+    rescore(ui["files"].delete(as_outputs(h.remove_upload), [session], photo_outputs, **private))
 
     preset_outputs = PresetOutput.components(ui)
     rescore(

@@ -47,6 +47,13 @@ class PhotosOutput(Outputs):
 
 
 @dataclass
+class ClearedOutput(PhotosOutput):
+    """After "Clear photos": the upload box is emptied too (an upload sends every file the box lists)."""
+
+    files: None = None
+
+
+@dataclass
 class ScoreOutput(Outputs):
     HIDDEN_WHEN_EMPTY = ("breakdown", "side_by_side", "scatter", "results_csv")
     session: Any
