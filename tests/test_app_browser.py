@@ -502,3 +502,28 @@ def test_the_photo_set_is_what_the_upload_box_shows(open_page):
     _wait_status(page, "Scored 1 photo(s)")
     assert page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts() == ["coffee.jpg"]
     _shot(page, "light-upload-box")
+
+
+def _type_threshold(page, value: str) -> None:
+    box = page.locator("#threshold input[type=number]")
+    box.fill(value)
+    box.press("Enter")
+    box.blur()
+
+
+def test_the_threshold_box_shows_the_value_used(open_page):
+    page = open_page()
+    _add_examples(page)
+    _type_threshold(page, "1.7")  # out of range: the box shows the value used, and no error badge
+    page.wait_for_function("document.querySelector('#threshold input[type=number]')?.value === '1'", timeout=TIMEOUT)
+    page.get_by_role("tab", name="Filter").click()
+    page.wait_for_function(
+        "document.querySelector('#filter-summary')?.innerText?.includes('>= 1.000')", timeout=TIMEOUT
+    )
+    assert _no_error_badges(page) == []
+    _type_threshold(page, "0.4015")  # three decimals, as used
+    page.wait_for_function("document.querySelector('#filter-summary')?.innerText?.includes('>= 0.40')", timeout=TIMEOUT)
+    shown = page.locator("#threshold input[type=number]").input_value()
+    summary = page.inner_text("#filter-summary")
+    assert len(shown.split(".")[1]) <= 3 and f">= {float(shown):.3f}" in summary, (shown, summary)
+    assert _no_error_badges(page) == []

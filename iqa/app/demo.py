@@ -116,7 +116,9 @@ def wire(h: Handlers, ui: dict) -> None:
         named = event.then(as_outputs(h.table_changed), [prompts, session], TableNameOutput.components(ui), **private)
         return rescore(named)
 
-    for event, name in ((threshold.input, "filter"), (method.input, "filter_method")):
+    # a typed threshold is put in range and rounded in the box first: the box shows the value used
+    shown = threshold.input(None, threshold, threshold, js=THRESHOLD_JS, **private)
+    for event, name in ((shown.then, "filter"), (method.input, "filter_method")):
         event(filter_, filter_inputs, FilterOutput.components(ui), api_name=name, trigger_mode="always_last").then(
             as_outputs(h.rerank), filter_inputs, RankOutput.components(ui), **private
         )
@@ -198,6 +200,9 @@ def wire(h: Handlers, ui: dict) -> None:
         api_name="adapt",
     )
 
+
+# the threshold as used: within [0, 1], with the page's three decimals (DIGITS)
+THRESHOLD_JS = "(t) => Math.min(1, Math.max(0, Math.round(Number(t) * 1000) / 1000 || 0))"
 
 # the handler returns "?share=..."; the browser puts its own address (as the user sees it) in front
 SHARE_URL_JS = (

@@ -106,6 +106,7 @@ def build_decision_bar(ui: dict) -> None:
             1,
             value=0.5,
             step=0.001,
+            precision=3,
             label="Threshold: keep a photo when its score >= this",
             elem_id="threshold",
             scale=3,
