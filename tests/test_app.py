@@ -314,7 +314,7 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     middle = float(ranking["CLIP-IQA"][1])
     filtered = handlers.filter(session, middle, "CLIP-IQA")
     kept, rejected, list_path, summary = (
-        filtered.kept,
+        filtered.kept["value"],
         filtered.rejected,
         filtered.filter_list,
         filtered.filter_summary,
@@ -322,6 +322,7 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     assert len(kept) == 2 and len(rejected) == 1
     assert summary.startswith("2 kept, 1 rejected")
     assert filtered.kept_zip is None  # a zip of an earlier split is never offered
+    assert filtered.kept["label"] == "Kept" and filtered.make_zip
     assert list(filtered.histogram.layout.shapes)[0].x0 == middle
     with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
         assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
@@ -333,6 +334,16 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     assert set(table["decision"]) == {"reject"}
     with pytest.raises(gr.Error, match="score photos"):
         handlers.zip_kept(Session(), 0.5, "CLIP-IQA")
+
+
+def test_nothing_kept_offers_no_zip_and_says_so(handlers, session):
+    ranking = score(handlers, session, handlers.load_preset("seed")).ranking
+    above = float(max(ranking["CLIP-IQA"])) + 0.001
+    filtered = handlers.filter(session, above, "CLIP-IQA")
+    assert filtered.kept["value"] == [] and filtered.kept["label"] == "Kept: no photo at or above the threshold"
+    assert not filtered.make_zip and filtered.outputs()[-1] == gr.update(visible=False)
+    with pytest.raises(gr.Error, match="nothing to zip"):
+        handlers.zip_kept(session, above, "CLIP-IQA")
 
 
 def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_path):

@@ -253,6 +253,7 @@ def test_no_stale_state_after_any_table_edit_and_the_chosen_photo_stays(open_pag
     _shot(page, "light-score-with-grmp")
 
     page.get_by_role("tab", name="Filter").click()  # a zip made, then the threshold moves: the zip is gone
+    _type_threshold(page, "0")
     page.click("#make-zip")
     page.wait_for_selector("#kept-zip", state="visible", timeout=TIMEOUT)
     slider = page.locator("#threshold input[type=range]")
@@ -527,3 +528,18 @@ def test_the_threshold_box_shows_the_value_used(open_page):
     summary = page.inner_text("#filter-summary")
     assert len(shown.split(".")[1]) <= 3 and f">= {float(shown):.3f}" in summary, (shown, summary)
     assert _no_error_badges(page) == []
+
+
+def test_nothing_kept_offers_no_zip_and_the_kept_gallery_says_why(open_page):
+    page = open_page()
+    _add_examples(page)
+    page.get_by_role("tab", name="Filter").click()
+    _type_threshold(page, "0")
+    page.wait_for_selector("#make-zip", state="visible", timeout=TIMEOUT)
+    _type_threshold(page, "1")
+    page.wait_for_function(
+        "document.querySelector('#filter-summary')?.innerText?.startsWith('0 kept')", timeout=TIMEOUT
+    )
+    page.wait_for_selector("#make-zip", state="hidden", timeout=TIMEOUT)
+    assert "no photo at or above the threshold" in page.inner_text("#kept")
+    _shot(page, "light-nothing-kept")

@@ -144,12 +144,18 @@ class CheckpointOutput(Outputs):
 @dataclass
 class FilterOutput(Outputs):
     HIDDEN_WHEN_EMPTY = ("histogram", "filter_list", "kept_zip")
-    kept: list[tuple[str, str]]
+    kept: Any  # the gallery's photos, or an update that also names why it is empty
     rejected: list[tuple[str, str]]
     histogram: Any
     filter_list: str | None
     filter_summary: str
     kept_zip: str | None = None  # cleared: it is made again, on request, for the current split
+    make_zip: bool = False  # the zip button is offered only while a photo is kept
+
+    def outputs(self) -> list[Any]:
+        values = super().outputs()
+        values[-1] = gr.update(visible=self.make_zip)
+        return values
 
 
 @dataclass
