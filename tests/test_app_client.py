@@ -89,7 +89,7 @@ def test_bad_input_is_reported_and_the_server_keeps_serving(client, server, tmp_
 
 def test_filter_and_downloads(client):
     _score(client, client.predict("seed", api_name="/load_preset")[0])
-    kept, rejected, histogram, list_path, summary, kept_zip, _zip_button = map(
+    kept, rejected, histogram, list_path, summary, kept_zip = map(
         _value, client.predict(0.0, "CLIP-IQA", api_name="/filter")
     )
     assert len(kept) == 3 and rejected == [] and summary.startswith("3 kept, 0 rejected")
