@@ -97,22 +97,6 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
     assert cleared.photo_info == "No photos yet."
 
 
-def test_a_file_taken_out_of_the_upload_box_unscores_its_photo(handlers, photo_files):
-    session = handlers.add_photos(photo_files, Session()).session
-    score(handlers, session, handlers.load_preset("seed"))
-    removed = handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[0]}))
-    assert [p.name for p in session.photos] == ["chelsea.jpg", "coffee.jpg"]
-    assert [name for _, name in removed.gallery] == ["chelsea.jpg", "coffee.jpg"]
-    assert "astronaut.jpg" not in session.thumbnails and photo_files[0] not in session.sources
-    assert list(score(handlers, session, handlers.load_preset("seed")).ranking["name"]).count("astronaut.jpg") == 0
-    assert handlers.add_photos(photo_files[1:], session).photo_info == "2 photo(s) ready."  # never re-added unasked
-    cleared = handlers.clear_photos(session)
-    assert cleared.files is None and cleared.outputs()[3] is None  # the upload box is emptied too
-    assert handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[1]})).photo_info == (
-        "No photos yet."
-    )
-
-
 def test_the_same_photo_added_twice_is_kept_once(handlers, photo_files, tmp_path):
     again = tmp_path / "again.jpg"
     shutil.copy(photo_files[0], again)
@@ -688,3 +672,29 @@ def test_startup_checkpoints_stay_in_memory_whatever_is_uploaded(handlers, tmp_p
     models.scorer(uploads[0])
     assert models.scorer(uploads[-1]) is not latest  # ...as the one besides the start-up one (max_grmp_models=1)
     assert models.scorer(models.startup_checkpoints["tiny-seed"]) is pinned
+
+
+def test_messages_are_text_not_html(handlers, photo_files):
+    """Gradio renders a notice as HTML: "<name>" is escaped, so the page shows it."""
+    with pytest.raises(gr.Error) as refused:
+        handlers.upload_checkpoint(photo_files[:1], Session())
+    assert refused.value.message.endswith("&lt;name&gt;.json and &lt;name&gt;.safetensors")
+    with pytest.raises(gr.Error) as missing:  # wrapped twice (choose_preset calls load_preset): escaped once
+        handlers.choose_preset("<b>x</b> & y", Session())
+    assert "'&lt;b&gt;x&lt;/b&gt; &amp; y'" in missing.value.message
+
+
+def test_a_file_taken_out_of_the_upload_box_unscores_its_photo(handlers, photo_files):
+    session = handlers.add_photos(photo_files, Session()).session
+    score(handlers, session, handlers.load_preset("seed"))
+    removed = handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[0]}))
+    assert [p.name for p in session.photos] == ["chelsea.jpg", "coffee.jpg"]
+    assert [name for _, name in removed.gallery] == ["chelsea.jpg", "coffee.jpg"]
+    assert "astronaut.jpg" not in session.thumbnails and photo_files[0] not in session.sources
+    assert list(score(handlers, session, handlers.load_preset("seed")).ranking["name"]).count("astronaut.jpg") == 0
+    assert handlers.add_photos(photo_files[1:], session).photo_info == "2 photo(s) ready."  # never re-added unasked
+    cleared = handlers.clear_photos(session)
+    assert cleared.files is None and cleared.outputs()[3] is None  # the upload box is emptied too
+    assert handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[1]})).photo_info == (
+        "No photos yet."
+    )

@@ -543,3 +543,14 @@ def test_nothing_kept_offers_no_zip_and_the_kept_gallery_says_why(open_page):
     page.wait_for_selector("#make-zip", state="hidden", timeout=TIMEOUT)
     assert "no photo at or above the threshold" in page.inner_text("#kept")
     _shot(page, "light-nothing-kept")
+
+
+def test_a_refused_checkpoint_upload_is_shown_whole(open_page, tmp_path):
+    page = open_page()
+    tensors, _json_path = good_checkpoint(tmp_path)
+    with page.expect_file_chooser() as chooser:
+        page.click("text=Upload GRMP-IQA checkpoint")
+    chooser.value.set_files([str(tensors)])
+    page.wait_for_function(
+        "document.body.innerText.includes('as its two files: <name>.json and <name>.safetensors')", timeout=TIMEOUT
+    )

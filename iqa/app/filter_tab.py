@@ -7,7 +7,7 @@ import gradio as gr
 from .. import charts
 from ..compare import rows_to_csv, split, zip_photos
 from .layout import banner, how_to
-from .messages import shown_as_message
+from .messages import shown_as_message, warn
 from .models import Models
 from .outputs import FilterOutput, ZipOutput
 from .score_tab import ATTRIBUTES_NOTE, ScoreHandlers
@@ -63,7 +63,7 @@ class FilterHandlers(ScoreHandlers):
         by = self.decision_method(session, method)
         if by is not None and by != method:
             why = "attribute prompts give no quality score" if session.attributes else f"no {method} scores"
-            gr.Warning(f"{why}; filtering by {by}")
+            warn(f"{why}; filtering by {by}")
         return by
 
 

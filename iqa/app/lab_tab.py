@@ -14,7 +14,7 @@ from . import calls
 from .base import HandlerBase
 from .config import EXAMPLES
 from .layout import banner, how_to
-from .messages import shown_as_message
+from .messages import inform, shown_as_message
 from .models import Models
 from .outputs import LabOutput, PresetOutput
 from .score_tab import TEMPERATURES
@@ -97,7 +97,7 @@ class LabHandlers(HandlerBase):
             raise gr.Error("no pair ranks the labelled photos the right way round (every SRCC <= 0)")
         table = pairs_table(pairs)
         session.custom_table = table.copy()
-        gr.Info(f"The prompt table on the first tab now uses the {sum(p.enabled for p in pairs)} best pair(s).")
+        inform(f"The prompt table on the first tab now uses the {sum(p.enabled for p in pairs)} best pair(s).")
         return PresetOutput(session, table, CUSTOM, None)
 
 

@@ -14,7 +14,7 @@ from ..decode import open_bounded
 from ..photos import Photo, PhotoError
 from .base import HandlerBase
 from .config import EXAMPLES, MIB
-from .messages import shown_as_message
+from .messages import shown_as_message, warn
 from .outputs import ClearedOutput, PhotosOutput
 from .session import Session, thumbnail
 
@@ -58,7 +58,7 @@ class PhotoHandlers(HandlerBase):
             session.thumbnails[photo.name], session.icons[photo.name] = thumbnail(photo, thumbs)
         self.budget.use(session)
         for message in messages:
-            gr.Warning(message)
+            warn(message)
         return PhotosOutput(session, self.gallery(session), self._photo_summary(session, messages))
 
     def _opened(self, files: list[str]) -> Iterator[tuple[str, Photo | PhotoError]]:

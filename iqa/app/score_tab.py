@@ -22,7 +22,7 @@ from ..results import PairScore
 from . import calls
 from .base import HandlerBase
 from .layout import banner, how_to
-from .messages import shown_as_message
+from .messages import inform, shown_as_message, warn
 from .models import NO_GRMP, CheckpointInfo, CheckpointRef, Models
 from .outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
 from .photo_panel import build_photo_panel
@@ -81,7 +81,7 @@ class ScoreHandlers(HandlerBase):
         if not valid:
             session.rows = []
             reason = no_pair_reason(status)
-            gr.Warning(reason)
+            warn(reason)
             return self._empty(session, table, reason)
         ref = self._checkpoint_or_none(checkpoint, session)
         start = time.perf_counter()
@@ -99,7 +99,7 @@ class ScoreHandlers(HandlerBase):
             f"the rest from the feature cache."
         )
         if scored.grmp_error:
-            gr.Warning(f"GRMP-IQA checkpoint not used: {scored.grmp_error}")
+            warn(f"GRMP-IQA checkpoint not used: {scored.grmp_error}")
         elif ref is not None:
             message += f" GRMP-IQA: {self.models.info(ref).label} on {scored.grmp_description}."
         if session.attributes:
@@ -172,7 +172,7 @@ class ScoreHandlers(HandlerBase):
             return None
         ref = self.checkpoint_refs(session).get(checkpoint)
         if ref is None:  # the API lets a client send any text
-            gr.Warning(f"GRMP-IQA checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
+            warn(f"GRMP-IQA checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
         return ref
 
     def decision_method(self, session: Session, method: str) -> str | None:
@@ -339,7 +339,7 @@ class ScoreHandlers(HandlerBase):
             shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
         session.checkpoints[f"{stem} (uploaded)"] = ref
-        gr.Info(f"{stem}: {info.label} on {description}")
+        inform(f"{stem}: {info.label} on {description}")
         return CheckpointOutput(session, self.checkpoint_choices(session, ref.path))
 
     def checkpoint_refs(self, session: Session) -> dict[str, CheckpointRef]:

@@ -19,7 +19,7 @@ import pandas as pd
 from ..names import METHODS
 from ..prompts import PromptError, pair_from_record
 from .base import HandlerBase
-from .messages import shown_as_message
+from .messages import shown_as_message, warn
 from .outputs import ShareOutput
 from .score_tab import TEMPERATURES
 from .table import pairs_table, parse_table, preset_name
@@ -115,7 +115,7 @@ class ShareHandlers(HandlerBase):
             if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or not 0 <= threshold <= 1:
                 raise ShareError(f"threshold {threshold!r} is not a number between 0 and 1")
         except ShareError as err:
-            gr.Warning(f"the shared link could not be read: {err}")
+            warn(f"the shared link could not be read: {err}")
             return ShareOutput(*(gr.update() for _ in range(7)))
         checkpoint = settings.get("checkpoint")
         return ShareOutput(

@@ -19,7 +19,7 @@ from ..prompts import (
     save_pairs,
 )
 from .base import HandlerBase
-from .messages import shown_as_message
+from .messages import inform, shown_as_message, warn
 from .outputs import PresetOutput, RowOutput, TableNameOutput
 from .session import Session
 
@@ -101,7 +101,7 @@ class PromptTableHandlers(HandlerBase):
                 raise gr.Error("no custom table yet: edit the table, or load a prompt set from a file")
             return PresetOutput(session, session.custom_table, CUSTOM, None)
         if session.custom_table is not None:
-            gr.Info(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
+            inform(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
         return PresetOutput(session, self.load_preset(name), name, None)
 
     @shown_as_message
@@ -156,7 +156,7 @@ class PromptTableHandlers(HandlerBase):
         pairs, status = parse_table(table)
         usable = [p for p in pairs if p is not None]
         if len(usable) < len(pairs):
-            gr.Warning(f"{len(pairs) - len(usable)} row(s) with an unreadable weight were not saved")
+            warn(f"{len(pairs) - len(usable)} row(s) with an unreadable weight were not saved")
         path = save_pairs(usable, session.directory(self.config.work_dir) / "prompts.json")
         return gr.update(value=str(path), visible=True)
 
