@@ -534,6 +534,13 @@ def test_a_preset_never_silently_discards_edits_and_a_loaded_file_is_named(handl
     assert handlers.table_changed(handlers.load_prompts(saved), session).preset == "paper-feel"
 
 
+def test_the_share_link_says_why_there_is_none(handlers):
+    empty = pd.DataFrame(columns=PROMPT_COLUMNS)
+    assert handlers.share_link(empty, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA") == (
+        "No link: the prompt table has no readable pair."
+    )
+
+
 def test_share_link_restores_the_table_and_settings(handlers):
     table = handlers.load_preset("seed")
     table.loc[1, "on"] = False

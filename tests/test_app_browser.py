@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from hostile_app import good_checkpoint
 
+from iqa.app.share import decode_share
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "artifacts"
@@ -368,12 +370,23 @@ def test_share_link_restores_the_table_and_settings(open_page):
     page = open_page()
     _choose(page, "#preset", "paper-feel")
     page.wait_for_function("document.querySelector('#prompt-table')?.innerText?.includes('Aesthetic photo.')")
-    page.locator("#threshold input[type=range]").fill("0.35")
-    page.click("#share-button")
     page.wait_for_function(
         "document.querySelector('#share-link textarea, #share-link input')?.value?.includes('?share=')"
     )
-    link = page.locator("#share-link textarea, #share-link input").first.input_value()
+    page.locator("#threshold input[type=range]").fill("0.35")  # the link follows each change, no click
+    box = page.locator("#share-link textarea, #share-link input").first
+
+    def shared_threshold() -> float | None:
+        link = box.input_value()
+        return decode_share(link.split("?share=")[1]).get("threshold") if "?share=" in link else None
+
+    for _ in range(100):
+        if shared_threshold() == 0.35:
+            break
+        page.wait_for_timeout(300)
+    assert shared_threshold() == 0.35
+    assert page.locator("#share-link button").count() >= 1  # a copy button
+    link = box.input_value()
     assert link.startswith("http://127.0.0.1:")
     shared = open_page(query=link[link.index("?") :])
     shared.wait_for_function(

@@ -69,8 +69,15 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
             with gr.Tab("About", id="about"):
                 build_about_tab(models)
         wire(h, ui)
-        demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private")
+        demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private").then(
+            h.share_link, share_inputs(ui), ui["share_link"], api_visibility="private"
+        ).then(None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, api_visibility="private")
     return demo
+
+
+def share_inputs(ui: dict) -> list:
+    """What a share link holds: the prompt table and the settings."""
+    return [ui[name] for name in ("prompts", "backbone", "temperature", "checkpoint", "threshold", "method")]
 
 
 def wire(h: Handlers, ui: dict) -> None:
@@ -175,12 +182,12 @@ def wire(h: Handlers, ui: dict) -> None:
     ui["map_draw"].click(as_outputs(h.draw_map), map_inputs, map_outputs, api_name="quality_map")
     ui["map_pair"].input(redraw_map, map_inputs, map_outputs, trigger_mode="always_last", api_name="quality_map_pair")
 
-    ui["share"].click(
-        h.share_query,
-        [prompts, ui["backbone"], ui["temperature"], ui["checkpoint"], threshold, method],
-        ui["share_link"],
-        api_name="share",
-    ).then(None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS)
+    link_inputs = share_inputs(ui)
+    for i, component in enumerate(link_inputs):  # the link follows every change, the server's included
+        api = {"api_name": "share"} if i == 0 else private
+        component.change(h.share_link, link_inputs, ui["share_link"], trigger_mode="always_last", **api).then(
+            None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, **private
+        )
 
     ui["lab_run"].click(
         as_outputs(h.run_lab),

@@ -422,14 +422,12 @@ def build_score_tab(models: Models, ui: dict) -> None:
         ui["compare_pick"] = gr.Dropdown([], label="Beside it (the photo above is on the left)", elem_id="compare-pick")
         ui["side_by_side"] = gr.Plot(label="Side by side", elem_id="side-by-side", visible=False)
     ui["results_csv"] = gr.File(label="Download results (CSV)", interactive=False, height=60, visible=False)
-    with gr.Row(equal_height=True):
-        ui["share"] = gr.Button("Link to these prompts and settings", size="sm", elem_id="share-button", scale=1)
-        ui["share_link"] = gr.Textbox(
-            label="Share link (the prompt table and settings; not the photos)",
-            interactive=False,
-            elem_id="share-link",
-            scale=3,
-        )
+    ui["share_link"] = gr.Textbox(
+        label="Share link: the prompt table and settings as they are now (not the photos)",
+        interactive=False,
+        elem_id="share-link",
+        buttons=["copy"],
+    )
 
 
 def build_map_panel(ui: dict) -> None:

@@ -73,6 +73,9 @@ def share_table(settings: dict) -> pd.DataFrame:
         raise ShareError(f"a prompt pair: {err}") from None
 
 
+NO_LINK = "No link: the prompt table has no readable pair."
+
+
 class ShareHandlers(HandlerBase):
     @shown_as_message
     def share_query(
@@ -101,6 +104,22 @@ class ShareHandlers(HandlerBase):
         if checkpoint in self.models.startup_paths:  # a session's own does not travel
             settings["checkpoint"] = checkpoint
         return "?share=" + encode_share(settings)
+
+    @shown_as_message
+    def share_link(
+        self,
+        table: pd.DataFrame,
+        backbone: str,
+        temperature: str,
+        checkpoint: str,
+        threshold: float,
+        method: str,
+    ) -> str:
+        """The link's query after any change of what it holds, or why there is none (no notice: it
+        follows every edit, and the table's status column already says what is wrong)."""
+        if not any(p is not None for p in parse_table(table)[0]):
+            return NO_LINK
+        return self.share_query(table, backbone, temperature, checkpoint, threshold, method)
 
     @shown_as_message
     def restore_shared(self, request: gr.Request) -> ShareOutput:
