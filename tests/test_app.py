@@ -336,7 +336,9 @@ def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_pa
     lab = handlers.run_lab(UPLOADED_SET, str(csv), photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE)
     table, chart, summary = lab.lab_table, lab.lab_chart, lab.lab_summary
     assert len(table) == 3 and list(table["SRCC"]) == sorted(table["SRCC"], reverse=True)
-    assert "Mean of the chosen (enabled) pairs" in summary and "on 3 photos" in summary
+    assert "SRCC of the combined score of the enabled pairs" in summary and "on 3 photos" in summary
+    mean = sum(table["SRCC"]) / 3  # every seed pair is on: the pairs' own SRCCs, averaged, beside it
+    assert f"The enabled pairs' own SRCCs average {mean:.3f}" in summary
     assert "ghost.jpg: listed in the CSV but not uploaded" in summary
     assert len(chart.data[0].y) == 3
     with pytest.raises(gr.Error, match="upload the photos and a CSV"):

@@ -567,3 +567,22 @@ def test_a_refused_checkpoint_upload_is_shown_whole(open_page, tmp_path):
     page.wait_for_function(
         "document.body.innerText.includes('as its two files: <name>.json and <name>.safetensors')", timeout=TIMEOUT
     )
+
+
+def test_the_prompt_lab_follows_the_table_after_use_the_best_pairs(open_page):
+    page = open_page()
+    _tab(page, "Prompt lab")
+    page.click("#lab-run")
+    page.wait_for_function(
+        "document.querySelector('#lab-summary')?.innerText?.includes('combined score of the enabled pairs')",
+        timeout=TIMEOUT,
+    )
+    before = page.inner_text("#lab-summary")
+    page.click("#lab-use")  # the table now has the best pairs on, the others off: the lab says so
+    page.wait_for_function(
+        f"document.querySelector('#lab-summary')?.innerText !== {before!r}"
+        " && [...document.querySelectorAll('#lab-table [data-testid^=cell-][data-col=\"4\"]')]"
+        ".some(c => c.innerText.trim() === 'false')",
+        timeout=TIMEOUT,
+    )
+    assert "average" in page.inner_text("#lab-summary")

@@ -189,17 +189,14 @@ def wire(h: Handlers, ui: dict) -> None:
             None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, **private
         )
 
-    ui["lab_run"].click(
-        as_outputs(h.run_lab),
-        [ui["lab_source"], ui["lab_csv"], ui["lab_files"], prompts, ui["backbone"], ui["temperature"]],
-        LabOutput.components(ui),
-        api_name="prompt_lab",
+    lab_inputs = [ui["lab_source"], ui["lab_csv"], ui["lab_files"], prompts, ui["backbone"], ui["temperature"]]
+    ui["lab_run"].click(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), api_name="prompt_lab")
+    used = ui["lab_use"].click(
+        as_outputs(h.use_lab_pairs), [ui["lab_table"], session], PresetOutput.components(ui), api_name="use_pairs"
     )
-    rescore(
-        ui["lab_use"].click(
-            as_outputs(h.use_lab_pairs), [ui["lab_table"], session], PresetOutput.components(ui), api_name="use_pairs"
-        )
-    )
+    rescore(used)
+    # the lab's figures follow the table it now fills: ranked again, the chosen pairs marked on
+    used.success(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
     ui["adapt_run"].click(
         as_outputs(h.adapt),
         [ui["adapt_source"], ui["adapt_csv"], ui["adapt_files"], ui["lam"], ui["steps"], ui["backbone"], session],

@@ -73,10 +73,13 @@ class LabHandlers(HandlerBase):
             for i, r in enumerate(report.ranks, 1)
         ]
         summary = (
-            f"**Mean of the chosen (enabled) pairs:** SRCC {report.chosen_srcc:.3f}, PLCC "
-            f"{report.chosen_plcc:.3f} on {report.n} photos (t = {report.temperature:g}, "
+            f"**SRCC of the combined score of the enabled pairs:** {report.chosen_srcc:.3f} (PLCC "
+            f"{report.chosen_plcc:.3f}) on {report.n} photos (t = {report.temperature:g}, "
             f"{store.backbone.description})."
         )
+        enabled = [r.srcc for r in report.ranks if r.pair.enabled]
+        if enabled:
+            summary += f" The enabled pairs' own SRCCs average {sum(enabled) / len(enabled):.3f}."
         notes = [f"left out: {m}" for m in report.invalid] + [f"skipped: {m}" for m in skipped]
         if notes:
             summary += "\n\n" + "\n".join(f"- {n}" for n in notes)
