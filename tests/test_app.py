@@ -707,3 +707,13 @@ def test_a_file_taken_out_of_the_upload_box_unscores_its_photo(handlers, photo_f
     assert handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[1]})).photo_info == (
         "No photos yet."
     )
+
+
+def test_each_notice_once_and_a_clear_word_on_an_empty_table(handlers, capsys):
+    session = Session(custom_table=handlers.load_preset("seed"))
+    handlers.choose_preset("pyiqa", session)
+    handlers.choose_preset("seed", session)
+    assert capsys.readouterr().out.count("Your edited table is kept") == 1  # gr.Info prints outside Gradio
+    empty = pd.DataFrame(columns=PROMPT_COLUMNS)
+    with pytest.raises(gr.Error, match="the prompt table has no rows: add one first"):
+        handlers.delete_row(empty, 1)

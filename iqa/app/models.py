@@ -99,7 +99,7 @@ class Models:
         self.lab_set = self._load_lab_set(config.lab_dataset) if config.lab_dataset else None
         if not self.startup_checkpoints and not self.grmp_note:
             self.grmp_note = (
-                "No GRMP-IQA model loaded, so its column is empty: upload a checkpoint below, adapt "
+                "No GRMP-IQA model loaded, so its column is empty: upload a checkpoint (first tab, Settings), adapt "
                 "one on the Adapt tab, or start the app with --grmp-official FILE or "
                 "--grmp-checkpoint PATH."
             )
@@ -141,7 +141,7 @@ class Models:
             reason = str(err).splitlines()[0]
             self.grmp_note = (
                 f"No GRMP-IQA model, so its column is empty: the official checkpoint {source} could "
-                f"not be loaded ({reason}). Upload a checkpoint below, adapt one on the Adapt tab, or "
+                f"not be loaded ({reason}). Upload a checkpoint (first tab, Settings), adapt one on the Adapt tab, or "
                 "start the app with --grmp-official PATH (a local copy) or --grmp-checkpoint PATH."
             )
             return

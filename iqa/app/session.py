@@ -36,6 +36,7 @@ class Session:
     settings: dict[str, object] = field(default_factory=dict)  # how `rows` were scored, for the CSV
     attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.prompts)
     custom_table: Any = None  # the prompt table as last edited (kept when a preset is chosen)
+    told_custom_kept: bool = False  # "your edited table is kept" was said (once is enough)
     checkpoints: dict[str, CheckpointRef] = field(default_factory=dict)  # label -> its own (uploaded, adapted)
     map_open: bool = False  # the quality map was asked for: it follows the chosen photo, pair and table
     folder: str = ""

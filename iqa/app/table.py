@@ -100,7 +100,8 @@ class PromptTableHandlers(HandlerBase):
             if session.custom_table is None:
                 raise gr.Error("no custom table yet: edit the table, or load a prompt set from a file")
             return PresetOutput(session, session.custom_table, CUSTOM, None)
-        if session.custom_table is not None:
+        if session.custom_table is not None and not session.told_custom_kept:
+            session.told_custom_kept = True
             inform(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
         return PresetOutput(session, self.load_preset(name), name, None)
 
@@ -141,6 +142,8 @@ class PromptTableHandlers(HandlerBase):
 
     @staticmethod
     def _row_index(table: pd.DataFrame, row: float | None) -> int:
+        if len(table) == 0:
+            raise gr.Error("the prompt table has no rows: add one first")
         if row is None or not 1 <= int(row) <= len(table):
             raise gr.Error(f"pick a row number between 1 and {len(table)} (click a row of the table)")
         return int(row) - 1
