@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -232,8 +233,16 @@ def launch(demo: gr.Blocks, config: AppConfig, **kwargs):
     )
 
 
+def log_to_console() -> None:
+    """The library's INFO lines (weights, conversions, device and precision, caches) on stderr, one
+    line each: the log a Space's operator reads. Other libraries stay at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("iqa").setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    log_to_console()
     try:
         models = Models(config)
     except (BackboneUnavailable, ValueError) as err:  # ValueError: CheckpointMismatch, CheckpointError, ...

@@ -147,6 +147,7 @@ class Models:
             return
         about = f": {DEFAULT_DESCRIPTION}" if Path(source).name == DEFAULT_FILE else ""
         self.grmp_note = f"GRMP-IQA: the official model {Path(source).name}{about}; on {scorer.model.description}."
+        logger.info("GRMP-IQA official model %s in use, on %s", Path(source).name, scorer.model.description)
 
     def _load_startup(self, label: str, path: str | Path) -> GRMPScorer:
         """Load an operator's checkpoint now, on the main thread (ZeroGPU registers its weights)."""
@@ -180,6 +181,7 @@ class Models:
                     ),
                     max_side=self.config.max_side or None,  # what uploads are downsized to: 0 keeps full size
                 )
+                logger.info("backbone %s ready: %s", name, self._stores[name].backbone.description)
             return self._stores[name]
 
     def known_store(self, name: str) -> FeatureStore:
