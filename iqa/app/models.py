@@ -63,6 +63,11 @@ class CheckpointRef:
                     digest.update(block)
         return cls(str(checkpoint_paths(path)[0].with_suffix("")), digest.hexdigest())
 
+    @property
+    def id(self) -> str:
+        """What the page and the API choose it by: its name and the start of its hash, never a server path."""
+        return f"{Path(self.path).name}-{self.digest[:12]}"
+
 
 @dataclass(frozen=True)
 class CheckpointInfo:
@@ -124,14 +129,14 @@ class Models:
         return load_server_dataset(spec, self.store(self.config.backbone), DiskCache())
 
     @property
-    def startup_paths(self) -> set[str]:
+    def startup_ids(self) -> set[str]:
         """The values the page chooses the start-up checkpoints by."""
-        return {ref.path for ref in self.startup_checkpoints.values()}
+        return {ref.id for ref in self.startup_checkpoints.values()}
 
     @property
     def default_checkpoint(self) -> str:
         """The GRMP-IQA checkpoint chosen when a page opens: the official model, else the first given."""
-        return next((ref.path for ref in self.startup_checkpoints.values()), NO_GRMP)
+        return next((ref.id for ref in self.startup_checkpoints.values()), NO_GRMP)
 
     def _load_official(self, source: str) -> None:
         """Convert (once, cached on disk) and load an official GRMP-IQA file; say in one line if it cannot be had."""

@@ -340,17 +340,17 @@ class ScoreHandlers(HandlerBase):
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
         session.checkpoints[f"{stem} (uploaded)"] = ref
         inform(f"{stem}: {info.label} on {description}")
-        return CheckpointOutput(session, self.checkpoint_choices(session, ref.path))
+        return CheckpointOutput(session, self.checkpoint_choices(session, ref.id))
 
     def checkpoint_refs(self, session: Session) -> dict[str, CheckpointRef]:
         """The checkpoints this session may score with, by the value the page chooses them by: the
         server's and its own."""
         refs = [*self.models.startup_checkpoints.values(), *session.checkpoints.values()]
-        return {ref.path: ref for ref in refs}
+        return {ref.id: ref for ref in refs}
 
     def checkpoint_choices(self, session: Session, value: str | None = None):
         own = {**self.models.startup_checkpoints, **session.checkpoints}
-        choices = [("none", NO_GRMP), *((label, ref.path) for label, ref in own.items())]
+        choices = [("none", NO_GRMP), *((label, ref.id) for label, ref in own.items())]
         return gr.update(choices=choices, value=value if value is not None else NO_GRMP)
 
 
@@ -385,7 +385,7 @@ def build_score_tab(models: Models, ui: dict) -> None:
             )
             ui["temperature"] = gr.Radio(list(TEMPERATURES), value=next(iter(TEMPERATURES)), label="Temperature t")
             ui["checkpoint"] = gr.Dropdown(
-                [("none", NO_GRMP), *((label, ref.path) for label, ref in models.startup_checkpoints.items())],
+                [("none", NO_GRMP), *((label, ref.id) for label, ref in models.startup_checkpoints.items())],
                 value=models.default_checkpoint,
                 label="GRMP-IQA checkpoint",
                 elem_id="checkpoint",

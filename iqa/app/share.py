@@ -101,7 +101,7 @@ class ShareHandlers(HandlerBase):
             "threshold": float(threshold),
             "method": method,
         }
-        if checkpoint in self.models.startup_paths:  # a session's own does not travel
+        if checkpoint in self.models.startup_ids:  # a session's own does not travel
             settings["checkpoint"] = checkpoint
         return "?share=" + encode_share(settings)
 
@@ -142,7 +142,7 @@ class ShareHandlers(HandlerBase):
             preset=preset_name(table),
             backbone=self._choice(settings.get("backbone"), self.models.backbone_choices),
             temperature=self._choice(settings.get("temperature"), list(TEMPERATURES)),
-            checkpoint=checkpoint if checkpoint in self.models.startup_paths else gr.update(),
+            checkpoint=checkpoint if checkpoint in self.models.startup_ids else gr.update(),
             threshold=float(threshold),
             method=self._choice(settings.get("method"), list(METHODS)),
         )
