@@ -184,9 +184,11 @@ def wire(h: Handlers, ui: dict) -> None:
     ui["map_pair"].input(redraw_map, map_inputs, map_outputs, trigger_mode="always_last", api_name="quality_map_pair")
 
     link_inputs = share_inputs(ui)
-    for i, component in enumerate(link_inputs):  # the link follows every change, the server's included
+    # the link follows every change, the server's included; the threshold's once it is put in range
+    changes = [c.change for c in link_inputs if c is not threshold] + [shown.then]
+    for i, event in enumerate(changes):
         api = {"api_name": "share"} if i == 0 else private
-        component.change(h.share_link, link_inputs, ui["share_link"], trigger_mode="always_last", **api).then(
+        event(h.share_link, link_inputs, ui["share_link"], trigger_mode="always_last", **api).then(
             None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, **private
         )
 
