@@ -389,7 +389,7 @@ def pair_ranking(report: LabReport) -> go.Figure:
     notes = []
     if _finite(report.chosen_srcc):
         figure.add_vline(x=report.chosen_srcc, line_dash="dash", line_color=POSITIVE_COLOUR)
-        notes.append(f"dashed line: mean of the chosen pairs, SRCC {report.chosen_srcc:.3f}")
+        notes.append(f"dashed line: enabled pairs combined, SRCC {report.chosen_srcc:.3f}")
     title = _title(f"Prompt pairs against {report.n} photos' labels", notes=notes)
     figure.update_layout(
         barmode="group",

@@ -161,4 +161,4 @@ PROMPT_CASES = [
     Case("binary prompt file", _binary, r"prompts\.json is not a text file"),
 ]
 
-ZERO_WEIGHTS_MESSAGE = r"the weights of the enabled prompt pairs add up to zero"
+ZERO_WEIGHTS_MESSAGE = r"every enabled row has weight 0"

@@ -156,11 +156,31 @@ def test_invalid_rows_are_marked_with_the_reason_and_the_rest_scored(handlers, s
 
 def test_empty_table_or_no_photos_warns_and_keeps_serving(handlers, session):
     empty = pd.DataFrame(columns=PROMPT_COLUMNS)
-    with pytest.warns(UserWarning, match="no usable prompt pair"):
+    with pytest.warns(UserWarning, match="No usable prompt pair"):
         out = score(handlers, session, empty)
-    assert out.status == "No usable prompt pair." and len(out.ranking) == 0
+    assert out.status == "No usable prompt pair: the prompt table is empty." and len(out.ranking) == 0
     out = score(handlers, Session(), handlers.load_preset("seed"))  # no warning: a setting may come first
     assert out.status == "No photos to score." and out.breakdown is None and out.results_csv is None
+
+
+def test_all_weights_zero_marks_the_rows_and_clears_every_result(handlers, session):
+    """No positive weight is no usable pair: each row says why, and the ranking, CSV and Filter tab are cleared."""
+    table = handlers.load_preset("seed")
+    assert score(handlers, session, table).results_csv is not None
+    zero = table.assign(weight=0.0)
+    zero.loc[1, "on"] = False
+    with pytest.warns(UserWarning, match="every enabled row has weight 0"):
+        out = score(handlers, session, zero)
+    assert list(out.prompts["status"]) == [
+        "invalid: the enabled weights add up to 0",
+        "off",
+        "invalid: the enabled weights add up to 0",
+    ]
+    assert out.status == "No usable prompt pair: every enabled row has weight 0 (give one a weight above 0)."
+    assert len(out.ranking) == 0 and out.results_csv is None and out.breakdown is None and session.rows == []
+    assert handlers.filter(session, 0.5, "CLIP-IQA").filter_summary.startswith("No scores to filter: nothing could")
+    zero.loc[2, "weight"] = 0.5  # one positive weight is enough
+    assert len(score(handlers, session, zero).ranking) == 3
 
 
 def test_seed_temperature_keeps_scores_near_one_half(handlers, session):
@@ -278,7 +298,7 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     middle = float(ranking["CLIP-IQA"][1])
     filtered = handlers.filter(session, middle, "CLIP-IQA")
     kept, rejected, list_path, summary = (
-        filtered.kept,
+        filtered.kept["value"],
         filtered.rejected,
         filtered.filter_list,
         filtered.filter_summary,
@@ -286,6 +306,7 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     assert len(kept) == 2 and len(rejected) == 1
     assert summary.startswith("2 kept, 1 rejected")
     assert filtered.kept_zip is None  # a zip of an earlier split is never offered
+    assert filtered.kept["label"] == "Kept" and filtered.make_zip
     assert list(filtered.histogram.layout.shapes)[0].x0 == middle
     with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
         assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
@@ -299,13 +320,25 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
         handlers.zip_kept(Session(), 0.5, "CLIP-IQA")
 
 
+def test_nothing_kept_offers_no_zip_and_says_so(handlers, session):
+    ranking = score(handlers, session, handlers.load_preset("seed")).ranking
+    above = float(max(ranking["CLIP-IQA"])) + 0.001
+    filtered = handlers.filter(session, above, "CLIP-IQA")
+    assert filtered.kept["value"] == [] and filtered.kept["label"] == "Kept: no photo at or above the threshold"
+    assert not filtered.make_zip and filtered.outputs()[-1] == gr.update(visible=False)
+    with pytest.raises(gr.Error, match="nothing to zip"):
+        handlers.zip_kept(session, above, "CLIP-IQA")
+
+
 def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_path):
     csv = tmp_path / "scores.csv"
     csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,2\ncoffee.jpg,1\nghost.jpg,5\n")
     lab = handlers.run_lab(UPLOADED_SET, str(csv), photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE)
     table, chart, summary = lab.lab_table, lab.lab_chart, lab.lab_summary
     assert len(table) == 3 and list(table["SRCC"]) == sorted(table["SRCC"], reverse=True)
-    assert "Mean of the chosen (enabled) pairs" in summary and "on 3 photos" in summary
+    assert "SRCC of the combined score of the enabled pairs" in summary and "on 3 photos" in summary
+    mean = sum(table["SRCC"]) / 3  # every seed pair is on: the pairs' own SRCCs, averaged, beside it
+    assert f"The enabled pairs' own SRCCs average {mean:.3f}" in summary
     assert "ghost.jpg: listed in the CSV but not uploaded" in summary
     assert len(chart.data[0].y) == 3
     with pytest.raises(gr.Error, match="upload the photos and a CSV"):
@@ -503,6 +536,13 @@ def test_a_preset_never_silently_discards_edits_and_a_loaded_file_is_named(handl
     assert handlers.table_changed(handlers.load_prompts(saved), session).preset == "paper-feel"
 
 
+def test_the_share_link_says_why_there_is_none(handlers):
+    empty = pd.DataFrame(columns=PROMPT_COLUMNS)
+    assert handlers.share_link(empty, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA") == (
+        "No link: the prompt table has no readable pair."
+    )
+
+
 def test_share_link_restores_the_table_and_settings(handlers):
     table = handlers.load_preset("seed")
     table.loc[1, "on"] = False
@@ -641,3 +681,39 @@ def test_startup_checkpoints_stay_in_memory_whatever_is_uploaded(handlers, tmp_p
     models.scorer(uploads[0])
     assert models.scorer(uploads[-1]) is not latest  # ...as the one besides the start-up one (max_grmp_models=1)
     assert models.scorer(models.startup_checkpoints["tiny-seed"]) is pinned
+
+
+def test_messages_are_text_not_html(handlers, photo_files):
+    """Gradio renders a notice as HTML: "<name>" is escaped, so the page shows it."""
+    with pytest.raises(gr.Error) as refused:
+        handlers.upload_checkpoint(photo_files[:1], Session())
+    assert refused.value.message.endswith("&lt;name&gt;.json and &lt;name&gt;.safetensors")
+    with pytest.raises(gr.Error) as missing:  # wrapped twice (choose_preset calls load_preset): escaped once
+        handlers.choose_preset("<b>x</b> & y", Session())
+    assert "'&lt;b&gt;x&lt;/b&gt; &amp; y'" in missing.value.message
+
+
+def test_a_file_taken_out_of_the_upload_box_unscores_its_photo(handlers, photo_files):
+    session = handlers.add_photos(photo_files, Session()).session
+    score(handlers, session, handlers.load_preset("seed"))
+    removed = handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[0]}))
+    assert [p.name for p in session.photos] == ["chelsea.jpg", "coffee.jpg"]
+    assert [name for _, name in removed.gallery] == ["chelsea.jpg", "coffee.jpg"]
+    assert "astronaut.jpg" not in session.thumbnails and photo_files[0] not in session.sources
+    assert list(score(handlers, session, handlers.load_preset("seed")).ranking["name"]).count("astronaut.jpg") == 0
+    assert handlers.add_photos(photo_files[1:], session).photo_info == "2 photo(s) ready."  # never re-added unasked
+    cleared = handlers.clear_photos(session)
+    assert cleared.files is None and cleared.outputs()[3] is None  # the upload box is emptied too
+    assert handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[1]})).photo_info == (
+        "No photos yet."
+    )
+
+
+def test_each_notice_once_and_a_clear_word_on_an_empty_table(handlers, capsys):
+    session = Session(custom_table=handlers.load_preset("seed"))
+    handlers.choose_preset("pyiqa", session)
+    handlers.choose_preset("seed", session)
+    assert capsys.readouterr().out.count("Your edited table is kept") == 1  # gr.Info prints outside Gradio
+    empty = pd.DataFrame(columns=PROMPT_COLUMNS)
+    with pytest.raises(gr.Error, match="the prompt table has no rows: add one first"):
+        handlers.delete_row(empty, 1)

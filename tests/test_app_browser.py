@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from hostile_app import good_checkpoint
 
+from iqa.app.share import decode_share
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "artifacts"
@@ -253,6 +255,7 @@ def test_no_stale_state_after_any_table_edit_and_the_chosen_photo_stays(open_pag
     _shot(page, "light-score-with-grmp")
 
     page.get_by_role("tab", name="Filter").click()  # a zip made, then the threshold moves: the zip is gone
+    _type_threshold(page, "0")
     page.click("#make-zip")
     page.wait_for_selector("#kept-zip", state="visible", timeout=TIMEOUT)
     slider = page.locator("#threshold input[type=range]")
@@ -367,12 +370,23 @@ def test_share_link_restores_the_table_and_settings(open_page):
     page = open_page()
     _choose(page, "#preset", "paper-feel")
     page.wait_for_function("document.querySelector('#prompt-table')?.innerText?.includes('Aesthetic photo.')")
-    page.locator("#threshold input[type=range]").fill("0.35")
-    page.click("#share-button")
     page.wait_for_function(
         "document.querySelector('#share-link textarea, #share-link input')?.value?.includes('?share=')"
     )
-    link = page.locator("#share-link textarea, #share-link input").first.input_value()
+    page.locator("#threshold input[type=range]").fill("0.35")  # the link follows each change, no click
+    box = page.locator("#share-link textarea, #share-link input").first
+
+    def shared_threshold() -> float | None:
+        link = box.input_value()
+        return decode_share(link.split("?share=")[1]).get("threshold") if "?share=" in link else None
+
+    for _ in range(100):
+        if shared_threshold() == 0.35:
+            break
+        page.wait_for_timeout(300)
+    assert shared_threshold() == 0.35
+    assert page.locator("#share-link button").count() >= 1  # a copy button
+    link = box.input_value()
     assert link.startswith("http://127.0.0.1:")
     shared = open_page(query=link[link.index("?") :])
     shared.wait_for_function(
@@ -450,3 +464,125 @@ def test_the_quality_map_is_drawn_over_the_photo_and_follows_the_chosen_photo(op
         timeout=TIMEOUT,
     )
     _shot(page, f"{shot}-page")
+
+
+def _no_error_badges(page) -> list[str]:
+    """The ids of the components that show Gradio's red "Error" badge."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.error')].filter(e => e.offsetParent && e.innerText.trim() === 'Error')
+            .map(e => e.closest('[id]')?.id || '?')"""
+    )
+
+
+def test_all_weights_zero_clears_every_result_with_a_reason(open_page, tmp_path):
+    page = open_page()
+    _add_examples(page)
+    zero = tmp_path / "zero.json"
+    zero.write_text('[{"positive": "a good photo", "negative": "a bad photo", "weight": 0}]')
+    with page.expect_file_chooser() as chooser:
+        page.click("text=Load prompt set")
+    chooser.value.set_files(str(zero))
+    _wait_status(page, "every enabled row has weight 0")
+    page.wait_for_function(
+        "document.querySelector('#prompt-table')?.innerText?.includes('weights add up to 0')", timeout=TIMEOUT
+    )
+    assert page.locator('#ranking [data-testid^="cell-"][data-col="5"]').count() == 0
+    assert page.locator("#breakdown").is_hidden()
+    assert _no_error_badges(page) == []
+    page.get_by_role("tab", name="Filter").click()
+    page.wait_for_function(
+        "document.querySelector('#filter-summary')?.innerText?.includes('nothing could be scored')", timeout=TIMEOUT
+    )
+    assert page.locator("#kept .thumbnail-item").count() == 0 and page.locator("#filter-list").is_hidden()
+    _shot(page, "light-zero-weights-filter")
+
+
+def test_the_photo_set_is_what_the_upload_box_shows(open_page):
+    page = open_page()
+    photos = [ROOT / "examples" / name for name in ("astronaut.jpg", "chelsea_jpeg_L5.jpg", "coffee.jpg")]
+    page.set_input_files("#photo-upload input[type=file]", [str(p) for p in photos[:2]])
+    _wait_status(page, "Scored 2 photo(s)")
+    page.locator("#photo-upload button[aria-label='Remove this file']").first.click()  # its x: unscored
+    _wait_status(page, "Scored 1 photo(s)")
+    names = page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts()
+    assert names == ["chelsea_jpeg_L5.jpg"]
+    assert page.locator("#gallery .thumbnail-item").count() == 1
+    page.click("button:text-is('Clear photos')")  # the box is emptied too
+    page.wait_for_function(
+        "document.querySelector('#photo-info')?.innerText?.includes('No photos yet')", timeout=TIMEOUT
+    )
+    page.wait_for_selector("#photo-upload button[aria-label='Remove this file']", state="detached", timeout=TIMEOUT)
+    page.set_input_files("#photo-upload input[type=file]", [str(photos[2])])  # the cleared photos stay out
+    _wait_status(page, "Scored 1 photo(s)")
+    assert page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts() == ["coffee.jpg"]
+    _shot(page, "light-upload-box")
+
+
+def _type_threshold(page, value: str) -> None:
+    box = page.locator("#threshold input[type=number]")
+    box.fill(value)
+    box.press("Enter")
+    box.blur()
+
+
+def test_the_threshold_box_shows_the_value_used(open_page):
+    page = open_page()
+    _add_examples(page)
+    _type_threshold(page, "1.7")  # out of range: the box shows the value used, and no error badge
+    page.wait_for_function("document.querySelector('#threshold input[type=number]')?.value === '1'", timeout=TIMEOUT)
+    page.get_by_role("tab", name="Filter").click()
+    page.wait_for_function(
+        "document.querySelector('#filter-summary')?.innerText?.includes('>= 1.000')", timeout=TIMEOUT
+    )
+    assert _no_error_badges(page) == []
+    _type_threshold(page, "0.4015")  # three decimals, as used
+    page.wait_for_function("document.querySelector('#filter-summary')?.innerText?.includes('>= 0.40')", timeout=TIMEOUT)
+    shown = page.locator("#threshold input[type=number]").input_value()
+    summary = page.inner_text("#filter-summary")
+    assert len(shown.split(".")[1]) <= 3 and f">= {float(shown):.3f}" in summary, (shown, summary)
+    assert _no_error_badges(page) == []
+
+
+def test_nothing_kept_offers_no_zip_and_the_kept_gallery_says_why(open_page):
+    page = open_page()
+    _add_examples(page)
+    page.get_by_role("tab", name="Filter").click()
+    _type_threshold(page, "0")
+    page.wait_for_selector("#make-zip", state="visible", timeout=TIMEOUT)
+    _type_threshold(page, "1")
+    page.wait_for_function(
+        "document.querySelector('#filter-summary')?.innerText?.startsWith('0 kept')", timeout=TIMEOUT
+    )
+    page.wait_for_selector("#make-zip", state="hidden", timeout=TIMEOUT)
+    assert "no photo at or above the threshold" in page.inner_text("#kept")
+    _shot(page, "light-nothing-kept")
+
+
+def test_a_refused_checkpoint_upload_is_shown_whole(open_page, tmp_path):
+    page = open_page()
+    tensors, _json_path = good_checkpoint(tmp_path)
+    with page.expect_file_chooser() as chooser:
+        page.click("text=Upload GRMP-IQA checkpoint")
+    chooser.value.set_files([str(tensors)])
+    page.wait_for_function(
+        "document.body.innerText.includes('as its two files: <name>.json and <name>.safetensors')", timeout=TIMEOUT
+    )
+
+
+def test_the_prompt_lab_follows_the_table_after_use_the_best_pairs(open_page):
+    page = open_page()
+    _tab(page, "Prompt lab")
+    page.click("#lab-run")
+    page.wait_for_function(
+        "document.querySelector('#lab-summary')?.innerText?.includes('combined score of the enabled pairs')",
+        timeout=TIMEOUT,
+    )
+    before = page.inner_text("#lab-summary")
+    page.click("#lab-use")  # the table now has the best pairs on, the others off: the lab says so
+    page.wait_for_function(
+        f"document.querySelector('#lab-summary')?.innerText !== {before!r}"
+        " && [...document.querySelectorAll('#lab-table [data-testid^=cell-][data-col=\"4\"]')]"
+        ".some(c => c.innerText.trim() === 'false')",
+        timeout=TIMEOUT,
+    )
+    assert "average" in page.inner_text("#lab-summary")

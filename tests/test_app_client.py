@@ -5,6 +5,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from conftest import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
@@ -133,3 +134,12 @@ def test_quality_map_of_the_chosen_photo_and_a_clear_message_when_too_small(clie
     assert _value(pairs) == sharp and "p(a sharp photo)" in status
     _, figure, status = client.predict(table, "test-tiny-rn", T_SCALE, "chelsea.jpg", overall, api_name="/quality_map")
     assert _value(figure) is None and "No quality map" in status and "128 px" in status  # 160x106 px
+
+
+def test_the_server_log_names_the_weights_device_and_precision(tmp_path):
+    """A Space's operator reads only this log: the library's INFO lines are in it, one line each."""
+    with running_app(tmp_path):
+        pass
+    log = (tmp_path / "app.log").read_text()
+    assert "INFO iqa.backbones: loaded backbone test-tiny-rn:" in log, log
+    assert "INFO iqa.app.models: backbone test-tiny-rn ready: test-tiny-rn (random test weights) on cpu, fp32" in log

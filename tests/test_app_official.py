@@ -41,7 +41,7 @@ def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_
     handlers = Handlers(Models(config))
     models = handlers.models
     assert list(models.startup_checkpoints) == ["official: tiny_official"]
-    assert models.default_checkpoint.startswith(str(tmp_path / "cache" / "official" / "tiny_official-"))
+    assert re.fullmatch(r"tiny_official-[0-9a-f]{12}-v[0-9]+-[0-9a-f]{12}", models.default_checkpoint)
     assert models.grmp_note.startswith("GRMP-IQA: the official model tiny_official.pt; on test-tiny-vit")
     files = []
     for photo in photos:
@@ -94,8 +94,12 @@ def test_the_served_page_opens_with_the_official_model_chosen(official_file, pho
             for c in config["components"]
             if c.get("props", {}).get("label") == "GRMP-IQA checkpoint"
         ]
-        assert len(chosen) == 1 and re.search(r"official/tiny_official-[0-9a-f]{12}-v[0-9]+$", chosen[0])
+        # an id (the converted file's name and the start of its hash), never the server's cache path
+        assert len(chosen) == 1 and re.fullmatch(r"tiny_official-[0-9a-f]{12}-v[0-9]+-[0-9a-f]{12}", chosen[0])
+        cache = str(tmp_path / "cache")
+        assert cache not in json.dumps(config)
         client = Client(url, verbose=False)
+        assert cache not in json.dumps(client.view_api(print_info=False, return_format="dict"))
         paths = []
         for photo in photos:
             paths.append(tmp_path / f"{photo.name}.png")

@@ -130,7 +130,7 @@ def test_every_title_comes_in_lines_a_phone_shows_whole_and_loses_nothing():
         assert figure.layout.margin.t >= 2 * charts.TITLE_TOP + 18 * len(widths)  # room for every line
     breakdown = _title_lines(figures[0])
     assert breakdown == [LONG_NAME[:40], LONG_NAME[40:], "CLIP-IQA 0.200, GRMP-IQA 0.300"]  # cut, not dropped
-    assert _title_lines(figures[4])[-1] == "dashed line: mean of the chosen pairs, SRCC 0.800"
+    assert _title_lines(figures[4])[-1] == "dashed line: enabled pairs combined, SRCC 0.800"
 
 
 def test_scatter_without_grmp_says_why_it_is_empty():

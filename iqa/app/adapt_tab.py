@@ -86,7 +86,7 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
             charts.training_curves(history),
             status,
             session,
-            self.checkpoint_choices(session, ref.path),
+            self.checkpoint_choices(session, ref.id),
             [str(tensors), str(config)],
         )
 

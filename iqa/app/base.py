@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 import traceback
 
-import gradio as gr
-
 from ..backbones import BackboneUnavailable, CheckpointMismatch
 from ..features import FeatureStore
 from .calls import Caches
 from .config import MIB
+from .messages import warn
 from .models import Models
 from .session import Session, SessionBudget, release_memory
 from .zerogpu import on_zerogpu
@@ -30,7 +29,7 @@ class HandlerBase:
         """Every request of a session: keep the memory budget, and tell it if its photos were dropped."""
         self.budget.use(session)
         if session.notice:
-            gr.Warning(session.notice)
+            warn(session.notice)
             session.notice = ""
 
     def end_session(self, session: Session) -> None:
@@ -54,5 +53,5 @@ class HandlerBase:
                 raise BackboneUnavailable(f"Backbone {backbone!r} is not one this server loaded at start.")
             return self.models.store(backbone)
         except (BackboneUnavailable, CheckpointMismatch) as err:
-            gr.Warning(f"{err} Scoring with {self.config.backbone} instead.")
+            warn(f"{err} Scoring with {self.config.backbone} instead.")
             return self.models.store(self.config.backbone)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from .models import Models
 from .outputs import (
     AdaptOutput,
     CheckpointOutput,
+    ClearedOutput,
     FilterOutput,
     LabOutput,
     MapOutput,
@@ -68,8 +70,15 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
             with gr.Tab("About", id="about"):
                 build_about_tab(models)
         wire(h, ui)
-        demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private")
+        demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private").then(
+            h.share_link, share_inputs(ui), ui["share_link"], api_visibility="private"
+        ).then(None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, api_visibility="private")
     return demo
+
+
+def share_inputs(ui: dict) -> list:
+    """What a share link holds: the prompt table and the settings."""
+    return [ui[name] for name in ("prompts", "backbone", "temperature", "checkpoint", "threshold", "method")]
 
 
 def wire(h: Handlers, ui: dict) -> None:
@@ -115,7 +124,9 @@ def wire(h: Handlers, ui: dict) -> None:
         named = event.then(as_outputs(h.table_changed), [prompts, session], TableNameOutput.components(ui), **private)
         return rescore(named)
 
-    for event, name in ((threshold.input, "filter"), (method.input, "filter_method")):
+    # a typed threshold is put in range and rounded in the box first: the box shows the value used
+    shown = threshold.input(None, threshold, threshold, js=THRESHOLD_JS, **private)
+    for event, name in ((shown.then, "filter"), (method.input, "filter_method")):
         event(filter_, filter_inputs, FilterOutput.components(ui), api_name=name, trigger_mode="always_last").then(
             as_outputs(h.rerank), filter_inputs, RankOutput.components(ui), **private
         )
@@ -126,10 +137,12 @@ def wire(h: Handlers, ui: dict) -> None:
     rescore(ui["files"].upload(as_outputs(h.add_photos), [ui["files"], session], photo_outputs, api_name="add_photos"))
     rescore(ui["examples"].click(as_outputs(h.add_examples), [session], photo_outputs, api_name="add_examples"))
     clear_outputs = [[session, prompts], score_outputs]
-    cleared = ui["clear"].click(as_outputs(h.clear_photos), [session], photo_outputs, api_name="clear_photos")
+    cleared_outputs = ClearedOutput.components(ui)
+    cleared = ui["clear"].click(as_outputs(h.clear_photos), [session], cleared_outputs, api_name="clear_photos")
     refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
-    cleared = ui["files"].clear(as_outputs(h.clear_photos), [session], photo_outputs, **private)
+    cleared = ui["files"].clear(as_outputs(h.clear_photos), [session], cleared_outputs, **private)
     refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
+    rescore(ui["files"].delete(as_outputs(h.remove_upload), [session], photo_outputs, **private))
 
     preset_outputs = PresetOutput.components(ui)
     rescore(
@@ -170,24 +183,23 @@ def wire(h: Handlers, ui: dict) -> None:
     ui["map_draw"].click(as_outputs(h.draw_map), map_inputs, map_outputs, api_name="quality_map")
     ui["map_pair"].input(redraw_map, map_inputs, map_outputs, trigger_mode="always_last", api_name="quality_map_pair")
 
-    ui["share"].click(
-        h.share_query,
-        [prompts, ui["backbone"], ui["temperature"], ui["checkpoint"], threshold, method],
-        ui["share_link"],
-        api_name="share",
-    ).then(None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS)
-
-    ui["lab_run"].click(
-        as_outputs(h.run_lab),
-        [ui["lab_source"], ui["lab_csv"], ui["lab_files"], prompts, ui["backbone"], ui["temperature"]],
-        LabOutput.components(ui),
-        api_name="prompt_lab",
-    )
-    rescore(
-        ui["lab_use"].click(
-            as_outputs(h.use_lab_pairs), [ui["lab_table"], session], PresetOutput.components(ui), api_name="use_pairs"
+    link_inputs = share_inputs(ui)
+    # the link follows every change, the server's included; the threshold's once it is put in range
+    changes = [c.change for c in link_inputs if c is not threshold] + [shown.then]
+    for i, event in enumerate(changes):
+        api = {"api_name": "share"} if i == 0 else private
+        event(h.share_link, link_inputs, ui["share_link"], trigger_mode="always_last", **api).then(
+            None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, **private
         )
+
+    lab_inputs = [ui["lab_source"], ui["lab_csv"], ui["lab_files"], prompts, ui["backbone"], ui["temperature"]]
+    ui["lab_run"].click(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), api_name="prompt_lab")
+    used = ui["lab_use"].click(
+        as_outputs(h.use_lab_pairs), [ui["lab_table"], session], PresetOutput.components(ui), api_name="use_pairs"
     )
+    rescore(used)
+    # the lab's figures follow the table it now fills: ranked again, the chosen pairs marked on
+    used.success(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
     ui["adapt_run"].click(
         as_outputs(h.adapt),
         [ui["adapt_source"], ui["adapt_csv"], ui["adapt_files"], ui["lam"], ui["steps"], ui["backbone"], session],
@@ -195,6 +207,9 @@ def wire(h: Handlers, ui: dict) -> None:
         api_name="adapt",
     )
 
+
+# the threshold as used: within [0, 1], with the page's three decimals (DIGITS)
+THRESHOLD_JS = "(t) => Math.min(1, Math.max(0, Math.round(Number(t) * 1000) / 1000 || 0))"
 
 # the handler returns "?share=..."; the browser puts its own address (as the user sees it) in front
 SHARE_URL_JS = (
@@ -220,8 +235,16 @@ def launch(demo: gr.Blocks, config: AppConfig, **kwargs):
     )
 
 
+def log_to_console() -> None:
+    """The library's INFO lines (weights, conversions, device and precision, caches) on stderr, one
+    line each: the log a Space's operator reads. Other libraries stay at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("iqa").setLevel(logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_args(argv)
+    log_to_console()
     try:
         models = Models(config)
     except (BackboneUnavailable, ValueError) as err:  # ValueError: CheckpointMismatch, CheckpointError, ...

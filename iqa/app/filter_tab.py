@@ -7,11 +7,14 @@ import gradio as gr
 from .. import charts
 from ..compare import rows_to_csv, split, zip_photos
 from .layout import banner, how_to
-from .messages import shown_as_message
+from .messages import shown_as_message, warn
 from .models import Models
 from .outputs import FilterOutput, ZipOutput
 from .score_tab import ATTRIBUTES_NOTE, ScoreHandlers
 from .session import Session
+
+KEPT = "Kept"
+NONE_KEPT = "Kept: no photo at or above the threshold"
 
 
 class FilterHandlers(ScoreHandlers):
@@ -21,7 +24,8 @@ class FilterHandlers(ScoreHandlers):
         against `threshold`; the kept photos' zip is cleared (it held the previous split)."""
         self._use(session)
         if not session.rows:
-            return FilterOutput([], [], None, None, "Score photos on the first tab first.")
+            why = "nothing could be scored (the first tab's status says why)" if session.photos else "no photos yet"
+            return FilterOutput([], [], None, None, f"No scores to filter: {why}.")
         by = self._filter_method(session, method)
         if by is None:
             return FilterOutput(
@@ -36,7 +40,8 @@ class FilterHandlers(ScoreHandlers):
 
         summary = f"{len(kept)} kept, {len(rejected)} rejected: keep when the {by} score >= {threshold:.3f}."
         histogram = charts.score_histogram(session.rows, by, threshold)
-        return FilterOutput(gallery(kept), gallery(rejected), histogram, str(list_path), summary)
+        shown = gr.update(value=gallery(kept), label=KEPT if kept else NONE_KEPT)
+        return FilterOutput(shown, gallery(rejected), histogram, str(list_path), summary, make_zip=bool(kept))
 
     @shown_as_message
     def zip_kept(self, session: Session, threshold: float, method: str) -> ZipOutput:
@@ -48,6 +53,8 @@ class FilterHandlers(ScoreHandlers):
         if by is None:
             raise gr.Error("attribute prompts give no quality score to filter by; choose a GRMP-IQA checkpoint")
         kept, _ = split(session.rows, threshold, by)
+        if not kept:
+            raise gr.Error(f"no photo has a {by} score at or above {threshold:.3f}: nothing to zip")
         by_name = {p.name: p for p in session.photos}
         path = session.directory(self.config.work_dir) / "kept-photos.zip"
         return ZipOutput(str(zip_photos([by_name[r.name] for r in kept if r.name in by_name], path)))
@@ -56,22 +63,24 @@ class FilterHandlers(ScoreHandlers):
         by = self.decision_method(session, method)
         if by is not None and by != method:
             why = "attribute prompts give no quality score" if session.attributes else f"no {method} scores"
-            gr.Warning(f"{why}; filtering by {by}")
+            warn(f"{why}; filtering by {by}")
         return by
 
 
 def build_filter_tab(models: Models, ui: dict) -> None:
     banner(models)
     how_to("filter")
-    ui["filter_summary"] = gr.Markdown("Score photos on the first tab first.", elem_id="filter-summary")
+    ui["filter_summary"] = gr.Markdown("No scores to filter: no photos yet.", elem_id="filter-summary")
     ui["histogram"] = gr.Plot(label="Scores and the threshold", elem_id="histogram", visible=False)
     with gr.Row():
-        ui["kept"] = gr.Gallery(label="Kept", columns=4, height=300, elem_id="kept")
+        ui["kept"] = gr.Gallery(label=KEPT, columns=4, height=300, elem_id="kept")
         ui["rejected"] = gr.Gallery(label="Rejected", columns=4, height=300, elem_id="rejected")
     with gr.Row():
-        ui["filter_list"] = gr.File(label="Download the list (CSV)", interactive=False, visible=False)
+        ui["filter_list"] = gr.File(
+            label="Download the list (CSV)", interactive=False, visible=False, elem_id="filter-list"
+        )
         with gr.Column():
-            ui["make_zip"] = gr.Button("Zip the kept photos", size="sm", elem_id="make-zip")
+            ui["make_zip"] = gr.Button("Zip the kept photos", size="sm", elem_id="make-zip", visible=False)
             ui["kept_zip"] = gr.File(
                 label="Download the kept photos (zip)", interactive=False, visible=False, elem_id="kept-zip"
             )

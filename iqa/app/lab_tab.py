@@ -14,7 +14,7 @@ from . import calls
 from .base import HandlerBase
 from .config import EXAMPLES
 from .layout import banner, how_to
-from .messages import shown_as_message
+from .messages import inform, shown_as_message
 from .models import Models
 from .outputs import LabOutput, PresetOutput
 from .score_tab import TEMPERATURES
@@ -73,10 +73,13 @@ class LabHandlers(HandlerBase):
             for i, r in enumerate(report.ranks, 1)
         ]
         summary = (
-            f"**Mean of the chosen (enabled) pairs:** SRCC {report.chosen_srcc:.3f}, PLCC "
-            f"{report.chosen_plcc:.3f} on {report.n} photos (t = {report.temperature:g}, "
+            f"**SRCC of the combined score of the enabled pairs:** {report.chosen_srcc:.3f} (PLCC "
+            f"{report.chosen_plcc:.3f}) on {report.n} photos (t = {report.temperature:g}, "
             f"{store.backbone.description})."
         )
+        enabled = [r.srcc for r in report.ranks if r.pair.enabled]
+        if enabled:
+            summary += f" The enabled pairs' own SRCCs average {sum(enabled) / len(enabled):.3f}."
         notes = [f"left out: {m}" for m in report.invalid] + [f"skipped: {m}" for m in skipped]
         if notes:
             summary += "\n\n" + "\n".join(f"- {n}" for n in notes)
@@ -97,7 +100,7 @@ class LabHandlers(HandlerBase):
             raise gr.Error("no pair ranks the labelled photos the right way round (every SRCC <= 0)")
         table = pairs_table(pairs)
         session.custom_table = table.copy()
-        gr.Info(f"The prompt table on the first tab now uses the {sum(p.enabled for p in pairs)} best pair(s).")
+        inform(f"The prompt table on the first tab now uses the {sum(p.enabled for p in pairs)} best pair(s).")
         return PresetOutput(session, table, CUSTOM, None)
 
 

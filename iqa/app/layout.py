@@ -72,8 +72,9 @@ HOW_TO = {
         "**How to read this.** Each pair scores the labelled photos on its own. **SRCC** (Spearman) says "
         "whether it puts them in the labels' order, **PLCC** (Pearson, after a logistic fit) whether its "
         "scores follow the labels in a straight line: 1 is perfect agreement, 0 none, below 0 the wrong "
-        "way round (positive and negative swapped). The dashed line is the mean of the pairs switched on "
-        "in the table. **Use the best pairs** puts them first in the prompt table, on, and the rest off."
+        "way round (positive and negative swapped). The dashed line is the SRCC of the combined score "
+        "(the weighted mean of p over the pairs switched on in the table), not a mean of their SRCCs. "
+        "**Use the best pairs** puts them first in the prompt table, on, and the rest off."
     ),
     "adapt": (
         "**How to read this.** The training loss (left axis) should fall and the validation SRCC (right "
@@ -106,6 +107,7 @@ def build_decision_bar(ui: dict) -> None:
             1,
             value=0.5,
             step=0.001,
+            precision=3,
             label="Threshold: keep a photo when its score >= this",
             elem_id="threshold",
             scale=3,

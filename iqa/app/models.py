@@ -63,6 +63,11 @@ class CheckpointRef:
                     digest.update(block)
         return cls(str(checkpoint_paths(path)[0].with_suffix("")), digest.hexdigest())
 
+    @property
+    def id(self) -> str:
+        """What the page and the API choose it by: its name and the start of its hash, never a server path."""
+        return f"{Path(self.path).name}-{self.digest[:12]}"
+
 
 @dataclass(frozen=True)
 class CheckpointInfo:
@@ -99,7 +104,7 @@ class Models:
         self.lab_set = self._load_lab_set(config.lab_dataset) if config.lab_dataset else None
         if not self.startup_checkpoints and not self.grmp_note:
             self.grmp_note = (
-                "No GRMP-IQA model loaded, so its column is empty: upload a checkpoint below, adapt "
+                "No GRMP-IQA model loaded, so its column is empty: upload a checkpoint (first tab, Settings), adapt "
                 "one on the Adapt tab, or start the app with --grmp-official FILE or "
                 "--grmp-checkpoint PATH."
             )
@@ -124,14 +129,14 @@ class Models:
         return load_server_dataset(spec, self.store(self.config.backbone), DiskCache())
 
     @property
-    def startup_paths(self) -> set[str]:
+    def startup_ids(self) -> set[str]:
         """The values the page chooses the start-up checkpoints by."""
-        return {ref.path for ref in self.startup_checkpoints.values()}
+        return {ref.id for ref in self.startup_checkpoints.values()}
 
     @property
     def default_checkpoint(self) -> str:
         """The GRMP-IQA checkpoint chosen when a page opens: the official model, else the first given."""
-        return next((ref.path for ref in self.startup_checkpoints.values()), NO_GRMP)
+        return next((ref.id for ref in self.startup_checkpoints.values()), NO_GRMP)
 
     def _load_official(self, source: str) -> None:
         """Convert (once, cached on disk) and load an official GRMP-IQA file; say in one line if it cannot be had."""
@@ -141,12 +146,13 @@ class Models:
             reason = str(err).splitlines()[0]
             self.grmp_note = (
                 f"No GRMP-IQA model, so its column is empty: the official checkpoint {source} could "
-                f"not be loaded ({reason}). Upload a checkpoint below, adapt one on the Adapt tab, or "
+                f"not be loaded ({reason}). Upload a checkpoint (first tab, Settings), adapt one on the Adapt tab, or "
                 "start the app with --grmp-official PATH (a local copy) or --grmp-checkpoint PATH."
             )
             return
         about = f": {DEFAULT_DESCRIPTION}" if Path(source).name == DEFAULT_FILE else ""
         self.grmp_note = f"GRMP-IQA: the official model {Path(source).name}{about}; on {scorer.model.description}."
+        logger.info("GRMP-IQA official model %s in use, on %s", Path(source).name, scorer.model.description)
 
     def _load_startup(self, label: str, path: str | Path) -> GRMPScorer:
         """Load an operator's checkpoint now, on the main thread (ZeroGPU registers its weights)."""
@@ -180,6 +186,7 @@ class Models:
                     ),
                     max_side=self.config.max_side or None,  # what uploads are downsized to: 0 keeps full size
                 )
+                logger.info("backbone %s ready: %s", name, self._stores[name].backbone.description)
             return self._stores[name]
 
     def known_store(self, name: str) -> FeatureStore:

@@ -47,6 +47,13 @@ class PhotosOutput(Outputs):
 
 
 @dataclass
+class ClearedOutput(PhotosOutput):
+    """After "Clear photos": the upload box is emptied too (an upload sends every file the box lists)."""
+
+    files: None = None
+
+
+@dataclass
 class ScoreOutput(Outputs):
     HIDDEN_WHEN_EMPTY = ("breakdown", "side_by_side", "scatter", "results_csv")
     session: Any
@@ -137,12 +144,18 @@ class CheckpointOutput(Outputs):
 @dataclass
 class FilterOutput(Outputs):
     HIDDEN_WHEN_EMPTY = ("histogram", "filter_list", "kept_zip")
-    kept: list[tuple[str, str]]
+    kept: Any  # the gallery's photos, or an update that also names why it is empty
     rejected: list[tuple[str, str]]
     histogram: Any
     filter_list: str | None
     filter_summary: str
     kept_zip: str | None = None  # cleared: it is made again, on request, for the current split
+    make_zip: bool = False  # the zip button is offered only while a photo is kept
+
+    def outputs(self) -> list[Any]:
+        values = super().outputs()
+        values[-1] = gr.update(visible=self.make_zip)
+        return values
 
 
 @dataclass

@@ -14,8 +14,8 @@ from ..decode import open_bounded
 from ..photos import Photo, PhotoError
 from .base import HandlerBase
 from .config import EXAMPLES, MIB
-from .messages import shown_as_message
-from .outputs import PhotosOutput
+from .messages import shown_as_message, warn
+from .outputs import ClearedOutput, PhotosOutput
 from .session import Session, thumbnail
 
 UPLOAD_THREADS = 4  # photos decoded at once per upload
@@ -54,10 +54,11 @@ class PhotoHandlers(HandlerBase):
             session.digests[photo.digest] = photo.name
             self.budget.use(session)  # a long upload is not idle, and others give way as it grows
             session.photos.append(photo)
+            session.uploads[str(file)] = photo.name
             session.thumbnails[photo.name], session.icons[photo.name] = thumbnail(photo, thumbs)
         self.budget.use(session)
         for message in messages:
-            gr.Warning(message)
+            warn(message)
         return PhotosOutput(session, self.gallery(session), self._photo_summary(session, messages))
 
     def _opened(self, files: list[str]) -> Iterator[tuple[str, Photo | PhotoError]]:
@@ -93,10 +94,18 @@ class PhotoHandlers(HandlerBase):
         return self.add_photos([str(EXAMPLES / name) for name in EXAMPLE_PHOTOS], session)
 
     @shown_as_message
-    def clear_photos(self, session: Session) -> PhotosOutput:
+    def remove_upload(self, session: Session, event: gr.DeletedFileData) -> PhotosOutput:
+        """A file's x in the upload box: its photo leaves the session (the re-score that follows unscores it)."""
+        self._use(session)
+        session.forget_upload(event.file.path)
+        return PhotosOutput(session, self.gallery(session), self._photo_summary(session, []))
+
+    @shown_as_message
+    def clear_photos(self, session: Session) -> ClearedOutput:
+        """ "Clear photos": the session's photos and the upload box's files (an upload re-sends the box's)."""
         self._use(session)
         session.drop_photos()
-        return PhotosOutput(session, [], "No photos yet.")
+        return ClearedOutput(session, [], "No photos yet.")
 
     @staticmethod
     def gallery(session: Session) -> list[tuple[str, str]]:
@@ -104,7 +113,7 @@ class PhotoHandlers(HandlerBase):
 
     @staticmethod
     def _photo_summary(session: Session, problems: list[str]) -> str:
-        text = f"{len(session.photos)} photo(s) ready."
+        text = f"{len(session.photos)} photo(s) ready." if session.photos else "No photos yet."
         if problems:
             text += "\n\nNot added:\n" + "\n".join(f"- {m}" for m in problems)
         return text

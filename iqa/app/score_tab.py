@@ -22,12 +22,12 @@ from ..results import PairScore
 from . import calls
 from .base import HandlerBase
 from .layout import banner, how_to
-from .messages import shown_as_message
+from .messages import inform, shown_as_message, warn
 from .models import NO_GRMP, CheckpointInfo, CheckpointRef, Models
 from .outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
 from .photo_panel import build_photo_panel
 from .session import Session, icon_html
-from .table import build_prompt_panel, parse_table
+from .table import build_prompt_panel, no_pair_reason, parse_table
 
 DIGITS = 3  # every score, p and threshold on the page has three decimals
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
@@ -80,8 +80,9 @@ class ScoreHandlers(HandlerBase):
             return self._empty(session, table, "No photos to score.")
         if not valid:
             session.rows = []
-            gr.Warning("no usable prompt pair: every row is off or invalid (see the status column)")
-            return self._empty(session, table, "No usable prompt pair.")
+            reason = no_pair_reason(status)
+            warn(reason)
+            return self._empty(session, table, reason)
         ref = self._checkpoint_or_none(checkpoint, session)
         start = time.perf_counter()
         t = TEMPERATURES[temperature]
@@ -98,7 +99,7 @@ class ScoreHandlers(HandlerBase):
             f"the rest from the feature cache."
         )
         if scored.grmp_error:
-            gr.Warning(f"GRMP-IQA checkpoint not used: {scored.grmp_error}")
+            warn(f"GRMP-IQA checkpoint not used: {scored.grmp_error}")
         elif ref is not None:
             message += f" GRMP-IQA: {self.models.info(ref).label} on {scored.grmp_description}."
         if session.attributes:
@@ -171,7 +172,7 @@ class ScoreHandlers(HandlerBase):
             return None
         ref = self.checkpoint_refs(session).get(checkpoint)
         if ref is None:  # the API lets a client send any text
-            gr.Warning(f"GRMP-IQA checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
+            warn(f"GRMP-IQA checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
         return ref
 
     def decision_method(self, session: Session, method: str) -> str | None:
@@ -338,18 +339,18 @@ class ScoreHandlers(HandlerBase):
             shutil.rmtree(folder, ignore_errors=True)
             raise gr.Error(f"{by_suffix['.json'].name}: {err}") from None
         session.checkpoints[f"{stem} (uploaded)"] = ref
-        gr.Info(f"{stem}: {info.label} on {description}")
-        return CheckpointOutput(session, self.checkpoint_choices(session, ref.path))
+        inform(f"{stem}: {info.label} on {description}")
+        return CheckpointOutput(session, self.checkpoint_choices(session, ref.id))
 
     def checkpoint_refs(self, session: Session) -> dict[str, CheckpointRef]:
         """The checkpoints this session may score with, by the value the page chooses them by: the
         server's and its own."""
         refs = [*self.models.startup_checkpoints.values(), *session.checkpoints.values()]
-        return {ref.path: ref for ref in refs}
+        return {ref.id: ref for ref in refs}
 
     def checkpoint_choices(self, session: Session, value: str | None = None):
         own = {**self.models.startup_checkpoints, **session.checkpoints}
-        choices = [("none", NO_GRMP), *((label, ref.path) for label, ref in own.items())]
+        choices = [("none", NO_GRMP), *((label, ref.id) for label, ref in own.items())]
         return gr.update(choices=choices, value=value if value is not None else NO_GRMP)
 
 
@@ -384,7 +385,7 @@ def build_score_tab(models: Models, ui: dict) -> None:
             )
             ui["temperature"] = gr.Radio(list(TEMPERATURES), value=next(iter(TEMPERATURES)), label="Temperature t")
             ui["checkpoint"] = gr.Dropdown(
-                [("none", NO_GRMP), *((label, ref.path) for label, ref in models.startup_checkpoints.items())],
+                [("none", NO_GRMP), *((label, ref.id) for label, ref in models.startup_checkpoints.items())],
                 value=models.default_checkpoint,
                 label="GRMP-IQA checkpoint",
                 elem_id="checkpoint",
@@ -421,14 +422,12 @@ def build_score_tab(models: Models, ui: dict) -> None:
         ui["compare_pick"] = gr.Dropdown([], label="Beside it (the photo above is on the left)", elem_id="compare-pick")
         ui["side_by_side"] = gr.Plot(label="Side by side", elem_id="side-by-side", visible=False)
     ui["results_csv"] = gr.File(label="Download results (CSV)", interactive=False, height=60, visible=False)
-    with gr.Row(equal_height=True):
-        ui["share"] = gr.Button("Link to these prompts and settings", size="sm", elem_id="share-button", scale=1)
-        ui["share_link"] = gr.Textbox(
-            label="Share link (the prompt table and settings; not the photos)",
-            interactive=False,
-            elem_id="share-link",
-            scale=3,
-        )
+    ui["share_link"] = gr.Textbox(
+        label="Share link: the prompt table and settings as they are now (not the photos)",
+        interactive=False,
+        elem_id="share-link",
+        buttons=["copy"],
+    )
 
 
 def build_map_panel(ui: dict) -> None:

@@ -28,6 +28,7 @@ class Session:
 
     photos: list[Photo] = field(default_factory=list)
     sources: set[str] = field(default_factory=set)  # files already added (an upload re-sends earlier ones)
+    uploads: dict[str, str] = field(default_factory=dict)  # uploaded file -> the photo it added (its x removes it)
     thumbnails: dict[str, str] = field(default_factory=dict)  # name -> small JPEG file
     icons: dict[str, str] = field(default_factory=dict)  # name -> tiny data URI
     digests: dict[str, str] = field(default_factory=dict)  # content digest -> name: a photo is kept once
@@ -35,6 +36,7 @@ class Session:
     settings: dict[str, object] = field(default_factory=dict)  # how `rows` were scored, for the CSV
     attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.prompts)
     custom_table: Any = None  # the prompt table as last edited (kept when a preset is chosen)
+    told_custom_kept: bool = False  # "your edited table is kept" was said (once is enough)
     checkpoints: dict[str, CheckpointRef] = field(default_factory=dict)  # label -> its own (uploaded, adapted)
     map_open: bool = False  # the quality map was asked for: it follows the chosen photo, pair and table
     folder: str = ""
@@ -48,10 +50,24 @@ class Session:
     def drop_photos(self, notice: str = "") -> None:
         """Forget the photos and results (checkpoint choices stay); thumbnails go with them."""
         self.photos, self.rows, self.thumbnails, self.icons, self.sources = [], [], {}, {}, set()
-        self.digests, self.settings = {}, {}
+        self.digests, self.settings, self.uploads = {}, {}, {}
         self.notice = notice
         if self.folder:
             shutil.rmtree(Path(self.folder) / "thumbnails", ignore_errors=True)
+
+    def forget_upload(self, file: str) -> None:
+        """A file taken out of the upload box: the photo it added goes, with its results."""
+        self.sources.discard(file)
+        name = self.uploads.pop(file, None)
+        if name is None:  # refused, or the same as another photo: it added none
+            return
+        self.photos = [p for p in self.photos if p.name != name]
+        self.rows = [r for r in self.rows if r.name != name]
+        self.digests = {d: n for d, n in self.digests.items() if n != name}
+        self.icons.pop(name, None)
+        thumb = self.thumbnails.pop(name, None)
+        if thumb:
+            Path(thumb).unlink(missing_ok=True)
 
     def remove_files(self) -> None:
         """Delete the session's folder (thumbnails, downloads, checkpoints) when Gradio drops the session."""

@@ -19,7 +19,7 @@ import pandas as pd
 from ..names import METHODS
 from ..prompts import PromptError, pair_from_record
 from .base import HandlerBase
-from .messages import shown_as_message
+from .messages import shown_as_message, warn
 from .outputs import ShareOutput
 from .score_tab import TEMPERATURES
 from .table import pairs_table, parse_table, preset_name
@@ -73,6 +73,9 @@ def share_table(settings: dict) -> pd.DataFrame:
         raise ShareError(f"a prompt pair: {err}") from None
 
 
+NO_LINK = "No link: the prompt table has no readable pair."
+
+
 class ShareHandlers(HandlerBase):
     @shown_as_message
     def share_query(
@@ -98,9 +101,25 @@ class ShareHandlers(HandlerBase):
             "threshold": float(threshold),
             "method": method,
         }
-        if checkpoint in self.models.startup_paths:  # a session's own does not travel
+        if checkpoint in self.models.startup_ids:  # a session's own does not travel
             settings["checkpoint"] = checkpoint
         return "?share=" + encode_share(settings)
+
+    @shown_as_message
+    def share_link(
+        self,
+        table: pd.DataFrame,
+        backbone: str,
+        temperature: str,
+        checkpoint: str,
+        threshold: float,
+        method: str,
+    ) -> str:
+        """The link's query after any change of what it holds, or why there is none (no notice: it
+        follows every edit, and the table's status column already says what is wrong)."""
+        if not any(p is not None for p in parse_table(table)[0]):
+            return NO_LINK
+        return self.share_query(table, backbone, temperature, checkpoint, threshold, method)
 
     @shown_as_message
     def restore_shared(self, request: gr.Request) -> ShareOutput:
@@ -115,7 +134,7 @@ class ShareHandlers(HandlerBase):
             if not isinstance(threshold, (int, float)) or not math.isfinite(threshold) or not 0 <= threshold <= 1:
                 raise ShareError(f"threshold {threshold!r} is not a number between 0 and 1")
         except ShareError as err:
-            gr.Warning(f"the shared link could not be read: {err}")
+            warn(f"the shared link could not be read: {err}")
             return ShareOutput(*(gr.update() for _ in range(7)))
         checkpoint = settings.get("checkpoint")
         return ShareOutput(
@@ -123,7 +142,7 @@ class ShareHandlers(HandlerBase):
             preset=preset_name(table),
             backbone=self._choice(settings.get("backbone"), self.models.backbone_choices),
             temperature=self._choice(settings.get("temperature"), list(TEMPERATURES)),
-            checkpoint=checkpoint if checkpoint in self.models.startup_paths else gr.update(),
+            checkpoint=checkpoint if checkpoint in self.models.startup_ids else gr.update(),
             threshold=float(threshold),
             method=self._choice(settings.get("method"), list(METHODS)),
         )

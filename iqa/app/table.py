@@ -19,11 +19,12 @@ from ..prompts import (
     save_pairs,
 )
 from .base import HandlerBase
-from .messages import shown_as_message
+from .messages import inform, shown_as_message, warn
 from .outputs import PresetOutput, RowOutput, TableNameOutput
 from .session import Session
 
 PROMPT_COLUMNS = ["on", "positive", "negative", "weight", "status"]
+ZERO_WEIGHTS = "invalid: the enabled weights add up to 0"
 CUSTOM = "custom"  # the preset box's name for a table that is no preset (edited, loaded from a file)
 
 
@@ -54,7 +55,19 @@ def parse_table(table: pd.DataFrame | None, tokenizer=None) -> tuple[list[Prompt
         if pair is not None:
             reason = next(reasons)
             status[i] = f"invalid: {reason}" if reason else ("ok" if pair.enabled else "off")
+    weights = [p.weight for p, s in zip(pairs, status) if p is not None and s == "ok"]
+    if weights and sum(weights) <= 0:  # CLIP-IQA's weighted mean has nothing to divide by: no row is usable
+        status = [ZERO_WEIGHTS if s == "ok" else s for s in status]
     return pairs, status
+
+
+def no_pair_reason(status: Sequence[str]) -> str:
+    """Why a table gives no usable pair, in one line for the page."""
+    if ZERO_WEIGHTS in status:
+        return "No usable prompt pair: every enabled row has weight 0 (give one a weight above 0)."
+    if not status:
+        return "No usable prompt pair: the prompt table is empty."
+    return "No usable prompt pair: every row is off or invalid (see the status column)."
 
 
 def pairs_table(pairs: Sequence[PromptPair]) -> pd.DataFrame:
@@ -87,8 +100,9 @@ class PromptTableHandlers(HandlerBase):
             if session.custom_table is None:
                 raise gr.Error("no custom table yet: edit the table, or load a prompt set from a file")
             return PresetOutput(session, session.custom_table, CUSTOM, None)
-        if session.custom_table is not None:
-            gr.Info(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
+        if session.custom_table is not None and not session.told_custom_kept:
+            session.told_custom_kept = True
+            inform(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
         return PresetOutput(session, self.load_preset(name), name, None)
 
     @shown_as_message
@@ -128,6 +142,8 @@ class PromptTableHandlers(HandlerBase):
 
     @staticmethod
     def _row_index(table: pd.DataFrame, row: float | None) -> int:
+        if len(table) == 0:
+            raise gr.Error("the prompt table has no rows: add one first")
         if row is None or not 1 <= int(row) <= len(table):
             raise gr.Error(f"pick a row number between 1 and {len(table)} (click a row of the table)")
         return int(row) - 1
@@ -143,7 +159,7 @@ class PromptTableHandlers(HandlerBase):
         pairs, status = parse_table(table)
         usable = [p for p in pairs if p is not None]
         if len(usable) < len(pairs):
-            gr.Warning(f"{len(pairs) - len(usable)} row(s) with an unreadable weight were not saved")
+            warn(f"{len(pairs) - len(usable)} row(s) with an unreadable weight were not saved")
         path = save_pairs(usable, session.directory(self.config.work_dir) / "prompts.json")
         return gr.update(value=str(path), visible=True)
 
