@@ -81,6 +81,7 @@ class LabelledFeatures:
     skipped: list[str] = field(default_factory=list)
     from_cache: int = 0
     encoded: int = 0
+    keep: list[bool | None] = field(default_factory=list)  # keep/reject labels, where the set has them
 
 
 def labelled_features(
@@ -97,6 +98,7 @@ def labelled_features(
         skipped=found.skipped,
         from_cache=found.from_cache,
         encoded=found.encoded,
+        keep=[images[i].keep for i in found.index],
     )
 
 

@@ -85,3 +85,22 @@ def test_an_unreachable_precision_is_refused_with_the_best_there_is():
         choose_point(curves, "precision", 0.9)
     with pytest.raises(InputError, match=r"a number in \(0, 1\]"):
         choose_point(curves, "recall", 1.5)
+
+
+def test_curves_as_charts_name_each_score_and_mark_the_threshold():
+    from iqa.lab.charts import pr_chart, roc_chart
+
+    method = calibrate("CLIP-IQA", SCORES, KEEP)
+    pair = calibrate("sharp / blurry", SCORES[::-1], KEEP)
+    point = choose_point(method.curves, "f1")
+    roc = roc_chart([method, pair], point)
+    assert [t.name for t in roc.data] == [
+        "chance",
+        "CLIP-IQA (AUC 0.906)",
+        f"sharp / blurry (AUC {pair.auc:.3f})",
+        "threshold 0.4",
+    ]
+    assert list(roc.data[1].y) == list(method.curves.recall) and (roc.data[3].x[0], roc.data[3].y[0]) == (0.0, 0.75)
+    pr = pr_chart([method], point)
+    assert pr.data[0].name == "CLIP-IQA (AP 0.917)" and list(pr.data[0].y) == list(method.curves.precision[1:])
+    assert pr.data[1].hovertemplate.startswith(point.sentence())

@@ -12,7 +12,7 @@ held-out fold, so it says whether a suggestion generalises or only fits the labe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -196,7 +196,7 @@ def search_pairs(
     images: torch.Tensor,
     target: Target,
     candidates: Sequence[tuple[PromptPair, str]],
-    baselines: dict[str, Sequence[PromptPair]],
+    baselines: Mapping[str, Sequence[PromptPair]],
     temperature: float | None = None,
     max_pairs: int = DEFAULT_MAX_PAIRS,
     pool: int = DEFAULT_POOL,
