@@ -5,7 +5,10 @@ The image features are computed once; each candidate costs two text encodings (u
 token, `iqa.text_tower`) and a column of a matrix product. The metric is SRCC against mean opinion
 scores or ROC AUC against keep/reject labels, both computed for all columns at once from ranks.
 The selection greedily adds the pair that most improves the training metric of the pairs' mean p,
-among the `pool` best single pairs, and stops at `max_pairs` or when nothing improves it. Its
+among the `pool` pairs that look best on their own by a linear stand-in for the metric (the
+standardised difference of the classes' mean p, or Pearson's correlation with the scores' ranks:
+no sorting, so choosing the pool on each fold is cheap), and stops at `max_pairs` or when nothing
+improves it. Its
 cross-validated figure repeats the whole selection on each fold's training photos and measures the
 held-out fold, so it says whether a suggestion generalises or only fits the labels.
 """
@@ -73,7 +76,7 @@ class SearchReport:
 
 
 def make_target(
-    scores: Sequence[float],
+    scores: Sequence[float] | np.ndarray,
     keep: Sequence[bool | None],
     metric: Metric,
     k: int = DEFAULT_FOLDS,
@@ -118,15 +121,28 @@ def probabilities(
     progress: ProgressFn | None = None,
 ) -> np.ndarray:
     """p(positive) of every photo for every pair, [N, P] float64; texts encoded TEXT_CHUNK pairs at a time."""
+    order = _shortest_first(store, pairs)
     columns = []
     for start in range(0, len(pairs), TEXT_CHUNK):
-        positive, negative = pair_features(store, pairs[start : start + TEXT_CHUNK])
+        positive, negative = pair_features(store, [pairs[i] for i in order[start : start + TEXT_CHUNK]])
         columns.append(torch.sigmoid(temperature * (images @ (positive - negative).T)))
         if progress is not None:
             progress(min(start + TEXT_CHUNK, len(pairs)), len(pairs))
     if not columns:
         return np.zeros((images.shape[0], 0))
-    return torch.cat(columns, dim=1).double().numpy()
+    p = torch.cat(columns, dim=1).double().numpy()
+    return p[:, np.argsort(order)]
+
+
+def _shortest_first(store: FeatureStore, pairs: Sequence[PromptPair]) -> np.ndarray:
+    """The pairs ordered by their longer text's token count: each chunk is encoded only up to its
+    longest text's end token, so chunks of similar lengths waste the least (the end token is the
+    largest id of CLIP's tokenizer; with another the order only helps less)."""
+    if not pairs:
+        return np.zeros(0, dtype=int)
+    tokens = store.backbone.tokenizer([text for pair in pairs for text in (pair.positive, pair.negative)])
+    ends = tokens.argmax(dim=-1).view(len(pairs), 2).amax(dim=1)
+    return np.argsort(ends.numpy(), kind="stable")
 
 
 def usable(candidates: Sequence[tuple[PromptPair, str]], tokenizer) -> tuple[list[tuple[PromptPair, str]], list[str]]:
@@ -137,10 +153,24 @@ def usable(candidates: Sequence[tuple[PromptPair, str]], tokenizer) -> tuple[lis
     return kept, left_out
 
 
+def linear_figures(p: np.ndarray, target: np.ndarray, metric: Metric) -> np.ndarray:
+    """A cheap stand-in for `column_metric` that orders columns much as it does: for AUC the
+    difference of the keep and reject photos' mean p over its spread, for SRCC Pearson's
+    correlation with the target's ranks (0 for a constant column)."""
+    spread = p.std(axis=0)
+    if metric == "auc":
+        good = target > 0.5
+        gap = p[good].mean(axis=0) - p[~good].mean(axis=0)
+        return np.divide(gap, spread, out=np.zeros(p.shape[1]), where=spread > 0)
+    wanted = rankdata(target)
+    wanted = (wanted - wanted.mean()) / wanted.std()
+    covariance = wanted @ (p - p.mean(axis=0)) / len(wanted)
+    return np.divide(covariance, spread, out=np.zeros(p.shape[1]), where=spread > 0)
+
+
 def select(p: np.ndarray, target: np.ndarray, metric: Metric, max_pairs: int, pool: int = DEFAULT_POOL) -> list[int]:
     """Greedy forward selection: the columns whose mean most improves the metric, step by step."""
-    figures = column_metric(p, target, metric)
-    candidates = np.argsort(-figures, kind="stable")[:pool]
+    candidates = np.argsort(-linear_figures(p, target, metric), kind="stable")[:pool]
     chosen: list[int] = []
     total = np.zeros(p.shape[0])
     best = -np.inf
