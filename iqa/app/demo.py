@@ -16,11 +16,14 @@ from .about_tab import build_about_tab
 from .adapt_tab import AdaptHandlers, build_adapt_tab
 from .config import AppConfig, parse_args
 from .filter_tab import FilterHandlers, build_filter_tab
+from .lab_calibration import CalibrationHandlers, build_calibration_panel
+from .lab_search import SearchHandlers, build_search_panel
 from .lab_tab import build_lab_tab
 from .layout import CHARTS_JS, CSS, THEME, build_decision_bar
 from .models import Models
 from .outputs import (
     AdaptOutput,
+    CalibrationOutput,
     CheckpointOutput,
     ClearedOutput,
     FilterOutput,
@@ -32,8 +35,11 @@ from .outputs import (
     RankOutput,
     RowOutput,
     ScoreOutput,
+    SearchOutput,
     ShareOutput,
     TableNameOutput,
+    ThresholdOutput,
+    WeightsOutput,
     ZipOutput,
     as_outputs,
 )
@@ -45,7 +51,15 @@ from .share import ShareHandlers
 from .table import PromptTableHandlers
 
 
-class Handlers(PhotoHandlers, PromptTableHandlers, FilterHandlers, AdaptHandlers, ShareHandlers):
+class Handlers(
+    PhotoHandlers,
+    PromptTableHandlers,
+    FilterHandlers,
+    AdaptHandlers,
+    CalibrationHandlers,
+    SearchHandlers,
+    ShareHandlers,
+):
     """Every event handler of the app, tab by tab; tests call them directly."""
 
 
@@ -63,6 +77,8 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
                 build_score_tab(models, ui)
             with gr.Tab("Prompt lab", id="lab"):
                 build_lab_tab(models, ui)
+                build_calibration_panel(ui)
+                build_search_panel(ui)
             with gr.Tab("Adapt GRMP-IQA", id="adapt"):
                 build_adapt_tab(models, ui)
             with gr.Tab("Filter", id="filter"):
@@ -200,11 +216,59 @@ def wire(h: Handlers, ui: dict) -> None:
     rescore(used)
     # the lab's figures follow the table it now fills: ranked again, the chosen pairs marked on
     used.success(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
+    wire_lab_design(h, ui, lab_inputs, rescore, refilter_to_link(h, ui, filter_inputs, link_inputs))
     ui["adapt_run"].click(
         as_outputs(h.adapt),
         [ui["adapt_source"], ui["adapt_csv"], ui["adapt_files"], ui["lam"], ui["steps"], ui["backbone"], session],
         AdaptOutput.components(ui),
         api_name="adapt",
+    )
+
+
+def refilter_to_link(h: Handlers, ui: dict, filter_inputs: list, link_inputs: list):
+    """What a threshold set by a handler sets off, as a typed one does: the filter, the ranking, the link."""
+
+    def follow(event):
+        filtered = event.then(
+            as_outputs(h.filter), filter_inputs, FilterOutput.components(ui), api_visibility="private"
+        )
+        filtered.then(as_outputs(h.rerank), filter_inputs, RankOutput.components(ui), api_visibility="private")
+        event.then(h.share_link, link_inputs, ui["share_link"], api_visibility="private").then(
+            None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, api_visibility="private"
+        )
+
+    return follow
+
+
+def wire_lab_design(h: Handlers, ui: dict, lab_inputs: list, rescore, follow_threshold) -> None:
+    """The lab's calibration, pair search and weights: each fills the prompt table or the threshold
+    bar the way the first tab's own controls do, so the scores, the filter and the link follow."""
+    private: dict = {"api_visibility": "private"}
+    calibrate_inputs = [*lab_inputs, ui["cal_target"], ui["cal_value"]]
+    ui["cal_run"].click(
+        as_outputs(h.calibrate_filter), calibrate_inputs, CalibrationOutput.components(ui), api_name="calibrate"
+    )
+    used = ui["cal_use"].click(
+        as_outputs(h.use_threshold), ui["cal_threshold"], ThresholdOutput.components(ui), api_name="use_threshold"
+    )
+    follow_threshold(used)
+    search_inputs = [*lab_inputs, ui["search_words"], ui["search_max_pairs"], ui["search_folds"]]
+    search = ui["search_run"].click(
+        as_outputs(h.search_pairs), search_inputs, SearchOutput.components(ui), api_name="search_pairs"
+    )
+    ui["search_stop"].click(None, None, None, cancels=[search], **private)
+    session = ui["session"]
+    rescore(
+        ui["search_use"].click(
+            as_outputs(h.use_search_pairs),
+            [ui["search_table"], session],
+            PresetOutput.components(ui),
+            api_name="use_search",
+        )
+    )
+    fit_inputs = [*lab_inputs, ui["search_folds"], session]
+    rescore(
+        ui["fit_run"].click(as_outputs(h.fit_weights), fit_inputs, WeightsOutput.components(ui), api_name="fit_weights")
     )
 
 
