@@ -147,8 +147,13 @@ def _ranking(report: SearchReport) -> pd.DataFrame:
 def _search_summary(report: SearchReport) -> str:
     name = report.metric.upper()
     lines = [
-        f"**{len(report.selected)} pair(s) selected** from {len(report.ranking)} candidates ({name} on all "
-        f"photos: {report.selected[-1].figure:.3f}).",
+        f"**{len(report.selected)} pair(s) selected** from {len(report.ranking)} candidates ({name} of the "
+        "pairs so far on all photos):",
+        *(
+            f"- pair {i}: {c.pair.positive} / {c.pair.negative} ({c.figure:.3f})"
+            for i, c in enumerate(report.selected, 1)
+        ),
+        "",
         f"**Cross-validated {name}** (mean ± spread over the held-out folds; {report.counts}):",
         f"- selected pairs (the selection repeated on each fold's training photos): {report.selection.text()}",
     ]
