@@ -629,6 +629,16 @@ def test_the_lab_calibrates_the_filter_and_its_threshold_sets_the_bar(open_page)
         f"document.querySelector('#filter-summary')?.innerText?.includes('>= {float(threshold):.3f}')",
         timeout=TIMEOUT,
     )
+    box = page.locator("#share-link textarea, #share-link input").first
+    page.wait_for_function(
+        "() => document.querySelector('#share-link textarea, #share-link input')?.value?.includes('?share=')",
+        timeout=TIMEOUT,
+    )
+    for _ in range(100):  # the link follows the threshold set from the lab
+        if decode_share(box.input_value().split("?share=")[1]).get("threshold") == float(threshold):
+            break
+        page.wait_for_timeout(300)
+    assert decode_share(box.input_value().split("?share=")[1]).get("threshold") == float(threshold)
     assert _no_error_badges(page) == []
 
 
