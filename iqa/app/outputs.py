@@ -203,24 +203,24 @@ class AdaptOutput(Outputs):
 
 def as_outputs(handler: Callable) -> Callable:
     """`handler` for the page's events: its `Outputs` turned into the list of values (generators too)."""
-    return _converted(handler, Outputs.outputs)
+    return _converted(handler, page=True)
 
 
 def as_values(handler: Callable) -> Callable:
     """`handler` for an API endpoint: its `Outputs` turned into plain values (generators too)."""
-    return _converted(handler, Outputs.values)
+    return _converted(handler, page=False)
 
 
-def _converted(handler: Callable, listed: Callable[[Outputs], list[Any]]) -> Callable:
-    """`handler` returning `listed(result)` for its `Outputs`.
+def _converted(handler: Callable, page: bool) -> Callable:
+    """`handler` returning its `Outputs` as the page's outputs, or as an API client's plain values.
 
     `functools.wraps` keeps the signature Gradio reads for `gr.Progress` and `gr.SelectData`.
     """
 
     def convert(value):
         if not isinstance(value, Outputs):
-            return _plain(value) if listed is Outputs.values else value
-        values = listed(value)
+            return value if page else _plain(value)
+        values = value.outputs() if page else value.values()
         return values[0] if len(values) == 1 else values  # Gradio takes one output's value alone
 
     if inspect.isgeneratorfunction(handler):
