@@ -24,7 +24,7 @@ from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
 from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET
 from iqa.app.models import CheckpointRef, Models
-from iqa.app.outputs import ScoreOutput
+from iqa.app.outputs import FilterOutput, ScoreOutput, as_outputs, as_values
 from iqa.app.session import Session
 from iqa.app.share import encode_share
 from iqa.app.table import PROMPT_COLUMNS, parse_table
@@ -717,3 +717,10 @@ def test_each_notice_once_and_a_clear_word_on_an_empty_table(handlers, capsys):
     empty = pd.DataFrame(columns=PROMPT_COLUMNS)
     with pytest.raises(gr.Error, match="the prompt table has no rows: add one first"):
         handlers.delete_row(empty, 1)
+
+
+def test_a_page_event_gets_visibility_updates_and_an_api_client_plain_values():
+    out = FilterOutput([], [], None, "list.csv", "1 kept", make_zip=True)
+    page, api = as_outputs(lambda: out)(), as_values(lambda: out)()
+    assert page[-1] == gr.update(visible=True) and page[2] == gr.update(value=None, visible=False)
+    assert api == [[], [], None, "list.csv", "1 kept", None]  # no update dict, no page-only field
