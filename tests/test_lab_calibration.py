@@ -58,6 +58,14 @@ def test_a_threshold_filter_takes_gives_the_same_counts():
         assert point_at(curves, point.threshold) == point
 
 
+def test_rejecting_none_or_all_takes_the_whole_numbers_around_the_scores():
+    curves = calibrate("x", SCORES, KEEP).curves
+    none, every = curves.point(0), curves.point(len(curves.scores))
+    assert (none.threshold, none.rejected_bad + none.rejected_good) == (0, 0)
+    assert (every.threshold, every.kept_bad + every.kept_good) == (1, 0)
+    assert choose_point(calibrate("x", [0.2, 0.3, 0.6], [False, True, False]).curves, "recall", 1.0).threshold == 1
+
+
 def test_short_thresholds_lie_between_the_scores():
     assert short_between(0.41234, 0.5) == 0.5
     assert short_between(0.123456, 0.123457) == pytest.approx(0.1234565)

@@ -8,6 +8,7 @@ scikit-learn's (step-wise, no interpolation). See METHODS.md, "Calibrating a fil
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -28,7 +29,8 @@ class Curves:
     """Every distinct way a threshold splits the photos, from rejecting none to rejecting all.
 
     Point k rejects the photos with the k lowest distinct scores; `cuts[k]` is a threshold that
-    does so (a value between the k-th and the (k+1)-th distinct score).
+    does so (a value between the k-th and the (k+1)-th distinct score; below every score for none,
+    the next whole number above every score for all: 0 and 1 for scores in (0, 1)).
     """
 
     cuts: np.ndarray  # [m + 1], ascending
@@ -56,10 +58,10 @@ class Curves:
 
     def point(self, k: int) -> OperatingPoint:
         """The confusion counts at point k, with a short threshold that gives them."""
-        low = self.scores[k - 1] if k > 0 else self.scores[0] - 1.0
-        high = self.scores[k] if k < len(self.scores) else self.scores[-1] + 1.0
+        inside = 0 < k < len(self.scores)
+        threshold = short_between(self.scores[k - 1], self.scores[k]) if inside else float(self.cuts[k])
         bad, good = int(self.rejected_bad[k]), int(self.rejected_good[k])
-        return OperatingPoint(short_between(low, high), bad, self.n_bad - bad, good, self.n_good - good)
+        return OperatingPoint(threshold, bad, self.n_bad - bad, good, self.n_good - good)
 
 
 @dataclass(frozen=True)
@@ -143,9 +145,9 @@ def curves_of(scores: Sequence[float] | np.ndarray, keep: Sequence[bool], name: 
         raise CalibrationError(f"{name}: all {values.size} photos score {distinct[0]:g}: no threshold separates them")
     bad = np.bincount(where, weights=~labels, minlength=distinct.size)
     good = np.bincount(where, weights=labels, minlength=distinct.size)
-    edges = np.concatenate([[distinct[0] - 1.0], distinct, [distinct[-1] + 1.0]])
+    ends = [[math.floor(distinct[0])], [math.floor(distinct[-1]) + 1.0]]
     return Curves(
-        cuts=(edges[:-1] + edges[1:]) / 2,
+        cuts=np.concatenate([ends[0], (distinct[:-1] + distinct[1:]) / 2, ends[1]]),
         rejected_bad=np.concatenate([[0], np.cumsum(bad)]).astype(int),
         rejected_good=np.concatenate([[0], np.cumsum(good)]).astype(int),
         scores=distinct,
