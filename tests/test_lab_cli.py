@@ -98,3 +98,17 @@ def test_lab_fit_weights_writes_the_weight_column(tmp_path, capsys):
 def test_lab_search_refusals_are_one_line(extra, message, capsys):
     assert main(["lab", *SET, "--search", *extra]) == EXIT_INPUT
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(message)
+
+
+def test_calibrate_every_method_with_a_grmp_checkpoint(rn_backbone, tmp_path, capsys):
+    from iqa.grmp.checkpoint import save_checkpoint
+    from iqa.grmp.model import GRMPConfig, GRMPModel
+
+    config = GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=rn_backbone.pretrained, seed=5)
+    _, meta = save_checkpoint(GRMPModel(config, rn_backbone), tmp_path / "mine")
+    args = ["calibrate", *SET, "--method", "both", "--checkpoint", str(meta.with_suffix("")), "--best-f1"]
+    assert main(args) == EXIT_OK
+    printed = capsys.readouterr().out
+    assert printed.count("(64 photos: 40 reject, 24 keep)") == 2
+    assert "threshold (CLIP-IQA): " in printed and "threshold (GRMP-IQA (seed)): " in printed
+    assert "pair [4 learned tokens] high quality / [4 learned tokens] low quality: ROC AUC" in printed
