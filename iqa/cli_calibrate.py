@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,9 +81,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.out is not None:
         from .lab.charts import curves_html
 
-        args.out.write_text(curves_html([m for m, _ in methods], methods[0][1]), encoding="utf-8")
+        page = curves_html([m for m, _ in methods], methods[0][1])
+        write_output(args.out, lambda path: path.write_text(page, encoding="utf-8"))
         print(f"wrote the curves to {args.out}", file=sys.stderr)
     return 1 if skipped else 0
+
+
+def write_output(path: Path, write: Callable[[Path], object]) -> None:
+    """Write an output file; an operating-system error becomes one line naming the file (exit 4)."""
+    from .filtering import OutputError
+
+    try:
+        write(path)
+    except OSError as err:
+        raise OutputError(err.errno or 0, f"could not write {path}: {err.strerror or err}") from err
 
 
 def _per_pair(results: list[ScoreResult], keep: list[bool]) -> list[Calibration | str]:

@@ -91,10 +91,14 @@ def _baselines(args: argparse.Namespace, pairs: list[PromptPair]) -> dict[str, l
 
 
 def _save(args: argparse.Namespace, pairs: list[PromptPair]) -> None:
+    from pathlib import Path
+
+    from .cli_calibrate import write_output
     from .prompts import save_pairs
 
     if args.save_pairs:
-        print(f"wrote {len(pairs)} pairs to {save_pairs(pairs, args.save_pairs)} (for score --pairs)", file=sys.stderr)
+        write_output(Path(args.save_pairs), lambda path: save_pairs(pairs, path))
+        print(f"wrote {len(pairs)} pairs to {args.save_pairs} (for score --pairs)", file=sys.stderr)
 
 
 def format_search(report: SearchReport, top: int) -> str:

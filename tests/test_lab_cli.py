@@ -55,6 +55,9 @@ def test_calibrate_refuses_an_unlabelled_set_and_an_unreachable_target(tmp_path,
     assert "a target precision is a number in (0, 1]" in capsys.readouterr().err
     assert main(["calibrate", *SET, "--out", str(tmp_path / "curves.png")]) == 2
     assert "written as .html" in capsys.readouterr().err
+    assert main(["calibrate", *SET, "--out", str(tmp_path / "missing" / "curves.html")]) == 4
+    assert "could not write" in capsys.readouterr().err
+    assert main(["lab", *SET, "--search", "--save-pairs", str(tmp_path / "missing" / "pairs.json")]) == 4
 
 
 def test_lab_search_prints_ranking_and_selection_and_writes_pairs_score_reads(tmp_path, capsys):
