@@ -75,7 +75,8 @@ class SearchHandlers(LabHandlers):
             TABLE: [p for p in parse_table(table)[0] if p is not None],
             f"{DEFAULT_PRESET} preset": preset(DEFAULT_PRESET),
         }
-        base = calls.labelled_job(self.models, store, [], TEMPERATURES[temperature], labelled)
+        bar = calls.progress_bar(progress)
+        base = calls.labelled_job(self.models, store, [], TEMPERATURES[temperature], labelled, bar)
         steps = calls.search_steps(base, candidates, baselines, metric, int(folds), int(max_pairs))
         reply: SearchReply | None = None
         try:
@@ -124,8 +125,9 @@ class SearchHandlers(LabHandlers):
         labelled, metric = self._labels(source, csv_file, files)
         store = self._store_or_default(backbone)
         pairs = [p for p in parse_table(table)[0] if p is not None]
-        base = calls.labelled_job(self.models, store, pairs, TEMPERATURES[temperature], labelled)
-        report = calls.fit_weights(store, base, metric, int(folds), calls.progress_bar(progress)).report
+        bar = calls.progress_bar(progress)
+        base = calls.labelled_job(self.models, store, pairs, TEMPERATURES[temperature], labelled, bar)
+        report = calls.fit_weights(store, base, metric, int(folds), bar).report
         weighted = pairs_table(report.pairs)
         session.custom_table = weighted.copy()
         inform("The prompt table's weights are now the fitted ones.")

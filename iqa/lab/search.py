@@ -163,6 +163,8 @@ def linear_figures(p: np.ndarray, target: np.ndarray, metric: Metric) -> np.ndar
         gap = p[good].mean(axis=0) - p[~good].mean(axis=0)
         return np.divide(gap, spread, out=np.zeros(p.shape[1]), where=spread > 0)
     wanted = rankdata(target)
+    if not wanted.std() > 0:  # a training fold whose scores are all equal orders nothing
+        return np.zeros(p.shape[1])
     wanted = (wanted - wanted.mean()) / wanted.std()
     covariance = wanted @ (p - p.mean(axis=0)) / len(wanted)
     return np.divide(covariance, spread, out=np.zeros(p.shape[1]), where=spread > 0)
