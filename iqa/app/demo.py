@@ -69,7 +69,7 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
             with gr.Tab("Filter", id="filter"):
                 build_filter_tab(models, ui)
             with gr.Tab("About", id="about"):
-                build_about_tab(models)
+                build_about_tab(models, ui)
         expose_api(h, ui)  # first: the endpoints get their names before the page's events take theirs
         wire(h, ui)
         demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private").then(
@@ -184,6 +184,9 @@ def wire(h: Handlers, ui: dict) -> None:
     # the lab's figures follow the table it now fills: ranked again, the chosen pairs marked on
     used.success(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
     ui["adapt_run"].click(as_outputs(h.adapt), _adapt_inputs(ui), AdaptOutput.components(ui), **private)
+    ui["adapt_stop"].click(h.stop_adapting, [session], None, **private)
+    # an uploaded or adapted checkpoint is chosen at once: About names it beside what was loaded at start
+    ui["checkpoint"].change(h.loaded, [session], ui["loaded"], **private)
 
 
 def _score_inputs(ui: dict) -> list:
