@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -294,7 +294,7 @@ def load_checkpoint(models: Models, caches: Caches, ref: CheckpointRef) -> str:
 
 def adapt_steps(
     models: Models, store: FeatureStore, images: Sequence[LabelledImage], steps: int, lam: float
-) -> Iterator[AdaptStep | AdaptDone]:
+) -> Generator[AdaptStep | AdaptDone, None, None]:
     """An adaptation's steps as they happen, then the adapted weights; refused when it cannot fit one call."""
     name = store.backbone.name
     fits = max_adapt_steps(name, len(images))
