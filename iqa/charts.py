@@ -524,7 +524,11 @@ def quality_map_chart(
             ),
         ]
     )
-    details = [f"{qmap.rows}x{qmap.cols} windows of {qmap.window} px (axes in pixels)", *qmap.notes]
+    details = [
+        f"{qmap.rows}x{qmap.cols} windows of {qmap.window} px (axes in pixels)",
+        f"colours: this photo's own range, {low:.3f} to {high:.3f}",
+        *qmap.notes,
+    ]
     title = _title(f"Quality map of {qmap.name}", notes=details, size=13)
     figure.update_layout(
         template="plotly_dark" if dark else "plotly_white",

@@ -5,6 +5,7 @@ import csv as csv_module
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -246,6 +247,10 @@ def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_p
     assert "GRMP-IQA (seed)" in out.status
     assert out.grmp_note == ""  # "no GRMP-IQA model loaded" is no longer true
     assert "No GRMP-IQA model loaded" in score(handlers, session, handlers.load_preset("seed")).grmp_note
+    about = handlers.loaded(session)  # the About tab: what was loaded at start, then the session's own
+    assert "This session's own GRMP-IQA checkpoints** (first tab, Settings): tiny-seed (uploaded)." in about
+    assert "No GRMP-IQA model loaded" not in about and "GRMP-IQA checkpoints: none." in about
+    assert "No GRMP-IQA model loaded" in handlers.loaded(Session())
 
 
 def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monkeypatch):
@@ -411,6 +416,18 @@ def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session
     assert str(tmp_path) not in saved and "/" not in str(json.loads(saved)["config"]["training"]["train_images"])
     ranking = score(handlers, session, handlers.load_preset("seed"), checkpoint=stem, method="GRMP-IQA").ranking
     assert ranking["GRMP-IQA"].ne("").all()
+
+
+def test_stop_ends_a_running_adaptation_at_its_next_step_and_says_nothing_was_saved(handlers, session):
+    updates = handlers.adapt(BUNDLED_SET, None, None, 1.0, 2000, "test-tiny-rn", session)
+    first = next(updates)  # drawn at the first step: the adaptation runs
+    assert first.adapt_status.startswith("Step ")
+    handlers.stop_adapting(session)
+    last = list(updates)[-1]
+    assert re.match(r"Stopped at step \d+ of 2000: no checkpoint was saved", last.adapt_status), last.adapt_status
+    assert last.adapt_download is None and not session.checkpoints
+    again = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))[-1]  # Stop is not kept
+    assert again.adapt_status.startswith("Done: ")
 
 
 def test_another_backbone_loads_once_and_scores(handlers, session):

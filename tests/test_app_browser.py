@@ -716,3 +716,24 @@ def test_the_lab_searches_pairs_and_puts_them_in_the_prompt_table(open_page):
         timeout=TIMEOUT,
     )
     assert _no_error_badges(page) == []
+
+
+def test_an_adaptation_can_be_stopped_and_about_names_the_adapted_checkpoint(open_page):
+    page = open_page()
+    _tab(page, "Adapt")
+    page.locator("#steps input[type=range]").fill("2000")
+    page.click("#adapt-button")
+    page.wait_for_function("document.body.innerText.includes('Step ')", timeout=TIMEOUT)
+    page.click("#adapt-stop")
+    page.wait_for_function("document.body.innerText.includes('no checkpoint was saved')", timeout=TIMEOUT)
+    assert "Stopped at step" in page.inner_text("body")
+    page.locator("#steps input[type=range]").fill("10")
+    page.click("#adapt-button")
+    page.wait_for_function("document.body.innerText.includes('Done: ')", timeout=TIMEOUT)
+    _tab(page, "About")
+    page.wait_for_function(
+        "document.querySelector('#loaded')?.innerText?.includes(\"This session's own GRMP-IQA checkpoints\")",
+        timeout=TIMEOUT,
+    )
+    loaded = page.inner_text("#loaded")
+    assert "seed-adapted-1" in loaded and "No GRMP-IQA model loaded" not in loaded

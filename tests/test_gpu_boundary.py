@@ -14,13 +14,14 @@ import pytest
 import torch
 from official_reference import tiny_official_state
 
-from iqa.app import calls, gpu, jobs
-from iqa.app.config import AppConfig
+from iqa.app import adapt_tab, calls, gpu, jobs
+from iqa.app.config import EXAMPLES, AppConfig
 from iqa.app.demo import Handlers
 from iqa.app.lab_tab import BUNDLED_SET
 from iqa.app.models import CheckpointRef, Models
 from iqa.app.session import Session
 from iqa.backbones import load_backbone
+from iqa.datasets import load_csv
 from iqa.errors import InputError
 from iqa.features import FeatureStore
 from iqa.grmp.checkpoint import save_checkpoint
@@ -175,6 +176,17 @@ def test_an_adaptation_too_long_for_a_free_visitor_is_refused_on_zerogpu(handler
     fits = jobs.max_adapt_steps("test-tiny-rn", 0)
     with pytest.raises(InputError, match=f"at most {fits} steps"):
         calls.adapt_steps(handlers_models, store, [], fits + 1, 1.0)
+
+
+def test_the_steps_slider_ends_where_one_gpu_call_ends_on_zerogpu(handlers_models, monkeypatch):
+    assert adapt_tab.max_steps(handlers_models) == 2000  # elsewhere: long runs, and Stop ends them
+    monkeypatch.setattr(adapt_tab, "on_zerogpu", lambda: True)
+    photos = len(load_csv(EXAMPLES / "labels.csv"))
+    most = adapt_tab.max_steps(handlers_models)
+    assert most % 10 == 0 and most <= jobs.max_adapt_steps("test-tiny-rn", photos) < most + 10
+    assert (
+        jobs.AdaptJob(handlers_models.id, "test-tiny-rn", (None,) * photos, most, 1.0).seconds() <= jobs.ADAPT_CEILING_S
+    )
 
 
 @pytest.fixture(scope="module")

@@ -302,7 +302,7 @@ def load_checkpoint(models: Models, caches: Caches, ref: CheckpointRef) -> str:
 
 def adapt_steps(
     models: Models, store: FeatureStore, images: Sequence[LabelledImage], steps: int, lam: float
-) -> Iterator[AdaptStep | AdaptDone]:
+) -> Generator[AdaptStep | AdaptDone, None, None]:
     """An adaptation's steps as they happen, then the adapted weights; refused when it cannot fit one call."""
     name = store.backbone.name
     fits = max_adapt_steps(name, len(images))

@@ -85,7 +85,7 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
             with gr.Tab("Filter", id="filter"):
                 build_filter_tab(models, ui)
             with gr.Tab("About", id="about"):
-                build_about_tab(models)
+                build_about_tab(models, ui)
         expose_api(h, ui)  # first: the endpoints get their names before the page's events take theirs
         wire(h, ui)
         demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private").then(
@@ -201,6 +201,9 @@ def wire(h: Handlers, ui: dict) -> None:
     used.success(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
     wire_lab_design(h, ui, rescore, refilter_to_link(h, ui, filter_inputs, link_inputs))
     ui["adapt_run"].click(as_outputs(h.adapt), _adapt_inputs(ui), AdaptOutput.components(ui), **private)
+    ui["adapt_stop"].click(h.stop_adapting, [session], None, **private)
+    # an uploaded or adapted checkpoint is chosen at once: About names it beside what was loaded at start
+    ui["checkpoint"].change(h.loaded, [session], ui["loaded"], **private)
 
 
 def refilter_to_link(h: Handlers, ui: dict, filter_inputs: list, link_inputs: list):

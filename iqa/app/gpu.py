@@ -201,7 +201,7 @@ class _Stopped(Exception):
 
 @gpu(duration=lambda job: clamp(job.seconds(), ADAPT_CEILING_S))
 @_failures_as_values
-def adapt(job: AdaptJob) -> Iterator[AdaptStep | AdaptDone]:
+def adapt(job: AdaptJob) -> Generator[AdaptStep | AdaptDone, None, None]:
     """Few-shot adaptation, yielding every step; the adapted weights come back as a checkpoint's content.
 
     Training runs in a thread of this call whose steps this generator yields; when the caller

@@ -20,6 +20,7 @@ from ..prompts import PromptPair, is_attribute_set
 from ..quality_map import QualityMapError
 from ..results import PairScore
 from . import calls
+from .about_tab import loaded_text
 from .base import HandlerBase
 from .layout import banner, how_to
 from .messages import inform, shown_as_message, warn
@@ -345,6 +346,10 @@ class ScoreHandlers(HandlerBase):
         session.checkpoints[f"{stem} (uploaded)"] = ref
         inform(f"{stem}: {info.label} on {description}")
         return CheckpointOutput(session, self.checkpoint_choices(session, ref.id))
+
+    def loaded(self, session: Session) -> str:
+        """The About tab's note on what is loaded, with this session's own checkpoints."""
+        return loaded_text(self.models, list(session.checkpoints))
 
     def checkpoint_refs(self, session: Session) -> dict[str, CheckpointRef]:
         """The checkpoints this session may score with, by the value the page chooses them by: the
