@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import cli_eval, cli_grmp, cli_lab, cli_map
+from . import cli_calibrate, cli_eval, cli_grmp, cli_lab, cli_map
 from .cli_options import add_pipeline_options, add_scoring_options, open_scorers
 from .errors import IQAError, Unavailable, UsageError
 from .filtering import (
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_eval.add_commands(commands)
     cli_map.add_commands(commands)
     cli_lab.add_commands(commands)
+    cli_calibrate.add_commands(commands)
     return parser
 
 

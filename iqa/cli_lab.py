@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .cli_eval import add_dataset_options, read_dataset
 from .cli_options import add_backbone_options, add_cache_size_option
+from .cli_search import add_search_options, run_fit_weights, run_search
 from .prompts import DEFAULT_PRESET, PRESETS
 from .tiny_backbones import TEST_BACKBONE_WARNING
 
@@ -32,6 +33,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cache.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder (default: ~/.cache/iqa)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     add_cache_size_option(lab)
+    add_search_options(lab)
     lab.set_defaults(run=run_lab)
 
 
@@ -58,6 +60,9 @@ def run_lab(args: argparse.Namespace) -> int:
         if cache.dropped:
             print(f"warning: {cache.dropped_notice()}", file=sys.stderr)
     print(f"{labelled.from_cache} photos' features from the cache, {labelled.encoded} encoded", file=sys.stderr)
+    if args.search or args.fit_weights:
+        run = run_search if args.search else run_fit_weights
+        return max(run(args, store, labelled, pairs), 1 if labelled.skipped else 0)
     report = rank_pairs(store, pairs, labelled, args.temperature)
     print(format_report(report, args.dataset))
     for invalid in report.invalid:

@@ -6,6 +6,7 @@ person to look at.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -638,6 +639,83 @@ def test_the_prompt_lab_follows_the_table_after_use_the_best_pairs(open_page):
         timeout=TIMEOUT,
     )
     assert "average" in page.inner_text("#lab-summary")
+
+
+# A Gradio table's cells as rows of texts (cells are `data-testid="cell-ROW-COL"`).
+TABLE_ROWS_JS = """(table) => {
+    const rows = [];
+    for (const cell of document.querySelectorAll(`${table} [data-testid^=cell-]`)) {
+        const [, row, col] = cell.getAttribute('data-testid').match(/^cell-(\\d+)-(\\d+)$/) || [];
+        if (row === undefined) continue;
+        (rows[Number(row)] ||= [])[Number(col)] = cell.innerText.trim();
+    }
+    return rows.filter(Boolean);
+}"""
+
+
+def test_the_lab_calibrates_the_filter_and_its_threshold_sets_the_bar(open_page):
+    page = open_page()
+    _add_examples(page)
+    _tab(page, "Prompt lab")
+    page.click("#cal-target label:has-text('best F1')")
+    page.click("#cal-run")
+    page.wait_for_function(
+        "document.querySelector('#cal-summary')?.innerText?.includes('(64 photos: 40 reject, 24 keep)')",
+        timeout=TIMEOUT,
+    )
+    page.wait_for_selector("#cal-roc .main-svg .xtick", timeout=TIMEOUT)
+    page.wait_for_selector("#cal-pr .main-svg .xtick", timeout=TIMEOUT)
+    summary = page.inner_text("#cal-summary")
+    threshold = page.locator("#cal-threshold input").input_value()
+    assert f"Threshold {float(threshold):g}" in summary and "rejects" in summary and "good ones" in summary
+    mistakes = page.locator("#cal-false-keeps img, #cal-false-rejects img").count()
+    assert mistakes > 0 or "loses 0 of 24 good ones" in summary  # a mistake of some kind is shown
+    _shot(page, "light-lab-calibration")
+    page.click("#cal-use")
+    page.wait_for_function(
+        f"Number(document.querySelector('#threshold input[type=number]')?.value) === {float(threshold)}",
+        timeout=TIMEOUT,
+    )
+    page.get_by_role("tab", name="Filter").click()
+    page.wait_for_function(
+        f"document.querySelector('#filter-summary')?.innerText?.includes('>= {float(threshold):.3f}')",
+        timeout=TIMEOUT,
+    )
+    box = page.locator("#share-link textarea, #share-link input").first
+    page.wait_for_function(
+        "() => document.querySelector('#share-link textarea, #share-link input')?.value?.includes('?share=')",
+        timeout=TIMEOUT,
+    )
+    for _ in range(100):  # the link follows the threshold set from the lab
+        if decode_share(box.input_value().split("?share=")[1]).get("threshold") == float(threshold):
+            break
+        page.wait_for_timeout(300)
+    assert decode_share(box.input_value().split("?share=")[1]).get("threshold") == float(threshold)
+    assert _no_error_badges(page) == []
+
+
+def test_the_lab_searches_pairs_and_puts_them_in_the_prompt_table(open_page):
+    page = open_page()
+    _tab(page, "Prompt lab")
+    page.fill("#search-words textarea", "sunny / rainy")
+    page.click("#search-run")
+    page.wait_for_function(
+        "document.querySelector('#search-summary')?.innerText?.includes('Cross-validated AUC')", timeout=TIMEOUT
+    )
+    summary = page.inner_text("#search-summary")
+    assert "from 192 candidates" in summary and "pyiqa preset:" in summary and "±" in summary
+    picked = [line.split(": ", 1)[1] for line in summary.splitlines() if re.match(r"pair \d+: ", line)]
+    selected = [line.split(" / ")[0] for line in picked]
+    assert 1 <= len(selected) <= 5
+    assert page.locator("#search-table [data-testid^=cell-]").count() > 0
+    page.click("#search-use")
+    _tab(page, "Score")
+    page.wait_for_function(
+        f"(wanted) => JSON.stringify(({TABLE_ROWS_JS})('#prompt-table').map(r => r[1])) === JSON.stringify(wanted)",
+        arg=selected,
+        timeout=TIMEOUT,
+    )
+    assert _no_error_badges(page) == []
 
 
 def test_an_adaptation_can_be_stopped_and_about_names_the_adapted_checkpoint(open_page):

@@ -192,6 +192,41 @@ class LabOutput(Outputs):
 
 
 @dataclass
+class CalibrationOutput(Outputs):
+    """The Prompt lab's filter calibration: figures, the threshold for the target, curves, mistakes."""
+
+    HIDDEN_WHEN_EMPTY = ("cal_threshold", "cal_roc", "cal_pr", "cal_false_keeps", "cal_false_rejects")
+    cal_summary: str
+    cal_threshold: float | None
+    cal_roc: Any
+    cal_pr: Any
+    cal_false_keeps: list | None  # (thumbnail, caption) of bad photos kept
+    cal_false_rejects: list | None  # (thumbnail, caption) of good photos rejected
+
+
+@dataclass
+class ThresholdOutput(Outputs):
+    """The decision bar set from a calibration."""
+
+    threshold: float
+    method: str
+
+
+@dataclass
+class SearchOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("search_table",)
+    search_table: pd.DataFrame | None  # None while the search runs
+    search_summary: str
+
+
+@dataclass
+class WeightsOutput(PresetOutput):
+    """The prompt table with its fitted weights, and their report."""
+
+    fit_summary: str = ""
+
+
+@dataclass
 class AdaptOutput(Outputs):
     HIDDEN_WHEN_EMPTY = ("adapt_chart", "adapt_download")
     adapt_chart: Any

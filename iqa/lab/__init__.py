@@ -1,0 +1,1 @@
+"""Prompt design and filter calibration on labelled sets: keep/reject labels, pair search, weights."""
