@@ -565,9 +565,14 @@ def test_the_photo_set_is_what_the_upload_box_shows(open_page):
         "document.querySelector('#photo-info')?.innerText?.includes('No photos yet')", timeout=TIMEOUT
     )
     page.wait_for_selector("#photo-upload button[aria-label='Remove this file']", state="detached", timeout=TIMEOUT)
+    _wait_status(page, "No photos yet")  # the results cleared too, before the next upload
     page.set_input_files("#photo-upload input[type=file]", [str(photos[2])])  # the cleared photos stay out
     _wait_status(page, "Scored 1 photo(s)")
-    assert page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts() == ["coffee.jpg"]
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('#ranking [data-testid^="cell-"][data-col="5"]')]
+            .map(c => c.innerText).join() === 'coffee.jpg'""",
+        timeout=TIMEOUT,
+    )
     _shot(page, "light-upload-box")
 
 
