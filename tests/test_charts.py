@@ -3,11 +3,11 @@ import re
 
 import pytest
 
-from iqa import charts
-from iqa.compare import ComparedPhoto
-from iqa.prompt_lab import LabReport, PairRank
-from iqa.prompts import PromptPair
-from iqa.results import PairScore, ScoreResult
+from iqa.lab.prompt_lab import LabReport, PairRank
+from iqa.methods.prompts import PromptPair
+from iqa.methods.results import PairScore, ScoreResult
+from iqa.report import charts
+from iqa.report.compare import ComparedPhoto
 
 
 def _result(name, score, ps, method="CLIP-IQA"):

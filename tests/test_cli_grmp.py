@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from iqa.cli import EXIT_INPUT, main
-from iqa.grmp.checkpoint import read_config
+from iqa.cli.main import EXIT_INPUT, main
+from iqa.methods.grmp.checkpoint import read_config
 
 TEST = ["--backbone", "test-tiny-rn", "--pretrained", "none"]
 

@@ -23,8 +23,8 @@ ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
-from iqa.photos import open_photos  # noqa: E402
-from iqa.scoring import ScorerSpec, build_scorers  # noqa: E402
+from iqa.methods.scoring import ScorerSpec, build_scorers  # noqa: E402
+from iqa.photos.photo import open_photos  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,12 +8,12 @@ import pytest
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from iqa.cli import EXIT_OK, EXIT_PARTIAL, main  # noqa: E402
-from iqa.grmp.checkpoint import save_checkpoint  # noqa: E402
-from iqa.grmp.model import GRMPConfig, GRMPModel  # noqa: E402
-from iqa.photos import open_photos  # noqa: E402
-from iqa.ray_engine import RayJob, connect, run_job  # noqa: E402
-from iqa.scoring import ScorerSpec, build_scorers  # noqa: E402
+from iqa.cli.main import EXIT_OK, EXIT_PARTIAL, main  # noqa: E402
+from iqa.engine.ray_engine import RayJob, connect, run_job  # noqa: E402
+from iqa.methods.grmp.checkpoint import save_checkpoint  # noqa: E402
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel  # noqa: E402
+from iqa.methods.scoring import ScorerSpec, build_scorers  # noqa: E402
+from iqa.photos.photo import open_photos  # noqa: E402
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"

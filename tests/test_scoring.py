@@ -5,10 +5,11 @@ from dataclasses import replace
 import pytest
 
 from iqa.errors import UsageError
-from iqa.grmp.checkpoint import save_checkpoint
-from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.checkpoint import save_checkpoint
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.scorer import shares_backbone
+from iqa.methods.scoring import ScorerSpec, build_scorers
 from iqa.names import CLIP_IQA, GRMP_IQA
-from iqa.scoring import ScorerSpec, build_scorers, shares_backbone
 
 BOTH = (CLIP_IQA, GRMP_IQA)
 

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..names import DEFAULT_BACKBONE, DEFAULT_FILE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAINED
-from ..tiny_backbones import is_test_backbone
+from iqa.clip.test_backbones import is_test_backbone
+from iqa.names import DEFAULT_BACKBONE, DEFAULT_FILE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAINED
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -19,16 +19,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from ..backbones import BackboneUnavailable
-from ..clipiqa import CLIPIQA
-from ..errors import InputError, IQAError
-from ..features import FeatureStore, ProgressFn
-from ..grmp.checkpoint import checkpoint_content
-from ..grmp.train import adapt_seed
-from ..photos import Photo, PhotoKey
-from ..prompt_lab import LabelledFeatures, LabelledPhotos, rank_pairs
-from ..quality_map import map_scorer, quality_map
-from .jobs import (
+from iqa.app.jobs import (
     ADAPT_CEILING_S,
     AdaptDone,
     AdaptJob,
@@ -45,8 +36,17 @@ from .jobs import (
     ScoreReply,
     clamp,
 )
-from .models import REGISTRIES, Models
-from .zerogpu import gpu
+from iqa.app.models import REGISTRIES, Models
+from iqa.app.zerogpu import gpu
+from iqa.clip.backbones import BackboneUnavailable
+from iqa.clip.features import FeatureStore, ProgressFn
+from iqa.errors import InputError, IQAError
+from iqa.lab.prompt_lab import LabelledFeatures, LabelledPhotos, rank_pairs
+from iqa.methods.clipiqa.quality_map import map_scorer, quality_map
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.grmp.checkpoint import checkpoint_content
+from iqa.methods.grmp.train import adapt_seed
+from iqa.photos.photo import Photo, PhotoKey
 
 T = TypeVar("T")
 

@@ -11,23 +11,23 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from .. import charts
-from ..backbones import BackboneUnavailable
-from ..compare import ComparedPhoto, ranked, rows_to_csv, split
-from ..features import FeatureStore
-from ..names import CLIP_IQA, GRMP_IQA
-from ..prompts import PromptPair, is_attribute_set
-from ..quality_map import QualityMapError
-from ..results import PairScore
-from . import calls
-from .base import HandlerBase
-from .layout import banner, how_to
-from .messages import inform, shown_as_message, warn
-from .models import NO_GRMP, CheckpointInfo, CheckpointRef, Models
-from .outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
-from .photo_panel import build_photo_panel
-from .session import Session, icon_html
-from .table import build_prompt_panel, no_pair_reason, parse_table
+from iqa.app import calls
+from iqa.app.base import HandlerBase
+from iqa.app.layout import banner, how_to
+from iqa.app.messages import inform, shown_as_message, warn
+from iqa.app.models import NO_GRMP, CheckpointInfo, CheckpointRef, Models
+from iqa.app.outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
+from iqa.app.photo_panel import build_photo_panel
+from iqa.app.session import Session, icon_html
+from iqa.app.table import build_prompt_panel, no_pair_reason, parse_table
+from iqa.clip.backbones import BackboneUnavailable
+from iqa.clip.features import FeatureStore
+from iqa.methods.clipiqa.quality_map import QualityMapError
+from iqa.methods.prompts import PromptPair, is_attribute_set
+from iqa.methods.results import PairScore
+from iqa.names import CLIP_IQA, GRMP_IQA
+from iqa.report import charts
+from iqa.report.compare import ComparedPhoto, ranked, rows_to_csv, split
 
 DIGITS = 3  # every score, p and threshold on the page has three decimals
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}

@@ -1,0 +1,139 @@
+"""Options and scorer building shared by the command line's sub-commands (no torch at import)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+
+from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
+from iqa.methods.prompts import DEFAULT_PRESET, PRESETS
+from iqa.methods.scoring import Scorer, ScorerSpec, build_scorers
+from iqa.names import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAINED, METHOD_OPTIONS
+
+
+def add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    """Which backbone, where its weights come from, and how photos are fed to it."""
+    group = parser.add_argument_group("backbone")
+    group.add_argument(
+        "--backbone",
+        default=os.environ.get("IQA_BACKBONE", DEFAULT_BACKBONE),
+        help="open_clip model name, or test-tiny-rn / test-tiny-vit (meaningless scores)",
+    )
+    group.add_argument(
+        "--pretrained",
+        default=DEFAULT_PRETRAINED,
+        type=_optional_tag,
+        help="open_clip pretrained tag ('none': random weights, for benchmarks)",
+    )
+    group.add_argument(
+        "--weights",
+        default=os.environ.get("IQA_WEIGHTS"),
+        help="local checkpoint file or folder for the backbone (instead of downloading)",
+    )
+    group.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    group.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on GPU, fp32 on CPU)")
+    group.add_argument(
+        "--max-side",
+        type=int,
+        default=DEFAULT_MAX_SIDE,
+        help="RN50 native resolution: photos are fed at their own size up to this longest side "
+        "and downsized to it beyond (the output says so); 0 = never downsize, exactly as the "
+        "reference library (pyiqa) feeds them, at the cost of memory on big photos",
+    )
+    group.add_argument("--batch-size", type=int, default=16)
+
+
+def _optional_tag(value: str) -> str | None:
+    return None if value.lower() in ("", "none") else value
+
+
+def add_scoring_options(parser: argparse.ArgumentParser) -> None:
+    """The backbone options, and the method and prompts of `score` and `filter`."""
+    add_backbone_options(parser)
+    group = parser.add_argument_group("scoring")
+    group.add_argument("--method", choices=list(METHOD_OPTIONS), default="clipiqa")
+    group.add_argument(
+        "--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: a preset ({', '.join(PRESETS)}) or a JSON/CSV file"
+    )
+    group.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="softmax temperature t (default: the checkpoint's logit scale; 1 = the seed's formula)",
+    )
+    group.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp/both)")
+    group.add_argument("--recursive", action="store_true", help="look into sub-folders too")
+
+
+def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
+    """How `score` and `filter` feed photos: decoding workers, draft decoding, the feature cache on disk."""
+    group = parser.add_argument_group("pipeline")
+    group.add_argument(
+        "--workers", type=int, default=None, help="decoding processes (default: one per core, at most 8; 0: none)"
+    )
+    group.add_argument(
+        "--no-draft",
+        dest="draft",
+        action="store_false",
+        help="decode JPEGs at full size before resizing (default: the smallest DCT scale that covers the input size)",
+    )
+    group.add_argument(
+        "--cache-dir",
+        default=None,
+        help="folder of the image-feature cache kept between runs (default: $IQA_CACHE_DIR, else ~/.cache/iqa)",
+    )
+    group.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache on disk")
+    add_cache_size_option(group)
+
+
+def add_cache_size_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--cache-size",
+        type=cache_size,
+        default=None,
+        metavar="GIB",
+        help="bound of the feature cache on disk in GiB, least recently used features evicted past it (default: 2)",
+    )
+
+
+MAX_CACHE_GIB = 1024**2  # 1 PiB: past any disk, and well inside a 64-bit byte count
+
+
+def cache_size(text: str) -> int:
+    """`--cache-size` in GiB (a decimal number) as bytes; refused unless positive and at most `MAX_CACHE_GIB`."""
+    try:
+        gib = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of GiB: {text!r}") from None
+    if not math.isfinite(gib) or gib <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, not {text!r}")
+    if gib > MAX_CACHE_GIB:
+        raise argparse.ArgumentTypeError(f"at most {MAX_CACHE_GIB} GiB (1 PiB), not {text!r}")
+    return max(1, int(gib * 1024**3))
+
+
+def scorer_spec(args: argparse.Namespace) -> ScorerSpec:
+    """The scorers the backbone and scoring options ask for."""
+    return ScorerSpec(
+        methods=METHOD_OPTIONS[getattr(args, "method", "clipiqa")],
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+        weights=args.weights,
+        device=args.device,
+        dtype=args.dtype,
+        max_side=args.max_side,
+        batch_size=args.batch_size,
+        pairs=getattr(args, "pairs", DEFAULT_PRESET),
+        temperature=getattr(args, "temperature", None),
+        checkpoint=getattr(args, "checkpoint", None),
+    )
+
+
+def open_scorers(args: argparse.Namespace) -> dict[str, Scorer]:
+    """Build the scorers, warning once on stderr when a test backbone makes the scores meaningless."""
+    scorers = build_scorers(scorer_spec(args))
+    if any(scorer.backbone.is_test for scorer in scorers.values()):
+        print(f"warning: {TEST_BACKBONE_WARNING}", file=sys.stderr)
+    return scorers

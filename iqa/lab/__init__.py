@@ -1,0 +1,1 @@
+"""The prompt lab (pairs ranked against labels) and evaluation of any scorer against labels."""

@@ -1,0 +1,498 @@
+"""Plotly figures for the app: per-pair breakdown (one photo, or two mirrored), CLIP-IQA against
+GRMP-IQA, the score histogram with its threshold, training curves, prompt pairs against labels,
+and the quality map over a photo."""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+from PIL import Image
+from plotly.subplots import make_subplots
+
+from iqa.lab.prompt_lab import LabReport
+from iqa.methods.clipiqa.quality_map import COLOURS, QualityMap, colour_range, quality_map
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.results import PairScore, ScoreResult
+from iqa.names import CLIP_IQA, GRMP_IQA
+from iqa.photos.photo import Photo
+from iqa.report.compare import ComparedPhoto
+
+POSITIVE_COLOUR = "#2a9d8f"
+NEGATIVE_COLOUR = "#e76f51"
+GRMP_COLOUR = "#6a4c93"
+
+
+SELECTED_COLOUR = "#e9a400"
+TRANSPARENT = "rgba(0,0,0,0)"
+P_AXIS = "p = P(positive prompt)"
+# Plotly does not wrap text; lines of at most these many characters stay whole on a phone (390 px).
+TITLE_WIDTH = 40  # a 14 px title
+NOTE_WIDTH = 56  # a title's note in small type (<sup>)
+TITLE_TOP = 38  # px above a title: the app's label covers the chart's top left corner
+# At the chart's bottom edge, below the x axis's title (a legend placed in the plot's units lands on it).
+LEGEND_BELOW = dict(orientation="h", yref="container", y=0, yanchor="bottom")
+MAP_TICKS = 26  # px under the quality map's photo for the x axis's numbers; the colour bar below them
+MAP_BOTTOM = 100  # px under the photo in all (plotly pads the colour bar by MAP_TICKS below too)
+MAP_HEIGHT = 900  # px: the most a quality map takes (a tall photo gets narrower)
+
+
+def themed(figure: go.Figure) -> go.Figure:
+    """Transparent backgrounds, so the page's light or dark background shows through (the app's CSS
+    colours the text and grid lines to match its theme)."""
+    figure.update_layout(paper_bgcolor=TRANSPARENT, plot_bgcolor=TRANSPARENT)
+    return figure
+
+
+def _hover(pair: PairScore, temperature: float | None) -> str:
+    t = f"{temperature:g}" if temperature is not None else "?"
+    return (
+        f"<b>{pair.positive}</b> vs <b>{pair.negative}</b><br>"
+        f"s_pos = cos(photo, positive) = {pair.s_pos:.4f}<br>"
+        f"s_neg = cos(photo, negative) = {pair.s_neg:.4f}<br>"
+        f"t = temperature = {t}<br>"
+        f"p = sigmoid(t·(s_pos − s_neg)) = {pair.p:.3f}<br>weight = {pair.weight:g}"
+    )
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return math.log(p / (1 - p))
+
+
+def grmp_parts(grmp: ScoreResult) -> list[tuple[str, float, str]]:
+    """What a GRMP-IQA score is made of, as (label, value, hover) rows.
+
+    paper: the score is p of the learned prompt pair. seed: the MLP head adds a correction to
+    p's logit, score = sigmoid(t·(s_pos − s_neg) + head(s_pos, s_neg)).
+    """
+    pair = grmp.pairs[0]
+    learned = f"{grmp.label}: learned prompt pair p"
+    rows = [(learned, pair.p, _hover(pair, grmp.temperature))]
+    if grmp.variant == "seed":
+        correction = _logit(grmp.score) - _logit(pair.p)
+        rows.append(
+            (
+                f"{grmp.label}: score = p + MLP head",
+                grmp.score,
+                f"the MLP head adds {correction:+.3f} to p's logit:<br>score = sigmoid(logit(p) {correction:+.3f}) "
+                f"= {grmp.score:.3f}",
+            )
+        )
+    return rows
+
+
+def pair_breakdown(
+    clip: ScoreResult | None, grmp: ScoreResult | None = None, attributes: bool = False, name: str = ""
+) -> go.Figure:
+    """One bar per prompt pair: its p, the probability CLIP gives the positive prompt (the negative
+    gets 1 − p); 0.5 is the undecided middle. Hovering shows s_pos, s_neg, t and p.
+
+    `attributes`: the pairs are separate attributes (the paper's look / feel prompts), so no
+    averaged score is shown. GRMP-IQA's rows, when given, show what its score is made of.
+    """
+    rows = _pair_rows(clip)
+    colours = [POSITIVE_COLOUR] * len(rows)
+    if grmp is not None:
+        parts = grmp_parts(grmp)
+        rows += parts
+        colours += [GRMP_COLOUR] * len(parts)
+    labels = [_wrap(label) for label, _, _ in rows]
+    figure = go.Figure(
+        go.Bar(
+            y=labels,
+            x=[value for _, value, _ in rows],
+            orientation="h",
+            marker_color=colours,
+            text=[f"{value:.3f}" for _, value, _ in rows],
+            textposition="outside",
+            cliponaxis=False,
+            hovertext=[hover for _, _, hover in rows],
+            hoverinfo="text",
+            name="p",
+        )
+    )
+    figure.add_vline(x=0.5, line_dash="dot", line_color="#999")
+    name = name or (clip.name if clip else grmp.name if grmp else "")
+    if attributes:
+        title = _title(name, "one value per attribute (not averaged)")
+    else:
+        scores = [f"CLIP-IQA {clip.score:.3f}"] if clip else []
+        scores += [f"{grmp.label} {grmp.score:.3f}"] if grmp else []
+        title = _title(name, ", ".join(scores))
+    figure.update_layout(
+        title=title,
+        xaxis=dict(range=[0, 1.2], title=P_AXIS, tickvals=[0, 0.25, 0.5, 0.75, 1], automargin=True),
+        yaxis=dict(autorange="reversed", automargin=True),
+        height=_top(title) + 100 + 44 * len(rows),
+        margin=dict(l=10, r=10, t=_top(title), b=10),
+        showlegend=False,
+    )
+    return themed(figure)
+
+
+def _pair_rows(clip: ScoreResult | None) -> list[tuple[str, float, str]]:
+    """(label, p, hover) of each of CLIP-IQA's pairs."""
+    if clip is None:
+        return []
+    return [(_label(pair), pair.p, _hover(pair, clip.temperature)) for pair in clip.pairs]
+
+
+def _wrap(text: str, width: int = 22) -> str:
+    """Break a long label into lines (plotly does not wrap), so a narrow screen keeps the bars wide."""
+    return "<br>".join(_lines(text, width))
+
+
+def _lines(text: str, width: int) -> list[str]:
+    """`text` in lines of at most `width` characters, broken at spaces, and inside a word (a long
+    file name) only where the word is longer than a line."""
+    words = [word[i : i + width] for word in text.split() for i in range(0, len(word), width)]
+    lines, line = [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return [*lines, line]
+
+
+def _title(*parts: str, notes: Sequence[str] = (), size: int = 14) -> dict:
+    """A title, each part on its own lines that fit a phone, and each note below them in small type."""
+    lines = [line for part in parts for line in _lines(part, TITLE_WIDTH)]
+    lines += [f"<sup>{line}</sup>" for note in notes for line in _lines(note, NOTE_WIDTH)]
+    return dict(text="<br>".join(lines), font=dict(size=size))
+
+
+def _top(title: dict) -> int:
+    """The top margin for `title`: plotly centres a title in it, so its lines clear the app's label
+    over the chart's top left corner and leave as much room for a label on the plot's top edge."""
+    return 2 * TITLE_TOP + math.ceil(1.3 * title["font"]["size"] * (title["text"].count("<br>") + 1))
+
+
+def mirrored_breakdown(left: ComparedPhoto, right: ComparedPhoto) -> go.Figure:
+    """Two photos' breakdowns back to back: the left photo's p to the left, the right photo's to the right."""
+    sides = []
+    for row in (left, right):
+        clip = row.results.get(CLIP_IQA)
+        grmp = row.results.get(GRMP_IQA)
+        entries = _pair_rows(clip)
+        entries += grmp_parts(grmp) if grmp else []
+        sides.append(entries)
+    labels = [_wrap(label) for label, _, _ in sides[0]]
+    figure = go.Figure()
+    for sign, row, entries, colour in ((-1, left, sides[0], POSITIVE_COLOUR), (1, right, sides[1], GRMP_COLOUR)):
+        figure.add_trace(
+            go.Bar(
+                y=[_wrap(label) for label, _, _ in entries],
+                x=[sign * value for _, value, _ in entries],
+                orientation="h",
+                name=row.name,
+                marker_color=colour,
+                text=[f"{value:.3f}" for _, value, _ in entries],
+                textposition="auto",  # inside a long bar: outside, it would run past a phone's edge
+                cliponaxis=False,
+                hovertext=[f"{row.name}<br>{hover}" for _, _, hover in entries],
+                hoverinfo="text",
+            )
+        )
+    title = _title(
+        f"{left.name} (left) and {right.name} (right)", notes=["p of each pair: 0 in the middle, 1 at the edges"]
+    )
+    figure.update_layout(
+        barmode="overlay",
+        title=title,
+        xaxis=dict(
+            range=[-1.2, 1.2],
+            tickvals=[-1, -0.5, 0, 0.5, 1],
+            ticktext=["1", "0.5", "0", "0.5", "1"],
+            title="p of each photo",
+            automargin=True,
+        ),
+        yaxis=dict(autorange="reversed", automargin=True, categoryorder="array", categoryarray=labels),
+        height=_top(title) + 180 + 44 * max(len(sides[0]), len(sides[1])),
+        margin=dict(l=10, r=10, t=_top(title), b=110),  # two rows of legend on a phone
+        legend=LEGEND_BELOW,
+    )
+    return themed(figure)
+
+
+def _label(pair: PairScore) -> str:
+    return f"{pair.positive} / {pair.negative}"
+
+
+def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) -> go.Figure:
+    """CLIP-IQA (x) against GRMP-IQA (y), one labelled point per photo, the selected one highlighted;
+    each axis spans its data (with a margin), and the dotted diagonal marks equal scores where the
+    two ranges overlap."""
+    scored = [row for row in rows if CLIP_IQA in row.results and GRMP_IQA in row.results]
+    xs = [r.results[CLIP_IQA].score for r in scored]
+    ys = [r.results[GRMP_IQA].score for r in scored]
+    x_range, y_range = _span(xs), _span(ys)
+    low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
+    figure = go.Figure()
+    figure.add_trace(
+        go.Scatter(
+            x=[low, high] if low < high else [],
+            y=[low, high] if low < high else [],
+            mode="lines",
+            line=dict(dash="dot", color="#999"),
+            name="equal scores",
+            hoverinfo="skip",
+        )
+    )
+    figure.add_trace(
+        go.Scatter(
+            x=xs,
+            y=ys,
+            mode="markers+text",
+            marker=dict(
+                size=[16 if r.name == selected else 10 for r in scored],
+                color=[SELECTED_COLOUR if r.name == selected else GRMP_COLOUR for r in scored],
+                line=dict(width=1, color="#fff"),
+            ),
+            text=[r.name for r in scored],
+            textposition=_label_places(xs, x_range),
+            textfont=dict(size=10),
+            name="photos",
+            hovertemplate="%{text}<br>CLIP-IQA score %{x:.3f}<br>GRMP-IQA score %{y:.3f}<extra></extra>",
+        )
+    )
+    title = _title("CLIP-IQA against GRMP-IQA", notes=["higher is better on both; dotted: equal scores"])
+    figure.update_layout(
+        title=title,
+        xaxis=dict(title="CLIP-IQA score (0 to 1)", range=list(x_range), automargin=True),
+        yaxis=dict(title="GRMP-IQA score (0 to 1)", range=list(y_range), automargin=True),
+        height=_top(title) + 360,
+        margin=dict(l=10, r=10, t=_top(title), b=10),
+        showlegend=False,
+    )
+    if not scored:
+        figure.add_annotation(
+            text="No GRMP-IQA scores: choose a GRMP-IQA checkpoint", x=0.5, y=0.5, showarrow=False, font=dict(size=14)
+        )
+    return themed(figure)
+
+
+def _label_places(xs: Sequence[float], x_range: tuple[float, float]) -> list[str]:
+    """Where each dot's name goes: toward the middle, so no name runs past the plot's edge (a phone's
+    plot is narrower than two names), and above and below in turn, so neighbours' names stay apart."""
+    low, high = x_range
+    places = []
+    for i, x in enumerate(xs):
+        where = (x - low) / (high - low)
+        side = "right" if where < 1 / 3 else "left" if where > 2 / 3 else "center"
+        places.append(f"{('top', 'bottom')[i % 2]} {side}")
+    return places
+
+
+def _span(values: Sequence[float]) -> tuple[float, float]:
+    """The range of `values` with a 15% margin (at least 0.05 wide), within [0, 1] (a little beyond when a
+    value sits at either end, so its dot is whole)."""
+    if not values:
+        return 0.0, 1.0
+    low, high = min(values), max(values)
+    margin = max((high - low) * 0.15, 0.025)
+    return max(low - margin, -0.02 if low <= 0.01 else 0.0), min(high + margin, 1.02 if high >= 0.99 else 1.0)
+
+
+def score_histogram(rows: Sequence[ComparedPhoto], method: str, threshold: float) -> go.Figure:
+    """How `method`'s scores spread, with the threshold line: bars right of it are kept."""
+    scores = [row.results[method].score for row in rows if method in row.results]
+    kept = [s for s in scores if s >= threshold]
+    rejected = [s for s in scores if s < threshold]
+    low, high = _span([*scores, threshold])
+    bins = dict(start=low, end=high, size=max((high - low) / 20, 1e-3))
+    figure = go.Figure(
+        [
+            go.Histogram(x=kept, name=f"kept ({len(kept)})", marker_color=POSITIVE_COLOUR, xbins=bins),
+            go.Histogram(x=rejected, name=f"rejected ({len(rejected)})", marker_color=NEGATIVE_COLOUR, xbins=bins),
+        ]
+    )
+    figure.add_vline(
+        x=threshold,
+        line_dash="dash",
+        line_color=SELECTED_COLOUR,
+        annotation_text=f"threshold {threshold:.3f}",
+        annotation_position="top right" if threshold < (low + high) / 2 else "top left",  # inside the chart
+    )
+    title = _title(f"{method} scores of {len(scores)} photos")
+    figure.update_layout(
+        barmode="stack",
+        title=title,
+        xaxis=dict(title=f"{method} score (0 to 1, higher is better)", range=[low, high], automargin=True),
+        yaxis=dict(title="photos", automargin=True),
+        height=_top(title) + 260,
+        margin=dict(l=10, r=10, t=_top(title), b=70),
+        showlegend=True,  # the colours' meaning, also when every photo is kept or every one rejected
+        legend=LEGEND_BELOW,
+    )
+    return themed(figure)
+
+
+def training_curves(history: Sequence[Mapping[str, float]]) -> go.Figure:
+    """Training loss (left axis) and validation SRCC (right axis) against the step.
+
+    Each entry holds "step" and "loss", and "val_srcc" where a validation was run.
+    """
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    steps = [h["step"] for h in history]
+    figure.add_trace(
+        go.Scatter(
+            x=steps,
+            y=[h["loss"] for h in history],
+            mode="lines",
+            name="training loss",
+            line=dict(color=NEGATIVE_COLOUR),
+        ),
+        secondary_y=False,
+    )
+    validated = [h for h in history if _finite(h.get("val_srcc"))]
+    figure.add_trace(
+        go.Scatter(
+            x=[h["step"] for h in validated],
+            y=[h["val_srcc"] for h in validated],
+            mode="lines+markers",
+            name="validation SRCC",
+            line=dict(color=POSITIVE_COLOUR),
+        ),
+        secondary_y=True,
+    )
+    title = _title("Adaptation")
+    figure.update_layout(
+        title=title, height=_top(title) + 320, margin=dict(l=10, r=10, t=_top(title), b=70), legend=LEGEND_BELOW
+    )
+    figure.update_xaxes(title_text="step", automargin=True)
+    figure.update_yaxes(title_text="loss", automargin=True, secondary_y=False)
+    figure.update_yaxes(
+        title_text="validation SRCC<br>(1: same order as the labels)", range=[-1, 1], automargin=True, secondary_y=True
+    )
+    return themed(figure)
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def pair_ranking(report: LabReport) -> go.Figure:
+    """SRCC and PLCC of each pair, best first, with the chosen pairs' mean as reference lines."""
+    labels = [_wrap(r.pair.label + ("" if r.pair.enabled else " (off)")) for r in report.ranks]
+    figure = go.Figure(
+        [
+            go.Bar(
+                name="SRCC", y=labels, x=[r.srcc for r in report.ranks], orientation="h", marker_color=POSITIVE_COLOUR
+            ),
+            go.Bar(name="PLCC", y=labels, x=[r.plcc for r in report.ranks], orientation="h", marker_color=GRMP_COLOUR),
+        ]
+    )
+    notes = []
+    if _finite(report.chosen_srcc):
+        figure.add_vline(x=report.chosen_srcc, line_dash="dash", line_color=POSITIVE_COLOUR)
+        notes.append(f"dashed line: enabled pairs combined, SRCC {report.chosen_srcc:.3f}")
+    title = _title(f"Prompt pairs against {report.n} photos' labels", notes=notes)
+    figure.update_layout(
+        barmode="group",
+        title=title,
+        xaxis=dict(range=[-1, 1], title="correlation with the labels<br>(1: perfect, 0: none)", automargin=True),
+        yaxis=dict(autorange="reversed", automargin=True),
+        height=_top(title) + 160 + 46 * len(labels),
+        margin=dict(l=10, r=10, t=_top(title), b=70),
+        legend=LEGEND_BELOW,
+    )
+    return themed(figure)
+
+
+def quality_map_chart(
+    qmap: QualityMap, image: Image.Image, pair: int | None = None, dark: bool = False, max_side: int = 800
+) -> go.Figure:
+    """The photo with the quality map over it, half transparent; `pair` (0-based) or None for overall.
+
+    Colours span this map's own range (the colour bar gives the values); hovering a cell names the
+    windows that cover it and their mean. `dark` picks the dark template for a dark page.
+    """
+    xs, ys, values, counts = qmap.cells(pair)
+    flat, label = qmap.values(pair).reshape(-1), qmap.title(pair)
+    hover = [
+        [_cell_hover(qmap, flat, (xs[c], ys[r], xs[c + 1], ys[r + 1]), counts[r, c], label) for c in range(len(xs) - 1)]
+        for r in range(len(ys) - 1)
+    ]
+    low, high = colour_range(qmap, pair)
+    width, height = qmap.size
+    shown = image.convert("RGB").resize(qmap.size) if image.size != qmap.size else image.convert("RGB")
+    shown.thumbnail((max_side, max_side))
+    figure = go.Figure(
+        [
+            go.Image(source=_data_uri(shown), dx=width / shown.width, dy=height / shown.height, hoverinfo="skip"),
+            go.Heatmap(
+                x=xs,
+                y=ys,
+                z=values,
+                zmin=low,
+                zmax=high,
+                opacity=0.55,
+                colorscale=[[i / (len(COLOURS) - 1), c] for i, c in enumerate(COLOURS)],
+                # under the photo, across it: a phone's width goes to the photo, not to the bar
+                colorbar=dict(
+                    title=dict(text=label, side="top"),
+                    orientation="h",
+                    x=0.5,
+                    xanchor="center",
+                    y=0,
+                    yanchor="top",
+                    ypad=MAP_TICKS,
+                    thickness=12,
+                    len=1,
+                ),
+                text=hover,
+                hovertemplate="%{text}<extra></extra>",
+            ),
+        ]
+    )
+    details = [f"{qmap.rows}x{qmap.cols} windows of {qmap.window} px (axes in pixels)", *qmap.notes]
+    title = _title(f"Quality map of {qmap.name}", notes=details, size=13)
+    figure.update_layout(
+        template="plotly_dark" if dark else "plotly_white",
+        title=title,
+        xaxis=dict(range=[0, width], showgrid=False, constrain="domain", automargin=True),
+        yaxis=dict(range=[height, 0], showgrid=False, scaleanchor="x", automargin=True),
+        # the photo 480 px wide; the app fits the height to the width the photo gets (layout.CHARTS_JS)
+        height=min(MAP_HEIGHT, _top(title) + MAP_BOTTOM + 480 * height // max(width, 1)),
+        margin=dict(l=10, r=10, t=_top(title), b=MAP_BOTTOM),
+    )
+    return figure
+
+
+def _cell_hover(qmap: QualityMap, flat, cell, count: int, label: str) -> str:
+    """Hover text of one cell: the boxes and values of the windows covering it, and their mean."""
+    left, top, right, bottom = cell
+    covering = [
+        (box, float(flat[i]))
+        for i, box in enumerate(qmap.boxes)
+        if box[0] <= left and right <= box[2] and box[1] <= top and bottom <= box[3]
+    ]
+    lines = [f"window x {b[0]}-{b[2]}, y {b[1]}-{b[3]}: {value:.4f}" for b, value in covering]
+    mean = sum(value for _, value in covering) / max(count, 1)
+    return "<br>".join([*lines, f"{label}: mean of {count} window(s) here = {mean:.4f}"])
+
+
+def _data_uri(image: Image.Image) -> str:
+    """The photo as an embedded JPEG (a data URI: the figure needs no file beside it)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def quality_map_figure(
+    photo: Photo,
+    scorer: CLIPIQA,
+    pair: int | None = None,
+    dark: bool = False,
+    **grid: Any,
+) -> tuple[go.Figure, QualityMap]:
+    """The map of `photo` and its figure, in one call (for the app's handler); `grid` goes to `quality_map`."""
+    qmap = quality_map(photo, scorer, **grid)
+    return quality_map_chart(qmap, photo.image, pair=pair, dark=dark), qmap
