@@ -70,7 +70,7 @@ def bare_loop(backbone, store: FeatureStore, photos: list[Photo], batch_size: in
 
 def clip_iqa(store: FeatureStore, pairs: list[PromptPair]) -> Scorer:
     """CLIP-IQA on `store`, built by the factory like everywhere else."""
-    return build_scorers(ScorerSpec(pairs=pairs), store)[CLIP_IQA]
+    return build_scorers(ScorerSpec(options={CLIP_IQA: {"pairs": pairs}}), store)[CLIP_IQA]
 
 
 def timed(fn) -> float:

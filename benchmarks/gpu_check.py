@@ -56,7 +56,7 @@ def scorers(backbone) -> dict[str, Scorer]:
 
 
 def clip_iqa(store: FeatureStore) -> Scorer:
-    return build_scorers(ScorerSpec(pairs=PRESETS["pyiqa"]), store)[CLIP_IQA]
+    return build_scorers(ScorerSpec(options={CLIP_IQA: {"pairs": PRESETS["pyiqa"]}}), store)[CLIP_IQA]
 
 
 def paper_config(backbone) -> GRMPConfig:

@@ -48,7 +48,9 @@ def test_scores_equal_the_local_engine_with_both_methods(rn_backbone, tmp_path):
     )
     checkpoint = tmp_path / "tiny-seed"
     save_checkpoint(model, checkpoint)
-    spec = ScorerSpec(methods=("CLIP-IQA", "GRMP-IQA"), backbone="test-tiny-rn", checkpoint=str(checkpoint))
+    spec = ScorerSpec(
+        methods=("CLIP-IQA", "GRMP-IQA"), backbone="test-tiny-rn", options={"GRMP-IQA": {"checkpoint": str(checkpoint)}}
+    )
     summary = run_job(RayJob([str(EXAMPLES)], str(tmp_path / "out"), spec))
     assert summary.scored == 64 and summary.errors == []
     rows = read_rows(tmp_path / "out")

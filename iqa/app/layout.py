@@ -7,7 +7,8 @@ import gradio as gr
 
 from iqa.app.models import Models
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
-from iqa.names import CLIP_IQA, METHODS
+from iqa.methods import registry
+from iqa.names import CLIP_IQA
 from iqa.report.charts import MAP_HEIGHT
 
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -112,4 +113,4 @@ def build_decision_bar(ui: dict) -> None:
             elem_id="threshold",
             scale=3,
         )
-        ui["method"] = gr.Radio(list(METHODS), value=CLIP_IQA, label="Decide by", elem_id="method", scale=2)
+        ui["method"] = gr.Radio(registry.names(), value=CLIP_IQA, label="Decide by", elem_id="method", scale=2)

@@ -232,9 +232,7 @@ class ScoreHandlers(HandlerBase):
         row = next((r for r in session.rows if r.name == name), None)
         if row is None:
             return None
-        return charts.pair_breakdown(
-            row.results.get(CLIP_IQA), row.results.get(GRMP_IQA), attributes=session.attributes, name=row.name
-        )
+        return charts.pair_breakdown(list(row.results.values()), attributes=session.attributes, name=row.name)
 
     @staticmethod
     def scatter(session: Session, selected: str | None):

@@ -7,10 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-from iqa.cli.options import add_backbone_options, open_scorers
+from iqa.cli.options import add_backbone_options, add_method_options, open_scorers
+from iqa.errors import UsageError
 from iqa.labels.datasets import DATASETS, LabelledImage, load_dataset
 from iqa.labels.distortions import DISTORTIONS, make_distorted_set
-from iqa.methods.prompts import DEFAULT_PRESET, PRESETS
+from iqa.methods import registry
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -36,10 +37,7 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser("eval", help="SRCC / PLCC / KRCC of a scorer on a labelled set")
     add_dataset_options(ev)
     add_backbone_options(ev)
-    ev.add_argument("--method", choices=["clipiqa", "grmp"], default="clipiqa", help="one method (see score)")
-    ev.add_argument("--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: {', '.join(PRESETS)} or a file")
-    ev.add_argument("--temperature", type=float, default=None)
-    ev.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp)")
+    add_method_options(ev)
     ev.add_argument("--json", type=Path, help="also write the metrics and predictions as JSON")
     ev.set_defaults(run=run_eval)
 
@@ -53,6 +51,8 @@ def read_dataset(args: argparse.Namespace) -> list[LabelledImage]:
 def run_eval(args: argparse.Namespace) -> int:
     from iqa.lab.evaluate import evaluate
 
+    if len(registry.from_option(args.method)) != 1:
+        raise UsageError(f"eval scores one method at a time, not --method {args.method}")
     images = read_dataset(args)
     scorer = next(iter(open_scorers(args).values()))
     metrics = evaluate(scorer, images, batch_size=args.batch_size)

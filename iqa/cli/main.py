@@ -23,6 +23,7 @@ from iqa.cli import lab as lab_command
 from iqa.cli import map as map_command
 from iqa.cli.options import add_pipeline_options, add_scoring_options, open_scorers
 from iqa.errors import IQAError, OutputError, Unavailable, UsageError
+from iqa.methods import registry
 from iqa.methods.results import ScoreResult, results_to_csv, results_to_json
 from iqa.report.filtering import (
     check_destination,
@@ -382,8 +383,8 @@ def format_ranking(photos: list[Ranked]) -> str:
 
 
 def run_filter(args: argparse.Namespace) -> int:
-    if args.method == "both":
-        raise UsageError("filter needs one method: --method clipiqa or --method grmp")
+    if len(registry.from_option(args.method)) != 1:
+        raise UsageError(f"filter decides by one method, not --method {args.method}")
     destination = args.move_to or args.copy_to
     if destination:
         _refuse_source_as_destination(args, destination)

@@ -8,9 +8,11 @@ import os
 import sys
 
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
+from iqa.methods import registry
+from iqa.methods.clipiqa.method import CLIP_IQA_METHOD
 from iqa.methods.prompts import DEFAULT_PRESET, PRESETS
 from iqa.methods.scoring import Scorer, ScorerSpec, build_scorers
-from iqa.names import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAINED, METHOD_OPTIONS
+from iqa.names import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAINED
 
 
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
@@ -53,18 +55,29 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
     """The backbone options, and the method and prompts of `score` and `filter`."""
     add_backbone_options(parser)
     group = parser.add_argument_group("scoring")
-    group.add_argument("--method", choices=list(METHOD_OPTIONS), default="clipiqa")
-    group.add_argument(
+    add_method_options(group)
+    group.add_argument("--recursive", action="store_true", help="look into sub-folders too")
+
+
+def add_method_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--method, and the options of the methods that take some (each method's registry entry names
+    those it reads: `Method.arguments`)."""
+    parser.add_argument(
+        "--method",
+        default=CLIP_IQA_METHOD.option,
+        metavar="METHOD",
+        help=f"{', '.join(registry.option_choices())}, or several separated by commas (default: %(default)s)",
+    )
+    parser.add_argument(
         "--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: a preset ({', '.join(PRESETS)}) or a JSON/CSV file"
     )
-    group.add_argument(
+    parser.add_argument(
         "--temperature",
         type=float,
         default=None,
         help="softmax temperature t (default: the checkpoint's logit scale; 1 = the seed's formula)",
     )
-    group.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp/both)")
-    group.add_argument("--recursive", action="store_true", help="look into sub-folders too")
+    parser.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp)")
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
@@ -116,8 +129,9 @@ def cache_size(text: str) -> int:
 
 def scorer_spec(args: argparse.Namespace) -> ScorerSpec:
     """The scorers the backbone and scoring options ask for."""
+    methods = registry.from_option(getattr(args, "method", CLIP_IQA_METHOD.option))
     return ScorerSpec(
-        methods=METHOD_OPTIONS[getattr(args, "method", "clipiqa")],
+        methods=methods,
         backbone=args.backbone,
         pretrained=args.pretrained,
         weights=args.weights,
@@ -125,10 +139,14 @@ def scorer_spec(args: argparse.Namespace) -> ScorerSpec:
         dtype=args.dtype,
         max_side=args.max_side,
         batch_size=args.batch_size,
-        pairs=getattr(args, "pairs", DEFAULT_PRESET),
-        temperature=getattr(args, "temperature", None),
-        checkpoint=getattr(args, "checkpoint", None),
+        options={name: method_arguments(args, name) for name in methods},
     )
+
+
+def method_arguments(args: argparse.Namespace, method: str) -> dict[str, object]:
+    """The options `method` reads (`Method.arguments`) that the command line has and were given."""
+    wanted = registry.method(method).arguments
+    return {name: getattr(args, name) for name in wanted if getattr(args, name, None) is not None}
 
 
 def open_scorers(args: argparse.Namespace) -> dict[str, Scorer]:

@@ -34,7 +34,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from iqa.errors import IQAError, Unavailable, UsageError
-from iqa.names import CLIP_IQA, GRMP_IQA
+from iqa.methods import registry
 from iqa.photos.photo import SUPPORTED_EXTENSIONS, find_photo_paths
 
 if TYPE_CHECKING:
@@ -52,7 +52,6 @@ if TYPE_CHECKING:
 
 RAY_MISSING = 'the Ray engine needs Ray: pip install "ray[data]" (or pip install ".[ray]" for this package)'
 CLIENT_MISSING = 'Ray Client (ray://) needs its extra: pip install "ray[client]" (or pip install ".[ray]")'
-SCORE_COLUMNS = {CLIP_IQA: "clip_iqa", GRMP_IQA: "grmp_iqa"}
 NODE_COLUMN = "node"  # the decode task's node; counted for the summary, not written
 
 # Read by Ray when it is imported: "0" makes a node use 127.0.0.1 instead of the machine's address.
@@ -312,7 +311,7 @@ def _pipeline(ray: Any, job: RayJob, paths: list[str], uris: list[str], done: se
     )
     return decoded.map_batches(
         ScoreBatch,
-        fn_constructor_args=(job.spec,),
+        fn_constructor_args=(job.spec, [registry.method(name) for name in job.spec.methods]),
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=plan.actors),
         num_cpus=ACTOR_CPUS,
         num_gpus=plan.actor_gpus,
@@ -443,13 +442,18 @@ def _is_loopback(address: str) -> bool:
 
 
 class ScoreBatch:
-    """The actor: loads the scorers once, then turns decoded rows into one result row each."""
+    """The actor: loads the scorers once, then turns decoded rows into one result row each.
 
-    def __init__(self, spec: ScorerSpec):
+    `methods` are the spec's registry entries, registered again in the actor's process: a method
+    that a plug-in registered in the driver exists there too.
+    """
+
+    def __init__(self, spec: ScorerSpec, methods: Sequence[registry.Method]):
         from iqa.methods.scoring import build_scorers
 
+        for method in methods:
+            registry.register(method)
         self.scorers = build_scorers(spec)
-        self.pairs = getattr(self.scorers.get(CLIP_IQA), "pairs", [])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
         import pyarrow as pa
@@ -467,20 +471,28 @@ class ScoreBatch:
         out: dict[str, Any] = {key: batch[key] for key in ("path", "digest", "width", "height")}
         notes = [[str(note)] if note else [] for note in batch["note"]]
         for method, scorer in self.scorers.items():
-            scores = np.full(n, np.nan)
-            p = np.full((n, len(self.pairs)), np.nan)
-            for i, result in self._score(scorer, photos, errors).items():
-                scores[i] = result.score
-                notes[i] += [note for note in result.notes if note not in notes[i]]
-                if method == CLIP_IQA:
-                    p[i] = [pair.p for pair in result.pairs]
-            out[SCORE_COLUMNS[method]] = scores
-            if method == CLIP_IQA:
-                out.update({f"p[{pair.positive} / {pair.negative}]": p[:, j] for j, pair in enumerate(self.pairs)})
+            out.update(self._columns(registry.method(method), scorer, photos, errors, notes))
         out["notes"] = ["; ".join(n) for n in notes]
         out["error"] = pa.array(errors, pa.string())
         out[NODE_COLUMN] = batch[NODE_COLUMN]
         return pa.table(out)
+
+    def _columns(
+        self, method: registry.Method, scorer: Any, photos: dict, errors: list, notes: list[list[str]]
+    ) -> dict[str, np.ndarray]:
+        """The method's score column, and for a method whose results follow the prompt table,
+        a `p[positive / negative]` column per pair (the same pairs in every row)."""
+        n = len(errors)
+        pairs = getattr(scorer, "pairs", []) if method.follows_prompts else []
+        scores, p = np.full(n, np.nan), np.full((n, len(pairs)), np.nan)
+        for i, result in self._score(scorer, photos, errors).items():
+            scores[i] = result.score
+            notes[i] += [note for note in result.notes if note not in notes[i]]
+            if pairs:
+                p[i] = [pair.p for pair in result.pairs]
+        columns = {method.column: scores}
+        columns.update({f"p[{pair.positive} / {pair.negative}]": p[:, j] for j, pair in enumerate(pairs)})
+        return columns
 
     @staticmethod
     def _score(scorer, photos: dict, errors: list) -> dict:

@@ -15,16 +15,16 @@ from PIL import Image
 from plotly.subplots import make_subplots
 
 from iqa.lab.prompt_lab import LabReport
+from iqa.methods import registry
 from iqa.methods.clipiqa.quality_map import COLOURS, QualityMap, colour_range, quality_map
 from iqa.methods.clipiqa.scorer import CLIPIQA
 from iqa.methods.results import PairScore, ScoreResult
-from iqa.names import CLIP_IQA, GRMP_IQA
 from iqa.photos.photo import Photo
 from iqa.report.compare import ComparedPhoto
 
 POSITIVE_COLOUR = "#2a9d8f"
 NEGATIVE_COLOUR = "#e76f51"
-GRMP_COLOUR = "#6a4c93"
+SECOND_COLOUR = "#6a4c93"  # a second series beside POSITIVE_COLOUR's
 
 
 SELECTED_COLOUR = "#e9a400"
@@ -59,48 +59,21 @@ def _hover(pair: PairScore, temperature: float | None) -> str:
     )
 
 
-def _logit(p: float) -> float:
-    p = min(max(p, 1e-6), 1 - 1e-6)
-    return math.log(p / (1 - p))
-
-
-def grmp_parts(grmp: ScoreResult) -> list[tuple[str, float, str]]:
-    """What a GRMP-IQA score is made of, as (label, value, hover) rows.
-
-    paper: the score is p of the learned prompt pair. seed: the MLP head adds a correction to
-    p's logit, score = sigmoid(t·(s_pos − s_neg) + head(s_pos, s_neg)).
-    """
-    pair = grmp.pairs[0]
-    learned = f"{grmp.label}: learned prompt pair p"
-    rows = [(learned, pair.p, _hover(pair, grmp.temperature))]
-    if grmp.variant == "seed":
-        correction = _logit(grmp.score) - _logit(pair.p)
-        rows.append(
-            (
-                f"{grmp.label}: score = p + MLP head",
-                grmp.score,
-                f"the MLP head adds {correction:+.3f} to p's logit:<br>score = sigmoid(logit(p) {correction:+.3f}) "
-                f"= {grmp.score:.3f}",
-            )
-        )
-    return rows
-
-
-def pair_breakdown(
-    clip: ScoreResult | None, grmp: ScoreResult | None = None, attributes: bool = False, name: str = ""
-) -> go.Figure:
-    """One bar per prompt pair: its p, the probability CLIP gives the positive prompt (the negative
-    gets 1 − p); 0.5 is the undecided middle. Hovering shows s_pos, s_neg, t and p.
+def pair_breakdown(results: Sequence[ScoreResult | None], attributes: bool = False, name: str = "") -> go.Figure:
+    """One bar per part of each result (`Method.parts`: for CLIP-IQA, p of each prompt pair, the
+    probability CLIP gives the positive prompt, the negative getting 1 − p; for GRMP-IQA, what its
+    score is made of), in the method's colour; 0.5 is the undecided middle. Hovering shows s_pos,
+    s_neg, t and p.
 
     `attributes`: the pairs are separate attributes (the paper's look / feel prompts), so no
-    averaged score is shown. GRMP-IQA's rows, when given, show what its score is made of.
+    averaged score is shown.
     """
-    rows = _pair_rows(clip)
-    colours = [POSITIVE_COLOUR] * len(rows)
-    if grmp is not None:
-        parts = grmp_parts(grmp)
+    given = [result for result in results if result is not None]
+    rows, colours = [], []
+    for result in given:
+        parts = breakdown(result)
         rows += parts
-        colours += [GRMP_COLOUR] * len(parts)
+        colours += [registry.method(result.method).colour] * len(parts)
     labels = [_wrap(label) for label, _, _ in rows]
     figure = go.Figure(
         go.Bar(
@@ -117,13 +90,11 @@ def pair_breakdown(
         )
     )
     figure.add_vline(x=0.5, line_dash="dot", line_color="#999")
-    name = name or (clip.name if clip else grmp.name if grmp else "")
+    name = name or (given[0].name if given else "")
     if attributes:
         title = _title(name, "one value per attribute (not averaged)")
     else:
-        scores = [f"CLIP-IQA {clip.score:.3f}"] if clip else []
-        scores += [f"{grmp.label} {grmp.score:.3f}"] if grmp else []
-        title = _title(name, ", ".join(scores))
+        title = _title(name, ", ".join(f"{result.label} {result.score:.3f}" for result in given))
     figure.update_layout(
         title=title,
         xaxis=dict(range=[0, 1.2], title=P_AXIS, tickvals=[0, 0.25, 0.5, 0.75, 1], automargin=True),
@@ -135,11 +106,12 @@ def pair_breakdown(
     return themed(figure)
 
 
-def _pair_rows(clip: ScoreResult | None) -> list[tuple[str, float, str]]:
-    """(label, p, hover) of each of CLIP-IQA's pairs."""
-    if clip is None:
-        return []
-    return [(_label(pair), pair.p, _hover(pair, clip.temperature)) for pair in clip.pairs]
+def breakdown(result: ScoreResult) -> list[tuple[str, float, str]]:
+    """(label, value, hover) of each part of `result` (its method's `parts`)."""
+    return [
+        (part.label, part.value, _hover(part.pair, result.temperature) if part.pair else part.detail)
+        for part in registry.method(result.method).parts(result)
+    ]
 
 
 def _wrap(text: str, width: int = 22) -> str:
@@ -178,14 +150,10 @@ def mirrored_breakdown(left: ComparedPhoto, right: ComparedPhoto) -> go.Figure:
     """Two photos' breakdowns back to back: the left photo's p to the left, the right photo's to the right."""
     sides = []
     for row in (left, right):
-        clip = row.results.get(CLIP_IQA)
-        grmp = row.results.get(GRMP_IQA)
-        entries = _pair_rows(clip)
-        entries += grmp_parts(grmp) if grmp else []
-        sides.append(entries)
+        sides.append([entry for result in row.results.values() for entry in breakdown(result)])
     labels = [_wrap(label) for label, _, _ in sides[0]]
     figure = go.Figure()
-    for sign, row, entries, colour in ((-1, left, sides[0], POSITIVE_COLOUR), (1, right, sides[1], GRMP_COLOUR)):
+    for sign, row, entries, colour in ((-1, left, sides[0], POSITIVE_COLOUR), (1, right, sides[1], SECOND_COLOUR)):
         figure.add_trace(
             go.Bar(
                 y=[_wrap(label) for label, _, _ in entries],
@@ -226,12 +194,16 @@ def _label(pair: PairScore) -> str:
 
 
 def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) -> go.Figure:
-    """CLIP-IQA (x) against GRMP-IQA (y), one labelled point per photo, the selected one highlighted;
-    each axis spans its data (with a margin), and the dotted diagonal marks equal scores where the
-    two ranges overlap."""
-    scored = [row for row in rows if CLIP_IQA in row.results and GRMP_IQA in row.results]
-    xs = [r.results[CLIP_IQA].score for r in scored]
-    ys = [r.results[GRMP_IQA].score for r in scored]
+    """The first registered method (x) against the next one scored (y; CLIP-IQA against GRMP-IQA),
+    one labelled point per photo, the selected one highlighted; each axis spans its data (with a
+    margin), and the dotted diagonal marks equal scores where the two ranges overlap."""
+    first, *others = registry.methods()
+    scored_methods = {m for row in rows for m in row.results}
+    second = next((m for m in others if m.name in scored_methods), others[0])
+    x_name, y_name = first.name, second.name
+    scored = [row for row in rows if x_name in row.results and y_name in row.results]
+    xs = [r.results[x_name].score for r in scored]
+    ys = [r.results[y_name].score for r in scored]
     x_range, y_range = _span(xs), _span(ys)
     low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
     figure = go.Figure()
@@ -252,28 +224,32 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
             mode="markers+text",
             marker=dict(
                 size=[16 if r.name == selected else 10 for r in scored],
-                color=[SELECTED_COLOUR if r.name == selected else GRMP_COLOUR for r in scored],
+                color=[SELECTED_COLOUR if r.name == selected else second.colour for r in scored],
                 line=dict(width=1, color="#fff"),
             ),
             text=[r.name for r in scored],
             textposition=_label_places(xs, x_range),
             textfont=dict(size=10),
             name="photos",
-            hovertemplate="%{text}<br>CLIP-IQA score %{x:.3f}<br>GRMP-IQA score %{y:.3f}<extra></extra>",
+            hovertemplate=f"%{{text}}<br>{x_name} score %{{x:.3f}}<br>{y_name} score %{{y:.3f}}<extra></extra>",
         )
     )
-    title = _title("CLIP-IQA against GRMP-IQA", notes=["higher is better on both; dotted: equal scores"])
+    title = _title(f"{x_name} against {y_name}", notes=["higher is better on both; dotted: equal scores"])
     figure.update_layout(
         title=title,
-        xaxis=dict(title="CLIP-IQA score (0 to 1)", range=list(x_range), automargin=True),
-        yaxis=dict(title="GRMP-IQA score (0 to 1)", range=list(y_range), automargin=True),
+        xaxis=dict(title=f"{x_name} score (0 to 1)", range=list(x_range), automargin=True),
+        yaxis=dict(title=f"{y_name} score (0 to 1)", range=list(y_range), automargin=True),
         height=_top(title) + 360,
         margin=dict(l=10, r=10, t=_top(title), b=10),
         showlegend=False,
     )
     if not scored:
         figure.add_annotation(
-            text="No GRMP-IQA scores: choose a GRMP-IQA checkpoint", x=0.5, y=0.5, showarrow=False, font=dict(size=14)
+            text=f"No {y_name} scores" + (f": {second.unscored}" if second.unscored else ""),
+            x=0.5,
+            y=0.5,
+            showarrow=False,
+            font=dict(size=14),
         )
     return themed(figure)
 
@@ -386,7 +362,9 @@ def pair_ranking(report: LabReport) -> go.Figure:
             go.Bar(
                 name="SRCC", y=labels, x=[r.srcc for r in report.ranks], orientation="h", marker_color=POSITIVE_COLOUR
             ),
-            go.Bar(name="PLCC", y=labels, x=[r.plcc for r in report.ranks], orientation="h", marker_color=GRMP_COLOUR),
+            go.Bar(
+                name="PLCC", y=labels, x=[r.plcc for r in report.ranks], orientation="h", marker_color=SECOND_COLOUR
+            ),
         ]
     )
     notes = []

@@ -15,16 +15,16 @@ from pathlib import Path
 
 from iqa.clip.features import ProgressFn
 from iqa.errors import InputError
+from iqa.methods import registry
 from iqa.methods.results import ScoreResult, pair_columns, pair_labels, pair_values
 from iqa.methods.scoring import Scorer
-from iqa.names import CLIP_IQA, GRMP_IQA, METHODS
 from iqa.photos.photo import Photo
 from iqa.report.filtering import split_by_threshold
 
 
 @dataclass
 class ComparedPhoto:
-    """A photo's results, keyed by method (`iqa.names.METHODS`), in the order they were scored."""
+    """A photo's results, keyed by method (`iqa.methods.registry`), in the order they were scored."""
 
     name: str
     results: dict[str, ScoreResult]
@@ -33,9 +33,10 @@ class ComparedPhoto:
         """The result of `method`; InputError when it was not scored."""
         if method in self.results:
             return self.results[method]
-        if method == GRMP_IQA:
-            raise InputError("no GRMP-IQA scores: choose a GRMP-IQA checkpoint first")
-        raise InputError(f"no {method!r} scores; scored: {', '.join(self.results)} (known: {', '.join(METHODS)})")
+        hint = registry.method(method).unscored
+        if hint:
+            raise InputError(f"no {method} scores: {hint}")
+        raise InputError(f"no {method!r} scores; scored: {', '.join(self.results)}")
 
     @property
     def notes(self) -> list[str]:
@@ -50,7 +51,7 @@ def compare(
 ) -> list[ComparedPhoto]:
     """Score every photo with every scorer, in the order of `photos`; `progress` follows the first one's encoding.
 
-    The first scorer is the reference: `ranked`, `split` and `rows_to_csv` default to CLIP-IQA.
+    `ranked`, `split` and `rows_to_csv` decide by the first registered method unless told otherwise.
     """
     per_method = {
         s.method: s.score(photos, progress if i == 0 else None) if photos else [] for i, s in enumerate(scorers)
@@ -58,15 +59,18 @@ def compare(
     return [ComparedPhoto(p.name, {m: results[i] for m, results in per_method.items()}) for i, p in enumerate(photos)]
 
 
-def ranked(rows: Sequence[ComparedPhoto], method: str = CLIP_IQA) -> list[ComparedPhoto]:
-    """Best first by `method`'s score."""
+def ranked(rows: Sequence[ComparedPhoto], method: str | None = None) -> list[ComparedPhoto]:
+    """Best first by `method`'s score (default: the first registered method's)."""
+    method = method or registry.names()[0]
     return sorted(rows, key=lambda row: row.result(method).score, reverse=True)
 
 
 def split(
-    rows: Sequence[ComparedPhoto], threshold: float, method: str = CLIP_IQA
+    rows: Sequence[ComparedPhoto], threshold: float, method: str | None = None
 ) -> tuple[list[ComparedPhoto], list[ComparedPhoto]]:
-    """(kept, rejected) rows, best first, by `method`'s score against `threshold`."""
+    """(kept, rejected) rows, best first, by `method`'s score (default: the first registered
+    method's) against `threshold`."""
+    method = method or registry.names()[0]
     by_result = {id(row.result(method)): row for row in rows}
     kept, rejected = split_by_threshold([row.result(method) for row in rows], threshold)
     return [by_result[id(r)] for r in kept], [by_result[id(r)] for r in rejected]
@@ -75,16 +79,17 @@ def split(
 def rows_to_csv(
     rows: Sequence[ComparedPhoto],
     threshold: float,
-    method: str = CLIP_IQA,
+    method: str | None = None,
     settings: Mapping[str, object] | None = None,
 ) -> str:
     """One line per photo, best first: every method's score, the keep/reject decision by `method`,
     each method's per-pair p / s_pos / s_neg, and `settings` (backbone, weights, temperature, ...)
     repeated on every line so that each line says how it was scored."""
+    method = method or registry.names()[0]
     kept, rejected = split(rows, threshold, method)
     out = io.StringIO()
     writer = csv.writer(out)
-    methods = list(dict.fromkeys([*METHODS, *(m for row in rows for m in row.results)]))
+    methods = list(dict.fromkeys([*registry.names(), *(m for row in rows for m in row.results)]))
     labels = {m: pair_labels([row.results[m] for row in rows if m in row.results]) for m in methods}
     settings = dict(settings or {})
     writer.writerow(
@@ -106,8 +111,8 @@ def rows_to_csv(
 
 
 def _column(method: str) -> str:
-    """ "CLIP-IQA" -> "clip_iqa"."""
-    return method.lower().replace("-", "_").replace(" ", "_")
+    """The method's column name ("CLIP-IQA" -> "clip_iqa")."""
+    return registry.method(method).column
 
 
 def zip_photos(photos: Sequence[Photo], path: str | Path) -> Path:

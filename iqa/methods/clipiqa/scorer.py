@@ -8,17 +8,22 @@ formula as the source document writes it, under which every p stays close to 0.5
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from iqa.clip.backbones import Backbone
 from iqa.clip.features import FeatureStore, ProgressFn
 from iqa.errors import InputError, IQAError
-from iqa.methods.prompts import PromptPair, usable_pairs
+from iqa.methods.prompts import DEFAULT_PRESET, PromptPair, load_pairs, usable_pairs
 from iqa.methods.results import PairScore, ScoreResult
 from iqa.names import CLIP_IQA
 from iqa.photos.photo import Photo, PhotoKey
+
+if TYPE_CHECKING:
+    from iqa.methods.scoring import ScorerSpec
 
 
 def pair_probabilities(
@@ -118,3 +123,13 @@ class CLIPIQA:
             )
             for i, name in enumerate(names)
         ]
+
+
+def build(spec: ScorerSpec, store: FeatureStore | None) -> CLIPIQA:
+    """The registry's builder: CLIP-IQA on the shared `store`, with the spec's `pairs` (a preset
+    name, a JSON/CSV file, or the pairs; default: the default preset) and `temperature`."""
+    assert store is not None  # CLIP-IQA needs a store (Method.needs_store)
+    options = spec.options_for(CLIP_IQA)
+    pairs = options.get("pairs") or DEFAULT_PRESET
+    chosen = load_pairs(os.fspath(pairs)) if isinstance(pairs, (str, os.PathLike)) else list(pairs)
+    return CLIPIQA(store, chosen, options.get("temperature"))

@@ -23,6 +23,7 @@ from iqa.photos.photo import Photo, PhotoKey
 
 if TYPE_CHECKING:
     from iqa.clip.backbones import Backbone
+    from iqa.methods.scoring import ScorerSpec
 
 logger = logging.getLogger(__name__)
 
@@ -217,3 +218,9 @@ def shares_features(model: GRMPModel, store: FeatureStore) -> bool:
         and store.backbone.key == model.backbone.key
         and store.preprocessor.key == model.preprocessor.key
     )
+
+
+def build(spec: ScorerSpec, store: FeatureStore | None) -> GRMPScorer:
+    """The registry's builder: the spec's `checkpoint` next to the shared `store`, if any (`grmp_scorer`)."""
+    checkpoint = spec.options_for(GRMP_IQA)["checkpoint"]  # required: checked by ScorerSpec
+    return grmp_scorer(checkpoint, store, spec.device, spec.dtype, spec.batch_size)
