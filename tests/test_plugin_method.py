@@ -2,6 +2,7 @@
 `--out`, `eval`, the Ray rows, the CSV and the breakdown chart without any other file knowing it."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,3 +63,18 @@ def test_ray_rows_csv_and_breakdown_carry_the_toy(album, photos, toy):
     batch = {**decoded.to_pydict(), NODE_COLUMN: ["here"] * len(files)}
     table = ScoreBatch(spec, [toy])({key: np.array(values, dtype=object) for key, values in batch.items()})
     assert all(0 <= score <= 1 for score in table.column("toy_score").to_pylist())
+
+
+def test_the_apps_ranking_breakdown_and_csv_carry_the_toy(photos, tmp_path):
+    from iqa.app.config import AppConfig
+    from iqa.app.demo import Handlers
+    from iqa.app.models import Models
+    from iqa.app.session import Session
+
+    handlers = Handlers(Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path)))
+    scorers = build_scorers(ScorerSpec(methods=("CLIP-IQA", NAME), backbone="test-tiny-rn"))
+    session = Session(rows=compare(photos, list(scorers.values())))
+    ranking = handlers.rerank(session, 0.5, NAME)
+    assert NAME in ranking.ranking.columns
+    assert "toy_score" in Path(ranking.results_csv).read_text().splitlines()[0]
+    assert "toy light / toy dark" in handlers.breakdown(session, photos[0].name).data[0].y
