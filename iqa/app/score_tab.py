@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -430,10 +431,11 @@ def build_score_tab(models: Models, ui: dict) -> None:
     ui["grmp_note"] = gr.Markdown(models.grmp_note, elem_id="grmp-note")
     ui["score"] = gr.Button("Score photos", variant="primary", elem_id="score-button")
     ui["status"] = gr.Markdown(elem_id="score-status")
+    scores: list[Any] = ["str"] * len(registry.names())  # scores as text: 3 decimals each
     ui["ranking"] = gr.Dataframe(
         headers=rank_columns(),
         label="Ranking, best first (keep / reject by the threshold and method at the top)",
-        datatype=["number", "html", *["str"] * len(registry.names()), "str", "str"],  # scores as text: 3 decimals
+        datatype=["number", "html", *scores, "str", "str"],
         interactive=False,
         elem_id="ranking",
         max_height=420,

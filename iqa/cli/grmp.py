@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iqa.cli.eval import add_dataset_options, read_dataset
+from iqa.cli.option_table import DEVICE
 from iqa.cli.options import add_backbone_options
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
 from iqa.errors import UsageError
@@ -41,7 +42,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=None,
         help="architecture to load it into (default: the one its tensors describe, ViT-B-16-quickgelu for the release)",
     )
-    official.add_argument("--device", default=None)
+    DEVICE.add_to(official)
     official.set_defaults(run=run_import_official)
 
 

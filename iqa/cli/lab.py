@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iqa.cli.eval import add_dataset_options, read_dataset
+from iqa.cli.option_table import PAIRS, TEMPERATURE, add_options
 from iqa.cli.options import add_backbone_options, add_cache_size_option
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
-from iqa.methods.prompts import DEFAULT_PRESET, PRESETS
 
 if TYPE_CHECKING:
     from iqa.lab.prompt_lab import LabReport
@@ -26,8 +26,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     lab = commands.add_parser("lab", help="rank prompt pairs by SRCC / PLCC against a labelled set")
     add_dataset_options(lab)
     add_backbone_options(lab)
-    lab.add_argument("--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: {', '.join(PRESETS)} or a JSON/CSV file")
-    lab.add_argument("--temperature", type=float, default=None, help="softmax temperature (default: logit scale)")
+    add_options(lab, (PAIRS, TEMPERATURE))
     cache = lab.add_mutually_exclusive_group()
     cache.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder (default: ~/.cache/iqa)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")

@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from iqa.cli.option_table import PAIRS, TEMPERATURE, add_options
 from iqa.cli.options import add_backbone_options, open_scorers
 from iqa.errors import UsageError
-from iqa.methods.prompts import DEFAULT_PRESET, PRESETS
 from iqa.names import CLIP_IQA, MAP_WINDOW_LIMIT
 
 OUTPUT_SUFFIXES = (".png", ".html", ".json")
@@ -26,10 +26,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("photo", type=Path, help="one photo file")
     add_backbone_options(parser)
-    parser.add_argument(
-        "--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: a preset ({', '.join(PRESETS)}) or a JSON/CSV file"
-    )
-    parser.add_argument("--temperature", type=float, default=None, help="softmax temperature t (see score)")
+    add_options(parser, (PAIRS, TEMPERATURE))
     parser.add_argument(
         "--pair", type=int, default=None, help="show pair N's p(positive) (1 = the first pair; default: overall)"
     )

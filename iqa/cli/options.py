@@ -4,51 +4,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 
+from iqa.cli.option_table import BACKBONE_OPTIONS, add_options, method_options
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
 from iqa.methods import registry
 from iqa.methods.clipiqa.method import CLIP_IQA_METHOD
-from iqa.methods.prompts import DEFAULT_PRESET, PRESETS
 from iqa.methods.scoring import Scorer, ScorerSpec, build_scorers
-from iqa.names import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAINED
 
 
 def add_backbone_options(parser: argparse.ArgumentParser) -> None:
     """Which backbone, where its weights come from, and how photos are fed to it."""
-    group = parser.add_argument_group("backbone")
-    group.add_argument(
-        "--backbone",
-        default=os.environ.get("IQA_BACKBONE", DEFAULT_BACKBONE),
-        help="open_clip model name, or test-tiny-rn / test-tiny-vit (meaningless scores)",
-    )
-    group.add_argument(
-        "--pretrained",
-        default=DEFAULT_PRETRAINED,
-        type=_optional_tag,
-        help="open_clip pretrained tag ('none': random weights, for benchmarks)",
-    )
-    group.add_argument(
-        "--weights",
-        default=os.environ.get("IQA_WEIGHTS"),
-        help="local checkpoint file or folder for the backbone (instead of downloading)",
-    )
-    group.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    group.add_argument("--dtype", default=None, help="fp32, fp16 or bf16 (default: fp16 on GPU, fp32 on CPU)")
-    group.add_argument(
-        "--max-side",
-        type=int,
-        default=DEFAULT_MAX_SIDE,
-        help="RN50 native resolution: photos are fed at their own size up to this longest side "
-        "and downsized to it beyond (the output says so); 0 = never downsize, exactly as the "
-        "reference library (pyiqa) feeds them, at the cost of memory on big photos",
-    )
-    group.add_argument("--batch-size", type=int, default=16)
-
-
-def _optional_tag(value: str) -> str | None:
-    return None if value.lower() in ("", "none") else value
+    add_options(parser.add_argument_group("backbone"), BACKBONE_OPTIONS)
 
 
 def add_scoring_options(parser: argparse.ArgumentParser) -> None:
@@ -62,22 +29,7 @@ def add_scoring_options(parser: argparse.ArgumentParser) -> None:
 def add_method_options(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """--method, and the options of the methods that take some (each method's registry entry names
     those it reads: `Method.arguments`)."""
-    parser.add_argument(
-        "--method",
-        default=CLIP_IQA_METHOD.option,
-        metavar="METHOD",
-        help=f"{', '.join(registry.option_choices())}, or several separated by commas (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--pairs", default=DEFAULT_PRESET, help=f"prompt pairs: a preset ({', '.join(PRESETS)}) or a JSON/CSV file"
-    )
-    parser.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        help="softmax temperature t (default: the checkpoint's logit scale; 1 = the seed's formula)",
-    )
-    parser.add_argument("--checkpoint", default=None, help="GRMP-IQA checkpoint (for --method grmp)")
+    add_options(parser, method_options())
 
 
 def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
