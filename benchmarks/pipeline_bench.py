@@ -272,7 +272,7 @@ def draft_vs_full(backbones: tuple[str, ...]) -> list[str]:
         for name in backbones:
             backbone = load_backbone(name, pretrained=None)
             scorer = CLIPIQA(FeatureStore(backbone, batch_size=8), PRESETS["pyiqa"])
-            plan = scorer.store.preprocessor.resize_plan()
+            plan = scorer.preprocessor.resize_plan()
             diffs = []
             for path in paths:
                 full = decode_file(path, path.name, DecodeOptions((plan,), draft=False)).pixels[0]

@@ -12,16 +12,43 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from iqa.clip.backbones import Backbone
-from iqa.clip.preprocess import DEFAULT_MAX_SIDE, Preprocessor, preprocessor_for, shape_problem
+from iqa.clip.preprocess import DEFAULT_MAX_SIDE, preprocessor_for, shape_problem
 from iqa.clip.test_backbones import MEANINGLESS_NOTE
 from iqa.photos.photo import Photo, PhotoError, PhotoKey
 
 ProgressFn = Callable[[int, int], None]
+
+
+class ImageEncoder(Protocol):
+    """What a store encodes photos with: a backbone's image tower, or another (GRMP-IQA's prompted one)."""
+
+    @property
+    def embed_dim(self) -> int: ...
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor: ...
+
+
+class ImagePreprocessor(Protocol):
+    """What turns a photo into the encoder's input: `iqa.clip.preprocess.Preprocessor` or another
+    (GRMP-IQA's official one). `key` names what it does: features are cached under it."""
+
+    @property
+    def key(self) -> str: ...
+
+    def output_size(self, size: tuple[int, int]) -> tuple[int, int]: ...
+
+    def notes(self, size: tuple[int, int]) -> list[str]: ...
+
+    def __call__(self, image: Image.Image) -> torch.Tensor: ...
+
+
 logger = logging.getLogger(__name__)
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
@@ -55,19 +82,25 @@ def _digest(photo: Photo | PhotoKey) -> str:
 
 
 class FeatureStore:
-    """Normalised image and text features of one backbone, cached in least-recently-used order."""
+    """Normalised image and text features of one backbone, cached in least-recently-used order.
+
+    Texts are encoded by the backbone; photos by `encoder` (default: the backbone's image tower)
+    after `preprocessor` (default: the backbone's, see `preprocessor_for`).
+    """
 
     def __init__(
         self,
         backbone: Backbone,
-        preprocessor: Preprocessor | None = None,
+        preprocessor: ImagePreprocessor | None = None,
         batch_size: int = 16,
         max_images: int = 20_000,
         max_texts: int = 10_000,
         max_side: int | None = DEFAULT_MAX_SIDE,
+        encoder: ImageEncoder | None = None,
     ):
         self.backbone = backbone
-        self.preprocessor = preprocessor or preprocessor_for(backbone, max_side)
+        self.encoder: ImageEncoder = encoder or backbone
+        self.preprocessor: ImagePreprocessor = preprocessor or preprocessor_for(backbone, max_side)
         self.batch_size = batch_size
         self._images: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -182,7 +215,7 @@ class FeatureStore:
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start : start + self.batch_size]
                 batch = torch.stack(list(_workers().map(self.preprocessor, [photo.image for _, photo in chunk])))
-                features = F.normalize(self.backbone.encode_image(batch).float(), dim=-1).cpu()
+                features = F.normalize(self.encoder.encode_image(batch).float(), dim=-1).cpu()
                 self.image_encoder_calls += 1
                 self.images_encoded += len(chunk)
                 for (key, _), feature in zip(chunk, features):
@@ -199,7 +232,7 @@ class FeatureStore:
 
     def _stack(self, cache: OrderedDict, keys: Sequence) -> torch.Tensor:
         if not keys:
-            return torch.empty(0, self.backbone.embed_dim)
+            return torch.empty(0, self.encoder.embed_dim)
         for key in keys:
             cache.move_to_end(key)
         return torch.stack([cache[key] for key in keys])

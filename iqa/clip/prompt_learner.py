@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from iqa.clip.text_tower import TextTower
 
-Tokenizer = Callable[[Sequence[str]], Tensor]
+Tokenizer = Callable[[list[str]], Tensor]
 
 
 def count_tokens(tokenizer: Tokenizer, text: str) -> int:
@@ -35,6 +35,8 @@ class PromptLearner(nn.Module):
     equals the hard prompt "<ctx_init> <class text>."; without it the context is drawn from
     N(0, 0.02^2) with a generator seeded by `seed`.
     """
+
+    tokenized_prompts: Tensor  # a buffer: the prompts' token ids
 
     def __init__(
         self,

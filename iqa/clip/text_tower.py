@@ -38,8 +38,10 @@ class TextTower:
         if getattr(tower, "cls_emb", None) is not None or getattr(tower, "use_pad_mask", False):
             raise TypeError("text towers with an appended class token or a padding mask are not supported")
         self.tower: Any = tower  # open_clip's towers differ in what they hold: read as they are
-        self.pool_type: str = getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax")
+        self.pool_type = str(getattr(tower, "text_pool_type", None) or getattr(tower, "pool_type", "argmax"))
         self.eos_id: int | None = getattr(tower, "text_eos_id", None) or getattr(tower, "eos_id", None)
+        if self.pool_type == "eos" and self.eos_id is None:
+            raise TypeError("a text tower pooled at its end token must name that token (eos_id)")
 
     @property
     def token_embedding(self) -> nn.Embedding:
@@ -71,7 +73,7 @@ class TextTower:
 
     @property
     def cast_dtype(self) -> torch.dtype:
-        return self.transformer.get_cast_dtype()
+        return self.tower.transformer.get_cast_dtype()
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Token embeddings [N, L, width] of token ids [N, L]."""
@@ -113,7 +115,8 @@ class TextTower:
         if self.pool_type == "first":
             return 1
         if self.pool_type == "eos":
-            ends = (tokens == self.eos_id).int().argmax(dim=-1)
+            assert self.eos_id is not None  # checked when built
+            ends = tokens.eq(self.eos_id).int().argmax(dim=-1)
         else:
             ends = tokens.argmax(dim=-1)
         return int(ends.max()) + 1

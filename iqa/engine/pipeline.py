@@ -36,6 +36,7 @@ from PIL import Image
 
 from iqa.clip.backbones import Backbone
 from iqa.clip.features import FeatureStore
+from iqa.clip.preprocess import Preprocessor
 from iqa.engine.decode_pool import DecodeJob, DecodePool, Decoder, default_workers
 from iqa.engine.disk_cache import DiskCache
 from iqa.methods.results import ScoreResult
@@ -143,7 +144,7 @@ class Pipeline:
         self.batch_size = max(1, self.sources[0].store.batch_size)
         self.decode_options = DecodeOptions(
             tuple(
-                s.store.preprocessor.resize_plan() if hasattr(s.store.preprocessor, "resize_plan") else None
+                s.store.preprocessor.resize_plan() if isinstance(s.store.preprocessor, Preprocessor) else None
                 for s in self.sources
             ),
             draft=self.options.draft,
@@ -170,7 +171,7 @@ class Pipeline:
         A GRMP paper model's prompted image tower is not cached on disk (its features depend on
         the checkpoint's weights, which have no stable key here); only in this process.
         """
-        if self.options.cache is None or not isinstance(store.backbone, Backbone):
+        if self.options.cache is None or store.encoder is not store.backbone:
             return None
         return f"{store.backbone.key}|{self.options.weights_fingerprint}"
 
@@ -278,7 +279,7 @@ class Pipeline:
                 source.cache_model,
                 self._preprocess_key(index),
                 [i.digest for i in batch],
-                source.store.backbone.embed_dim,
+                source.store.encoder.embed_dim,
             )
             for item in batch:
                 if item.digest in found:
@@ -366,9 +367,10 @@ class Pipeline:
             device = _device(store)
             if device.type == "cuda":
                 batch = batch.pin_memory().to(device, non_blocking=True)
+            assert isinstance(store.preprocessor, Preprocessor)  # only its resize plan gives uint8 batches
             batch = store.preprocessor.normalize(batch)
         with torch.no_grad():
-            features = F.normalize(store.backbone.encode_image(batch).float(), dim=-1).cpu()
+            features = F.normalize(store.encoder.encode_image(batch).float(), dim=-1).cpu()
         store.image_encoder_calls += 1
         store.images_encoded += len(batch)
         return features
@@ -394,10 +396,7 @@ def _return_freed_memory() -> None:
 
 
 def _device(store: FeatureStore) -> torch.device:
-    backbone = store.backbone
-    if isinstance(backbone, Backbone):
-        return torch.device(backbone.device)
-    return torch.device(backbone.model.backbone.device)  # a GRMP model's prompted tower
+    return torch.device(store.backbone.device)  # a GRMP model's prompted tower is on its backbone's too
 
 
 def _chunks(items: Iterator, size: int) -> Iterator[list]:

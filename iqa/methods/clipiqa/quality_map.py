@@ -160,7 +160,7 @@ def window_grid(size: tuple[int, int], window: int, stride: int) -> tuple[int, i
 
 def min_window(scorer: CLIPIQA) -> int:
     """The smallest default window: a ViT's input size (smaller would be upsampled), 128 px natively."""
-    preprocessor = scorer.store.preprocessor
+    preprocessor = scorer.preprocessor
     return MIN_NATIVE_WINDOW if preprocessor.native_resolution else preprocessor.image_size
 
 
@@ -219,7 +219,7 @@ def _window_key(photo: Photo, cut_size: tuple[int, int], box: Box) -> str:
 
 def cut_image(photo: Photo, scorer: CLIPIQA) -> Image.Image:
     """The image windows are cut from: the photo as the scorer sees it at native resolution, else the photo."""
-    preprocessor = scorer.store.preprocessor
+    preprocessor = scorer.preprocessor
     if not preprocessor.native_resolution:
         return photo.image
     target = preprocessor.target_size(photo.image.size)

@@ -16,6 +16,7 @@ import torch
 
 from iqa.clip.backbones import Backbone
 from iqa.clip.features import FeatureStore, ProgressFn
+from iqa.clip.preprocess import Preprocessor
 from iqa.errors import InputError, IQAError
 from iqa.methods.prompts import DEFAULT_PRESET, PromptPair, load_pairs, usable_pairs
 from iqa.methods.results import PairScore, ScoreResult
@@ -73,7 +74,10 @@ class CLIPIQA:
     method = label = CLIP_IQA
 
     def __init__(self, store: FeatureStore, pairs: Sequence[PromptPair], temperature: float | None = None):
+        if not isinstance(store.preprocessor, Preprocessor):
+            raise InputError(f"CLIP-IQA scores with CLIP's preprocessing, not {type(store.preprocessor).__name__}")
         self.store = store
+        self.preprocessor = store.preprocessor
         self.pairs = usable_pairs(list(pairs), store.backbone.tokenizer)
         self.temperature = store.backbone.logit_scale if temperature is None else float(temperature)
         if not self.temperature > 0:

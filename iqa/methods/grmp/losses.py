@@ -12,7 +12,7 @@ Two regularizers exist because the project keeps two variants:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -108,6 +108,13 @@ def project_gradients(params: Iterable[torch.nn.Parameter], loss_q: Tensor, loss
                 projected += 1
         p.grad = gq.detach()
     return projected
+
+
+def assign_gradients(params: Sequence[torch.nn.Parameter], loss: Tensor) -> None:
+    """Write d`loss`/d`param` into each parameter's `.grad` (None where `loss` does not reach it),
+    overwriting, not accumulating: the plain step, where `project_gradients` is the regularized one."""
+    for param, grad in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
+        param.grad = grad
 
 
 def _grads(loss: Tensor, params: list[torch.nn.Parameter], retain_graph: bool) -> list[Tensor | None]:

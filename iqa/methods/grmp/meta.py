@@ -33,9 +33,9 @@ from iqa.clip.features import FeatureStore
 from iqa.errors import InputError
 from iqa.labels.datasets import LabelledImage, normalize_scores
 from iqa.labels.metrics import srcc
-from iqa.methods.grmp.losses import quality_loss
+from iqa.methods.grmp.losses import assign_gradients, quality_loss
 from iqa.methods.grmp.model import GRMPModel
-from iqa.methods.grmp.train import TrainingData
+from iqa.methods.grmp.train import TrainingData, predict_scores
 
 
 @dataclass
@@ -151,11 +151,8 @@ def _inner_loop(model, task: _Task, params, loss_fn, config: MetaConfig, rng) ->
 
 def _step(model, task: _Task, indices: list[int], params, loss_fn, optimizer) -> float:
     inputs = task.data.inputs(indices)
-    features = inputs if model.features_frozen else model.image_features(inputs)
-    loss = loss_fn(model.predict(features).p, task.targets[indices])
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    for param, grad in zip(params, grads):
-        param.grad = grad
+    loss = loss_fn(model.predict(model.features_of(inputs)).p, task.targets[indices])
+    assign_gradients(params, loss)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return float(loss.detach())
@@ -169,22 +166,8 @@ def _batches(indices: list[int], size: int, rng):
 def _validate(model: GRMPModel, data: TrainingData | None) -> float | None:
     if data is None:
         return None
-    indices = list(range(len(data)))
-    with torch.no_grad():
-        was_training = model.training
-        model.eval()
-        p = torch.cat(
-            [
-                model.predict(
-                    data.inputs(indices[i : i + 64])
-                    if model.features_frozen
-                    else model.image_features(data.inputs(indices[i : i + 64]))
-                ).p.cpu()
-                for i in range(0, len(indices), 64)
-            ]
-        )
-        model.train(was_training)
-    return srcc(p.numpy(), data.scores.numpy())
+    predictions = predict_scores(model, data, list(range(len(data))), prompt_only=True)
+    return srcc(predictions, data.scores.numpy())
 
 
 def _copy(params) -> list[Tensor]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -103,11 +103,12 @@ class GRMPConfig:
 
     def __post_init__(self) -> None:
         self._check_types()
-        self.class_texts = tuple(self.class_texts)
+        texts = tuple(self.class_texts)
         if self.variant not in VARIANTS:
             raise ValueError(f"unknown GRMP variant {self.variant!r}; choose one of {VARIANTS}")
-        if len(self.class_texts) != 2:
-            raise ValueError(f"class_texts must be (positive, negative), got {self.class_texts}")
+        if len(texts) != 2:
+            raise ValueError(f"class_texts must be (positive, negative), got {texts}")
+        self.class_texts = (texts[0], texts[1])
         if self.preprocess not in PREPROCESSING:
             raise ValueError(f"unknown preprocess {self.preprocess!r}; choose one of {PREPROCESSING}")
         if self.variant == "seed" and self.preprocess != "clip":
@@ -186,13 +187,14 @@ class QualityHead(nn.Module):
     def __init__(self, hidden: int = 16, seed: int = 0):
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
-        self.mlp = nn.Sequential(nn.Linear(2, hidden), nn.GELU(), nn.Linear(hidden, 1))
+        first, last = nn.Linear(2, hidden), nn.Linear(hidden, 1)
+        self.mlp = nn.Sequential(first, nn.GELU(), last)
         with torch.no_grad():
             bound = 2**-0.5  # PyTorch's default bound 1/sqrt(fan_in), drawn from the seeded generator
-            self.mlp[0].weight.copy_((torch.rand(hidden, 2, generator=generator) * 2 - 1) * bound)
-            self.mlp[0].bias.copy_((torch.rand(hidden, generator=generator) * 2 - 1) * bound)
-            self.mlp[2].weight.zero_()
-            self.mlp[2].bias.zero_()
+            first.weight.copy_((torch.rand(hidden, 2, generator=generator) * 2 - 1) * bound)
+            first.bias.copy_((torch.rand(hidden, generator=generator) * 2 - 1) * bound)
+            last.weight.zero_()
+            last.bias.zero_()
 
     def forward(self, s_pos: Tensor, s_neg: Tensor, logit_scale: Tensor) -> Tensor:
         correction = self.mlp(torch.stack([s_pos, s_neg], dim=-1)).squeeze(-1)
@@ -244,6 +246,8 @@ class GRMPModel(nn.Module):
     frozen, and is not registered as a submodule (its state is not this model's state, and
     `train()` never reaches its batch norms).
     """
+
+    scene_tokens: Tensor  # a buffer: the scene prompts' token ids
 
     def __init__(self, config: GRMPConfig, backbone: Backbone):
         super().__init__()
@@ -327,6 +331,11 @@ class GRMPModel(nn.Module):
         features = self.vpt(pixels) if self.vpt is not None else self.clip.visual(pixels)
         return F.normalize(features.float(), dim=-1)
 
+    def features_of(self, inputs: Tensor) -> Tensor:
+        """Image features of a training batch: with the image tower frozen (seed) the batch already
+        holds them (computed once, `TrainingData`), else it holds pixels, encoded here."""
+        return inputs if self.features_frozen else self.image_features(inputs)
+
     def text_features(self) -> Tensor:
         """[2, D] L2-normalised features of the learned (positive, negative) prompts."""
         return F.normalize(self.prompt_learner().float(), dim=-1)
@@ -374,11 +383,11 @@ class GRMPModel(nn.Module):
             return params + list(self.head.parameters())
         k = self.config.train_last_blocks
         tower = self.prompt_learner.tower
-        visual = self.clip.visual
+        visual = cast(nn.Module, self.clip.visual)
         if k:
-            for block in list(tower.transformer.resblocks)[-k:] + list(visual.transformer.resblocks)[-k:]:
+            for block in [*_blocks(tower.transformer)[-k:], *_blocks(visual.transformer)[-k:]]:
                 params += list(block.parameters())
-            params += list(tower.ln_final.parameters()) + list(visual.ln_post.parameters())
+            params += list(tower.ln_final.parameters()) + list(cast(nn.Module, visual.ln_post).parameters())
         if self.vpt is not None and self.config.finetune_vpt:
             params += list(self.vpt.parameters())
         return params
@@ -390,7 +399,8 @@ class GRMPModel(nn.Module):
     def _check_block_count(self) -> None:
         if self.config.variant != "paper":
             return
-        depth = min(len(self.prompt_learner.tower.transformer.resblocks), len(self.clip.visual.transformer.resblocks))
+        visual = cast(nn.Module, self.clip.visual)
+        depth = min(len(_blocks(self.prompt_learner.tower.transformer)), len(_blocks(visual.transformer)))
         if self.config.train_last_blocks > depth:
             raise ValueError(f"train_last_blocks={self.config.train_last_blocks} but the towers have {depth} blocks")
 
@@ -400,6 +410,11 @@ class GRMPModel(nn.Module):
         wanted = {id(p) for p in self.prompt_parameters() + self.trainable_parameters()}
         for param in self.parameters():
             param.requires_grad_(id(param) in wanted)
+
+
+def _blocks(transformer: Tensor | nn.Module) -> list[nn.Module]:
+    """An open_clip transformer's residual blocks, in order."""
+    return list(cast(nn.ModuleList, cast(nn.Module, transformer).resblocks))
 
 
 @torch.no_grad()

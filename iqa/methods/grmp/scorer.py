@@ -85,7 +85,9 @@ class GRMPScorer:
         elif model.features_frozen:
             store = FeatureStore(model.backbone, batch_size=batch_size)
         else:
-            store = FeatureStore(PromptedImageEncoder(model), model.preprocessor, batch_size=batch_size)
+            store = FeatureStore(
+                model.backbone, model.preprocessor, batch_size=batch_size, encoder=PromptedImageEncoder(model)
+            )
         self.store = store
 
     @property

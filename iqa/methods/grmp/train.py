@@ -38,12 +38,19 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from iqa.clip.backbones import Backbone
 from iqa.clip.features import FeatureStore
 from iqa.errors import InputError
 from iqa.labels.datasets import LabelledImage, normalize_scores, split_indices
 from iqa.labels.metrics import all_metrics, plcc, srcc
 from iqa.methods.grmp.checkpoint import save_checkpoint
-from iqa.methods.grmp.losses import pairwise_regularizer, project_gradients, quality_loss, semantic_loss
+from iqa.methods.grmp.losses import (
+    assign_gradients,
+    pairwise_regularizer,
+    project_gradients,
+    quality_loss,
+    semantic_loss,
+)
 from iqa.methods.grmp.model import GRMPConfig, GRMPModel, zero_shot_scene_logits
 from iqa.methods.grmp.scorer import shares_features
 from iqa.methods.grmp.state_file import read_state, write_state
@@ -256,17 +263,23 @@ class TrainingData:
 
 @torch.no_grad()
 def predict_scores(
-    model: GRMPModel, data: TrainingData, indices: Sequence[int], batch_size: int = 64, keep: bool = True
+    model: GRMPModel,
+    data: TrainingData,
+    indices: Sequence[int],
+    batch_size: int = 64,
+    keep: bool = True,
+    prompt_only: bool = False,
 ) -> np.ndarray:
-    """The model's scores of the images at `indices`, in eval mode."""
+    """The model's scores of the images at `indices`, in eval mode; with `prompt_only`, p of the
+    learned prompt pair (what meta-pre-training trains) instead of the score."""
     was_training = model.training
     model.eval()
     scores = []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start : start + batch_size]
         inputs = data.inputs(chunk, keep=keep)
-        features = inputs if model.features_frozen else model.image_features(inputs)
-        scores.append(model.predict(features).score.float().cpu())
+        output = model.predict(model.features_of(inputs))
+        scores.append((output.p if prompt_only else output.score).float().cpu())
     model.train(was_training)
     return torch.cat(scores).numpy() if scores else np.empty(0)
 
@@ -323,6 +336,18 @@ def load_trainable_state(model: GRMPModel, state: dict[str, Tensor]) -> None:
             params[name].copy_(value)
 
 
+@dataclass(frozen=True)
+class Best:
+    """The best validated step of a round so far: its selection score (SRCC + PLCC), step, SRCC,
+    PLCC and trainable tensors."""
+
+    state: dict[str, Tensor]
+    score: float = -math.inf
+    step: int = 0
+    srcc: float = math.nan
+    plcc: float = math.nan
+
+
 class _Run:
     """One fine-tuning run (a protocol round): the loop, validation, plateau schedule, state."""
 
@@ -335,6 +360,7 @@ class _Run:
         self.targets = torch.from_numpy(normalize_scores(train_scores, self.low, self.high)).float().to(model.device)
         self.loss_fn = quality_loss(config.quality_loss)
         self.teacher = self._teacher_logits() if config.regularizer == "projection" else None
+        self.optimizer: torch.optim.Optimizer
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(self.params, lr=config.lr, weight_decay=config.weight_decay)
         else:
@@ -344,13 +370,7 @@ class _Run:
         )
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + round_index)
         self.step = 0
-        self.best = {
-            "score": -math.inf,
-            "step": 0,
-            "srcc": float("nan"),
-            "plcc": float("nan"),
-            "state": trainable_state(model),
-        }
+        self.best = Best(state=trainable_state(model))
         self.history: list[dict] = []
 
     def _teacher_logits(self) -> Tensor:
@@ -378,10 +398,10 @@ class _Run:
         inputs = self.data.inputs([self.split.train[i] for i in batch.tolist()])
         targets = self.targets[batch.to(self.targets.device)]
         self.model.train()
-        features = inputs if self.model.features_frozen else self.model.image_features(inputs)
+        features = self.model.features_of(inputs)
         out = self.model.predict(features)
         loss_q = self.loss_fn(out.score, targets)
-        if self.config.regularizer == "projection":
+        if self.teacher is not None:  # the projection regularizer
             loss_s = semantic_loss(self.model.scene_logits(features), self.teacher[batch.to(self.teacher.device)])
             project_gradients(self.params, loss_q, loss_s, lam=self.config.lam)
             loss = loss_q
@@ -389,9 +409,7 @@ class _Run:
             loss = loss_q
             if self.config.regularizer == "pairwise":
                 loss = loss_q + self.config.lam * pairwise_regularizer(out.s_pos, targets)
-            grads = torch.autograd.grad(loss, self.params, allow_unused=True)
-            for param, grad in zip(self.params, grads):
-                param.grad = grad
+            assign_gradients(self.params, loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -405,8 +423,8 @@ class _Run:
         """Keep the best model so far and cut lr on a plateau (official: SRCC + PLCC)."""
         score = val_srcc + val_plcc
         score = -math.inf if math.isnan(score) else score
-        if score > self.best["score"]:
-            self.best.update(
+        if score > self.best.score:
+            self.best = Best(
                 score=score, step=self.step, srcc=val_srcc, plcc=val_plcc, state=trainable_state(self.model)
             )
         self.scheduler.step(score)
@@ -425,7 +443,7 @@ class _Run:
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
             "python_rng": random.getstate(),
-            "best": self.best,
+            "best": dict(vars(self.best)),
             "history": self.history,
         }
 
@@ -437,7 +455,7 @@ class _Run:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         random.setstate(state["python_rng"])
-        self.best = state["best"]
+        self.best = Best(**state["best"])
         self.history = state["history"]
 
 
@@ -478,15 +496,15 @@ def fine_tune(
                 entry.update(val_srcc=val_srcc, val_plcc=val_plcc)
             run.history.append(entry)
             bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}", val_srcc=f"{run.best['srcc']:.3f}")
+            bar.set_postfix(loss=f"{loss:.4f}", val_srcc=f"{run.best.srcc:.3f}")
             if on_step is not None:
                 on_step(run.step, loss, val_srcc)
             if state_path is not None and config.checkpoint_every and run.step % config.checkpoint_every == 0:
                 write_state(state_path, {**(extra_state or {}), "run": run.state_dict()})
         bar.close()
     if not split.val:  # nothing to select on: keep the last model
-        run.best.update(step=run.step, state=trainable_state(model))
-    load_trainable_state(model, run.best["state"])
+        run.best = replace(run.best, step=run.step, state=trainable_state(model))
+    load_trainable_state(model, run.best.state)
     test = dict.fromkeys(TEST_METRICS, math.nan)  # a test part too small (or too uniform) to correlate
     if len(split.test) >= 3:
         predictions = predict_scores(model, data, split.test, keep=False)
@@ -496,9 +514,9 @@ def fine_tune(
         n_train=len(split.train),
         n_val=len(split.val),
         n_test=len(split.test),
-        best_step=run.best["step"],
-        val_srcc=run.best["srcc"],
-        val_plcc=run.best["plcc"],
+        best_step=run.best.step,
+        val_srcc=run.best.srcc,
+        val_plcc=run.best.plcc,
         test=test,
         history=run.history,
     )
@@ -623,7 +641,7 @@ def adapt_seed(
     (step, loss, lr, and val_srcc/val_plcc on validation steps).
     """
     store = source if isinstance(source, FeatureStore) else None
-    backbone = store.backbone if store is not None else source
+    backbone: Backbone = source.backbone if isinstance(source, FeatureStore) else source
     model = GRMPModel(
         GRMPConfig(variant="seed", backbone=backbone.name, pretrained=backbone.pretrained, seed=seed), backbone
     )

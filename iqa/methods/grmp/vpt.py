@@ -14,10 +14,43 @@ blocks and the patch size come from the tower.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import cast
 
 import torch
 from open_clip.transformer import LayerNorm, VisionTransformer
 from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class Tower:
+    """The parts of an open_clip VisionTransformer that VPT runs, typed (torch's `Module.__getattr__`
+    types every sub-module as `Tensor | Module`)."""
+
+    conv1: nn.Conv2d
+    class_embedding: Tensor
+    positional_embedding: Tensor
+    patch_dropout: nn.Module
+    ln_pre: nn.Module
+    blocks: nn.ModuleList
+    batch_first: bool
+    ln_post: nn.Module
+    proj: Tensor
+
+    @classmethod
+    def of(cls, visual: VisionTransformer) -> Tower:
+        transformer = cast(nn.Module, visual.transformer)
+        return cls(
+            conv1=cast(nn.Conv2d, visual.conv1),
+            class_embedding=cast(Tensor, visual.class_embedding),
+            positional_embedding=cast(Tensor, visual.positional_embedding),
+            patch_dropout=cast(nn.Module, visual.patch_dropout),
+            ln_pre=cast(nn.Module, visual.ln_pre),
+            blocks=cast(nn.ModuleList, transformer.resblocks),
+            batch_first=bool(getattr(transformer, "batch_first", True)),
+            ln_post=cast(nn.Module, visual.ln_post),
+            proj=cast(Tensor, visual.proj),
+        )
 
 
 class VisualPromptTuning(nn.Module):
@@ -27,19 +60,22 @@ class VisualPromptTuning(nn.Module):
     its owner registers the tower itself.
     """
 
+    visual: VisionTransformer  # in __dict__, not a registered sub-module
+
     def __init__(self, visual: nn.Module, num_tokens: int = 100, dropout: float = 0.1, seed: int = 0):
         super().__init__()
-        check_prompt_tunable(visual)
+        tower = check_prompt_tunable(visual)
         if num_tokens < 1:
             raise ValueError(f"VPT needs at least one prompt token, got {num_tokens}")
-        self.__dict__["visual"] = visual
+        self.__dict__["visual"] = tower
+        parts = Tower.of(tower)
         self.num_tokens = num_tokens
-        width = visual.conv1.out_channels
-        depth = len(visual.transformer.resblocks)
-        patch = visual.conv1.kernel_size
+        width = parts.conv1.out_channels
+        depth = len(parts.blocks)
+        patch = parts.conv1.kernel_size
         generator = torch.Generator().manual_seed(seed)
         bound = math.sqrt(6.0 / float(3 * patch[0] * patch[1] + width))
-        device = visual.conv1.weight.device
+        device = parts.conv1.weight.device
 
         def uniform(*shape: int) -> Tensor:
             return (torch.rand(shape, generator=generator) * 2 - 1) * bound
@@ -61,7 +97,7 @@ class VisualPromptTuning(nn.Module):
 
     def forward(self, pixels: Tensor) -> Tensor:
         """Image features [N, output_dim] (not normalised) of normalised pixels [N, 3, H, W]."""
-        visual = self.visual
+        visual = Tower.of(self.visual)
         x = visual.conv1(pixels.to(visual.conv1.weight.dtype))
         x = x.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(x.shape[0], -1, -1)
@@ -70,20 +106,19 @@ class VisualPromptTuning(nn.Module):
         batch, n_prompt = x.shape[0], self.num_tokens
         x = torch.cat([x[:, :1], self._prompts(self.prompt_embeddings, batch, x.dtype), x[:, 1:]], dim=1)
 
-        batch_first = getattr(visual.transformer, "batch_first", True)
-        for i, block in enumerate(visual.transformer.resblocks):
+        for i, block in enumerate(visual.blocks):
             if i > 0:
                 deep = self._prompts(self.deep_prompt_embeddings[i - 1 : i], batch, x.dtype)
                 x = torch.cat([x[:, :1], deep, x[:, 1 + n_prompt :]], dim=1)
-            x = block(x) if batch_first else block(x.transpose(0, 1)).transpose(0, 1)
+            x = block(x) if visual.batch_first else block(x.transpose(0, 1)).transpose(0, 1)
 
         # Both norms act token by token, so normalising the class token alone is the same.
         pooled = visual.ln_post(self.prompt_norm(x[:, 0]))
         return pooled @ visual.proj
 
 
-def check_prompt_tunable(visual: nn.Module) -> None:
-    """Raise a clear error unless `visual` is a plain class-token open_clip VisionTransformer."""
+def check_prompt_tunable(visual: nn.Module) -> VisionTransformer:
+    """`visual` as the plain class-token open_clip VisionTransformer it must be; a clear error otherwise."""
     if not isinstance(visual, VisionTransformer):
         raise TypeError(
             f"visual prompt tuning needs an open_clip VisionTransformer image tower, "
@@ -93,3 +128,4 @@ def check_prompt_tunable(visual: nn.Module) -> None:
         raise TypeError("visual prompt tuning needs a ViT pooled by its class token (pool_type 'tok')")
     if visual.proj is None:
         raise TypeError("visual prompt tuning needs a ViT with an output projection (`proj`)")
+    return visual
