@@ -63,6 +63,16 @@ def photos() -> list[Photo]:
     return out
 
 
+@pytest.fixture
+def album(tmp_path, photos):
+    """The three photos as JPEG files in a folder."""
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for photo in photos:
+        photo.image.save(folder / f"{photo.name}.jpg")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def photo_files(photos, tmp_path_factory) -> list[str]:
     """The three photos saved as JPEG files, for uploads (paths as the app's upload handlers get them)."""

@@ -265,15 +265,6 @@ def test_a_cache_folder_that_is_a_file_is_refused_by_name(tmp_path):
         DiskCache(tmp_path / "file" / "below")
 
 
-@pytest.fixture
-def album(tmp_path, photos):
-    folder = tmp_path / "album"
-    folder.mkdir()
-    for photo in photos:
-        photo.image.save(folder / f"{photo.name}.jpg")
-    return folder
-
-
 @pytest.mark.parametrize("fill", [0.0, 1e30, np.nan, np.inf])
 def test_cache_rows_that_are_not_image_features_never_give_a_score(album, tmp_path, capsys, fill):
     cache = tmp_path / "cache"

@@ -24,15 +24,6 @@ def toy():
     unregister(NAME)
 
 
-@pytest.fixture
-def album(tmp_path, photos):
-    folder = tmp_path / "album"
-    folder.mkdir()
-    for photo in photos:
-        photo.image.save(folder / f"{photo.name}.png")
-    return folder
-
-
 def test_score_and_out_rank_by_the_toy(album, tmp_path, capsys):
     out = tmp_path / "scores.csv"
     assert main(["score", str(album), *TEST, "--method", "clipiqa,toy", "--out", str(out)]) == EXIT_OK
@@ -42,7 +33,7 @@ def test_score_and_out_rank_by_the_toy(album, tmp_path, capsys):
 
 
 def test_eval_scores_the_toy(album, tmp_path, capsys):
-    (album / "labels.csv").write_text("path,score\nastronaut.png,1\nchelsea.png,2\ncoffee.png,3\n")
+    (album / "labels.csv").write_text("path,score\nastronaut.jpg,1\nchelsea.jpg,2\ncoffee.jpg,3\n")
     assert main(["eval", "--dataset", "csv", "--root", str(album), *TEST, "--method", "toy"]) == EXIT_OK
     assert "TOY on csv (3 images): SRCC" in capsys.readouterr().out
 
