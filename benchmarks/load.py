@@ -128,7 +128,7 @@ def user_session(url: str, timings: Timings, photos: list[Path], edits: int) -> 
     timings.call(client, "/score", table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA")
     for edit in range(edits):
         table["data"][0][1] = f"a photo, edit {edit}"
-        timings.call(client, "/rescore", table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA")
+        timings.call(client, "/score", table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA")
 
 
 def run_sessions(url: str, count: int, photos: list[Path], edits: int) -> Timings:

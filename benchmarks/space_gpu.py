@@ -136,7 +136,7 @@ def drive(client: Client, photos: list[Path], counts: list[int], backbone: str, 
     edited["data"][0][1] = "a crisp photo"
     out = timed(
         "re-score after a prompt edit",
-        lambda: client.predict(edited, backbone, T_SCALE, default, 0.5, "CLIP-IQA", api_name="/rescore"),
+        lambda: client.predict(edited, backbone, T_SCALE, default, 0.5, "CLIP-IQA", api_name="/score"),
     )
     print(f"    {out[8].splitlines()[0]}")
     first = Path(photos[0]).name

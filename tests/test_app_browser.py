@@ -61,6 +61,10 @@ UNREADABLE_JS = """(chart) => {
             if (overlap(box(t), box(u))) found.push(`overlap: ${named(t)} / ${named(u)}`);
         }));
         for (const t of titles) if (label && overlap(box(t), box(label))) found.push(`overlap: ${named(t)} / label`);
+        const bar = plot.querySelector('.modebar-container');  // the toolbar, where shown: clear of every text
+        if (bar && bar.checkVisibility() && box(bar).width)
+            for (const t of [...titles, ...ticks, ...texts('.textpoint text')])
+                if (overlap(box(t), box(bar))) found.push(`overlap: ${named(t)} / toolbar`);
     }
     return found;
 }"""
@@ -155,12 +159,8 @@ def _choose(page, dropdown: str, option: str) -> None:
 
 
 def _tab(page, name: str) -> None:
-    """Open a tab, through the "More tabs" menu where a phone has no room for its button."""
-    tab = page.get_by_role("tab", name=name)
-    if not tab.is_visible():
-        page.click("button[aria-label='More tabs']")
-        tab = page.locator(f".overflow-dropdown button:text-is({name!r})")
-    tab.click()
+    """Open a tab: one tap on its button, on a phone too."""
+    page.get_by_role("tab", name=name).click()
 
 
 def _unreadable(page, chart: str) -> list[str]:
@@ -335,6 +335,51 @@ def test_phone_layout_shows_whole_scores_and_readable_charts(open_page):
     page.locator("#breakdown").screenshot(path=str(ARTIFACTS / "phone-breakdown.png"))
 
 
+# each header of a table whose text is cut (wider than its box) or broken onto a second line
+CUT_HEADERS_JS = """(table) => [...document.querySelectorAll(`${table} th .header`)]
+    .filter(h => h.scrollWidth > h.clientWidth + 1 || h.getBoundingClientRect().height > 24)
+    .map(h => h.textContent.trim())"""
+
+
+def test_a_phone_reaches_every_tab_in_one_tap_and_reads_every_header_whole(open_page):
+    page = open_page(viewport=PHONE)
+    tabs = page.get_by_role("tab")
+    assert [t.inner_text() for t in tabs.all() if t.is_visible()] == ["Score", "Prompt lab", "Adapt", "Filter", "About"]
+    assert page.locator("button[aria-label='More tabs']").is_hidden()
+    assert page.evaluate(CUT_HEADERS_JS, "#prompt-table") == []  # "weight", "status": never "we/ig/ht"
+    _add_examples(page)
+    assert page.evaluate(CUT_HEADERS_JS, "#ranking") == []
+    page.locator("#breakdown .nsewdrag").click()  # a finger on the chart: no toolbar over its title
+    assert page.locator("#breakdown .modebar-container").is_hidden()
+    _shot(page, "phone-tabs-and-tables")
+
+
+def test_each_edit_scores_once_and_warns_once(open_page):
+    """Enter in a cell sends the same input event twice; only one score request goes to the server."""
+    page = open_page()
+    config = page.evaluate("async () => (await (await fetch('config')).json()).dependencies")
+    scoring = {d["id"] for d in config if str(d.get("api_name")).startswith("score")}
+    _add_examples(page)
+    _wait_status(page, "with 5 pair(s)")
+    joins: list[int] = []
+    page.on(
+        "request",
+        lambda r: joins.append(r.post_data_json["fn_index"]) if "queue/join" in r.url else None,
+    )
+    for row in range(5):  # every weight 0, one cell at a time: the last edit leaves nothing to score
+        before = len(joins)
+        page.locator(f'#prompt-table [data-testid="cell-{row}-3"]').dblclick()
+        page.keyboard.press("Control+a")
+        page.keyboard.type("0")
+        page.keyboard.press("Enter")
+        page.wait_for_function("!document.body.innerText.includes('processing |')", timeout=TIMEOUT)
+        page.wait_for_timeout(500)
+        assert sum(fn in scoring for fn in joins[before:]) == 1, joins[before:]
+    _wait_status(page, "every enabled row has weight 0")
+    warnings = [t for t in page.locator(".toast-body").all_inner_texts() if "weight 0" in t]
+    assert len(warnings) == 1, warnings
+
+
 def test_every_chart_is_whole_and_readable_on_a_phone(open_page, tmp_path):
     """Every title, axis title, tick label, legend entry, annotation and value of every chart on
     every tab lies within the chart and the screen at 390 px, clear of the others."""
@@ -352,7 +397,7 @@ def test_every_chart_is_whole_and_readable_on_a_phone(open_page, tmp_path):
     whole("#side-by-side", "phone-side-by-side")
     _tab(page, "Filter")
     whole("#histogram", "phone-filter")
-    _tab(page, "Score and compare")
+    _tab(page, "Score")
     page.locator("#threshold input[type=range]").fill("1")  # redrawn in the hidden tab, its label at the edge
     _tab(page, "Filter")
     page.wait_for_function("document.querySelector('#histogram')?.textContent?.includes('threshold 1.000')")
@@ -360,7 +405,7 @@ def test_every_chart_is_whole_and_readable_on_a_phone(open_page, tmp_path):
     _tab(page, "Prompt lab")
     page.click("#lab-run")
     whole("#lab-chart", "phone-lab")
-    _tab(page, "Adapt GRMP-IQA")
+    _tab(page, "Adapt")
     page.click("#adapt-button")
     page.wait_for_function("document.body.innerText.includes('Done: ')", timeout=TIMEOUT)
     whole("#adapt-chart", "phone-adapt")
@@ -408,7 +453,7 @@ def test_screenshots_of_every_tab(open_page):
     assert _unreadable(page, "#lab-chart") == []
     _shot(page, "light-lab")
     page.click("#lab-use")
-    page.get_by_role("tab", name="Score and compare").click()
+    page.get_by_role("tab", name="Score").click()
     page.wait_for_function("document.querySelector('#preset input')?.value === 'custom'", timeout=TIMEOUT)
     page.wait_for_function(
         "!document.querySelector('#score-status')?.innerText?.includes('with 5 pair(s)')", timeout=TIMEOUT
@@ -416,7 +461,7 @@ def test_screenshots_of_every_tab(open_page):
     page.get_by_role("tab", name="Filter").click()
     assert _unreadable(page, "#histogram") == []
     _shot(page, "light-filter")
-    page.get_by_role("tab", name="Adapt GRMP-IQA").click()
+    page.get_by_role("tab", name="Adapt").click()
     page.click("#adapt-button")
     page.wait_for_function("document.body.innerText.includes('Done: ')", timeout=TIMEOUT)
     assert _unreadable(page, "#adapt-chart") == []

@@ -1,5 +1,6 @@
 """The running app, driven through gradio_client: one server, started offline on the test backbone."""
 
+import json
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -23,8 +24,8 @@ def client(server, photo_files):
 
 
 def _score(client, table, checkpoint="", method="CLIP-IQA", threshold=0.5):
-    """The score endpoint's outputs by name (a shown-or-hidden output comes back as an update)."""
-    out = client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, threshold, method, api_name="/score")
+    """The score endpoint's outputs by name."""
+    out = _plain(client.predict(table, "test-tiny-rn", T_SCALE, checkpoint, threshold, method, api_name="/score"))
     names = [
         "prompts",
         "ranking",
@@ -37,11 +38,14 @@ def _score(client, table, checkpoint="", method="CLIP-IQA", threshold=0.5):
         "status",
         "grmp_note",
     ]
-    return {name: _value(value) for name, value in zip(names, out)}
+    return dict(zip(names, out, strict=True))
 
 
-def _value(output):
-    return output["value"] if isinstance(output, dict) and output.get("__type__") == "update" else output
+def _plain(output):
+    """`output` once checked to hold no Gradio update dict at any depth: API clients get plain values."""
+    text = json.dumps(output, default=str)
+    assert '"__type__"' not in text, text[:300]
+    return output
 
 
 def test_startup_is_offline_and_the_page_warns_about_the_test_backbone(server):
@@ -60,8 +64,8 @@ def test_full_scoring_round_trip_then_rescore_from_cache(client):
     assert out["breakdown"]["type"] == "plotly" and out["scatter"] is None  # no GRMP-IQA: no empty scatter
     assert Path(out["csv"]).read_text().startswith("rank,name,clip_iqa,grmp_iqa,decision")
     table["data"][0][1] = "a stunning photo"
-    rescored = client.predict(table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", api_name="/rescore")
-    reranked, status = rescored[1], rescored[-2]
+    rescored = _score(client, table)
+    reranked, status = rescored["ranking"], rescored["status"]
     assert "0 image(s) encoded" in status
     assert [r[2] for r in reranked["data"]] != [r[2] for r in ranking["data"]]
 
@@ -88,15 +92,32 @@ def test_bad_input_is_reported_and_the_server_keeps_serving(client, server, tmp_
     assert len(_score(client, client.predict("pyiqa", api_name="/load_preset")[0])["ranking"]["data"]) == 3
 
 
+def test_the_api_is_one_plain_endpoint_per_action_and_the_page_events_are_not_in_it(client):
+    """API clients get plain values and files: the CSV a path, not `{'__type__': 'update', ...}`."""
+    endpoints = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/score", "/filter", "/zip_kept", "/add_photos", "/upload_checkpoint", "/adapt", "/share"} <= endpoints
+    assert not endpoints & {"/rescore", "/filter_method", "/quality_map_pair"}  # the page's own events
+    out = _score(client, client.predict("seed", api_name="/load_preset")[0])
+    assert isinstance(out["csv"], str) and Path(out["csv"]).read_text().startswith("rank,name,clip_iqa")
+    assert out["photo_pick"] == out["ranking"]["data"][0][-1]  # the photo shown: the best one
+    assert isinstance(out["breakdown"], dict) and out["breakdown"]["type"] == "plotly"
+    link = _plain(client.predict(*_share_args(out["prompts"]), api_name="/share"))
+    assert link.startswith("?share=")
+
+
+def _share_args(table):
+    return table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
+
+
 def test_filter_and_downloads(client):
     _score(client, client.predict("seed", api_name="/load_preset")[0])
-    kept, rejected, histogram, list_path, summary, kept_zip = map(
-        _value, client.predict(0.0, "CLIP-IQA", api_name="/filter")
+    kept, rejected, histogram, list_path, summary, kept_zip = _plain(
+        client.predict(0.0, "CLIP-IQA", api_name="/filter")
     )
     assert len(kept) == 3 and rejected == [] and summary.startswith("3 kept, 0 rejected")
     assert histogram["type"] == "plotly" and kept_zip is None
     assert [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]] == ["keep"] * 3
-    with zipfile.ZipFile(_value(client.predict(0.0, "CLIP-IQA", api_name="/zip_kept"))) as archive:
+    with zipfile.ZipFile(_plain(client.predict(0.0, "CLIP-IQA", api_name="/zip_kept"))) as archive:
         assert sorted(archive.namelist()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
 
 
@@ -109,12 +130,14 @@ def test_prompt_lab_and_adaptation_on_uploaded_labels(client, photo_files, tmp_p
         "uploaded photos + CSV", handle_file(str(csv)), files, table, "test-tiny-rn", T_SCALE, api_name="/prompt_lab"
     )
     assert len(lab["data"]) == 3 and "on 3 photos" in summary
-    chart, status, choices, download = client.predict(  # AdaptOutput without the session
-        "uploaded photos + CSV", handle_file(str(csv)), files, 1.0, 10, "test-tiny-rn", api_name="/adapt"
+    chart, status, checkpoint, download = _plain(  # AdaptOutput without the session
+        client.predict(
+            "uploaded photos + CSV", handle_file(str(csv)), files, 1.0, 10, "test-tiny-rn", api_name="/adapt"
+        )
     )
-    assert status.startswith("Done: 3 labelled photos") and len(_value(download)) == 2
-    assert choices["choices"][-1][0].startswith("seed-adapted-1")  # gradio_client returns the dropdown update
-    ranking = _score(client, table, checkpoint=choices["value"], method="GRMP-IQA")["ranking"]
+    assert status.startswith("Done: 3 labelled photos") and len(download) == 2 and Path(download[0]).is_file()
+    assert checkpoint.startswith("seed-adapted-1-")  # the new checkpoint's id, as /score takes it
+    ranking = _score(client, table, checkpoint=checkpoint, method="GRMP-IQA")["ranking"]
     assert all(row[3] != "" for row in ranking["data"])
 
 
@@ -122,18 +145,18 @@ def test_quality_map_of_the_chosen_photo_and_a_clear_message_when_too_small(clie
     table = client.predict("seed", api_name="/load_preset")[0]
     _score(client, table)
     overall = "overall (weighted mean of the pairs)"
-    pairs, figure, status = client.predict(
-        table, "test-tiny-rn", T_SCALE, "astronaut.jpg", overall, api_name="/quality_map"
+    pairs, figure, status = _plain(
+        client.predict(table, "test-tiny-rn", T_SCALE, "astronaut.jpg", overall, api_name="/quality_map")
     )
-    assert _value(figure)["type"] == "plotly" and status.startswith("Quality map of astronaut.jpg")
-    assert _value(pairs) == overall and "Quality map of astronaut.jpg" in _value(figure)["plot"]
+    assert figure["type"] == "plotly" and status.startswith("Quality map of astronaut.jpg")
+    assert pairs == overall and "Quality map of astronaut.jpg" in figure["plot"]
     sharp = "a sharp photo / a blurry photo"
     pairs, figure, status = client.predict(
-        table, "test-tiny-rn", T_SCALE, "astronaut.jpg", sharp, api_name="/quality_map_pair"
+        table, "test-tiny-rn", T_SCALE, "astronaut.jpg", sharp, api_name="/quality_map"
     )
-    assert _value(pairs) == sharp and "p(a sharp photo)" in status
+    assert pairs == sharp and "p(a sharp photo)" in status
     _, figure, status = client.predict(table, "test-tiny-rn", T_SCALE, "chelsea.jpg", overall, api_name="/quality_map")
-    assert _value(figure) is None and "No quality map" in status and "128 px" in status  # 160x106 px
+    assert figure is None and "No quality map" in status and "128 px" in status  # 160x106 px
 
 
 def test_the_server_log_names_the_weights_device_and_precision(tmp_path):

@@ -259,8 +259,8 @@ def test_served_hostile_checkpoints(client, case, tmp_path):
     with pytest.raises(AppError, match=case.message):
         client.predict([handle_file(str(p)) for p in case.make(tmp_path)], api_name="/upload_checkpoint")
     tensors, json_path = good_checkpoint(tmp_path / "good")
-    choices = client.predict([handle_file(str(json_path)), handle_file(str(tensors))], api_name="/upload_checkpoint")
-    ranking = _served_score(client, checkpoint=choices["value"], method="GRMP-IQA")[1]
+    chosen = client.predict([handle_file(str(json_path)), handle_file(str(tensors))], api_name="/upload_checkpoint")
+    ranking = _served_score(client, checkpoint=chosen, method="GRMP-IQA")[1]  # the id, a plain value
     assert all(row[3] != "" for row in ranking["data"])
 
 
@@ -279,8 +279,9 @@ def test_served_zero_weight_sum_and_unknown_choices(client):
     assert out[1]["data"] == [] and any(isinstance(v, str) and re.search(ZERO_WEIGHTS_MESSAGE, v) for v in out)
     with pytest.raises(AppError, match="not in the list of choices"):
         client.predict(table, "ViT-bigG-14", T_SCALE, "", 0.5, "CLIP-IQA", api_name="/score")
-    with pytest.raises(AppError, match="not in the list of choices"):
-        _served_score(client, checkpoint="/etc/passwd")
+    # a checkpoint is chosen by its id among the session's own: a path is no id, so nothing is loaded
+    ranking = _served_score(client, checkpoint="/etc/passwd", method="GRMP-IQA")[1]
+    assert len(ranking["data"]) == 3 and all(row[3] == "" for row in ranking["data"])
     assert len(_served_score(client)[1]["data"]) == 3
 
 

@@ -1,4 +1,4 @@
-"""The Adapt GRMP-IQA tab: few-shot adaptation of the seed variant in the browser, with a live chart."""
+"""The Adapt tab: few-shot adaptation of the seed variant in the browser, with a live chart."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gradio as gr
 from starlette.middleware import Middleware
@@ -34,6 +34,7 @@ from iqa.app.outputs import (
     TableNameOutput,
     ZipOutput,
     as_outputs,
+    as_values,
 )
 from iqa.app.photo_panel import PhotoHandlers
 from iqa.app.score_tab import build_score_tab
@@ -59,16 +60,17 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
         gr.Markdown("# Photo quality with CLIP: CLIP-IQA and GRMP-IQA")
         build_decision_bar(ui)
         with gr.Tabs():
-            with gr.Tab("Score and compare", id="score"):
+            with gr.Tab("Score", id="score"):
                 build_score_tab(models, ui)
             with gr.Tab("Prompt lab", id="lab"):
                 build_lab_tab(models, ui)
-            with gr.Tab("Adapt GRMP-IQA", id="adapt"):
+            with gr.Tab("Adapt", id="adapt"):
                 build_adapt_tab(models, ui)
             with gr.Tab("Filter", id="filter"):
                 build_filter_tab(models, ui)
             with gr.Tab("About", id="about"):
                 build_about_tab(models)
+        expose_api(h, ui)  # first: the endpoints get their names before the page's events take theirs
         wire(h, ui)
         demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private").then(
             h.share_link, share_inputs(ui), ui["share_link"], api_visibility="private"
@@ -82,30 +84,19 @@ def share_inputs(ui: dict) -> list:
 
 
 def wire(h: Handlers, ui: dict) -> None:
-    """Every event: what it reads, which handler runs, and the typed outputs it fills.
+    """Every event of the page: what it reads, which handler runs, and the typed outputs it fills.
 
     Every change of what the results depend on (photos, any table edit, a preset, a file, a setting,
     a checkpoint) re-scores, then re-filters; a new threshold or method re-filters and re-ranks.
+    The page's events are private: API clients call `expose_api`'s endpoints, which return plain values.
     """
     session, prompts, threshold, method = ui["session"], ui["prompts"], ui["threshold"], ui["method"]
-    score_inputs = [
-        session,
-        prompts,
-        ui["backbone"],
-        ui["temperature"],
-        ui["checkpoint"],
-        threshold,
-        method,
-        ui["photo_pick"],
-        ui["compare_pick"],
-    ]
+    score_inputs, filter_inputs = _score_inputs(ui), [session, threshold, method]
     score_outputs = ScoreOutput.components(ui)
-    filter_inputs = [session, threshold, method]
     score, filter_ = as_outputs(h.score), as_outputs(h.filter)
     private: dict = {"api_visibility": "private"}
 
-    map_inputs = [session, prompts, ui["backbone"], ui["temperature"], ui["photo_pick"], ui["map_pair"]]
-    map_outputs = MapOutput.components(ui)
+    map_inputs, map_outputs = _map_inputs(ui), MapOutput.components(ui)
     redraw_map = as_outputs(h.refresh_map)
 
     def follow_map(event):
@@ -126,31 +117,30 @@ def wire(h: Handlers, ui: dict) -> None:
 
     # a typed threshold is put in range and rounded in the box first: the box shows the value used
     shown = threshold.input(None, threshold, threshold, js=THRESHOLD_JS, **private)
-    for event, name in ((shown.then, "filter"), (method.input, "filter_method")):
-        event(filter_, filter_inputs, FilterOutput.components(ui), api_name=name, trigger_mode="always_last").then(
+    for event in (shown.then, method.input):
+        event(filter_, filter_inputs, FilterOutput.components(ui), trigger_mode="always_last", **private).then(
             as_outputs(h.rerank), filter_inputs, RankOutput.components(ui), **private
         )
-    ui["make_zip"].click(as_outputs(h.zip_kept), filter_inputs, ZipOutput.components(ui), api_name="zip_kept")
-    refilter(ui["score"].click(score, score_inputs, score_outputs, api_name="score"))
+    ui["make_zip"].click(as_outputs(h.zip_kept), filter_inputs, ZipOutput.components(ui), **private)
+    refilter(ui["score"].click(score, score_inputs, score_outputs, **private))
 
     photo_outputs = PhotosOutput.components(ui)
-    rescore(ui["files"].upload(as_outputs(h.add_photos), [ui["files"], session], photo_outputs, api_name="add_photos"))
-    rescore(ui["examples"].click(as_outputs(h.add_examples), [session], photo_outputs, api_name="add_examples"))
+    rescore(ui["files"].upload(as_outputs(h.add_photos), [ui["files"], session], photo_outputs, **private))
+    rescore(ui["examples"].click(as_outputs(h.add_examples), [session], photo_outputs, **private))
     clear_outputs = [[session, prompts], score_outputs]
     cleared_outputs = ClearedOutput.components(ui)
-    cleared = ui["clear"].click(as_outputs(h.clear_photos), [session], cleared_outputs, api_name="clear_photos")
-    refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
-    cleared = ui["files"].clear(as_outputs(h.clear_photos), [session], cleared_outputs, **private)
-    refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
+    for cleared in (
+        ui["clear"].click(as_outputs(h.clear_photos), [session], cleared_outputs, **private),
+        ui["files"].clear(as_outputs(h.clear_photos), [session], cleared_outputs, **private),
+    ):
+        refilter(cleared.then(as_outputs(h.clear_results), *clear_outputs, **private))
     rescore(ui["files"].delete(as_outputs(h.remove_upload), [session], photo_outputs, **private))
 
     preset_outputs = PresetOutput.components(ui)
-    rescore(
-        ui["preset"].input(as_outputs(h.choose_preset), [ui["preset"], session], preset_outputs, api_name="load_preset")
-    )
-    edited(ui["prompt_file"].upload(h.load_prompts, ui["prompt_file"], prompts, api_name="load_prompts"))
-    refilter(prompts.input(score, score_inputs, score_outputs, api_name="rescore", trigger_mode="always_last"))
-    prompts.input(as_outputs(h.table_changed), [prompts, session], TableNameOutput.components(ui), **private)
+    rescore(ui["preset"].input(as_outputs(h.choose_preset), [ui["preset"], session], preset_outputs, **private))
+    edited(ui["prompt_file"].upload(h.load_prompts, ui["prompt_file"], prompts, **private))
+    once = prompts.input(None, prompts, None, js=SAME_EDIT_JS, **private)
+    rescore(once.success(as_outputs(h.table_changed), [prompts, session], TableNameOutput.components(ui), **private))
     for setting in (ui["backbone"], ui["temperature"]):
         refilter(setting.input(score, score_inputs, score_outputs, trigger_mode="always_last", **private))
     # .change, not .input: an uploaded or adapted checkpoint is chosen by the server, and re-scores too
@@ -158,55 +148,101 @@ def wire(h: Handlers, ui: dict) -> None:
 
     row_number = ui["row_number"]
     prompts.select(h.select_row, None, row_number, **private)
-    edited(ui["add"].click(h.add_row, prompts, prompts, api_name="add_row"))
-    edited(ui["delete"].click(h.delete_row, [prompts, row_number], prompts, api_name="delete_row"))
-    for button, handler, name in ((ui["up"], h.row_up, "row_up"), (ui["down"], h.row_down, "row_down")):
-        edited(button.click(as_outputs(handler), [prompts, row_number], RowOutput.components(ui), api_name=name))
-    ui["save"].click(h.save_prompts, [prompts, session], ui["saved_prompts"], api_name="save_prompts")
+    edited(ui["add"].click(h.add_row, prompts, prompts, **private))
+    edited(ui["delete"].click(h.delete_row, [prompts, row_number], prompts, **private))
+    for button, handler in ((ui["up"], h.row_up), (ui["down"], h.row_down)):
+        edited(button.click(as_outputs(handler), [prompts, row_number], RowOutput.components(ui), **private))
+    ui["save"].click(h.save_prompts, [prompts, session], ui["saved_prompts"], **private)
     ui["upload_ckpt"].upload(
-        as_outputs(h.upload_checkpoint),
-        [ui["upload_ckpt"], session],
-        CheckpointOutput.components(ui),
-        api_name="upload_checkpoint",
+        as_outputs(h.upload_checkpoint), [ui["upload_ckpt"], session], CheckpointOutput.components(ui), **private
     )
 
     pick_inputs = [session, ui["photo_pick"], ui["compare_pick"]]
-    follow_map(
-        ui["photo_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), api_name="breakdown")
-    )
+    follow_map(ui["photo_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), **private))
     ui["compare_pick"].input(as_outputs(h.show_photo), pick_inputs, PickOutput.components(ui), **private)
     follow_map(
         ui["ranking"].select(
             as_outputs(h.pick_ranked), [session, ui["compare_pick"]], PickOutput.components(ui), **private
         )
     )
-    ui["map_draw"].click(as_outputs(h.draw_map), map_inputs, map_outputs, api_name="quality_map")
-    ui["map_pair"].input(redraw_map, map_inputs, map_outputs, trigger_mode="always_last", api_name="quality_map_pair")
+    ui["map_draw"].click(as_outputs(h.draw_map), map_inputs, map_outputs, **private)
+    ui["map_pair"].input(redraw_map, map_inputs, map_outputs, trigger_mode="always_last", **private)
 
     link_inputs = share_inputs(ui)
     # the link follows every change, the server's included; the threshold's once it is put in range
-    changes = [c.change for c in link_inputs if c is not threshold] + [shown.then]
-    for i, event in enumerate(changes):
-        api = {"api_name": "share"} if i == 0 else private
-        event(h.share_link, link_inputs, ui["share_link"], trigger_mode="always_last", **api).then(
+    for event in [c.change for c in link_inputs if c is not threshold] + [shown.then]:
+        event(h.share_link, link_inputs, ui["share_link"], trigger_mode="always_last", **private).then(
             None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, **private
         )
 
-    lab_inputs = [ui["lab_source"], ui["lab_csv"], ui["lab_files"], prompts, ui["backbone"], ui["temperature"]]
-    ui["lab_run"].click(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), api_name="prompt_lab")
+    lab_inputs = _lab_inputs(ui)
+    ui["lab_run"].click(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
     used = ui["lab_use"].click(
-        as_outputs(h.use_lab_pairs), [ui["lab_table"], session], PresetOutput.components(ui), api_name="use_pairs"
+        as_outputs(h.use_lab_pairs), [ui["lab_table"], session], PresetOutput.components(ui), **private
     )
     rescore(used)
     # the lab's figures follow the table it now fills: ranked again, the chosen pairs marked on
     used.success(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
-    ui["adapt_run"].click(
-        as_outputs(h.adapt),
-        [ui["adapt_source"], ui["adapt_csv"], ui["adapt_files"], ui["lam"], ui["steps"], ui["backbone"], session],
-        AdaptOutput.components(ui),
-        api_name="adapt",
-    )
+    ui["adapt_run"].click(as_outputs(h.adapt), _adapt_inputs(ui), AdaptOutput.components(ui), **private)
 
+
+def _score_inputs(ui: dict) -> list:
+    names = ("session", "prompts", "backbone", "temperature", "checkpoint", "threshold", "method")
+    return [ui[name] for name in (*names, "photo_pick", "compare_pick")]
+
+
+def _map_inputs(ui: dict) -> list:
+    return [ui[name] for name in ("session", "prompts", "backbone", "temperature", "photo_pick", "map_pair")]
+
+
+def _lab_inputs(ui: dict) -> list:
+    return [ui[name] for name in ("lab_source", "lab_csv", "lab_files", "prompts", "backbone", "temperature")]
+
+
+def _adapt_inputs(ui: dict) -> list:
+    return [ui[name] for name in ("adapt_source", "adapt_csv", "adapt_files", "lam", "steps", "backbone", "session")]
+
+
+def expose_api(h: Handlers, ui: dict) -> None:
+    """The API: one endpoint per action, each returning plain values and files (never a visibility or
+    choices update), with no trigger on the page. A client's session holds its photos and checkpoints
+    between calls, as a page's does; results follow only the calls a client makes (no chained re-score)."""
+    session = ui["session"]
+    endpoints: list[tuple[str, Callable, list, list]] = [
+        ("add_photos", h.add_photos, [ui["files"], session], PhotosOutput.api_components(ui)),
+        ("add_examples", h.add_examples, [session], PhotosOutput.api_components(ui)),
+        ("clear_photos", h.clear_photos, [session], ClearedOutput.api_components(ui)),
+        ("load_preset", h.choose_preset, [ui["preset"], session], PresetOutput.api_components(ui)),
+        ("load_prompts", h.load_prompts, [ui["prompt_file"]], [ui["prompts"]]),
+        ("add_row", h.add_row, [ui["prompts"]], [ui["prompts"]]),
+        ("delete_row", h.delete_row, [ui["prompts"], ui["row_number"]], [ui["prompts"]]),
+        ("row_up", h.row_up, [ui["prompts"], ui["row_number"]], RowOutput.api_components(ui)),
+        ("row_down", h.row_down, [ui["prompts"], ui["row_number"]], RowOutput.api_components(ui)),
+        ("save_prompts", h.save_prompts, [ui["prompts"], session], [ui["saved_prompts"]]),
+        ("upload_checkpoint", h.upload_checkpoint, [ui["upload_ckpt"], session], CheckpointOutput.api_components(ui)),
+        ("score", h.score, _score_inputs(ui), ScoreOutput.api_components(ui)),
+        ("breakdown", h.show_photo, [session, ui["photo_pick"], ui["compare_pick"]], PickOutput.api_components(ui)),
+        ("quality_map", h.draw_map, _map_inputs(ui), MapOutput.api_components(ui)),
+        ("filter", h.filter, [session, ui["threshold"], ui["method"]], FilterOutput.api_components(ui)),
+        ("zip_kept", h.zip_kept, [session, ui["threshold"], ui["method"]], ZipOutput.api_components(ui)),
+        ("share", h.share_link, share_inputs(ui), [ui["share_link"]]),
+        ("prompt_lab", h.run_lab, _lab_inputs(ui), LabOutput.api_components(ui)),
+        ("use_pairs", h.use_lab_pairs, [ui["lab_table"], session], PresetOutput.api_components(ui)),
+        ("adapt", h.adapt, _adapt_inputs(ui), AdaptOutput.api_components(ui)),
+    ]
+    for name, handler, inputs, outputs in endpoints:
+        gr.on([], as_values(handler), inputs, outputs, api_name=name)
+
+
+# Enter in a table cell sends the same input event twice (gradio 6.31): the second (the same table
+# within half a second) is stopped in the browser, so that each edit scores once and warns once
+SAME_EDIT_JS = """(table) => {
+    const key = JSON.stringify(table), now = Date.now();
+    if (key === window.lastEdit && now - window.lastEditAt < 500) throw new Error('the same edit again');
+    window.lastEdit = key;
+    window.lastEditAt = now;
+    return table;
+}"""
 
 # the threshold as used: within [0, 1], with the page's three decimals (DIGITS)
 THRESHOLD_JS = "(t) => Math.min(1, Math.max(0, Math.round(Number(t) * 1000) / 1000 || 0))"

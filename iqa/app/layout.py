@@ -28,9 +28,17 @@ CSS = """
 #ranking .cell-wrap {padding-left: 4px !important; padding-right: 4px !important;}
 #ranking .header-content {gap: 0 !important;}
 #ranking .cell-menu-button {display: none;}  /* the ranking has its order; the menu only cut the headers */
+#prompt-table .header {white-space: nowrap; word-break: keep-all; overflow-wrap: normal;}  /* never "we/ig/ht" */
+#prompt-table .header-content {gap: 4px !important;}
 @media (max-width: 640px) {
   .gradio-container {padding: 4px !important;}
-  #ranking .header-cell {font-size: 12px !important;}
+  #ranking .header-cell, #prompt-table .header-cell {font-size: 12px !important;}
+  #prompt-table .cell-menu-button {display: none;}
+  #prompt-table .cell-wrap {padding-left: 4px !important; padding-right: 4px !important;}
+  /* every tab's button in one row (the menu hid four of five behind "..."); Gradio counts what fits */
+  .tab-container button {padding: 4px 7px !important; font-size: 13px !important;}
+  /* a finger cannot hover: the toolbar would stay over the chart's title and labels */
+  .js-plotly-plot .modebar-container {display: none !important;}
 }
 """
 

@@ -1,7 +1,8 @@
 """Typed handler results: each field is named after the component it fills.
 
 A handler returns one of these; `outputs()` is the list Gradio gets, and `components(ui)` the
-matching output components, by field name, so the two can never drift apart.
+matching output components, by field name, so the two can never drift apart. The API's endpoints
+get `values()` instead (`api_components(ui)`): plain values and files, never Gradio's update dicts.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ class Outputs:
     """Base of the typed results (dataclasses).
 
     Fields named in `HIDDEN_WHEN_EMPTY` (downloads, charts) hold plain values here and are hidden
-    on the page while they are None, so the page shows no empty boxes.
+    on the page while they are None, so the page shows no empty boxes. Fields named in `PAGE_ONLY`
+    (a button's visibility) mean nothing to an API client and are left out of its values.
     """
 
     HIDDEN_WHEN_EMPTY: ClassVar[tuple[str, ...]] = ()
+    PAGE_ONLY: ClassVar[tuple[str, ...]] = ()
 
     def outputs(self) -> list[Any]:
         values = []
@@ -34,9 +37,24 @@ class Outputs:
             values.append(value)
         return values
 
+    def values(self) -> list[Any]:
+        """What an API client gets: each field's plain value (a dropdown update's chosen value)."""
+        return [_plain(getattr(self, f.name)) for f in fields(self) if f.name not in self.PAGE_ONLY]  # type: ignore[arg-type]
+
     @classmethod
     def components(cls, ui: Mapping[str, Any]) -> list[Any]:
         return [ui[f.name] for f in fields(cls)]  # type: ignore[arg-type]
+
+    @classmethod
+    def api_components(cls, ui: Mapping[str, Any]) -> list[Any]:
+        return [ui[f.name] for f in fields(cls) if f.name not in cls.PAGE_ONLY]  # type: ignore[arg-type]
+
+
+def _plain(value: Any) -> Any:
+    """An update dict's value (None when it changes no value); anything else as it is."""
+    if isinstance(value, dict) and value.get("__type__") == "update":
+        return value.get("value")
+    return value
 
 
 @dataclass
@@ -144,6 +162,7 @@ class CheckpointOutput(Outputs):
 @dataclass
 class FilterOutput(Outputs):
     HIDDEN_WHEN_EMPTY = ("histogram", "filter_list", "kept_zip")
+    PAGE_ONLY = ("make_zip",)
     kept: Any  # the gallery's photos, or an update that also names why it is empty
     rejected: list[tuple[str, str]]
     histogram: Any
@@ -183,15 +202,25 @@ class AdaptOutput(Outputs):
 
 
 def as_outputs(handler: Callable) -> Callable:
-    """`handler` for Gradio: its `Outputs` turned into the list of values (generators too).
+    """`handler` for the page's events: its `Outputs` turned into the list of values (generators too)."""
+    return _converted(handler, Outputs.outputs)
+
+
+def as_values(handler: Callable) -> Callable:
+    """`handler` for an API endpoint: its `Outputs` turned into plain values (generators too)."""
+    return _converted(handler, Outputs.values)
+
+
+def _converted(handler: Callable, listed: Callable[[Outputs], list[Any]]) -> Callable:
+    """`handler` returning `listed(result)` for its `Outputs`.
 
     `functools.wraps` keeps the signature Gradio reads for `gr.Progress` and `gr.SelectData`.
     """
 
     def convert(value):
         if not isinstance(value, Outputs):
-            return value
-        values = value.outputs()
+            return _plain(value) if listed is Outputs.values else value
+        values = listed(value)
         return values[0] if len(values) == 1 else values  # Gradio takes one output's value alone
 
     if inspect.isgeneratorfunction(handler):

@@ -1,4 +1,4 @@
-"""The first tab, "Score and compare": photos and prompt table in, ranking, breakdown, scatter and CSV out."""
+"""The first tab, "Score": photos and prompt table in, ranking, breakdown, scatter and CSV out."""
 
 from __future__ import annotations
 
@@ -40,6 +40,10 @@ def rank_columns() -> list[str]:
     them without scrolling sideways."""
     return ["#", "photo", *registry.names(), "decision", "name"]
 
+
+# dropdowns whose choices are the session's own (its photos, pairs, checkpoints): an API client sends
+# their values without the page's per-session choices, and the handlers check them themselves
+SESSION_CHOICES: dict = {"allow_custom_value": True}
 
 MAP_OVERALL = "overall (weighted mean of the pairs)"
 MAP_HOW_TO = (
@@ -420,6 +424,7 @@ def build_score_tab(models: Models, ui: dict) -> None:
                 value=models.default_checkpoint,
                 label="GRMP-IQA checkpoint",
                 elem_id="checkpoint",
+                **SESSION_CHOICES,
             )
             ui["upload_ckpt"] = gr.UploadButton(
                 "Upload GRMP-IQA checkpoint (.json + .safetensors)",
@@ -445,14 +450,19 @@ def build_score_tab(models: Models, ui: dict) -> None:
     with gr.Row():
         with gr.Column(min_width=300):
             ui["photo_pick"] = gr.Dropdown(
-                [], label="Breakdown for photo (or click a ranking row)", elem_id="photo-pick"
+                [],
+                label="Breakdown for photo (or click a ranking row)",
+                elem_id="photo-pick",
+                **SESSION_CHOICES,
             )
             ui["breakdown"] = gr.Plot(label="What the scores are made of", elem_id="breakdown", visible=False)
         with gr.Column(min_width=300):
             ui["scatter"] = gr.Plot(label="CLIP-IQA against GRMP-IQA", elem_id="scatter", visible=False)
             build_map_panel(ui)  # beside the breakdown (below it on a phone)
     with gr.Accordion("Side by side: two photos' breakdowns mirrored", open=False, elem_id="side-accordion"):
-        ui["compare_pick"] = gr.Dropdown([], label="Beside it (the photo above is on the left)", elem_id="compare-pick")
+        ui["compare_pick"] = gr.Dropdown(
+            [], label="Beside it (the photo above is on the left)", elem_id="compare-pick", **SESSION_CHOICES
+        )
         ui["side_by_side"] = gr.Plot(label="Side by side", elem_id="side-by-side", visible=False)
     ui["results_csv"] = gr.File(label="Download results (CSV)", interactive=False, height=60, visible=False)
     ui["share_link"] = gr.Textbox(
@@ -469,7 +479,13 @@ def build_map_panel(ui: dict) -> None:
         gr.Markdown(MAP_HOW_TO, elem_classes=["how-to"])
         with gr.Row():
             ui["map_pair"] = gr.Dropdown(
-                [MAP_OVERALL], value=MAP_OVERALL, label="Map of", elem_id="map-pair", scale=3, min_width=200
+                [MAP_OVERALL],
+                value=MAP_OVERALL,
+                label="Map of",
+                elem_id="map-pair",
+                scale=3,
+                min_width=200,
+                **SESSION_CHOICES,
             )
             ui["map_draw"] = gr.Button("Show where in the photo", elem_id="map-button", scale=1, min_width=160)
         ui["map_status"] = gr.Markdown(elem_id="map-status")

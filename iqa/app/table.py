@@ -191,7 +191,7 @@ def build_prompt_panel(ui: dict) -> None:
         static_columns=[4],
         elem_id="prompt-table",
         wrap=True,
-        column_widths=["9%", "31%", "31%", "11%", "18%"],
+        column_widths=["13%", "25%", "25%", "16%", "21%"],  # "weight" and "status" whole on a phone
     )
     with gr.Row():
         ui["preset"] = gr.Dropdown(
