@@ -5,6 +5,7 @@ import csv as csv_module
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
 from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET
 from iqa.app.models import CheckpointRef, Models
-from iqa.app.outputs import ScoreOutput
+from iqa.app.outputs import FilterOutput, ScoreOutput, as_outputs, as_values
 from iqa.app.session import Session
 from iqa.app.share import encode_share
 from iqa.app.table import PROMPT_COLUMNS, parse_table
@@ -246,6 +247,10 @@ def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_p
     assert "GRMP-IQA (seed)" in out.status
     assert out.grmp_note == ""  # "no GRMP-IQA model loaded" is no longer true
     assert "No GRMP-IQA model loaded" in score(handlers, session, handlers.load_preset("seed")).grmp_note
+    about = handlers.loaded(session)  # the About tab: what was loaded at start, then the session's own
+    assert "This session's own GRMP-IQA checkpoints** (first tab, Settings): tiny-seed (uploaded)." in about
+    assert "No GRMP-IQA model loaded" not in about and "GRMP-IQA checkpoints: none." in about
+    assert "No GRMP-IQA model loaded" in handlers.loaded(Session())
 
 
 def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monkeypatch):
@@ -411,6 +416,18 @@ def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session
     assert str(tmp_path) not in saved and "/" not in str(json.loads(saved)["config"]["training"]["train_images"])
     ranking = score(handlers, session, handlers.load_preset("seed"), checkpoint=stem, method="GRMP-IQA").ranking
     assert ranking["GRMP-IQA"].ne("").all()
+
+
+def test_stop_ends_a_running_adaptation_at_its_next_step_and_says_nothing_was_saved(handlers, session):
+    updates = handlers.adapt(BUNDLED_SET, None, None, 1.0, 2000, "test-tiny-rn", session)
+    first = next(updates)  # drawn at the first step: the adaptation runs
+    assert first.adapt_status.startswith("Step ")
+    handlers.stop_adapting(session)
+    last = list(updates)[-1]
+    assert re.match(r"Stopped at step \d+ of 2000: no checkpoint was saved", last.adapt_status), last.adapt_status
+    assert last.adapt_download is None and not session.checkpoints
+    again = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))[-1]  # Stop is not kept
+    assert again.adapt_status.startswith("Done: ")
 
 
 def test_another_backbone_loads_once_and_scores(handlers, session):
@@ -717,3 +734,10 @@ def test_each_notice_once_and_a_clear_word_on_an_empty_table(handlers, capsys):
     empty = pd.DataFrame(columns=PROMPT_COLUMNS)
     with pytest.raises(gr.Error, match="the prompt table has no rows: add one first"):
         handlers.delete_row(empty, 1)
+
+
+def test_a_page_event_gets_visibility_updates_and_an_api_client_plain_values():
+    out = FilterOutput([], [], None, "list.csv", "1 kept", make_zip=True)
+    page, api = as_outputs(lambda: out)(), as_values(lambda: out)()
+    assert page[-1] == gr.update(visible=True) and page[2] == gr.update(value=None, visible=False)
+    assert api == [[], [], None, "list.csv", "1 kept", None]  # no update dict, no page-only field

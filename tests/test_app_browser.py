@@ -6,6 +6,7 @@ person to look at.
 """
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from hostile_app import good_checkpoint
 
 from iqa.app.share import decode_share
+from iqa.report import charts
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
@@ -55,8 +57,12 @@ UNREADABLE_JS = """(chart) => {
         const ticks = texts('.xtick text, .ytick text, .y2tick text, .cbaxis text');
         for (const t of [...titles, ...ticks, ...texts('.bartext')])
             if (!within(box(t), shown)) found.push(`cut: ${named(t)}`);
-        for (const t of texts('.textpoint text'))
+        const names = texts('.textpoint text');
+        for (const t of names)
             if (!within(box(t), box(plot.querySelector('.nsewdrag')))) found.push(`cut: ${named(t)}`);
+        names.forEach((t, i) => names.slice(i + 1).forEach(u => {
+            if (overlap(box(t), box(u))) found.push(`overlap: ${named(t)} / ${named(u)}`);
+        }));
         titles.forEach((t, i) => [...titles.slice(i + 1), ...ticks].forEach(u => {
             if (overlap(box(t), box(u))) found.push(`overlap: ${named(t)} / ${named(u)}`);
         }));
@@ -392,7 +398,9 @@ def test_every_chart_is_whole_and_readable_on_a_phone(open_page, tmp_path):
         page.locator(chart).screenshot(path=str(ARTIFACTS / f"{shot}.png"))
 
     whole("#breakdown", "phone-breakdown-grmp")
-    whole("#scatter", "phone-scatter")
+    whole("#scatter", "phone-scatter")  # no name over another: they are placed for this plot area or larger
+    area = page.locator("#scatter .nsewdrag").bounding_box()
+    assert area["width"] >= charts.PLOT_AREA_PX[0] and area["height"] >= charts.PLOT_AREA_PX[1], area
     page.click("text=Side by side: two photos")  # drawn as the accordion opens: it fits the phone all the same
     whole("#side-by-side", "phone-side-by-side")
     _tab(page, "Filter")
@@ -631,3 +639,101 @@ def test_the_prompt_lab_follows_the_table_after_use_the_best_pairs(open_page):
         timeout=TIMEOUT,
     )
     assert "average" in page.inner_text("#lab-summary")
+
+
+# A Gradio table's cells as rows of texts (cells are `data-testid="cell-ROW-COL"`).
+TABLE_ROWS_JS = """(table) => {
+    const rows = [];
+    for (const cell of document.querySelectorAll(`${table} [data-testid^=cell-]`)) {
+        const [, row, col] = cell.getAttribute('data-testid').match(/^cell-(\\d+)-(\\d+)$/) || [];
+        if (row === undefined) continue;
+        (rows[Number(row)] ||= [])[Number(col)] = cell.innerText.trim();
+    }
+    return rows.filter(Boolean);
+}"""
+
+
+def test_the_lab_calibrates_the_filter_and_its_threshold_sets_the_bar(open_page):
+    page = open_page()
+    _add_examples(page)
+    _tab(page, "Prompt lab")
+    page.click("#cal-target label:has-text('best F1')")
+    page.click("#cal-run")
+    page.wait_for_function(
+        "document.querySelector('#cal-summary')?.innerText?.includes('(64 photos: 40 reject, 24 keep)')",
+        timeout=TIMEOUT,
+    )
+    page.wait_for_selector("#cal-roc .main-svg .xtick", timeout=TIMEOUT)
+    page.wait_for_selector("#cal-pr .main-svg .xtick", timeout=TIMEOUT)
+    summary = page.inner_text("#cal-summary")
+    threshold = page.locator("#cal-threshold input").input_value()
+    assert f"Threshold {float(threshold):g}" in summary and "rejects" in summary and "good ones" in summary
+    mistakes = page.locator("#cal-false-keeps img, #cal-false-rejects img").count()
+    assert mistakes > 0 or "loses 0 of 24 good ones" in summary  # a mistake of some kind is shown
+    _shot(page, "light-lab-calibration")
+    page.click("#cal-use")
+    page.wait_for_function(
+        f"Number(document.querySelector('#threshold input[type=number]')?.value) === {float(threshold)}",
+        timeout=TIMEOUT,
+    )
+    page.get_by_role("tab", name="Filter").click()
+    page.wait_for_function(
+        f"document.querySelector('#filter-summary')?.innerText?.includes('>= {float(threshold):.3f}')",
+        timeout=TIMEOUT,
+    )
+    box = page.locator("#share-link textarea, #share-link input").first
+    page.wait_for_function(
+        "() => document.querySelector('#share-link textarea, #share-link input')?.value?.includes('?share=')",
+        timeout=TIMEOUT,
+    )
+    for _ in range(100):  # the link follows the threshold set from the lab
+        if decode_share(box.input_value().split("?share=")[1]).get("threshold") == float(threshold):
+            break
+        page.wait_for_timeout(300)
+    assert decode_share(box.input_value().split("?share=")[1]).get("threshold") == float(threshold)
+    assert _no_error_badges(page) == []
+
+
+def test_the_lab_searches_pairs_and_puts_them_in_the_prompt_table(open_page):
+    page = open_page()
+    _tab(page, "Prompt lab")
+    page.fill("#search-words textarea", "sunny / rainy")
+    page.click("#search-run")
+    page.wait_for_function(
+        "document.querySelector('#search-summary')?.innerText?.includes('Cross-validated AUC')", timeout=TIMEOUT
+    )
+    summary = page.inner_text("#search-summary")
+    assert "from 192 candidates" in summary and "pyiqa preset:" in summary and "±" in summary
+    picked = [line.split(": ", 1)[1] for line in summary.splitlines() if re.match(r"pair \d+: ", line)]
+    selected = [line.split(" / ")[0] for line in picked]
+    assert 1 <= len(selected) <= 5
+    assert page.locator("#search-table [data-testid^=cell-]").count() > 0
+    page.click("#search-use")
+    _tab(page, "Score")
+    page.wait_for_function(
+        f"(wanted) => JSON.stringify(({TABLE_ROWS_JS})('#prompt-table').map(r => r[1])) === JSON.stringify(wanted)",
+        arg=selected,
+        timeout=TIMEOUT,
+    )
+    assert _no_error_badges(page) == []
+
+
+def test_an_adaptation_can_be_stopped_and_about_names_the_adapted_checkpoint(open_page):
+    page = open_page()
+    _tab(page, "Adapt")
+    page.locator("#steps input[type=range]").fill("2000")
+    page.click("#adapt-button")
+    page.wait_for_function("document.body.innerText.includes('Step ')", timeout=TIMEOUT)
+    page.click("#adapt-stop")
+    page.wait_for_function("document.body.innerText.includes('no checkpoint was saved')", timeout=TIMEOUT)
+    assert "Stopped at step" in page.inner_text("body")
+    page.locator("#steps input[type=range]").fill("10")
+    page.click("#adapt-button")
+    page.wait_for_function("document.body.innerText.includes('Done: ')", timeout=TIMEOUT)
+    _tab(page, "About")
+    page.wait_for_function(
+        "document.querySelector('#loaded')?.innerText?.includes(\"This session's own GRMP-IQA checkpoints\")",
+        timeout=TIMEOUT,
+    )
+    loaded = page.inner_text("#loaded")
+    assert "seed-adapted-1" in loaded and "No GRMP-IQA model loaded" not in loaded

@@ -166,3 +166,21 @@ def test_the_server_log_names_the_weights_device_and_precision(tmp_path):
     log = (tmp_path / "app.log").read_text()
     assert "INFO iqa.clip.backbones: loaded backbone test-tiny-rn:" in log, log
     assert "INFO iqa.app.models: backbone test-tiny-rn ready: test-tiny-rn (random test weights) on cpu, fp32" in log
+
+
+def test_the_lab_calibrates_searches_and_fits_weights_through_the_api(client):
+    table = client.predict("pyiqa", api_name="/load_preset")[0]
+    lab = ("bundled synthetic set (examples/)", None, [], table, "test-tiny-rn", T_SCALE)
+    summary, threshold, roc, pr, false_keeps, false_rejects = client.predict(
+        *lab, "best F1", 0.9, api_name="/calibrate"
+    )
+    assert "(64 photos: 40 reject, 24 keep)" in summary and f"Threshold {threshold:g}" in summary
+    assert roc is not None and pr is not None
+    assert client.predict(threshold, api_name="/use_threshold") == (threshold, "CLIP-IQA")
+    ranking, search = client.predict(*lab, "sunny / rainy", 2, 3, api_name="/search_pairs")
+    assert "from 192 candidates" in search and "64 photos (24 keep, 40 reject), 3 folds" in search
+    assert ranking["headers"] == ["rank", "figure", "tag", "positive", "negative", "selected"]
+    used = client.predict(ranking, api_name="/use_search")[0]
+    assert 1 <= len(used["data"]) <= 2
+    weighted, _preset, _saved, fitted = client.predict(*lab, 3, api_name="/fit_weights")
+    assert max(row[3] for row in weighted["data"]) == 1.0 and "fitted weights:" in fitted

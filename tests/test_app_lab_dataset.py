@@ -30,6 +30,20 @@ def test_the_server_set_ranks_pairs_like_the_same_photos_in_memory(tmp_path, mon
     assert "on 64 photos" in server.lab_summary
     assert server.lab_table["SRCC"].tolist() == bundled.lab_table["SRCC"].tolist()
 
+    calibrated = [
+        handlers.calibrate_filter(source, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9)
+        for source in (label, BUNDLED_SET)
+    ]
+    assert calibrated[0].cal_threshold == calibrated[1].cal_threshold
+    assert calibrated[0].cal_summary.split("\n\n")[:2] == calibrated[1].cal_summary.split("\n\n")[:2]
+    assert "features only: no photos to show" in calibrated[0].cal_summary and calibrated[0].cal_false_keeps is None
+    searched = [
+        list(handlers.search_pairs(source, None, None, table, "test-tiny-rn", T_SCALE, "", 2, 3))[-1]
+        for source in (label, BUNDLED_SET)
+    ]
+    assert searched[0].search_summary == searched[1].search_summary
+    assert searched[0].search_table.equals(searched[1].search_table)
+
     again = Models(config)  # a restart: every feature comes from the disk cache
     assert again.lab_set is not None and again.lab_set.encoded == 0 and again.lab_set.from_cache == 64
 

@@ -153,7 +153,9 @@ def test_the_about_tab_names_the_model_this_server_loaded(official_file, tmp_pat
     if flag == "official":
         assert "the official model tiny_official.pt" in loaded and "clive_50" not in loaded
     else:
-        assert "No GRMP-IQA model loaded" in loaded and "checkpoints at start: none" in loaded
+        assert (
+            "No GRMP-IQA model loaded" in loaded and "**Loaded at start:**" in loaded and "checkpoints: none." in loaded
+        )
     text = about_text()
     assert "By default (no\n`--grmp-official`" in text and "named under **Loaded** below" in text
     assert "downsized to `--max-side` on upload" in text and "4.6e-4" in text

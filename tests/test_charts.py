@@ -1,4 +1,5 @@
 import math
+import random
 import re
 
 import pytest
@@ -72,7 +73,7 @@ def test_scatter_plots_only_photos_with_both_scores():
     rows = [_row("a", 0.2, 0.8), _row("b", 0.6, 0.3), _row("c", 0.9)]
     points = charts.score_scatter(rows).data[1]
     assert list(points.x) == [0.2, 0.6] and list(points.y) == [0.8, 0.3]
-    assert list(points.text) == ["a", "b"]
+    assert list(points.text) == ["a", "b"] and list(points.customdata) == ["a", "b"]
 
 
 def test_scatter_labels_dots_highlights_the_selected_photo_and_spans_the_data():
@@ -96,11 +97,46 @@ def test_histogram_splits_at_the_threshold_and_draws_it():
     assert at_the_right.xanchor == "right"  # the threshold's label runs into the chart, not past its edge
 
 
-def test_scatter_names_run_toward_the_middle_so_none_passes_an_edge():
-    rows = [_row("left", 0.1, 0.5), _row("middle", 0.5, 0.4), _row("right", 0.9, 0.6)]
-    places = charts.score_scatter(rows).data[1].textposition
-    assert [place.split()[1] for place in places] == ["right", "center", "left"]
-    assert [place.split()[0] for place in places] == ["top", "bottom", "top"]  # neighbours' names apart
+def _name_boxes(figure):
+    """The boxes the names take in the phone's plot area, as `_label_places` reckons them."""
+    points = figure.data[1]
+    x_range, y_range = figure.layout.xaxis.range, figure.layout.yaxis.range
+    width, height = charts.PLOT_AREA_PX
+    boxes = []
+    for x, y, text, place in zip(points.x, points.y, points.text, points.textposition):
+        if text:
+            dot = (
+                (x - x_range[0]) / (x_range[1] - x_range[0]) * width,
+                (y_range[1] - y) / (y_range[1] - y_range[0]) * height,
+            )
+            size = (len(text) * charts.CHAR_PX, charts.LINE_PX)
+            boxes.append(charts._name_box(dot, size, charts.PLACES[place]))
+    return boxes
+
+
+def test_scatter_names_never_overlap_nor_pass_an_edge_and_crowded_ones_are_on_hover():
+    rng = random.Random(3)
+    rows = [
+        _row(f"photo_{i:02d}_gaussian_noise_L{i % 5}.jpg", 0.4 + rng.random() * 0.1, 0.45 + rng.random() * 0.1)
+        for i in range(24)
+    ]
+    figure = charts.score_scatter(rows, selected=rows[5].name)
+    boxes = _name_boxes(figure)
+    width, height = charts.PLOT_AREA_PX
+    assert all(b[0] >= 0 and b[1] >= 0 and b[2] <= width and b[3] <= height for b in boxes)
+    assert not any(charts._overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    points = figure.data[1]
+    assert 0 < len(boxes) < 24 and "" in points.text  # crowded: some names only on hover ...
+    assert "names on hover" in figure.layout.title.text  # ... and the chart says so
+    assert list(points.customdata) == [r.name for r in rows]  # the hover shows every whole name
+    assert points.text[5] == "photo_05…_noise_L0"  # the selected photo's name is always shown, shortened
+
+
+def test_scatter_names_a_few_spread_dots_all():
+    rows = [_row("left.jpg", 0.1, 0.5), _row("middle.jpg", 0.5, 0.4), _row("right.jpg", 0.9, 0.6)]
+    figure = charts.score_scatter(rows)
+    assert list(figure.data[1].text) == ["left", "middle", "right"]
+    assert "names on hover" not in figure.layout.title.text
 
 
 LONG_NAME = "a_photo_with_a_very_long_name_straight_from_the_camera_roll.jpg"

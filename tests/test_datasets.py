@@ -324,7 +324,7 @@ def test_load_csv_errors(tmp_path):
 
 
 def test_load_dataset_dispatches(tmp_path):
-    assert set(DATASETS) == {"koniq10k", "livec", "spaq", "kadid10k", "tid2013", "csv"}
+    assert set(DATASETS) == {"koniq10k", "livec", "spaq", "kadid10k", "tid2013", "csv", "folders"}
     assert set(SCORE_RANGES) == set(DATASETS) - {"csv"}
     root = make_kadid(tmp_path)
     assert load_dataset("KADID-10k", root) == load_kadid10k(root)

@@ -177,8 +177,9 @@ def test_make_distorted_set_writes_images_and_labels(tmp_path):
 
     with open(out / "labels.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["path", "score", "ref", "distortion", "level"]
-    assert rows[0] == {"path": "garden.png", "score": "1.0", "ref": "garden", "distortion": "", "level": "0"}
+    assert list(rows[0]) == ["path", "score", "ref", "distortion", "level", "label"]
+    original = {"path": "garden.png", "score": "1.0", "ref": "garden", "distortion": "", "level": "0", "label": "keep"}
+    assert rows[0] == original
     assert load_csv(out / "labels.csv") == records
 
 
@@ -285,5 +286,5 @@ def test_write_labels_keeps_outside_paths_absolute(tmp_path):
         [LabelledImage(outside, 0.5, "x", "jpeg", 3), LabelledImage(inside, 1.0)], tmp_path / "set" / "labels.csv"
     )
     lines = (tmp_path / "set" / "labels.csv").read_text().splitlines()
-    assert lines[1] == f"{outside.resolve().as_posix()},0.5,x,jpeg,3"
-    assert lines[2] == "sub/y.png,1.0,,,"
+    assert lines[1] == f"{outside.resolve().as_posix()},0.5,x,jpeg,3,"
+    assert lines[2] == "sub/y.png,1.0,,,,"

@@ -14,8 +14,8 @@ import pytest
 import torch
 from official_reference import tiny_official_state
 
-from iqa.app import calls, gpu, jobs
-from iqa.app.config import AppConfig
+from iqa.app import adapt_tab, calls, gpu, jobs
+from iqa.app.config import EXAMPLES, AppConfig
 from iqa.app.demo import Handlers
 from iqa.app.lab_tab import BUNDLED_SET
 from iqa.app.models import CheckpointRef, Models
@@ -23,6 +23,7 @@ from iqa.app.session import Session
 from iqa.clip.backbones import load_backbone
 from iqa.clip.features import FeatureStore
 from iqa.errors import InputError
+from iqa.labels.datasets import load_csv
 from iqa.methods.grmp.checkpoint import save_checkpoint
 from iqa.methods.grmp.model import GRMPConfig, GRMPModel
 from iqa.methods.prompts import PRESETS
@@ -58,20 +59,31 @@ def _pixel_bytes(job) -> int:
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory, photo_files):
     """Every GPU call of a session (score with the official model, a prompt edit, the quality map, the
-    Prompt lab, an adaptation, an upload and a score with it) as (job, yielded items)."""
+    Prompt lab, its calibration, pair search and weights, an adaptation, an upload and a score with
+    it) as (job, yielded items)."""
     folder = tmp_path_factory.mktemp("boundary")
     official = folder / "tiny_official.pt"
     torch.save(tiny_official_state(load_backbone("test-tiny-vit")), official)
     calls_made: list[tuple[object, list]] = []
     patch = pytest.MonkeyPatch()
     patch.setenv("IQA_CACHE_DIR", str(folder / "cache"))
-    for name in ("score", "draw_map", "rank", "adapt", "load_checkpoint", "encode"):
+    for name in (
+        "score",
+        "draw_map",
+        "rank",
+        "adapt",
+        "load_checkpoint",
+        "encode",
+        "calibrate",
+        "search",
+        "fit_weights",
+    ):
         real = getattr(gpu, name)
 
         def recording(job, real=real):
             items = list(real(job))
             calls_made.append((job, items))
-            return iter(items)
+            yield from items  # a generator, as the real call is (a search's caller closes it)
 
         patch.setattr(calls.gpu, name, recording)
     config = AppConfig(backbone="test-tiny-rn", work_dir=folder / "work", grmp_official=str(official))
@@ -85,6 +97,9 @@ def recorded(tmp_path_factory, photo_files):
     handlers.score(session, edited, "test-tiny-rn", T_SCALE, default, 0.5, "CLIP-IQA")
     handlers.draw_map(session, edited, "test-tiny-rn", T_SCALE, session.photos[0].name, OVERALL)
     handlers.run_lab(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE)
+    handlers.calibrate_filter(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, "best F1", 0.9)
+    list(handlers.search_pairs(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, "sunny / rainy", 2, 3))
+    handlers.fit_weights(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, 3, session)
     list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))
     backbone = handlers.models.store("test-tiny-rn").backbone
     config = GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=backbone.pretrained, seed=5)
@@ -98,7 +113,16 @@ def recorded(tmp_path_factory, photo_files):
 
 def test_every_gpu_function_was_called(recorded):
     kinds = {type(job).__name__ for job, _ in recorded}
-    assert kinds == {"ScoreJob", "MapJob", "LabJob", "AdaptJob", "CheckpointJob"}
+    assert kinds == {
+        "ScoreJob",
+        "MapJob",
+        "LabJob",
+        "AdaptJob",
+        "CheckpointJob",
+        "CalibrateJob",
+        "SearchJob",
+        "WeightsJob",
+    }
 
 
 def test_jobs_and_replies_cross_as_zerogpu_sends_them(recorded):
@@ -152,6 +176,17 @@ def test_an_adaptation_too_long_for_a_free_visitor_is_refused_on_zerogpu(handler
     fits = jobs.max_adapt_steps("test-tiny-rn", 0)
     with pytest.raises(InputError, match=f"at most {fits} steps"):
         calls.adapt_steps(handlers_models, store, [], fits + 1, 1.0)
+
+
+def test_the_steps_slider_ends_where_one_gpu_call_ends_on_zerogpu(handlers_models, monkeypatch):
+    assert adapt_tab.max_steps(handlers_models) == 2000  # elsewhere: long runs, and Stop ends them
+    monkeypatch.setattr(adapt_tab, "on_zerogpu", lambda: True)
+    photos = len(load_csv(EXAMPLES / "labels.csv"))
+    most = adapt_tab.max_steps(handlers_models)
+    assert most % 10 == 0 and most <= jobs.max_adapt_steps("test-tiny-rn", photos) < most + 10
+    assert (
+        jobs.AdaptJob(handlers_models.id, "test-tiny-rn", (None,) * photos, most, 1.0).seconds() <= jobs.ADAPT_CEILING_S
+    )
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,14 @@ from skimage import data
 from iqa.cli.main import EXIT_INPUT, EXIT_OK, EXIT_WRITE, main
 from iqa.clip.features import FeatureStore
 from iqa.labels.distortions import distort
-from iqa.methods.clipiqa.quality_map import QualityMapError, choose_window, map_scorer, quality_map, window_grid
+from iqa.methods.clipiqa.quality_map import (
+    QualityMapError,
+    choose_window,
+    colour_range,
+    map_scorer,
+    quality_map,
+    window_grid,
+)
 from iqa.methods.clipiqa.scorer import CLIPIQA
 from iqa.methods.prompts import PRESETS, PromptPair
 from iqa.names import MAP_WINDOW_LIMIT
@@ -202,6 +209,8 @@ def test_chart_overlays_the_map_on_the_photo_in_light_and_dark(rn_backbone, blur
     assert np.allclose(np.asarray(heat.z), qmap.cells()[2])
     assert "window x 0-128, y 0-128: " in heat.text[0][0] and "mean of 1 window(s)" in heat.text[0][0]
     assert "test backbone: meaningless score" in figure.layout.title.text
+    low, high = colour_range(qmap)
+    assert f"colours: this photo's own range, {low:.3f} to {high:.3f}<" in figure.layout.title.text
     assert figure.layout.yaxis.range == (300, 0) and figure.layout.yaxis.scaleanchor == "x"
     dark = quality_map_chart(qmap, blurred_cat.image, pair=0, dark=True)
     assert dark.data[1].colorbar.title.text == "p(a sharp photo)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import gradio as gr
@@ -21,14 +22,22 @@ def about_text() -> str:
     return ABOUT_FILE.read_text(encoding="utf-8")
 
 
-def build_about_tab(models: Models) -> None:
+def loaded_text(models: Models, session_checkpoints: Sequence[str] = ()) -> str:
+    """What this server loaded at start, and the checkpoints this session uploaded or adapted since."""
+    text = (
+        f"**Loaded at start:** CLIP-IQA backbone {models.description}; {_downsizing(models.config.max_side)}. "
+        f"GRMP-IQA checkpoints: {', '.join(models.startup_checkpoints) or 'none'}."
+    )
+    if session_checkpoints:
+        own = ", ".join(session_checkpoints)
+        return f"{text}\n\n**This session's own GRMP-IQA checkpoints** (first tab, Settings): {own}."
+    return f"{text} {models.grmp_note}"
+
+
+def build_about_tab(models: Models, ui: dict) -> None:
     banner(models)
     gr.Markdown(about_text(), latex_delimiters=LATEX)
-    gr.Markdown(
-        f"**Loaded:** CLIP-IQA backbone {models.description}; {_downsizing(models.config.max_side)}. "
-        f"GRMP-IQA checkpoints at start: {', '.join(models.startup_checkpoints) or 'none'}. {models.grmp_note}",
-        elem_id="loaded",
-    )
+    ui["loaded"] = gr.Markdown(loaded_text(models), elem_id="loaded")
 
 
 def _downsizing(max_side: int) -> str:

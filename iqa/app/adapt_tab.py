@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import gradio as gr
 
 from iqa.app import calls
-from iqa.app.jobs import AdaptDone, Failed
+from iqa.app.config import EXAMPLES
+from iqa.app.jobs import AdaptDone, Failed, max_adapt_steps
 from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET, LabHandlers
 from iqa.app.layout import banner, how_to
 from iqa.app.messages import shown_as_message
@@ -16,6 +17,8 @@ from iqa.app.models import CheckpointRef, Models
 from iqa.app.outputs import AdaptOutput
 from iqa.app.score_tab import ScoreHandlers
 from iqa.app.session import Session
+from iqa.app.zerogpu import on_zerogpu
+from iqa.labels.datasets import load_csv
 from iqa.methods.grmp.checkpoint import write_checkpoint
 from iqa.report import charts
 
@@ -39,13 +42,19 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
         weights, saved here as the session's checkpoint and offered on the first tab and for download.
         """
         self._use(session)
+        session.stop_adapting = False
         labelled = self.labelled_set(source, csv_file, files)
         store = self._store_or_default(backbone)
         steps = int(steps)
         history: list[dict] = []
         done: AdaptDone | None = None
         drawn = 0.0
-        for item in calls.adapt_steps(self.models, store, labelled.images(), steps, float(lam)):
+        items = calls.adapt_steps(self.models, store, labelled.images(), steps, float(lam))
+        for item in items:
+            if session.stop_adapting:
+                items.close()  # the GPU call ends, and its training at its next step
+                yield self._stopped(session, history, steps)
+                return
             if isinstance(item, Failed):
                 raise gr.Error(f"adaptation failed: {item.error}")
             if isinstance(item, AdaptDone):
@@ -90,6 +99,20 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
             [str(tensors), str(config)],
         )
 
+    @staticmethod
+    def _stopped(session: Session, history: list[dict], steps: int) -> AdaptOutput:
+        status = (
+            f"Stopped at step {len(history)} of {steps}: no checkpoint was saved (one is saved when an "
+            "adaptation runs to its end; fewer steps end sooner)."
+        )
+        chart = charts.training_curves(history) if history else None
+        return AdaptOutput(chart, status, session, gr.update(), None)
+
+    @staticmethod
+    def stop_adapting(session: Session) -> None:
+        """The Stop button: the session's running adaptation ends at its next step, saving nothing."""
+        session.stop_adapting = True
+
 
 def build_adapt_tab(models: Models, ui: dict) -> None:
     banner(models)
@@ -105,10 +128,22 @@ def build_adapt_tab(models: Models, ui: dict) -> None:
         ui["adapt_csv"] = gr.File(label="Scores CSV (path or name, score)", file_types=[".csv"])
     with gr.Row():
         ui["lam"] = gr.Slider(0, 20, value=1.0, step=0.1, label="λ (pairwise regularizer weight)")
-        ui["steps"] = gr.Slider(10, 2000, value=300, step=10, label="Steps")
-    ui["adapt_run"] = gr.Button("Adapt", variant="primary", elem_id="adapt-button")
+        most = max_steps(models)
+        ui["steps"] = gr.Slider(10, most, value=min(300, most), step=10, label="Steps", elem_id="steps")
+    with gr.Row():
+        ui["adapt_run"] = gr.Button("Adapt", variant="primary", elem_id="adapt-button", scale=3)
+        ui["adapt_stop"] = gr.Button("Stop", variant="stop", elem_id="adapt-stop", scale=1)
     ui["adapt_status"] = gr.Markdown()
     ui["adapt_chart"] = gr.Plot(label="Training loss and validation SRCC", elem_id="adapt-chart", visible=False)
     ui["adapt_download"] = gr.File(
         label="Download the new checkpoint", file_count="multiple", interactive=False, visible=False
     )
+
+
+def max_steps(models: Models) -> int:
+    """The Steps slider's end: on ZeroGPU what one GPU call holds for the bundled set (a visitor's
+    quota), in tens; elsewhere 2000, and the Stop button ends a longer run."""
+    if not on_zerogpu():
+        return 2000
+    photos = len(load_csv(EXAMPLES / "labels.csv"))
+    return max(10, max_adapt_steps(models.config.backbone, photos) // 10 * 10)

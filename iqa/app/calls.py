@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -22,13 +22,20 @@ from iqa.app.jobs import (
     AdaptDone,
     AdaptJob,
     AdaptStep,
+    CalibrateJob,
+    CalibrateReply,
     CheckpointJob,
     EncodeJob,
     Failed,
+    LabelledJob,
     LabJob,
     MapJob,
     Progress,
     ScoreJob,
+    SearchJob,
+    SearchReply,
+    WeightsJob,
+    WeightsReply,
     max_adapt_steps,
     photo_seconds,
 )
@@ -37,6 +44,7 @@ from iqa.app.zerogpu import on_zerogpu
 from iqa.clip.features import FeatureStore
 from iqa.errors import InputError
 from iqa.lab.prompt_lab import LabelledPhotos, LabReport
+from iqa.lab.search import Metric
 from iqa.labels.datasets import LabelledImage
 from iqa.methods.clipiqa.quality_map import QualityMap, map_scorer, window_keys
 from iqa.methods.prompts import PromptPair
@@ -294,7 +302,7 @@ def load_checkpoint(models: Models, caches: Caches, ref: CheckpointRef) -> str:
 
 def adapt_steps(
     models: Models, store: FeatureStore, images: Sequence[LabelledImage], steps: int, lam: float
-) -> Iterator[AdaptStep | AdaptDone]:
+) -> Generator[AdaptStep | AdaptDone, None, None]:
     """An adaptation's steps as they happen, then the adapted weights; refused when it cannot fit one call."""
     name = store.backbone.name
     fits = max_adapt_steps(name, len(images))
@@ -304,3 +312,69 @@ def adapt_steps(
             f"(fewer photos allow more)"
         )
     return gpu.adapt(AdaptJob(models.id, name, tuple(images), steps, lam))
+
+
+def labelled_job(
+    models: Models,
+    store: FeatureStore,
+    pairs: Sequence[PromptPair],
+    temperature: float | None,
+    labelled: LabelledPhotos | None,
+    progress: ProgressFn | None = None,
+) -> LabelledJob:
+    """The common part of the Prompt lab's jobs on labels: `labelled`'s photos (pixels only where
+    this process has no features; what would not fit the call encoded first, in parts) and labels,
+    or (None) the server's set."""
+    if labelled is None:
+        return LabelledJob(
+            models.id, store.backbone.name, tuple(pairs), temperature, None, (), (), store.export([], _texts(pairs))
+        )
+    photos = [p for p in labelled.photos if isinstance(p, Photo)]
+    _encode_in_parts(models, store, store.missing(photos), progress)
+    keys = [store.image_key(p) for p in labelled.photos]
+    known = store.export(keys, _texts(pairs))
+    sent = tuple(p.key() if isinstance(p, Photo) and store.image_key(p) in known[0] else p for p in labelled.photos)
+    keep = tuple(labelled.keep) or (None,) * len(labelled.scores)
+    return LabelledJob(
+        models.id, store.backbone.name, tuple(pairs), temperature, sent, tuple(labelled.scores), keep, known
+    )
+
+
+def calibrate_labelled(
+    models: Models,
+    store: FeatureStore,
+    pairs: Sequence[PromptPair],
+    temperature: float | None,
+    labelled: LabelledPhotos | None,
+    progress: ProgressFn | None = None,
+) -> CalibrateReply:
+    """CLIP-IQA's scores and each pair's p on `labelled` (None: the server's set), for calibration."""
+    base = labelled_job(models, store, pairs, temperature, labelled, progress)
+    reply = run(gpu.calibrate, CalibrateJob(**vars(base)), progress)
+    store.merge(reply.added)
+    return reply
+
+
+def search_steps(
+    base: LabelledJob,
+    candidates: Sequence[tuple[PromptPair, str]],
+    baselines: Mapping[str, Sequence[PromptPair]],
+    metric: Metric,
+    folds: int,
+    max_pairs: int,
+) -> Generator[Progress | SearchReply | Failed, None, None]:
+    """A pair search's progress as it happens, then its reply; closing it stops the search there."""
+    named = tuple((name, tuple(pairs)) for name, pairs in baselines.items())
+    job = SearchJob(
+        **vars(base), candidates=tuple(candidates), baselines=named, metric=metric, folds=folds, max_pairs=max_pairs
+    )
+    return gpu.search(job)
+
+
+def fit_weights(
+    store: FeatureStore, base: LabelledJob, metric: Metric, folds: int, progress: ProgressFn | None = None
+) -> WeightsReply:
+    """Non-negative weights for the table's pairs fitted on the labels, with their cross-validated report."""
+    reply = run(gpu.fit_weights, WeightsJob(**vars(base), metric=metric, folds=folds), progress)
+    store.merge(reply.added)
+    return reply

@@ -14,11 +14,14 @@ from iqa.app.about_tab import build_about_tab
 from iqa.app.adapt_tab import AdaptHandlers, build_adapt_tab
 from iqa.app.config import AppConfig, parse_args
 from iqa.app.filter_tab import FilterHandlers, build_filter_tab
+from iqa.app.lab_calibration import CalibrationHandlers, build_calibration_panel
+from iqa.app.lab_search import SearchHandlers, build_search_panel
 from iqa.app.lab_tab import build_lab_tab
 from iqa.app.layout import CHARTS_JS, CSS, THEME, build_decision_bar
 from iqa.app.models import Models
 from iqa.app.outputs import (
     AdaptOutput,
+    CalibrationOutput,
     CheckpointOutput,
     ClearedOutput,
     FilterOutput,
@@ -30,8 +33,11 @@ from iqa.app.outputs import (
     RankOutput,
     RowOutput,
     ScoreOutput,
+    SearchOutput,
     ShareOutput,
     TableNameOutput,
+    ThresholdOutput,
+    WeightsOutput,
     ZipOutput,
     as_outputs,
     as_values,
@@ -46,7 +52,15 @@ from iqa.clip.backbones import BackboneUnavailable
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
 
 
-class Handlers(PhotoHandlers, PromptTableHandlers, FilterHandlers, AdaptHandlers, ShareHandlers):
+class Handlers(
+    PhotoHandlers,
+    PromptTableHandlers,
+    FilterHandlers,
+    AdaptHandlers,
+    CalibrationHandlers,
+    SearchHandlers,
+    ShareHandlers,
+):
     """Every event handler of the app, tab by tab; tests call them directly."""
 
 
@@ -64,12 +78,14 @@ def build_demo(config: AppConfig, models: Models | None = None) -> gr.Blocks:
                 build_score_tab(models, ui)
             with gr.Tab("Prompt lab", id="lab"):
                 build_lab_tab(models, ui)
+                build_calibration_panel(ui)
+                build_search_panel(ui)
             with gr.Tab("Adapt", id="adapt"):
                 build_adapt_tab(models, ui)
             with gr.Tab("Filter", id="filter"):
                 build_filter_tab(models, ui)
             with gr.Tab("About", id="about"):
-                build_about_tab(models)
+                build_about_tab(models, ui)
         expose_api(h, ui)  # first: the endpoints get their names before the page's events take theirs
         wire(h, ui)
         demo.load(as_outputs(h.restore_shared), None, ShareOutput.components(ui), api_visibility="private").then(
@@ -183,7 +199,47 @@ def wire(h: Handlers, ui: dict) -> None:
     rescore(used)
     # the lab's figures follow the table it now fills: ranked again, the chosen pairs marked on
     used.success(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
+    wire_lab_design(h, ui, rescore, refilter_to_link(h, ui, filter_inputs, link_inputs))
     ui["adapt_run"].click(as_outputs(h.adapt), _adapt_inputs(ui), AdaptOutput.components(ui), **private)
+    ui["adapt_stop"].click(h.stop_adapting, [session], None, **private)
+    # an uploaded or adapted checkpoint is chosen at once: About names it beside what was loaded at start
+    ui["checkpoint"].change(h.loaded, [session], ui["loaded"], **private)
+
+
+def refilter_to_link(h: Handlers, ui: dict, filter_inputs: list, link_inputs: list):
+    """What a threshold set by a handler sets off, as a typed one does: the filter, the ranking, the link."""
+
+    def follow(event):
+        filtered = event.then(
+            as_outputs(h.filter), filter_inputs, FilterOutput.components(ui), api_visibility="private"
+        )
+        filtered.then(as_outputs(h.rerank), filter_inputs, RankOutput.components(ui), api_visibility="private")
+        event.then(h.share_link, link_inputs, ui["share_link"], api_visibility="private").then(
+            None, ui["share_link"], ui["share_link"], js=SHARE_URL_JS, api_visibility="private"
+        )
+
+    return follow
+
+
+def wire_lab_design(h: Handlers, ui: dict, rescore, follow_threshold) -> None:
+    """The lab's calibration, pair search and weights: each fills the prompt table or the threshold
+    bar the way the first tab's own controls do, so the scores, the filter and the link follow."""
+    private: dict = {"api_visibility": "private"}
+    session = ui["session"]
+    ui["cal_run"].click(
+        as_outputs(h.calibrate_filter), _calibrate_inputs(ui), CalibrationOutput.components(ui), **private
+    )
+    used = ui["cal_use"].click(
+        as_outputs(h.use_threshold), ui["cal_threshold"], ThresholdOutput.components(ui), **private
+    )
+    follow_threshold(used)
+    search = ui["search_run"].click(
+        as_outputs(h.search_pairs), _search_inputs(ui), SearchOutput.components(ui), **private
+    )
+    ui["search_stop"].click(None, None, None, cancels=[search], **private)
+    use_inputs = [ui["search_table"], session]
+    rescore(ui["search_use"].click(as_outputs(h.use_search_pairs), use_inputs, PresetOutput.components(ui), **private))
+    rescore(ui["fit_run"].click(as_outputs(h.fit_weights), _fit_inputs(ui), WeightsOutput.components(ui), **private))
 
 
 def _score_inputs(ui: dict) -> list:
@@ -197,6 +253,18 @@ def _map_inputs(ui: dict) -> list:
 
 def _lab_inputs(ui: dict) -> list:
     return [ui[name] for name in ("lab_source", "lab_csv", "lab_files", "prompts", "backbone", "temperature")]
+
+
+def _calibrate_inputs(ui: dict) -> list:
+    return [*_lab_inputs(ui), ui["cal_target"], ui["cal_value"]]
+
+
+def _search_inputs(ui: dict) -> list:
+    return [*_lab_inputs(ui), ui["search_words"], ui["search_max_pairs"], ui["search_folds"]]
+
+
+def _fit_inputs(ui: dict) -> list:
+    return [*_lab_inputs(ui), ui["search_folds"], ui["session"]]
 
 
 def _adapt_inputs(ui: dict) -> list:
@@ -228,6 +296,11 @@ def expose_api(h: Handlers, ui: dict) -> None:
         ("share", h.share_link, share_inputs(ui), [ui["share_link"]]),
         ("prompt_lab", h.run_lab, _lab_inputs(ui), LabOutput.api_components(ui)),
         ("use_pairs", h.use_lab_pairs, [ui["lab_table"], session], PresetOutput.api_components(ui)),
+        ("calibrate", h.calibrate_filter, _calibrate_inputs(ui), CalibrationOutput.api_components(ui)),
+        ("use_threshold", h.use_threshold, [ui["cal_threshold"]], ThresholdOutput.api_components(ui)),
+        ("search_pairs", h.search_pairs, _search_inputs(ui), SearchOutput.api_components(ui)),
+        ("use_search", h.use_search_pairs, [ui["search_table"], session], PresetOutput.api_components(ui)),
+        ("fit_weights", h.fit_weights, _fit_inputs(ui), WeightsOutput.api_components(ui)),
         ("adapt", h.adapt, _adapt_inputs(ui), AdaptOutput.api_components(ui)),
     ]
     for name, handler, inputs, outputs in endpoints:

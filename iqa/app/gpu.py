@@ -19,14 +19,19 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import torch
+
 from iqa.app.jobs import (
     ADAPT_CEILING_S,
     AdaptDone,
     AdaptJob,
     AdaptStep,
+    CalibrateJob,
+    CalibrateReply,
     CheckpointJob,
     EncodeJob,
     Failed,
+    LabelledJob,
     LabJob,
     LabReply,
     MapJob,
@@ -34,6 +39,10 @@ from iqa.app.jobs import (
     Progress,
     ScoreJob,
     ScoreReply,
+    SearchJob,
+    SearchReply,
+    WeightsJob,
+    WeightsReply,
     clamp,
 )
 from iqa.app.models import REGISTRIES, Models
@@ -41,11 +50,14 @@ from iqa.app.zerogpu import gpu
 from iqa.clip.backbones import BackboneUnavailable
 from iqa.clip.features import FeatureStore, ProgressFn
 from iqa.errors import InputError, IQAError
-from iqa.lab.prompt_lab import LabelledFeatures, LabelledPhotos, rank_pairs
+from iqa.lab.prompt_lab import LabelledFeatures, LabelledPhotos, labelled_image_features, rank_pairs
+from iqa.lab.search import make_target, search_pairs
+from iqa.lab.weights import learn_weights
 from iqa.methods.clipiqa.quality_map import map_scorer, quality_map
-from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.clipiqa.scorer import CLIPIQA, combine, pair_features, pair_probabilities
 from iqa.methods.grmp.checkpoint import checkpoint_content
 from iqa.methods.grmp.train import adapt_seed
+from iqa.methods.prompts import usable_pairs
 from iqa.photos.photo import Photo, PhotoKey
 
 T = TypeVar("T")
@@ -55,7 +67,7 @@ def _registry(job) -> Models:
     return REGISTRIES[job.registry]
 
 
-def _prepared(job: ScoreJob | MapJob | LabJob) -> tuple[Models, FeatureStore, tuple[set, set]]:
+def _prepared(job: ScoreJob | MapJob | LabJob | LabelledJob) -> tuple[Models, FeatureStore, tuple[set, set]]:
     """The job's registry, its backbone's store with the caller's cached features merged in, and a
     mark of the store's content for `added_since` (what the reply hands back)."""
     models = _registry(job)
@@ -94,15 +106,29 @@ def _encode(store: FeatureStore, photos: Sequence[Photo | PhotoKey], desc: str) 
 
 
 def _reporting(work: Callable[[ProgressFn], T], desc: str) -> Generator[Progress, None, T]:
-    """Run `work(progress)` in a thread of this call, yielding its progress as it comes; returns its result."""
+    """Run `work(progress)` in a thread of this call, yielding its progress as it comes; returns its result.
+
+    When the caller stops reading (a visitor's Stop: the generator is closed), the work's next
+    progress report raises, so the thread ends with it instead of running on unseen.
+    """
     reports: queue.Queue[Progress] = queue.Queue()
+    stop = threading.Event()
+
+    def report(done: int, total: int) -> None:
+        if stop.is_set():
+            raise _Stopped
+        reports.put(Progress(done, total, desc))
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-gpu") as pool:
-        future = pool.submit(work, lambda done, total: reports.put(Progress(done, total, desc)))
-        while not (future.done() and reports.empty()):
-            try:
-                yield reports.get(timeout=0.1)
-            except queue.Empty:
-                continue
+        future = pool.submit(work, report)
+        try:
+            while not (future.done() and reports.empty()):
+                try:
+                    yield reports.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+        finally:
+            stop.set()
     return future.result()
 
 
@@ -170,12 +196,12 @@ def rank(job: LabJob) -> Iterator[Progress | LabReply]:
 
 
 class _Stopped(Exception):
-    """The caller stopped reading the adaptation's steps (the visitor pressed Stop)."""
+    """The caller stopped reading the adaptation's steps or a job's progress (the visitor pressed Stop)."""
 
 
 @gpu(duration=lambda job: clamp(job.seconds(), ADAPT_CEILING_S))
 @_failures_as_values
-def adapt(job: AdaptJob) -> Iterator[AdaptStep | AdaptDone]:
+def adapt(job: AdaptJob) -> Generator[AdaptStep | AdaptDone, None, None]:
     """Few-shot adaptation, yielding every step; the adapted weights come back as a checkpoint's content.
 
     Training runs in a thread of this call whose steps this generator yields; when the caller
@@ -202,3 +228,59 @@ def adapt(job: AdaptJob) -> Iterator[AdaptStep | AdaptDone]:
             stop.set()
     model, _ = training.result()
     yield AdaptDone(*checkpoint_content(model))
+
+
+def _labelled(
+    models: Models, store: FeatureStore, job: LabelledJob
+) -> Generator[Progress, None, LabelledPhotos | LabelledFeatures]:
+    """The job's labelled set, its photos encoded (the server's set: its features, read at start)."""
+    if job.photos is None:
+        assert models.lab_set is not None  # the caller offers the server's set only when there is one
+        return models.lab_set
+    yield from _encode(store, job.photos, "encoding labelled photos")
+    return LabelledPhotos(list(job.photos), list(job.scores), keep=list(job.keep))
+
+
+@gpu(duration=lambda job: clamp(job.seconds()))
+@_failures_as_values
+def calibrate(job: CalibrateJob) -> Iterator[Progress | CalibrateReply]:
+    """CLIP-IQA's score and each pair's p for every labelled photo, for the filter's calibration."""
+    models, store, mark = _prepared(job)
+    labelled = yield from _labelled(models, store, job)
+    images = labelled_image_features(store, labelled)
+    pairs = usable_pairs(list(job.pairs), store.backbone.tokenizer)
+    t = store.backbone.logit_scale if job.temperature is None else job.temperature
+    _, _, p = pair_probabilities(images, *pair_features(store, pairs), t)
+    scores = combine(p, torch.tensor([pair.weight for pair in pairs]))
+    names = [photo.name for photo in labelled.photos] if isinstance(labelled, LabelledPhotos) else labelled.names
+    yield CalibrateReply(names, scores, p, pairs, list(labelled.keep), store.added_since(mark))
+
+
+@gpu(duration=lambda job: clamp(job.seconds()))
+@_failures_as_values
+def search(job: SearchJob) -> Iterator[Progress | SearchReply]:
+    """Pair search: candidates ranked, a set selected, both cross-validated; stops when the caller does."""
+    models, store, mark = _prepared(job)
+    labelled = yield from _labelled(models, store, job)
+    images = labelled_image_features(store, labelled)
+    target = make_target(labelled.scores, labelled.keep, job.metric, job.folds, job.seed)
+    baselines = dict(job.baselines)
+
+    def work(progress: ProgressFn):
+        return search_pairs(
+            store, images, target, job.candidates, baselines, job.temperature, job.max_pairs, progress=progress
+        )
+
+    report = yield from _reporting(work, "encoding candidate pairs")
+    yield SearchReply(report, store.added_since(mark))
+
+
+@gpu(duration=lambda job: clamp(job.seconds()))
+@_failures_as_values
+def fit_weights(job: WeightsJob) -> Iterator[Progress | WeightsReply]:
+    """Non-negative weights for the table's pairs, fitted on the labels and cross-validated."""
+    models, store, mark = _prepared(job)
+    labelled = yield from _labelled(models, store, job)
+    images = labelled_image_features(store, labelled)
+    target = make_target(labelled.scores, labelled.keep, job.metric, job.folds, job.seed)
+    yield WeightsReply(learn_weights(store, images, job.pairs, target, job.temperature), store.added_since(mark))

@@ -20,6 +20,8 @@ import torch
 
 from iqa.app.models import CheckpointRef
 from iqa.lab.prompt_lab import LabReport
+from iqa.lab.search import Metric, SearchReport
+from iqa.lab.weights import WeightReport
 from iqa.labels.datasets import LabelledImage
 from iqa.methods.clipiqa.quality_map import MAX_WINDOWS, QualityMap
 from iqa.methods.grmp.checkpoint import checkpoint_paths
@@ -212,3 +214,77 @@ class AdaptDone:
 
     tensors: dict[str, torch.Tensor]  # on the CPU
     meta: dict
+
+
+@dataclass(frozen=True)
+class LabelledJob:
+    """Prompt lab work on labels: of `photos` with their `scores` and `keep` labels, or of the
+    server's labelled set when `photos` is None; `pairs` is the prompt table."""
+
+    registry: str
+    backbone: str
+    pairs: tuple[PromptPair, ...]
+    temperature: float | None
+    photos: tuple[Photo | PhotoKey, ...] | None
+    scores: tuple[float, ...]
+    keep: tuple[bool | None, ...]
+    known: tuple[dict, dict]
+
+    def texts(self) -> int:
+        return 2 * len(self.pairs)
+
+    def seconds(self) -> float:
+        pixels = pixel_count(self.photos) if self.photos is not None else 0
+        return FLOOR_S + pixels * photo_seconds(self.backbone) + self.texts() * TEXT_S
+
+
+@dataclass(frozen=True)
+class CalibrateJob(LabelledJob):
+    """Score the labelled photos with the table's pairs, for the filter's calibration."""
+
+
+@dataclass
+class CalibrateReply:
+    names: list[str]
+    scores: torch.Tensor  # [N] CLIP-IQA scores
+    p: torch.Tensor  # [N, P] p of each usable pair
+    pairs: list[PromptPair]  # the usable pairs, in the columns' order
+    keep: list[bool | None]
+    added: tuple[dict, dict]
+
+
+@dataclass(frozen=True)
+class SearchJob(LabelledJob):
+    """Rank `candidates` (pair, tag) against the labels and select up to `max_pairs`, cross-validated
+    beside the `baselines` (name, pairs)."""
+
+    candidates: tuple[tuple[PromptPair, str], ...] = ()
+    baselines: tuple[tuple[str, tuple[PromptPair, ...]], ...] = ()
+    metric: Metric = "auc"
+    folds: int = 5
+    seed: int = 0
+    max_pairs: int = 5
+
+    def texts(self) -> int:
+        return 2 * (len(self.candidates) + sum(len(pairs) for _, pairs in self.baselines))
+
+
+@dataclass
+class SearchReply:
+    report: SearchReport
+    added: tuple[dict, dict]
+
+
+@dataclass(frozen=True)
+class WeightsJob(LabelledJob):
+    """Fit non-negative weights for the table's pairs on the labels, cross-validated."""
+
+    metric: Metric = "auc"
+    folds: int = 5
+    seed: int = 0
+
+
+@dataclass
+class WeightsReply:
+    report: WeightReport
+    added: tuple[dict, dict]

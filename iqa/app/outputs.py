@@ -192,6 +192,41 @@ class LabOutput(Outputs):
 
 
 @dataclass
+class CalibrationOutput(Outputs):
+    """The Prompt lab's filter calibration: figures, the threshold for the target, curves, mistakes."""
+
+    HIDDEN_WHEN_EMPTY = ("cal_threshold", "cal_roc", "cal_pr", "cal_false_keeps", "cal_false_rejects")
+    cal_summary: str
+    cal_threshold: float | None
+    cal_roc: Any
+    cal_pr: Any
+    cal_false_keeps: list | None  # (thumbnail, caption) of bad photos kept
+    cal_false_rejects: list | None  # (thumbnail, caption) of good photos rejected
+
+
+@dataclass
+class ThresholdOutput(Outputs):
+    """The decision bar set from a calibration."""
+
+    threshold: float
+    method: str
+
+
+@dataclass
+class SearchOutput(Outputs):
+    HIDDEN_WHEN_EMPTY = ("search_table",)
+    search_table: pd.DataFrame | None  # None while the search runs
+    search_summary: str
+
+
+@dataclass
+class WeightsOutput(PresetOutput):
+    """The prompt table with its fitted weights, and their report."""
+
+    fit_summary: str = ""
+
+
+@dataclass
 class AdaptOutput(Outputs):
     HIDDEN_WHEN_EMPTY = ("adapt_chart", "adapt_download")
     adapt_chart: Any
@@ -203,24 +238,24 @@ class AdaptOutput(Outputs):
 
 def as_outputs(handler: Callable) -> Callable:
     """`handler` for the page's events: its `Outputs` turned into the list of values (generators too)."""
-    return _converted(handler, Outputs.outputs)
+    return _converted(handler, page=True)
 
 
 def as_values(handler: Callable) -> Callable:
     """`handler` for an API endpoint: its `Outputs` turned into plain values (generators too)."""
-    return _converted(handler, Outputs.values)
+    return _converted(handler, page=False)
 
 
-def _converted(handler: Callable, listed: Callable[[Outputs], list[Any]]) -> Callable:
-    """`handler` returning `listed(result)` for its `Outputs`.
+def _converted(handler: Callable, page: bool) -> Callable:
+    """`handler` returning its `Outputs` as the page's outputs, or as an API client's plain values.
 
     `functools.wraps` keeps the signature Gradio reads for `gr.Progress` and `gr.SelectData`.
     """
 
     def convert(value):
         if not isinstance(value, Outputs):
-            return _plain(value) if listed is Outputs.values else value
-        values = listed(value)
+            return value if page else _plain(value)
+        values = value.outputs() if page else value.values()
         return values[0] if len(values) == 1 else values  # Gradio takes one output's value alone
 
     if inspect.isgeneratorfunction(handler):

@@ -13,6 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from iqa.app import calls
+from iqa.app.about_tab import loaded_text
 from iqa.app.base import HandlerBase
 from iqa.app.layout import banner, how_to
 from iqa.app.messages import inform, shown_as_message, warn
@@ -348,6 +349,10 @@ class ScoreHandlers(HandlerBase):
         session.checkpoints[f"{stem} (uploaded)"] = ref
         inform(f"{stem}: {info.label} on {description}")
         return CheckpointOutput(session, self.checkpoint_choices(session, ref.id))
+
+    def loaded(self, session: Session) -> str:
+        """The About tab's note on what is loaded, with this session's own checkpoints."""
+        return loaded_text(self.models, list(session.checkpoints))
 
     def checkpoint_refs(self, session: Session) -> dict[str, CheckpointRef]:
         """The checkpoints this session may score with, by the value the page chooses them by: the

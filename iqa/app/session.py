@@ -39,6 +39,7 @@ class Session:
     told_custom_kept: bool = False  # "your edited table is kept" was said (once is enough)
     checkpoints: dict[str, CheckpointRef] = field(default_factory=dict)  # label -> its own (uploaded, adapted)
     map_open: bool = False  # the quality map was asked for: it follows the chosen photo, pair and table
+    stop_adapting: bool = False  # "Stop" was pressed: the running adaptation ends at its next step
     folder: str = ""
     notice: str = ""  # why the server dropped this session's photos, told at its next request
 

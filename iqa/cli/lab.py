@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from iqa.cli.eval import add_dataset_options, read_dataset
 from iqa.cli.option_table import PAIRS, TEMPERATURE, add_options
 from iqa.cli.options import add_backbone_options, add_cache_size_option
+from iqa.cli.search import add_search_options, run_fit_weights, run_search
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     cache.add_argument("--cache-dir", type=Path, default=None, help="feature cache folder (default: ~/.cache/iqa)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the feature cache")
     add_cache_size_option(lab)
+    add_search_options(lab)
     lab.set_defaults(run=run_lab)
 
 
@@ -57,6 +59,9 @@ def run_lab(args: argparse.Namespace) -> int:
         if cache.dropped:
             print(f"warning: {cache.dropped_notice()}", file=sys.stderr)
     print(f"{labelled.from_cache} photos' features from the cache, {labelled.encoded} encoded", file=sys.stderr)
+    if args.search or args.fit_weights:
+        run = run_search if args.search else run_fit_weights
+        return max(run(args, store, labelled, pairs), 1 if labelled.skipped else 0)
     report = rank_pairs(store, pairs, labelled, args.temperature)
     print(format_report(report, args.dataset))
     for invalid in report.invalid:

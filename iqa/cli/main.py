@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from iqa.cli import calibrate as calibrate_command
 from iqa.cli import eval as eval_command
 from iqa.cli import grmp as grmp_commands
 from iqa.cli import lab as lab_command
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_command.add_commands(commands)
     map_command.add_commands(commands)
     lab_command.add_commands(commands)
+    calibrate_command.add_commands(commands)
     return parser
 
 

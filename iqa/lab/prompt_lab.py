@@ -21,6 +21,7 @@ from iqa.engine.disk_cache import DiskCache
 from iqa.engine.file_features import file_features
 from iqa.errors import InputError, UsageError
 from iqa.labels.datasets import DATASETS, LabelledImage, load_csv, load_dataset
+from iqa.labels.keep import parse_label
 from iqa.labels.metrics import plcc, srcc
 from iqa.methods.clipiqa.scorer import combine, pair_features, pair_probabilities
 from iqa.methods.prompts import PromptPair, check_pairs
@@ -55,6 +56,7 @@ class LabelledPhotos:
     photos: Sequence[Photo | PhotoKey]
     scores: list[float]
     skipped: list[str] = field(default_factory=list)
+    keep: list[bool | None] = field(default_factory=list)  # keep/reject labels, where the set has them
 
     def images(self) -> list[LabelledImage]:
         """The set as the trainers take it: a path and a score per photo (photos read from files)."""
@@ -81,6 +83,7 @@ class LabelledFeatures:
     skipped: list[str] = field(default_factory=list)
     from_cache: int = 0
     encoded: int = 0
+    keep: list[bool | None] = field(default_factory=list)  # keep/reject labels, where the set has them
 
 
 def labelled_features(
@@ -97,6 +100,7 @@ def labelled_features(
         skipped=found.skipped,
         from_cache=found.from_cache,
         encoded=found.encoded,
+        keep=[images[i].keep for i in found.index],
     )
 
 
@@ -135,7 +139,7 @@ def rank_pairs(
     invalid = [f"{p.label}: {r}" for p, r in zip(pairs, reasons) if r is not None]
     if not valid:
         raise InputError("no valid prompt pair to rank" + (f" ({invalid[0]})" if invalid else ""))
-    images = _image_features(store, labelled)
+    images = labelled_image_features(store, labelled)
     positive, negative = pair_features(store, valid)
     _, _, p = pair_probabilities(images, positive, negative, t)
     ranks = [PairRank(pair, *_agreement(p[:, j], labelled.scores)) for j, pair in enumerate(valid)]
@@ -149,7 +153,8 @@ def rank_pairs(
     return LabReport(ranks, chosen_srcc, chosen_plcc, len(labelled.scores), t, invalid)
 
 
-def _image_features(store: FeatureStore, labelled: LabelledPhotos | LabelledFeatures) -> torch.Tensor:
+def labelled_image_features(store: FeatureStore, labelled: LabelledPhotos | LabelledFeatures) -> torch.Tensor:
+    """The image features of a labelled set on `store` (features of another backbone refused)."""
     if isinstance(labelled, LabelledPhotos):
         return store.image_features(labelled.photos)
     if (labelled.model, labelled.preprocess) != (store.backbone.key, store.preprocessor.key):
@@ -167,61 +172,80 @@ def _agreement(predictions: torch.Tensor, scores: Sequence[float]) -> tuple[floa
 
 
 def load_labelled_folder(csv_path: str | Path) -> LabelledPhotos:
-    """A labelled set on disk: a CSV with `path,score` (paths relative to the CSV), as examples/ has."""
-    photos, scores, skipped = [], [], []
+    """A labelled set on disk: a CSV with `path,score` and optionally `label` (paths relative to the
+    CSV), as examples/ has."""
+    photos, scores, skipped, keep = [], [], [], []
     for item in load_csv(csv_path):
         try:
             photos.append(open_photo(item.path, name=Path(item.path).name))
-            scores.append(float(item.score))
         except PhotoError as err:
             skipped.append(str(err))
-    return LabelledPhotos(photos, scores, skipped)
+            continue
+        scores.append(float(item.score))
+        keep.append(item.keep)
+    return LabelledPhotos(photos, scores, skipped, keep)
 
 
 def load_labelled_uploads(csv_path: str | Path, files: Sequence[str | Path]) -> LabelledPhotos:
     """Uploaded photos with a CSV of scores, matched by file name.
 
-    The CSV needs a `score` column and one naming the photo (`path`, `name`, `image` or `file`;
-    only the file name is compared). Rows without an uploaded photo and photos without a row are
-    reported in `skipped`, as are photos that cannot be opened.
+    The CSV needs a `score` or a `label` column (keep/reject, good/bad, 1/0; without scores a keep
+    scores 1 and a reject 0) and one naming the photo (`path`, `name`, `image` or `file`; only the
+    file name is compared). Rows without an uploaded photo and photos without a row are reported in
+    `skipped`, as are photos that cannot be opened.
     """
     rows = _read_score_rows(Path(csv_path))
     uploads = {Path(f).name: Path(f) for f in files}
-    photos, scores, skipped = [], [], []
-    for name, score in rows:
+    photos, scores, skipped, keep = [], [], [], []
+    for name, score, label in rows:
         if name not in uploads:
             skipped.append(f"{name}: listed in the CSV but not uploaded")
             continue
         try:
             photos.append(open_photo(uploads[name], name=name))
-            scores.append(score)
         except PhotoError as err:
             skipped.append(str(err))
-    listed = {name for name, _ in rows}
+            continue
+        scores.append(score)
+        keep.append(label)
+    listed = {name for name, _, _ in rows}
     skipped += [f"{name}: uploaded but has no score in the CSV" for name in uploads if name not in listed]
-    return LabelledPhotos(photos, scores, skipped)
+    return LabelledPhotos(photos, scores, skipped, keep)
 
 
-def _read_score_rows(path: Path) -> list[tuple[str, float]]:
+def _read_score_rows(path: Path) -> list[tuple[str, float, bool | None]]:
     try:
         reader = csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines())
         header = [h.strip().lower() for h in reader.fieldnames or []]
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InputError(f"{path.name} is not a readable CSV file ({err})") from err
     name_column = next((c for c in NAME_COLUMNS if c in header), None)
-    if "score" not in header or name_column is None:
+    if not {"score", "label"} & set(header) or name_column is None:
         raise InputError(
-            f"{path.name} needs a header with a 'score' column and one of "
+            f"{path.name} needs a header with a 'score' or 'label' column and one of "
             f"{', '.join(NAME_COLUMNS)}; found: {', '.join(header) or 'nothing'}"
         )
     rows = []
     for line, raw in enumerate(reader, start=2):
         row = {k.strip().lower(): (v or "").strip() for k, v in raw.items() if k}
         try:
-            score = float(row["score"])
-        except ValueError:
-            raise InputError(f"{path.name} line {line}: score {row['score']!r} is not a number") from None
-        if not math.isfinite(score):
-            raise InputError(f"{path.name} line {line}: score {row['score']!r} is not finite")
-        rows.append((Path(row[name_column]).name, score))
+            label = parse_label(row.get("label", ""))
+        except InputError as err:
+            raise InputError(f"{path.name} line {line}: {err}") from None
+        rows.append((Path(row[name_column]).name, _score(path, line, row, label), label))
     return rows
+
+
+def _score(path: Path, line: int, row: dict[str, str], label: bool | None) -> float:
+    """A row's score; without a score column, its label as 1 (keep) or 0 (reject)."""
+    if "score" not in row:
+        if label is None:
+            raise InputError(f"{path.name} line {line}: no label (keep/reject, good/bad or 1/0)")
+        return float(label)
+    try:
+        score = float(row["score"])
+    except ValueError:
+        raise InputError(f"{path.name} line {line}: score {row['score']!r} is not a number") from None
+    if not math.isfinite(score):
+        raise InputError(f"{path.name} line {line}: score {row['score']!r} is not finite")
+    return score

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from iqa.errors import InputError, IQAError
+from iqa.labels.keep import parse_label
+from iqa.photos.photo import SUPPORTED_EXTENSIONS
 
 
 @dataclass
@@ -30,7 +32,8 @@ class LabelledImage:
 
     ``ref`` names the pristine source image of a synthetically distorted image, ``distortion``
     its distortion type (e.g. ``"kadid10k:03"``, ``"gaussian_blur"``) and ``level`` its strength
-    (1 = mildest); all three are ``None`` for authentically distorted photos.
+    (1 = mildest); all three are ``None`` for authentically distorted photos. ``keep`` is its
+    keep/reject label (True: keep) where the set has one (`iqa.lab.labels`).
     """
 
     path: Path
@@ -38,6 +41,7 @@ class LabelledImage:
     ref: str | None = None
     distortion: str | None = None
     level: int | None = None
+    keep: bool | None = None
 
 
 class DatasetLayoutError(IQAError, FileNotFoundError):
@@ -48,7 +52,7 @@ class DatasetFormatError(IQAError, ValueError):
     """A labels file exists but its content is not what the dataset publishes."""
 
 
-DATASETS = ("koniq10k", "livec", "spaq", "kadid10k", "tid2013", "csv")
+DATASETS = ("koniq10k", "livec", "spaq", "kadid10k", "tid2013", "csv", "folders")
 
 # Nominal (min, max) of each dataset's published score, higher is better.
 SCORE_RANGES: dict[str, tuple[float, float]] = {
@@ -57,6 +61,7 @@ SCORE_RANGES: dict[str, tuple[float, float]] = {
     "spaq": (0.0, 100.0),
     "kadid10k": (1.0, 5.0),
     "tid2013": (0.0, 9.0),
+    "folders": (0.0, 1.0),
 }
 
 KONIQ_LABELS = "koniq10k_scores_and_distributions.csv"
@@ -95,9 +100,10 @@ LAYOUTS: dict[str, str] = {
     ),
     "csv": (
         "any folder/\n"
-        "  labels.csv   (header with at least 'path' and 'score'; optional ref, distortion, level;\n"
-        "                paths relative to the CSV's folder)"
+        "  labels.csv   (header with at least 'path' and 'score'; optional ref, distortion, level,\n"
+        "                label (keep/reject, good/bad or 1/0); paths relative to the CSV's folder)"
     ),
+    "folders": ("any folder/\n  good/   photos to keep (score 1)\n  bad/    photos to reject (score 0)"),
 }
 
 KADID10K_DISTORTIONS: dict[str, str] = {
@@ -393,9 +399,28 @@ def load_csv(path: str | Path) -> list[LabelledImage]:
                 ref=_optional(row.get("ref")),
                 distortion=_optional(row.get("distortion")),
                 level=parsed_level,
+                keep=_label("csv", path, line, row.get("label", "")),
             )
         )
     return _check_images("csv", items, path)
+
+
+def _label(kind: str, path: Path, line: int, value: str) -> bool | None:
+    try:
+        return parse_label(value)
+    except InputError as err:
+        raise DatasetFormatError(f"{kind}: {path} row {line}: {err}") from None
+
+
+def load_folders(root: str | Path) -> list[LabelledImage]:
+    """Photos sorted into ``good/`` (keep, score 1) and ``bad/`` (reject, score 0), by file name."""
+    root = Path(root)
+    items = []
+    for folder, keep in (("good", True), ("bad", False)):
+        found = _require("folders", root, folder, folder=True)
+        files = sorted(p for p in found.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_EXTENSIONS)
+        items += [LabelledImage(p.resolve(), float(keep), keep=keep) for p in files]
+    return items
 
 
 def _inside(labels: Path, line: int, name: str) -> Path:
@@ -416,6 +441,7 @@ _LOADERS: dict[str, Callable[..., list[LabelledImage]]] = {
     "kadid10k": load_kadid10k,
     "tid2013": load_tid2013,
     "csv": load_csv,
+    "folders": load_folders,
 }
 
 

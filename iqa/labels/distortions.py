@@ -26,6 +26,7 @@ from PIL import Image, ImageOps
 
 from iqa.errors import InputError
 from iqa.labels.datasets import LabelledImage
+from iqa.labels.keep import format_label, keep_from_level
 
 LEVELS = (1, 2, 3, 4, 5)
 
@@ -201,7 +202,7 @@ def _save(image: Image.Image, path: Path, quality: int) -> None:
         image.save(path, format="PNG")
 
 
-LABEL_COLUMNS = ("path", "score", "ref", "distortion", "level")
+LABEL_COLUMNS = ("path", "score", "ref", "distortion", "level", "label")
 
 
 def make_distorted_set(
@@ -246,19 +247,19 @@ def make_distorted_set(
         if include_references:
             path = out / f"{ref}{extension}"
             _save(reference, path, quality)
-            records.append(LabelledImage(path, label_for_level(0), ref, None, 0))
+            records.append(LabelledImage(path, label_for_level(0), ref, None, 0, keep_from_level(0)))
         for name in types:
             for level in levels:
                 image = distort(reference, name, level, seed=(seed, ref_index, type_index[name]))
                 path = out / f"{ref}_{name}_L{level}{extension}"
                 _save(image, path, quality)
-                records.append(LabelledImage(path, label_for_level(level), ref, name, level))
+                records.append(LabelledImage(path, label_for_level(level), ref, name, level, keep_from_level(level)))
     write_labels(records, out / "labels.csv")
     return records
 
 
 def write_labels(records: Iterable[LabelledImage], csv_path: str | Path) -> None:
-    """Write records as ``path,score,ref,distortion,level``; paths inside the CSV's folder are
+    """Write records as ``path,score,ref,distortion,level,label``; paths inside the CSV's folder are
     written relative to it (so the folder can move), others absolute."""
     csv_path = Path(csv_path)
     folder = csv_path.parent.resolve()
@@ -269,7 +270,8 @@ def write_labels(records: Iterable[LabelledImage], csv_path: str | Path) -> None
             path = Path(r.path).resolve()
             written = path.relative_to(folder) if path.is_relative_to(folder) else path
             level = "" if r.level is None else r.level
-            writer.writerow([written.as_posix(), r.score, r.ref or "", r.distortion or "", level])
+            row = [written.as_posix(), r.score, r.ref or "", r.distortion or "", level, format_label(r.keep)]
+            writer.writerow(row)
 
 
 def task_list(records: Iterable[LabelledImage]) -> dict[str, list[LabelledImage]]:

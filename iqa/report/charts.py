@@ -195,8 +195,9 @@ def _label(pair: PairScore) -> str:
 
 def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) -> go.Figure:
     """The first registered method (x) against the next one scored (y; CLIP-IQA against GRMP-IQA),
-    one labelled point per photo, the selected one highlighted; each axis spans its data (with a
-    margin), and the dotted diagonal marks equal scores where the two ranges overlap."""
+    one dot per photo, the selected one highlighted; each axis spans its data (with a margin), and
+    the dotted diagonal marks equal scores where the two ranges overlap. Names go where they
+    overlap nothing (`_label_places`); a crowded dot's name is on hover."""
     first, *others = registry.methods()
     scored_methods = {m for row in rows for m in row.results}
     second = next((m for m in others if m.name in scored_methods), others[0])
@@ -206,6 +207,10 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
     ys = [r.results[y_name].score for r in scored]
     x_range, y_range = _span(xs), _span(ys)
     low, high = max(x_range[0], y_range[0]), min(x_range[1], y_range[1])
+    names = [r.name for r in scored]
+    places = _label_places(
+        xs, ys, x_range, y_range, [_short(n) for n in names], names.index(selected) if selected in names else None
+    )
     figure = go.Figure()
     figure.add_trace(
         go.Scatter(
@@ -223,23 +228,27 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
             y=ys,
             mode="markers+text",
             marker=dict(
-                size=[16 if r.name == selected else 10 for r in scored],
-                color=[SELECTED_COLOUR if r.name == selected else second.colour for r in scored],
+                size=[16 if n == selected else 10 for n in names],
+                color=[SELECTED_COLOUR if n == selected else second.colour for n in names],
                 line=dict(width=1, color="#fff"),
             ),
-            text=[r.name for r in scored],
-            textposition=_label_places(xs, x_range),
-            textfont=dict(size=10),
+            text=[_short(n) if place else "" for n, place in zip(names, places)],
+            textposition=[place or "top center" for place in places],
+            textfont=dict(size=LABEL_FONT_PX),
+            customdata=names,
             name="photos",
-            hovertemplate=f"%{{text}}<br>{x_name} score %{{x:.3f}}<br>{y_name} score %{{y:.3f}}<extra></extra>",
+            hovertemplate=f"%{{customdata}}<br>{x_name} score %{{x:.3f}}<br>{y_name} score %{{y:.3f}}<extra></extra>",
         )
     )
-    title = _title(f"{x_name} against {y_name}", notes=["higher is better on both; dotted: equal scores"])
+    notes = ["higher is better on both; dotted: equal scores"]
+    if None in places:
+        notes.append("crowded dots: names on hover")
+    title = _title(f"{x_name} against {y_name}", notes=notes)
     figure.update_layout(
         title=title,
         xaxis=dict(title=f"{x_name} score (0 to 1)", range=list(x_range), automargin=True),
         yaxis=dict(title=f"{y_name} score (0 to 1)", range=list(y_range), automargin=True),
-        height=_top(title) + 360,
+        height=_top(title) + SCATTER_HEIGHT,
         margin=dict(l=10, r=10, t=_top(title), b=10),
         showlegend=False,
     )
@@ -254,16 +263,83 @@ def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) ->
     return themed(figure)
 
 
-def _label_places(xs: Sequence[float], x_range: tuple[float, float]) -> list[str]:
-    """Where each dot's name goes: toward the middle, so no name runs past the plot's edge (a phone's
-    plot is narrower than two names), and above and below in turn, so neighbours' names stay apart."""
-    low, high = x_range
-    places = []
-    for i, x in enumerate(xs):
-        where = (x - low) / (high - low)
-        side = "right" if where < 1 / 3 else "left" if where > 2 / 3 else "center"
-        places.append(f"{('top', 'bottom')[i % 2]} {side}")
+# Dot names are placed in the narrowest plot area the page draws (a 390 px phone's, measured in
+# Chromium): apart there, they are apart on any wider screen, where only the x distances grow.
+SCATTER_HEIGHT = 360
+PLOT_AREA_PX = (240.0, 300.0)
+LABEL_FONT_PX = 10
+CHAR_PX = 6.3  # the widest average advance of a 10 px sans-serif name
+LINE_PX = 13.0
+DOT_PX = 8.0  # a dot's radius and the gap plotly leaves between a dot and its name
+NAME_CHARS = 18
+# where a name may go, most readable first, as plotly's textposition and the box's offset from its dot
+PLACES = {
+    "top center": (-0.5, -1),
+    "bottom center": (-0.5, 0),
+    "top right": (0, -1),
+    "bottom right": (0, 0),
+    "top left": (-1, -1),
+    "bottom left": (-1, 0),
+    "middle right": (0, -0.5),
+    "middle left": (-1, -0.5),
+}
+Box = tuple[float, float, float, float]
+
+
+def _short(name: str) -> str:
+    """A dot's name: without the extension, and cut in the middle when long ("astronaut…noise_L5")."""
+    stem = name.rsplit(".", 1)[0] if "." in name[1:] else name
+    if len(stem) <= NAME_CHARS:
+        return stem
+    half = (NAME_CHARS - 1) // 2
+    return stem[:half] + "…" + stem[-(NAME_CHARS - 1 - half) :]
+
+
+def _label_places(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    x_range: tuple[float, float],
+    y_range: tuple[float, float],
+    labels: Sequence[str],
+    selected: int | None = None,
+) -> list[str | None]:
+    """Each dot's name place (a plotly textposition), or None where every place would overlap another
+    name or dot or pass the plot's edge. The selected dot is placed first, then the dots farthest
+    from the diagonal (where the two methods disagree most), so those are the names shown; the
+    selected name is always shown."""
+    width, height = PLOT_AREA_PX
+    dots = [
+        ((x - x_range[0]) / (x_range[1] - x_range[0]) * width, (y_range[1] - y) / (y_range[1] - y_range[0]) * height)
+        for x, y in zip(xs, ys)
+    ]
+    taken: list[Box] = [(x - DOT_PX, y - DOT_PX, x + DOT_PX, y + DOT_PX) for x, y in dots]
+    order = sorted(range(len(dots)), key=lambda i: (i != selected, -abs(xs[i] - ys[i])))
+    places: list[str | None] = [None] * len(dots)
+    for i in order:
+        size = (len(labels[i]) * CHAR_PX, LINE_PX)
+        for place, offset in PLACES.items():
+            box = _name_box(dots[i], size, offset)
+            within = box[0] >= 0 and box[1] >= 0 and box[2] <= width and box[3] <= height
+            # the selected name, placed first, may cross other dots (never names): it is always shown
+            clear = i == selected or not any(_overlap(box, other) for j, other in enumerate(taken) if j != i)
+            if within and clear:
+                places[i] = place
+                taken.append(box)
+                break
     return places
+
+
+def _name_box(dot: tuple[float, float], size: tuple[float, float], offset: tuple[float, float]) -> Box:
+    """The box a name of `size` takes beside its dot, `offset` in name sizes (x: -1 left .. 0 right;
+    y: -1 above .. 0 below), kept `DOT_PX` from the dot's centre."""
+    (x, y), (w, h), (ox, oy) = dot, size, offset
+    left = x + ox * w + (DOT_PX if ox == 0 else -DOT_PX if ox == -1 else 0)
+    top = y + oy * h + (DOT_PX if oy == 0 else -DOT_PX if oy == -1 else 0)
+    return left, top, left + w, top + h
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
 
 
 def _span(values: Sequence[float]) -> tuple[float, float]:
@@ -430,7 +506,11 @@ def quality_map_chart(
             ),
         ]
     )
-    details = [f"{qmap.rows}x{qmap.cols} windows of {qmap.window} px (axes in pixels)", *qmap.notes]
+    details = [
+        f"{qmap.rows}x{qmap.cols} windows of {qmap.window} px (axes in pixels)",
+        f"colours: this photo's own range, {low:.3f} to {high:.3f}",
+        *qmap.notes,
+    ]
     title = _title(f"Quality map of {qmap.name}", notes=details, size=13)
     figure.update_layout(
         template="plotly_dark" if dark else "plotly_white",
