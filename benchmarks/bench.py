@@ -34,17 +34,18 @@ import torch
 from PIL import Image
 from skimage import data
 
-from iqa.backbones import load_backbone
-from iqa.compare import compare
-from iqa.datasets import LabelledImage
-from iqa.distortions import make_distorted_set
-from iqa.features import FeatureStore
-from iqa.grmp.model import GRMPConfig, GRMPModel
-from iqa.grmp.train import adapt_seed
+from iqa.clip.backbones import load_backbone
+from iqa.clip.features import FeatureStore
+from iqa.labels.datasets import LabelledImage
+from iqa.labels.distortions import make_distorted_set
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.scorer import grmp_scorer
+from iqa.methods.grmp.train import adapt_seed
+from iqa.methods.prompts import PRESETS, PromptPair
+from iqa.methods.scoring import Scorer, ScorerSpec, build_scorers
 from iqa.names import CLIP_IQA
-from iqa.photos import Photo
-from iqa.prompts import PRESETS, PromptPair
-from iqa.scoring import Scorer, ScorerSpec, build_scorers, grmp_scorer
+from iqa.photos.photo import Photo
+from iqa.report.compare import compare
 
 BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu")
 
@@ -69,7 +70,7 @@ def bare_loop(backbone, store: FeatureStore, photos: list[Photo], batch_size: in
 
 def clip_iqa(store: FeatureStore, pairs: list[PromptPair]) -> Scorer:
     """CLIP-IQA on `store`, built by the factory like everywhere else."""
-    return build_scorers(ScorerSpec(pairs=pairs), store)[CLIP_IQA]
+    return build_scorers(ScorerSpec(options={CLIP_IQA: {"pairs": pairs}}), store)[CLIP_IQA]
 
 
 def timed(fn) -> float:
@@ -124,7 +125,11 @@ def peak_memory_mb(name: str, photos: list[Photo], batch_size: int) -> tuple[flo
             ]
         )
     load = _peak_rss(
-        [sys.executable, "-c", f"from iqa.backbones import load_backbone; load_backbone({name!r}, None, device='cpu')"]
+        [
+            sys.executable,
+            "-c",
+            f"from iqa.clip.backbones import load_backbone; load_backbone({name!r}, None, device='cpu')",
+        ]
     )
     return score, load
 

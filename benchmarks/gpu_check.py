@@ -27,15 +27,16 @@ import torch
 from safetensors.torch import save_file
 
 from benchmarks.gpu_feed import bare_rate, device_name
-from iqa.backbones import load_backbone
-from iqa.datasets import load_csv
-from iqa.features import FeatureStore
-from iqa.grmp.model import GRMPConfig, GRMPModel
-from iqa.grmp.train import FinetuneProtocol, TrainConfig, run_protocol
+from iqa.clip.backbones import load_backbone
+from iqa.clip.features import FeatureStore
+from iqa.labels.datasets import load_csv
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.scorer import grmp_scorer
+from iqa.methods.grmp.train import FinetuneProtocol, TrainConfig, run_protocol
+from iqa.methods.prompts import PRESETS
+from iqa.methods.scoring import Scorer, ScorerSpec, build_scorers
 from iqa.names import CLIP_IQA
-from iqa.photos import Photo, open_photos
-from iqa.prompts import PRESETS
-from iqa.scoring import Scorer, ScorerSpec, build_scorers, grmp_scorer
+from iqa.photos.photo import Photo, open_photos
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +56,7 @@ def scorers(backbone) -> dict[str, Scorer]:
 
 
 def clip_iqa(store: FeatureStore) -> Scorer:
-    return build_scorers(ScorerSpec(pairs=PRESETS["pyiqa"]), store)[CLIP_IQA]
+    return build_scorers(ScorerSpec(options={CLIP_IQA: {"pairs": PRESETS["pyiqa"]}}), store)[CLIP_IQA]
 
 
 def paper_config(backbone) -> GRMPConfig:

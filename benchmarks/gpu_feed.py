@@ -5,7 +5,7 @@ For each backbone and photo set, images per second of
    and the batch the engine's encoder calls get (64, or fewer where a call's pixels reach
    `PipelineOptions.max_batch_pixels`: RN50 native at 1024x768 gets 10), under `no_grad` as the
    engine (the ceiling);
-2. the whole engine from JPEG files: `iqa.pipeline.Pipeline` (decoding workers with JPEG draft,
+2. the whole engine from JPEG files: `iqa.engine.pipeline.Pipeline` (decoding workers with JPEG draft,
    uint8 to the device through pinned memory, normalised there, encoded, scored by CLIP-IQA; no
    disk cache), from the first file read to the last score, and in steady state (after the first
    batch, so the workers' start is left out);
@@ -34,11 +34,11 @@ import torch
 from PIL import Image
 
 from benchmarks.photoset import ensure_photos
-from iqa.backbones import Backbone, load_backbone
-from iqa.clipiqa import CLIPIQA
-from iqa.features import FeatureStore
-from iqa.pipeline import Pipeline, PipelineOptions, default_workers
-from iqa.prompts import PRESETS
+from iqa.clip.backbones import Backbone, load_backbone
+from iqa.clip.features import FeatureStore
+from iqa.engine.pipeline import Pipeline, PipelineOptions, default_workers
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.prompts import PRESETS
 
 WEB_SIZE = (640, 480)
 BATCH = 64

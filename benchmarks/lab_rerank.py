@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from iqa.backbones import load_backbone
-from iqa.datasets import LabelledImage
-from iqa.disk_cache import DiskCache
-from iqa.features import FeatureStore
-from iqa.prompt_lab import LabelledFeatures, labelled_features, rank_pairs
-from iqa.prompts import PRESETS, PromptPair
+from iqa.clip.backbones import load_backbone
+from iqa.clip.features import FeatureStore
+from iqa.engine.disk_cache import DiskCache
+from iqa.lab.prompt_lab import LabelledFeatures, labelled_features, rank_pairs
+from iqa.labels.datasets import LabelledImage
+from iqa.methods.prompts import PRESETS, PromptPair
 
 
 def make_set(folder: Path, count: int, side: int) -> list[LabelledImage]:

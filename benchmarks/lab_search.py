@@ -22,12 +22,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from iqa.backbones import Backbone, load_backbone
-from iqa.features import FeatureStore
+from iqa.clip.backbones import Backbone, load_backbone
+from iqa.clip.features import FeatureStore
 from iqa.lab.calibration import calibrate, choose_point
-from iqa.lab.charts import pr_chart, roc_chart
 from iqa.lab.search import column_metric, cross_validate_selection, make_target, probabilities, select
 from iqa.lab.vocabulary import VOCABULARY, candidate_pairs
+from iqa.report.lab_charts import pr_chart, roc_chart
 
 # More templates than the built-in three, so the vocabulary gives 500 distinct candidates.
 TEMPLATES = (

@@ -10,7 +10,7 @@
 3. The cached re-run: `score` on the 1,000 photos in a new process with one prompt pair edited,
    against the first run (which filled the disk cache).
 4. Draft against full decoding on the bundled photos at camera size (8x: 3072 px): pixels and scores;
-   and `iqa.resample` (torch's uint8 bicubic) against Pillow's bicubic, which it replaced.
+   and `iqa.photos.resample` (torch's uint8 bicubic) against Pillow's bicubic, which it replaced.
 5. `channels_last` for RN50 on the CPU.
 6. The local-Ray overhead: `score --engine ray` against the local engine on the same 12 MP photos
    (both from the command line, test backbone, no disk cache), Ray started and stopped by the run.
@@ -39,8 +39,8 @@ from PIL import Image
 from benchmarks.photoset import ensure_photos
 
 if TYPE_CHECKING:
-    from iqa.decode import ResizePlan
-    from iqa.preprocess import Preprocessor
+    from iqa.clip.preprocess import Preprocessor
+    from iqa.photos.decode import ResizePlan
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("memory", "decode", "draft", "resample", "channels_last", "ray")
@@ -148,8 +148,8 @@ def memory_and_cache(photos_dir: Path, count: int) -> list[str]:
 
 
 def _plan_and_preprocessor(mode: str) -> tuple[ResizePlan, Preprocessor]:
-    from iqa.decode import ResizePlan
-    from iqa.preprocess import Preprocessor
+    from iqa.clip.preprocess import Preprocessor
+    from iqa.photos.decode import ResizePlan
 
     if mode == "native":
         return ResizePlan("native", max_side=1024), Preprocessor(native_resolution=True, max_side=1024)
@@ -158,7 +158,7 @@ def _plan_and_preprocessor(mode: str) -> tuple[ResizePlan, Preprocessor]:
 
 def _pillow_resize(image: Image.Image, mode: str) -> Image.Image:
     """The resize before the pipeline: Pillow's bicubic, to the native size or shortest side + crop."""
-    from iqa.shapes import center_crop_box, native_target_size, shortest_side_size
+    from iqa.photos.sizes import center_crop_box, native_target_size, shortest_side_size
 
     if mode == "native":
         return image.resize(native_target_size(image.size, 1024), Image.Resampling.BICUBIC)
@@ -172,7 +172,7 @@ def filed_decode(path: Path, mode: str) -> tuple[int, ...]:
     import numpy as np
     import torch
 
-    from iqa.photos import image_digest, open_photo
+    from iqa.photos.photo import image_digest, open_photo
 
     photo = open_photo(path)
     image_digest(photo.image)
@@ -187,7 +187,7 @@ def old_decode(path: Path, mode: str) -> tuple[int, ...]:
     """Only the decode and resize of the filed path (no pixel hash, no normalisation): a stricter baseline."""
     import numpy as np
 
-    from iqa.photos import open_photo
+    from iqa.photos.photo import open_photo
 
     return np.asarray(_pillow_resize(open_photo(path).image, mode)).shape
 
@@ -197,7 +197,7 @@ def new_decode(path: Path, mode: str) -> tuple[int, ...]:
     the encoding process does on its device, here on the CPU."""
     import torch
 
-    from iqa.decode import DecodeOptions, decode_file
+    from iqa.photos.decode import DecodeOptions, decode_file
 
     plan, preprocessor = _plan_and_preprocessor(mode)
     pixels = decode_file(path, path.name, DecodeOptions((plan,), draft=True)).pixels[0]
@@ -250,12 +250,12 @@ def draft_vs_full(backbones: tuple[str, ...]) -> list[str]:
     import numpy as np
     from PIL import Image
 
-    from iqa.backbones import load_backbone
-    from iqa.clipiqa import CLIPIQA
-    from iqa.decode import DecodeOptions, decode_file
-    from iqa.features import FeatureStore
-    from iqa.pipeline import Pipeline, PipelineOptions
-    from iqa.prompts import PRESETS
+    from iqa.clip.backbones import load_backbone
+    from iqa.clip.features import FeatureStore
+    from iqa.engine.pipeline import Pipeline, PipelineOptions
+    from iqa.methods.clipiqa.scorer import CLIPIQA
+    from iqa.methods.prompts import PRESETS
+    from iqa.photos.decode import DecodeOptions, decode_file
 
     lines = [
         "## draft vs full decoding: 16 of the bundled photos at 8x (3072x2048 and 3072x3072 JPEGs, quality 92)",
@@ -272,7 +272,7 @@ def draft_vs_full(backbones: tuple[str, ...]) -> list[str]:
         for name in backbones:
             backbone = load_backbone(name, pretrained=None)
             scorer = CLIPIQA(FeatureStore(backbone, batch_size=8), PRESETS["pyiqa"])
-            plan = scorer.store.preprocessor.resize_plan()
+            plan = scorer.preprocessor.resize_plan()
             diffs = []
             for path in paths:
                 full = decode_file(path, path.name, DecodeOptions((plan,), draft=False)).pixels[0]
@@ -292,20 +292,20 @@ def draft_vs_full(backbones: tuple[str, ...]) -> list[str]:
 
 
 def resample_vs_pillow(backbones: tuple[str, ...]) -> list[str]:
-    """How much `iqa.resample` (torch's uint8 bicubic) changes RN50's native input and scores against
+    """How much `iqa.photos.resample` (torch's uint8 bicubic) changes RN50's native input and scores against
     Pillow's bicubic, which native resolution used before: the bundled photos at 8x, to 1024 px."""
     import numpy as np
 
-    from iqa.backbones import load_backbone
-    from iqa.clipiqa import CLIPIQA
-    from iqa.features import FeatureStore
-    from iqa.photos import Photo
-    from iqa.prompts import PRESETS
-    from iqa.resample import resize_image
-    from iqa.shapes import native_target_size
+    from iqa.clip.backbones import load_backbone
+    from iqa.clip.features import FeatureStore
+    from iqa.methods.clipiqa.scorer import CLIPIQA
+    from iqa.methods.prompts import PRESETS
+    from iqa.photos.photo import Photo
+    from iqa.photos.resample import resize_image
+    from iqa.photos.sizes import native_target_size
 
     lines = [
-        "## iqa.resample against Pillow's bicubic: 16 of the bundled photos at 8x, downsized to a 1024 px side",
+        "## iqa.photos.resample against Pillow's bicubic: 16 of the bundled photos at 8x, downsized to a 1024 px side",
         "| backbone | pixels that differ | max abs pixel diff (grey levels) | max abs score diff "
         "| mean abs score diff |",
         "|---|---|---|---|---|",
@@ -333,7 +333,7 @@ def channels_last(repeats: int = 3) -> list[str]:
     """RN50 (random weights) on the CPU, fp32: contiguous vs channels_last, inputs 224x224 and 448x336."""
     import torch
 
-    from iqa.backbones import load_backbone
+    from iqa.clip.backbones import load_backbone
 
     backbone = load_backbone("RN50-quickgelu", pretrained=None, device="cpu")
     lines = [

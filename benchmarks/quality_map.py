@@ -17,12 +17,12 @@ import torch
 from PIL import Image
 from skimage import data
 
-from iqa.backbones import load_backbone
-from iqa.clipiqa import CLIPIQA
-from iqa.features import FeatureStore
-from iqa.photos import Photo
-from iqa.prompts import PRESETS, PromptPair
-from iqa.quality_map import quality_map
+from iqa.clip.backbones import load_backbone
+from iqa.clip.features import FeatureStore
+from iqa.methods.clipiqa.quality_map import quality_map
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.prompts import PRESETS, PromptPair
+from iqa.photos.photo import Photo
 
 BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu")
 

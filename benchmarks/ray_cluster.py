@@ -25,8 +25,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from benchmarks.ray_overhead import make_photos
-from iqa.ray_engine import LOCAL_ONLY_VARIABLE, RayJob, cluster_plan, connect, import_ray, run_job
-from iqa.scoring import ScorerSpec
+from iqa.engine.ray_engine import LOCAL_ONLY_VARIABLE, RayJob, cluster_plan, connect, import_ray, run_job
+from iqa.methods.scoring import ScorerSpec
 
 
 @dataclass

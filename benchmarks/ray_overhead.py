@@ -28,11 +28,11 @@ from PIL import Image
 from safetensors.torch import save_file
 from skimage import data
 
-from iqa.backbones import load_backbone
-from iqa.photos import find_photo_paths, open_photos
-from iqa.ray_engine import RayJob, connect, import_ray, run_job
-from iqa.scoring import ScorerSpec, build_scorers
-from iqa.tiny_backbones import is_test_backbone
+from iqa.clip.backbones import load_backbone
+from iqa.clip.test_backbones import is_test_backbone
+from iqa.engine.ray_engine import RayJob, connect, import_ray, run_job
+from iqa.methods.scoring import ScorerSpec, build_scorers
+from iqa.photos.photo import find_photo_paths, open_photos
 
 
 def make_photos(folder: Path, count: int) -> None:

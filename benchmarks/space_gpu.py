@@ -75,7 +75,7 @@ def official_file(kind: str, folder: Path, test_backbone: bool) -> str:
     sys.path.insert(0, str(ROOT / "tests"))
     from official_reference import official_state, tiny_official_state
 
-    from iqa.backbones import load_backbone
+    from iqa.clip.backbones import load_backbone
 
     state = tiny_official_state(load_backbone("test-tiny-vit")) if test_backbone else official_state()
     path = folder / "random_official.pt"

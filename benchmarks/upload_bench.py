@@ -4,7 +4,7 @@ Four ways over the same files, alternating photo by photo so that the machine's 
 - full decode: `open_photo` alone (the file decoded whole, upright RGB, as the app did), the baseline;
 - bare decode: Pillow's `Image.open(path).load()` alone (no checks, no copy, no resize), for reference;
 - as before: `open_photo` and then the downsize to `--max-side` (what the app did until issue 15);
-- now: `iqa.decode.open_bounded` (JPEG draft at the smallest scale covering `--max-side`, then the
+- now: `iqa.photos.decode.open_bounded` (JPEG draft at the smallest scale covering `--max-side`, then the
   native-resolution resize the pipeline uses), what an upload goes through now;
 and then `open_bounded` on the app's upload threads over the whole set (a camera roll uploaded at once).
 
@@ -24,11 +24,11 @@ from PIL import Image
 
 from benchmarks.photoset import ensure_photos
 from iqa.app.photo_panel import UPLOAD_THREADS
-from iqa.decode import open_bounded
 from iqa.names import DEFAULT_MAX_SIDE
-from iqa.photos import Photo, open_photo
-from iqa.resample import resize_image
-from iqa.shapes import native_target_size
+from iqa.photos.decode import open_bounded
+from iqa.photos.photo import Photo, open_photo
+from iqa.photos.resample import resize_image
+from iqa.photos.sizes import native_target_size
 
 
 def _as_before(path: Path, max_side: int) -> Photo:

@@ -4,9 +4,9 @@ Run from the repository root:  python -m examples.make_examples
 
 Four freely licensed photos (see LICENSES.md) are shrunk to 384 px on the long side and saved as
 JPEG (quality 95), each with blurred, noisy, JPEG-compressed, over- and under-exposed versions at
-levels 1, 3 and 5 of :mod:`iqa.distortions`. ``labels.csv`` (path,score,ref,distortion,level,label)
+levels 1, 3 and 5 of :mod:`iqa.labels.distortions`. ``labels.csv`` (path,score,ref,distortion,level,label)
 gives each file its synthetic score (1.0 for the original, 1 - level/6 for a distorted copy) and
-a keep/reject label (reject from level 3: `iqa.lab.labels.keep_from_level`).
+a keep/reject label (reject from level 3: `iqa.labels.keep.keep_from_level`).
 The output is deterministic: running the script again rewrites identical files.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 from PIL import Image
 from skimage import data
 
-from iqa.datasets import LabelledImage
-from iqa.distortions import make_distorted_set
+from iqa.labels.datasets import LabelledImage
+from iqa.labels.distortions import make_distorted_set
 
 # skimage.data loaders whose photos may be redistributed (public domain or CC0).
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")

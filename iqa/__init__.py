@@ -9,32 +9,32 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import IQAError
-from .names import CLIP_IQA, DEFAULT_BACKBONE, DEFAULT_PRETRAINED, GRMP_IQA
+from iqa.errors import IQAError
+from iqa.names import CLIP_IQA, DEFAULT_BACKBONE, DEFAULT_PRETRAINED, GRMP_IQA
 
 _LAZY = {
-    "Backbone": "backbones",
-    "BackboneUnavailable": "backbones",
-    "CheckpointMismatch": "backbones",
-    "load_backbone": "backbones",
-    "CLIPIQA": "clipiqa",
-    "pair_probabilities": "clipiqa",
-    "FeatureStore": "features",
-    "Photo": "photos",
-    "PhotoError": "photos",
-    "open_photo": "photos",
-    "open_photos": "photos",
-    "PRESETS": "prompts",
-    "PromptError": "prompts",
-    "PromptPair": "prompts",
-    "load_pairs": "prompts",
-    "save_pairs": "prompts",
-    "PairScore": "results",
-    "ScoreResult": "results",
-    "Scorer": "scoring",
-    "ScorerSpec": "scoring",
-    "build_scorers": "scoring",
-    "TEST_BACKBONE_WARNING": "tiny_backbones",
+    "Backbone": "clip.backbones",
+    "BackboneUnavailable": "clip.backbones",
+    "CheckpointMismatch": "clip.backbones",
+    "load_backbone": "clip.backbones",
+    "CLIPIQA": "methods.clipiqa.scorer",
+    "pair_probabilities": "methods.clipiqa.scorer",
+    "FeatureStore": "clip.features",
+    "Photo": "photos.photo",
+    "PhotoError": "photos.photo",
+    "open_photo": "photos.photo",
+    "open_photos": "photos.photo",
+    "PRESETS": "methods.prompts",
+    "PromptError": "methods.prompts",
+    "PromptPair": "methods.prompts",
+    "load_pairs": "methods.prompts",
+    "save_pairs": "methods.prompts",
+    "PairScore": "methods.results",
+    "ScoreResult": "methods.results",
+    "Scorer": "methods.scoring",
+    "ScorerSpec": "methods.scoring",
+    "build_scorers": "methods.scoring",
+    "TEST_BACKBONE_WARNING": "clip.test_backbones",
 }
 
 __all__ = [
@@ -68,14 +68,14 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from .backbones import Backbone, BackboneUnavailable, CheckpointMismatch, load_backbone
-    from .clipiqa import CLIPIQA, pair_probabilities
-    from .features import FeatureStore
-    from .photos import Photo, PhotoError, open_photo, open_photos
-    from .prompts import PRESETS, PromptError, PromptPair, load_pairs, save_pairs
-    from .results import PairScore, ScoreResult
-    from .scoring import Scorer, ScorerSpec, build_scorers
-    from .tiny_backbones import TEST_BACKBONE_WARNING
+    from iqa.clip.backbones import Backbone, BackboneUnavailable, CheckpointMismatch, load_backbone
+    from iqa.clip.features import FeatureStore
+    from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
+    from iqa.methods.clipiqa.scorer import CLIPIQA, pair_probabilities
+    from iqa.methods.prompts import PRESETS, PromptError, PromptPair, load_pairs, save_pairs
+    from iqa.methods.results import PairScore, ScoreResult
+    from iqa.methods.scoring import Scorer, ScorerSpec, build_scorers
+    from iqa.photos.photo import Photo, PhotoError, open_photo, open_photos
 
 
 def __getattr__(name: str) -> Any:

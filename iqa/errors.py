@@ -10,15 +10,18 @@ ValueError` handlers keep working:
     IQAError
     ├── UsageError                        bad options on the command line
     ├── InputError (ValueError)           a value given to the library is out of range or unusable
-    ├── PromptError (ValueError)          iqa.prompts
-    ├── PhotoError (ValueError)           iqa.photos
-    ├── ScoringError (ValueError)         iqa.clipiqa: a non-finite score
-    ├── DatasetLayoutError (FileNotFoundError), DatasetFormatError (ValueError)   iqa.datasets
-    ├── BackboneUnavailable (RuntimeError)                                      iqa.backbones
-    ├── Unavailable (ConnectionError): RayConnectionError, RayStalled         iqa.ray_engine
-    ├── CheckpointMismatch (ValueError) ── BadCheckpoint                        iqa.backbones
-    ├── CheckpointError (ValueError), OfficialCheckpointError (ValueError)      iqa.grmp
-    └── StateFileError (ValueError)                                             iqa.grmp.state_file
+    ├── PromptError (ValueError)          iqa.methods.prompts
+    ├── PhotoError (ValueError)           iqa.photos.photo
+    ├── ScoringError (ValueError)         iqa.methods.clipiqa.scorer: a non-finite score
+    ├── DatasetLayoutError (FileNotFoundError), DatasetFormatError (ValueError)   iqa.labels.datasets
+    ├── BackboneUnavailable (RuntimeError)                                      iqa.clip.backbones
+    ├── Unavailable (ConnectionError): RayConnectionError, RayStalled         iqa.engine.ray_engine
+    ├── CheckpointMismatch (ValueError) ── BadCheckpoint                        iqa.clip.backbones
+    ├── CheckpointError (ValueError), OfficialCheckpointError (ValueError)      iqa.methods.grmp
+    └── StateFileError (ValueError)                                             iqa.methods.grmp.state_file
+
+`OutputError` (an `OSError`, not an `IQAError`: the command line exits 4) is a write that failed: a
+photo copy or a results file.
 """
 
 from __future__ import annotations
@@ -38,3 +41,10 @@ class InputError(IQAError, ValueError):
 
 class Unavailable(IQAError, ConnectionError):
     """Something the run needs cannot be reached or stopped answering (a Ray cluster): exit 3."""
+
+
+class OutputError(OSError):
+    """Output (a photo copy, a results file) could not be written; the message names the file and why."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()

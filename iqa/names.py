@@ -6,12 +6,10 @@ open_clip or scipy; the modules that own each thing import them from here.
 
 from __future__ import annotations
 
-# The scoring methods: `ScoreResult.method`, the keys of `build_scorers` and `ComparedPhoto.results`.
+# The built-in methods' names (`ScoreResult.method`); everything else about them is in their
+# registry entries (`iqa.methods.registry`).
 CLIP_IQA = "CLIP-IQA"
 GRMP_IQA = "GRMP-IQA"
-METHODS = (CLIP_IQA, GRMP_IQA)
-# The command line's spelling of them.
-METHOD_OPTIONS = {"clipiqa": (CLIP_IQA,), "grmp": (GRMP_IQA,), "both": (CLIP_IQA, GRMP_IQA)}
 
 DEFAULT_BACKBONE = "RN50-quickgelu"
 DEFAULT_PRETRAINED = "openai"

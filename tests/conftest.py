@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from iqa.backbones import load_backbone
-from iqa.photos import Photo
-from iqa.ray_engine import LOCAL_ONLY_VARIABLE
+from iqa.clip.backbones import load_backbone
+from iqa.engine.ray_engine import LOCAL_ONLY_VARIABLE
+from iqa.photos.photo import Photo
 
 # The local Ray of the Ray tests talks over 127.0.0.1 only; Ray reads this when it is imported,
 # which a test module may do before the engine starts it.
@@ -61,6 +61,16 @@ def photos() -> list[Photo]:
         image.thumbnail((160, 160))
         out.append(Photo(name, image))
     return out
+
+
+@pytest.fixture
+def album(tmp_path, photos):
+    """The three photos as JPEG files in a folder."""
+    folder = tmp_path / "album"
+    folder.mkdir()
+    for photo in photos:
+        photo.image.save(folder / f"{photo.name}.jpg")
+    return folder
 
 
 @pytest.fixture(scope="module")

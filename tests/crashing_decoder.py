@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from iqa.decode import decode_or_error
+from iqa.photos.decode import decode_or_error
 
 
 def decode_or_crash(path, name, options, wanted):  # type: ignore[no-untyped-def]

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from iqa.backbones import load_backbone
-from iqa.grmp.checkpoint import save_checkpoint
-from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.clip.backbones import load_backbone
+from iqa.methods.grmp.checkpoint import save_checkpoint
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
 
 
 @dataclass

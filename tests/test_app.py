@@ -29,10 +29,10 @@ from iqa.app.outputs import FilterOutput, ScoreOutput, as_outputs, as_values
 from iqa.app.session import Session
 from iqa.app.share import encode_share
 from iqa.app.table import PROMPT_COLUMNS, parse_table
-from iqa.grmp.checkpoint import CheckpointError, save_checkpoint
-from iqa.grmp.model import GRMPConfig, GRMPModel
-from iqa.prompts import load_pairs
-from iqa.tiny_backbones import TEST_BACKBONE_WARNING
+from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
+from iqa.methods.grmp.checkpoint import CheckpointError, save_checkpoint
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.prompts import load_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"

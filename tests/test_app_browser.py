@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from hostile_app import good_checkpoint
 
-from iqa import charts
 from iqa.app.share import decode_share
+from iqa.report import charts
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))

@@ -164,7 +164,7 @@ def test_the_server_log_names_the_weights_device_and_precision(tmp_path):
     with running_app(tmp_path):
         pass
     log = (tmp_path / "app.log").read_text()
-    assert "INFO iqa.backbones: loaded backbone test-tiny-rn:" in log, log
+    assert "INFO iqa.clip.backbones: loaded backbone test-tiny-rn:" in log, log
     assert "INFO iqa.app.models: backbone test-tiny-rn ready: test-tiny-rn (random test weights) on cpu, fp32" in log
 
 

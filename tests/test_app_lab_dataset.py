@@ -9,7 +9,7 @@ from iqa.app.demo import Handlers
 from iqa.app.lab_tab import BUNDLED_SET, server_set_label
 from iqa.app.models import Models
 from iqa.app.table import pairs_table
-from iqa.prompts import PRESETS
+from iqa.methods.prompts import PRESETS
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 T_SCALE = "checkpoint's logit scale"

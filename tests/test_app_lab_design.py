@@ -15,8 +15,8 @@ from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET
 from iqa.app.models import Models
 from iqa.app.session import Session
 from iqa.lab.calibration import calibrate, choose_point, point_at
+from iqa.methods.prompts import PRESETS
 from iqa.names import CLIP_IQA
-from iqa.prompts import PRESETS
 
 T_SCALE = "checkpoint's logit scale"
 PRECISION, RECALL, F1 = list(TARGETS)

@@ -20,9 +20,9 @@ from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
 from iqa.app.models import NO_GRMP, Models
 from iqa.app.session import Session
-from iqa.grmp.model import GRMPScorer
-from iqa.grmp.official import DEFAULT_FILE, OfficialCheckpointError, import_official
-from iqa.prompts import PRESETS
+from iqa.methods.grmp.official import DEFAULT_FILE, OfficialCheckpointError, import_official
+from iqa.methods.grmp.scorer import GRMPScorer
+from iqa.methods.prompts import PRESETS
 
 T_SCALE = "checkpoint's logit scale"
 
@@ -64,7 +64,7 @@ def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeyp
     def offline(filename, *args, **kwargs):
         raise OfficialCheckpointError(f"could not download {filename} from the Hugging Face Hub (offline)")
 
-    monkeypatch.setattr("iqa.grmp.official.download_official", offline)
+    monkeypatch.setattr("iqa.methods.grmp.official.download_official", offline)
     config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=DEFAULT_FILE)
     models = Models(config)
     assert models.startup_checkpoints == {} and models.default_checkpoint == NO_GRMP

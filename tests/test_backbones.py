@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from iqa.backbones import BackboneUnavailable, BadCheckpoint, CheckpointMismatch, load_backbone
-from iqa.devices import parse_dtype, pick_device
-from iqa.tiny_backbones import TEST_BACKBONES, build_test_model
+from iqa.clip.backbones import BackboneUnavailable, BadCheckpoint, CheckpointMismatch, load_backbone
+from iqa.clip.devices import parse_dtype, pick_device
+from iqa.clip.test_backbones import TEST_BACKBONES, build_test_model
 
 
 @pytest.mark.parametrize("name", sorted(TEST_BACKBONES))
@@ -116,7 +116,7 @@ def test_text_encoding_without_padding_equals_open_clip(name):
 def test_the_log_says_where_local_weights_came_from(rn_backbone, photos, tmp_path, caplog):
     from safetensors.torch import save_file
 
-    from iqa.cli import main
+    from iqa.cli.main import main
 
     weights = tmp_path / "tiny-rn.safetensors"
     save_file({k: v.contiguous() for k, v in rn_backbone.model.state_dict().items()}, str(weights))

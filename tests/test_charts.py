@@ -4,11 +4,12 @@ import re
 
 import pytest
 
-from iqa import charts
-from iqa.compare import ComparedPhoto
-from iqa.prompt_lab import LabReport, PairRank
-from iqa.prompts import PromptPair
-from iqa.results import PairScore, ScoreResult
+from iqa.lab.prompt_lab import LabReport, PairRank
+from iqa.methods.grmp.method import grmp_parts
+from iqa.methods.prompts import PromptPair
+from iqa.methods.results import PairScore, ScoreResult
+from iqa.report import charts
+from iqa.report.compare import ComparedPhoto
 
 
 def _result(name, score, ps, method="CLIP-IQA"):
@@ -27,7 +28,7 @@ def test_breakdown_has_one_bar_per_pair_plus_what_the_grmp_score_is_made_of():
         variant="seed",
         temperature=100.0,
     )
-    figure = charts.pair_breakdown(clip, grmp)
+    figure = charts.pair_breakdown([clip, grmp])
     (bars,) = figure.data
     assert list(bars.x) == pytest.approx([0.9, 0.1, 0.5, 0.6, 0.7])  # seed: the learned pair's p, then the score
     assert list(bars.text) == ["0.900", "0.100", "0.500", "0.600", "0.700"]
@@ -39,11 +40,11 @@ def test_breakdown_has_one_bar_per_pair_plus_what_the_grmp_score_is_made_of():
     assert figure.layout.xaxis.title.text == "p = P(positive prompt)"
     assert "CLIP-IQA 0.500" in figure.layout.title.text and "GRMP-IQA (seed) 0.700" in figure.layout.title.text
     paper = ScoreResult("a.jpg", 0.6, grmp.pairs, "GRMP-IQA", variant="paper")
-    assert len(charts.grmp_parts(paper)) == 1  # the paper variant's score is its p
+    assert len(grmp_parts(paper)) == 1  # the paper variant's score is its p
 
 
 def test_attribute_breakdown_shows_no_averaged_score():
-    figure = charts.pair_breakdown(_result("a.jpg", 0.4, [0.2, 0.8]), attributes=True)
+    figure = charts.pair_breakdown([_result("a.jpg", 0.4, [0.2, 0.8])], attributes=True)
     assert "not averaged" in figure.layout.title.text and "0.400" not in figure.layout.title.text
     assert list(figure.data[0].x) == [0.2, 0.8]
 
@@ -57,7 +58,7 @@ def test_mirrored_breakdown_puts_the_photos_on_either_side():
 
 
 def test_breakdown_without_grmp_shows_only_clip_pairs():
-    figure = charts.pair_breakdown(_result("a.jpg", 0.4, [0.4, 0.4]))
+    figure = charts.pair_breakdown([_result("a.jpg", 0.4, [0.4, 0.4])])
     assert len(figure.data[0].y) == 2
 
 
@@ -152,7 +153,7 @@ def test_every_title_comes_in_lines_a_phone_shows_whole_and_loses_nothing():
     )
     clip, grmp = left.results["CLIP-IQA"], left.results["GRMP-IQA"]
     figures = [
-        charts.pair_breakdown(clip, grmp),
+        charts.pair_breakdown([clip, grmp]),
         charts.mirrored_breakdown(left, right),
         charts.score_scatter([left, right]),
         charts.score_histogram([left, right], "CLIP-IQA", 0.5),

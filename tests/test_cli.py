@@ -4,7 +4,7 @@ import json
 import pytest
 from PIL import ImageFilter
 
-from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WEIGHTS, main
+from iqa.cli.main import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WEIGHTS, main
 
 TEST = ["--backbone", "test-tiny-rn"]
 
@@ -94,21 +94,21 @@ def test_an_internal_bug_surfaces_with_its_traceback_not_as_bad_input(folder, mo
     def broken(*args, **options):
         raise KeyError("a bug")
 
-    monkeypatch.setattr("iqa.cli.score_paths", broken)
+    monkeypatch.setattr("iqa.cli.main.score_paths", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["score", str(folder), *TEST])
 
 
 def test_every_library_error_is_an_iqa_error_and_keeps_its_builtin_base():
-    from iqa.backbones import BackboneUnavailable, BadCheckpoint, CheckpointMismatch
-    from iqa.clipiqa import ScoringError
-    from iqa.datasets import DatasetFormatError, DatasetLayoutError
+    from iqa.clip.backbones import BackboneUnavailable, BadCheckpoint, CheckpointMismatch
     from iqa.errors import InputError, IQAError, UsageError
-    from iqa.grmp.checkpoint import CheckpointError
-    from iqa.grmp.official import OfficialCheckpointError
-    from iqa.grmp.state_file import StateFileError
-    from iqa.photos import PhotoError
-    from iqa.prompts import PromptError
+    from iqa.labels.datasets import DatasetFormatError, DatasetLayoutError
+    from iqa.methods.clipiqa.scorer import ScoringError
+    from iqa.methods.grmp.checkpoint import CheckpointError
+    from iqa.methods.grmp.official import OfficialCheckpointError
+    from iqa.methods.grmp.state_file import StateFileError
+    from iqa.methods.prompts import PromptError
+    from iqa.photos.photo import PhotoError
 
     value_errors = [
         BadCheckpoint,
@@ -132,12 +132,12 @@ def test_verbose_logs_the_choices_on_stderr_and_the_library_is_silent_without_it
     assert "iqa." not in capsys.readouterr().err
     main(["-v", "score", str(folder / "coffee.jpg"), *TEST, "--max-side", "100"])
     err = capsys.readouterr().err
-    assert "iqa.backbones: loaded backbone test-tiny-rn" in err and "iqa.devices: no device asked for" in err
+    assert "iqa.clip.backbones: loaded backbone test-tiny-rn" in err and "iqa.clip.devices: no device asked for" in err
     assert "coffee.jpg: resized from 160x107 to 100x67 (max_side=100)" in err
 
 
 def test_cache_size_bounds_the_feature_cache_on_disk(folder, tmp_path):
-    from iqa.disk_cache import DiskCache
+    from iqa.engine.disk_cache import DiskCache
 
     roomy, tiny = tmp_path / "roomy", tmp_path / "tiny"
     assert main(["score", str(folder), *TEST, "--workers", "0", "--cache-dir", str(roomy)]) == EXIT_PARTIAL

@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from iqa.cli import EXIT_INPUT, main
-from iqa.grmp.checkpoint import read_config
+from iqa.cli.main import EXIT_INPUT, main
+from iqa.methods.grmp.checkpoint import read_config
 
 TEST = ["--backbone", "test-tiny-rn", "--pretrained", "none"]
 
@@ -100,7 +100,7 @@ def test_train_eval_and_score_with_the_trained_checkpoint(synthetic, photos, tmp
 
     photo = tmp_path / "one.jpg"
     photos[0].image.save(photo)
-    assert main(["score", str(photo), *TEST, "--method", "both", "--checkpoint", str(checkpoint)]) == 0
+    assert main(["score", str(photo), *TEST, "--method", "clipiqa,grmp", "--checkpoint", str(checkpoint)]) == 0
     header = capsys.readouterr().out.splitlines()[0].split()
     assert header[:3] == ["rank", "CLIP-IQA", "GRMP-IQA"]
 

@@ -6,11 +6,11 @@ import torch.nn.functional as F
 from forked import run_forked
 from PIL import Image
 
-from iqa.clipiqa import CLIPIQA, combine, pair_probabilities
-from iqa.features import FeatureStore
-from iqa.photos import Photo
-from iqa.prompts import PRESETS, PromptError, PromptPair
-from iqa.tiny_backbones import MEANINGLESS_NOTE
+from iqa.clip.features import FeatureStore
+from iqa.clip.test_backbones import MEANINGLESS_NOTE
+from iqa.methods.clipiqa.scorer import CLIPIQA, combine, pair_probabilities
+from iqa.methods.prompts import PRESETS, PromptError, PromptPair
+from iqa.photos.photo import Photo
 
 
 def test_pair_probability_matches_hand_computation_at_t_1():

@@ -8,7 +8,7 @@ from openpyxl import Workbook
 from PIL import Image
 from scipy.io import loadmat, savemat
 
-from iqa.datasets import (
+from iqa.labels.datasets import (
     DATASETS,
     LAYOUTS,
     SCORE_RANGES,

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from iqa import decode_pool
-from iqa.decode import Decoded, DecodeOptions, ResizePlan
-from iqa.decode_pool import CRASHED, DecodeJob, DecodePool
-from iqa.photos import PhotoError
+from iqa.engine import decode_pool
+from iqa.engine.decode_pool import CRASHED, DecodeJob, DecodePool
+from iqa.photos.decode import Decoded, DecodeOptions, ResizePlan
+from iqa.photos.photo import PhotoError
 from tests.crashing_decoder import decode_or_crash
 
 EXAMPLES = sorted(Path(__file__).resolve().parents[1].joinpath("examples").glob("*.jpg"))

@@ -14,11 +14,11 @@ import time
 import numpy as np
 import pytest
 
-import iqa.file_signature
-from iqa import disk_cache
-from iqa.cli import EXIT_INPUT, EXIT_OK, main
-from iqa.disk_cache import CHECK_BYTES, FILE_NAME, CacheFolderError, DiskCache, row_check
-from iqa.file_signature import HEAD_BYTES, file_signature
+import iqa.photos.signature
+from iqa.cli.main import EXIT_INPUT, EXIT_OK, main
+from iqa.engine import disk_cache
+from iqa.engine.disk_cache import CHECK_BYTES, FILE_NAME, CacheFolderError, DiskCache, row_check
+from iqa.photos.signature import HEAD_BYTES, file_signature
 
 MODEL, PREP, DIM = "RN50|openai|fp32", "native<=1024", 8
 
@@ -141,7 +141,7 @@ def test_a_file_signature_needs_a_settled_regular_file_and_holds_its_head(tmp_pa
     assert file_signature(path) is None  # changed just now
     os.utime(path, (time.time() - 60, time.time() - 60))  # an old modification time, but a fresh change time
     assert file_signature(path) is None
-    monkeypatch.setattr(iqa.file_signature, "SETTLE_NS", 0)
+    monkeypatch.setattr(iqa.photos.signature, "SETTLE_NS", 0)
     signature = file_signature(path)
     assert signature is not None and signature.size == 100_000 and signature.key == os.fsencode(path.resolve())
     info = path.stat()
@@ -263,15 +263,6 @@ def test_a_cache_folder_that_is_a_file_is_refused_by_name(tmp_path):
         DiskCache(tmp_path / "file")
     with pytest.raises(CacheFolderError, match="a file is in the way"):
         DiskCache(tmp_path / "file" / "below")
-
-
-@pytest.fixture
-def album(tmp_path, photos):
-    folder = tmp_path / "album"
-    folder.mkdir()
-    for photo in photos:
-        photo.image.save(folder / f"{photo.name}.jpg")
-    return folder
 
 
 @pytest.mark.parametrize("fill", [0.0, 1e30, np.nan, np.inf])

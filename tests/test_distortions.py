@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from iqa.datasets import LabelledImage, load_csv
-from iqa.distortions import (
+from iqa.labels.datasets import LabelledImage, load_csv
+from iqa.labels.distortions import (
     DISTORTIONS,
     LEVELS,
     distort,

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import iqa.filtering as filtering
-from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WRITE, build_parser, main
-from iqa.filtering import PARTIAL_SUFFIX, plan_transfer, split_by_threshold, transfer, unscored
-from iqa.results import ScoreResult
+import iqa.report.filtering as filtering
+from iqa.cli.main import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WRITE, build_parser, main
+from iqa.methods.results import ScoreResult
+from iqa.report.filtering import PARTIAL_SUFFIX, plan_transfer, split_by_threshold, transfer, unscored
 from tests.hostile import good_image
 
 TEST = ["--backbone", "test-tiny-rn"]
@@ -160,7 +160,7 @@ def test_score_output_that_cannot_be_written_is_exit_4(album, tmp_path, capsys):
 def test_filter_accounts_for_every_photo(album, monkeypatch, capsys):
     (album / "broken.png").write_bytes(b"not a png")
 
-    from iqa.cli_options import open_scorers
+    from iqa.cli.options import open_scorers
 
     class NaNForOne:
         """Scores on a real scorer's features; the first photo of the batch gets NaN."""
@@ -174,7 +174,7 @@ def test_filter_accounts_for_every_photo(album, monkeypatch, capsys):
             return [ScoreResult(n, float("nan") if i == 0 else 0.1 * i, [], "fake") for i, n in enumerate(names)]
 
     monkeypatch.setattr(
-        "iqa.cli.open_scorers", lambda args: {"fake": NaNForOne(next(iter(open_scorers(args).values())))}
+        "iqa.cli.main.open_scorers", lambda args: {"fake": NaNForOne(next(iter(open_scorers(args).values())))}
     )
     assert main(["filter", str(album), "--threshold", "0.25", *TEST]) == EXIT_PARTIAL
     captured = capsys.readouterr()

@@ -20,14 +20,14 @@ from iqa.app.demo import Handlers
 from iqa.app.lab_tab import BUNDLED_SET
 from iqa.app.models import CheckpointRef, Models
 from iqa.app.session import Session
-from iqa.backbones import load_backbone
-from iqa.datasets import load_csv
+from iqa.clip.backbones import load_backbone
+from iqa.clip.features import FeatureStore
 from iqa.errors import InputError
-from iqa.features import FeatureStore
-from iqa.grmp.checkpoint import save_checkpoint
-from iqa.grmp.model import GRMPConfig, GRMPModel
-from iqa.photos import Photo
-from iqa.prompts import PRESETS
+from iqa.labels.datasets import load_csv
+from iqa.methods.grmp.checkpoint import save_checkpoint
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.prompts import PRESETS
+from iqa.photos.photo import Photo
 
 T_SCALE = "checkpoint's logit scale"
 OVERALL = "overall (weighted mean of the pairs)"

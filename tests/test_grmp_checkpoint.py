@@ -10,10 +10,10 @@ import torch
 from official_reference import tiny_official_state
 from safetensors.torch import load_file
 
-from iqa.backbones import CheckpointMismatch
-from iqa.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from iqa.grmp.model import GRMPConfig, GRMPModel
-from iqa.grmp.official import OfficialCheckpointError, download_official, import_official
+from iqa.clip.backbones import CheckpointMismatch
+from iqa.methods.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.official import OfficialCheckpointError, download_official, import_official
 
 
 def perturb(params, seed: int = 0) -> None:
@@ -209,7 +209,7 @@ def test_the_released_vit_b16_layout_maps_one_to_one_onto_open_clip():
     """Key names only (a meta-device model holds no weights): 311 official tensors, nothing left over."""
     import open_clip
 
-    from iqa.grmp.official import map_official_state
+    from iqa.methods.grmp.official import map_official_state
 
     with torch.device("meta"):
         clip = open_clip.model.CLIP(**open_clip.get_model_config("ViT-B-16-quickgelu"))

@@ -7,7 +7,7 @@ import tracemalloc
 
 import pytest
 
-from iqa.grmp.checkpoint import (
+from iqa.methods.grmp.checkpoint import (
     MAX_JSON_BYTES,
     CheckpointError,
     check_checkpoint,
@@ -15,7 +15,7 @@ from iqa.grmp.checkpoint import (
     read_config,
     save_checkpoint,
 )
-from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from iqa.grmp.losses import (
+from iqa.methods.grmp.losses import (
     mse,
     pairwise_regularizer,
     project_gradients,

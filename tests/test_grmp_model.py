@@ -8,20 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from iqa.features import FeatureStore
-from iqa.grmp.model import (
+from iqa.clip.features import FeatureStore
+from iqa.clip.prompt_learner import PromptLearner, encode_hard_prompts
+from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
+from iqa.clip.text_tower import TextTower
+from iqa.methods.grmp.model import (
     PRESETS,
     SCENE_PROMPTS,
     GRMPConfig,
     GRMPModel,
-    GRMPScorer,
     OfficialPreprocessor,
     zero_shot_scene_logits,
 )
-from iqa.grmp.prompt_learner import PromptLearner, encode_hard_prompts
-from iqa.grmp.vpt import VisualPromptTuning
-from iqa.text_tower import TextTower
-from iqa.tiny_backbones import TEST_BACKBONE_WARNING
+from iqa.methods.grmp.scorer import GRMPScorer
+from iqa.methods.grmp.vpt import VisualPromptTuning
 
 
 def paper_config(**overrides) -> GRMPConfig:

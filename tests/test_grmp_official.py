@@ -17,11 +17,12 @@ import torch
 from official_reference import EXAMPLES, OFFICIAL_P, PHOTOS, official_state
 from PIL import Image
 
-from iqa.cli import main
-from iqa.grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
-from iqa.grmp.model import GRMPScorer, OfficialPreprocessor
-from iqa.grmp.official import converted_official, import_official
-from iqa.photos import open_photo, open_photos
+from iqa.cli.main import main
+from iqa.methods.grmp.checkpoint import checkpoint_paths, load_checkpoint, read_config, save_checkpoint
+from iqa.methods.grmp.model import OfficialPreprocessor
+from iqa.methods.grmp.official import converted_official, import_official
+from iqa.methods.grmp.scorer import GRMPScorer
+from iqa.photos.photo import open_photo, open_photos
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-4  # asked for: max |p - official|
@@ -84,7 +85,7 @@ def test_conversion_happens_once_and_is_reused(official_file, tmp_path, monkeypa
     def no_second_import(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr("iqa.grmp.official.import_official", no_second_import)
+    monkeypatch.setattr("iqa.methods.grmp.official.import_official", no_second_import)
     assert converted_official(official_file, cache_dir=tmp_path) == stem
     assert tensors.stat().st_mtime_ns == written
 

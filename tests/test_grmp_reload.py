@@ -20,11 +20,12 @@ from iqa.app.config import AppConfig
 from iqa.app.demo import Handlers
 from iqa.app.models import Models
 from iqa.app.session import Session
-from iqa.backbones import load_backbone
-from iqa.cli import main
-from iqa.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
-from iqa.grmp.official import import_official
+from iqa.cli.main import main
+from iqa.clip.backbones import load_backbone
+from iqa.methods.grmp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.official import import_official
+from iqa.methods.grmp.scorer import GRMPScorer
 
 EXACT = 1e-6
 
@@ -168,7 +169,7 @@ def test_a_checkpoint_missing_its_backbone_is_refused_before_anything_is_built(t
     def no_building(*args, **kwargs):
         raise AssertionError("a backbone was built for a checkpoint that cannot be used")
 
-    monkeypatch.setattr("iqa.grmp.checkpoint.load_backbone", no_building)
+    monkeypatch.setattr("iqa.methods.grmp.checkpoint.load_backbone", no_building)
     with pytest.raises(CheckpointError, match="must carry its whole test-tiny-vit backbone, but 62 of its tensors"):
         load_checkpoint(tmp_path / "whole")
 

@@ -13,14 +13,15 @@ from safetensors.torch import save_file
 from scipy import stats
 from skimage import data
 
-from iqa.distortions import make_distorted_set, task_list
-from iqa.evaluate import evaluate
-from iqa.features import FeatureStore
-from iqa.grmp.checkpoint import load_checkpoint
-from iqa.grmp.meta import MetaConfig, meta_pretrain
-from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
-from iqa.grmp.state_file import StateFileError, read_state, write_state
-from iqa.grmp.train import (
+from iqa.clip.features import FeatureStore
+from iqa.lab.evaluate import evaluate
+from iqa.labels.distortions import make_distorted_set, task_list
+from iqa.methods.grmp.checkpoint import load_checkpoint
+from iqa.methods.grmp.meta import MetaConfig, meta_pretrain
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.scorer import GRMPScorer
+from iqa.methods.grmp.state_file import StateFileError, read_state, write_state
+from iqa.methods.grmp.train import (
     LEGACY_STATE_FILE,
     STATE_FILE,
     FinetuneProtocol,
@@ -29,7 +30,7 @@ from iqa.grmp.train import (
     make_splits,
     run_protocol,
 )
-from iqa.photos import open_photo
+from iqa.photos.photo import open_photo
 
 TYPES = ("gaussian_blur", "gaussian_noise", "contrast_decrease", "over_exposure")
 REFERENCES = ("astronaut", "chelsea", "coffee", "rocket", "camera", "cat")
@@ -331,10 +332,10 @@ def test_state_file_keeps_every_kind_of_value(tmp_path):
 @pytest.mark.slow
 def test_the_projection_regularizer_refuses_a_random_teacher():
     """A model without pretrained weights (e.g. an imported official one) has no zero-shot teacher."""
-    from iqa.backbones import load_backbone
-    from iqa.datasets import load_csv
+    from iqa.clip.backbones import load_backbone
     from iqa.errors import InputError
-    from iqa.grmp.train import FinetuneProtocol, TrainConfig, run_protocol
+    from iqa.labels.datasets import load_csv
+    from iqa.methods.grmp.train import FinetuneProtocol, TrainConfig, run_protocol
 
     backbone = load_backbone("ViT-B-16-quickgelu", pretrained=None)
     model = GRMPModel(GRMPConfig("paper", backbone.name, None, vpt_tokens=2, train_last_blocks=1), backbone)

@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from iqa.backbones import BadCheckpoint, load_backbone
-from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, main
-from iqa.clipiqa import CLIPIQA, ScoringError
-from iqa.features import FeatureStore
-from iqa.photos import Photo, PhotoError, find_photo_paths, open_photos
-from iqa.preprocess import MAX_ASPECT_RATIO, MAX_INPUT_PIXELS, Preprocessor
-from iqa.prompts import MAX_WEIGHT, PRESETS, PromptError, PromptPair, load_pairs
+from iqa.cli.main import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, main
+from iqa.clip.backbones import BadCheckpoint, load_backbone
+from iqa.clip.features import FeatureStore
+from iqa.clip.preprocess import MAX_ASPECT_RATIO, MAX_INPUT_PIXELS, Preprocessor
+from iqa.methods.clipiqa.scorer import CLIPIQA, ScoringError
+from iqa.methods.prompts import MAX_WEIGHT, PRESETS, PromptError, PromptPair, load_pairs
+from iqa.photos.photo import Photo, PhotoError, find_photo_paths, open_photos
 from tests.hostile import (
     GOOD_PHOTOS,
     good_image,

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, main
-from iqa.disk_cache import DiskCache
+from iqa.cli.main import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, main
+from iqa.clip.features import FeatureStore
+from iqa.engine.disk_cache import DiskCache
+from iqa.engine.file_features import bytes_digest, file_digest, file_features
 from iqa.errors import InputError, UsageError
-from iqa.features import FeatureStore
-from iqa.file_features import bytes_digest, file_digest, file_features
-from iqa.photos import open_photo
-from iqa.prompt_lab import LabelledPhotos, load_server_dataset, rank_pairs
-from iqa.prompts import PRESETS, PromptPair
+from iqa.lab.prompt_lab import LabelledPhotos, load_server_dataset, rank_pairs
+from iqa.methods.prompts import PRESETS, PromptPair
+from iqa.photos.photo import open_photo
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 NAMES = ["astronaut", "chelsea", "coffee", "rocket"]

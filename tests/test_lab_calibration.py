@@ -96,7 +96,7 @@ def test_an_unreachable_precision_is_refused_with_the_best_there_is():
 
 
 def test_curves_as_charts_name_each_score_and_mark_the_threshold():
-    from iqa.lab.charts import pr_chart, roc_chart
+    from iqa.report.lab_charts import pr_chart, roc_chart
 
     method = calibrate("CLIP-IQA", SCORES, KEEP)
     pair = calibrate("sharp / blurry", SCORES[::-1], KEEP)

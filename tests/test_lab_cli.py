@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from iqa.cli import EXIT_INPUT, EXIT_OK, main
-from iqa.prompts import load_pairs
+from iqa.cli.main import EXIT_INPUT, EXIT_OK, main
+from iqa.methods.prompts import load_pairs
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SET = ["--dataset", "csv", "--root", str(EXAMPLES / "labels.csv"), "--backbone", "test-tiny-rn"]
@@ -104,12 +104,12 @@ def test_lab_search_refusals_are_one_line(extra, message, capsys):
 
 
 def test_calibrate_every_method_with_a_grmp_checkpoint(rn_backbone, tmp_path, capsys):
-    from iqa.grmp.checkpoint import save_checkpoint
-    from iqa.grmp.model import GRMPConfig, GRMPModel
+    from iqa.methods.grmp.checkpoint import save_checkpoint
+    from iqa.methods.grmp.model import GRMPConfig, GRMPModel
 
     config = GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=rn_backbone.pretrained, seed=5)
     _, meta = save_checkpoint(GRMPModel(config, rn_backbone), tmp_path / "mine")
-    args = ["calibrate", *SET, "--method", "both", "--checkpoint", str(meta.with_suffix("")), "--best-f1"]
+    args = ["calibrate", *SET, "--method", "clipiqa,grmp", "--checkpoint", str(meta.with_suffix("")), "--best-f1"]
     assert main(args) == EXIT_OK
     printed = capsys.readouterr().out
     assert printed.count("(64 photos: 40 reject, 24 keep)") == 2

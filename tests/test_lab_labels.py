@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from iqa.datasets import DatasetFormatError, DatasetLayoutError, load_dataset
-from iqa.distortions import make_distorted_set
 from iqa.errors import InputError
-from iqa.lab.labels import keep_from_level, parse_label, require_labels
+from iqa.labels.datasets import DatasetFormatError, DatasetLayoutError, load_dataset
+from iqa.labels.distortions import make_distorted_set
+from iqa.labels.keep import keep_from_level, parse_label, require_labels
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -5,13 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from iqa.clip.features import FeatureStore
 from iqa.errors import InputError
-from iqa.features import FeatureStore
 from iqa.lab.folds import label_folds, score_folds
 from iqa.lab.search import as_table, column_metric, make_target, search_pairs, select
 from iqa.lab.vocabulary import VOCABULARY, candidate_pairs, fill, parse_words
 from iqa.lab.weights import fit_weights, learn_weights
-from iqa.prompts import PRESETS, PromptPair
+from iqa.methods.prompts import PRESETS, PromptPair
 
 
 def planted_features(store: FeatureStore, pair: PromptPair, signs: np.ndarray, seed: int = 0) -> torch.Tensor:

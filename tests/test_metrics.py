@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from iqa import metrics
-from iqa.metrics import all_metrics, fit_logistic, krcc, logistic4, plcc, srcc
+from iqa.labels import metrics
+from iqa.labels.metrics import all_metrics, fit_logistic, krcc, logistic4, plcc, srcc
 
 
 def test_hand_computed_rank_correlations():

@@ -1,4 +1,4 @@
-"""Tests for iqa.photos: every fixture is written with Pillow (or numpy) into tmp_path."""
+"""Tests for iqa.photos.photo: every fixture is written with Pillow (or numpy) into tmp_path."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from iqa import photos
-from iqa.photos import (
+from iqa.photos import photo as photos
+from iqa.photos.photo import (
     SUPPORTED_EXTENSIONS,
     Photo,
     PhotoError,

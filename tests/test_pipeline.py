@@ -14,15 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-import iqa.file_signature
-from iqa import pipeline as pipeline_module
-from iqa.clipiqa import CLIPIQA
-from iqa.decode import Decoded, DecodeOptions, decode_file, decode_or_error
-from iqa.disk_cache import FILE_NAME, DiskCache
-from iqa.features import FeatureStore
-from iqa.photos import PhotoError, open_photo, open_photos
-from iqa.pipeline import Pipeline, PipelineOptions
-from iqa.prompts import PRESETS
+import iqa.photos.signature
+from iqa.clip.features import FeatureStore
+from iqa.engine import pipeline as pipeline_module
+from iqa.engine.disk_cache import FILE_NAME, DiskCache
+from iqa.engine.pipeline import Pipeline, PipelineOptions
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.prompts import PRESETS
+from iqa.photos.decode import Decoded, DecodeOptions, decode_file, decode_or_error
+from iqa.photos.photo import PhotoError, open_photo, open_photos
 
 EXAMPLES = sorted(Path(__file__).resolve().parents[1].joinpath("examples").glob("*.jpg"))
 
@@ -218,7 +218,7 @@ def test_normalising_uint8_batches_equals_the_preprocessor(rn_backbone, vit_back
 
 
 def test_channels_last_keeps_the_scores_of_the_in_memory_path():
-    from iqa.backbones import load_backbone
+    from iqa.clip.backbones import load_backbone
 
     backbone = load_backbone("test-tiny-rn")  # its own: channels_last converts the image tower
     photos, _ = open_photos(EXAMPLES[:16])
@@ -231,7 +231,7 @@ def test_channels_last_keeps_the_scores_of_the_in_memory_path():
 
 
 def test_a_rerun_reads_no_unchanged_file_and_rehashes_a_rewritten_one(tmp_path, rn_backbone, monkeypatch):
-    monkeypatch.setattr(iqa.file_signature, "SETTLE_NS", 0)  # these files are only seconds old
+    monkeypatch.setattr(iqa.photos.signature, "SETTLE_NS", 0)  # these files are only seconds old
     rng = np.random.default_rng(5)
     paths = []
     for i in range(4):  # uncompressed PNGs: other pixels, the same number of bytes
@@ -311,7 +311,7 @@ def test_two_runs_of_one_pipeline_keep_their_own_photos_and_pools(rn_backbone):
 
 
 def test_a_file_name_in_no_encoding_is_scored_and_remembered(tmp_path, rn_backbone, monkeypatch):
-    monkeypatch.setattr(iqa.file_signature, "SETTLE_NS", 0)
+    monkeypatch.setattr(iqa.photos.signature, "SETTLE_NS", 0)
     odd = tmp_path / os.fsdecode(b"caf\xe9.jpg")  # Latin-1 bytes: not UTF-8
     odd.write_bytes(EXAMPLES[0].read_bytes())
     for expected_decodes in (1, 0):  # the second run finds its hash by the file's signature

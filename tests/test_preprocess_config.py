@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 from skimage import data
 
-import iqa.backbones
-from iqa.backbones import load_backbone
-from iqa.preprocess import preprocessor_for
+import iqa.clip.backbones
+from iqa.clip.backbones import load_backbone
+from iqa.clip.preprocess import preprocessor_for
 
 pytestmark = pytest.mark.slow
 # OpenAI and LAION tags carry the defaults; SigLIP (0.5/0.5, squash) and MobileCLIP (0/1, bilinear, 256 px)
@@ -48,10 +48,10 @@ def offline_tags(monkeypatch):
             kwargs["force_preprocess_cfg"] = tag_preprocess(name, pretrained)
         return real(name, pretrained=None, **kwargs)
 
-    monkeypatch.setattr(iqa.backbones.open_clip, "create_model", create_model)
-    monkeypatch.setattr(iqa.backbones, "_check_weights_reachable", lambda name, tag: None)
+    monkeypatch.setattr(iqa.clip.backbones.open_clip, "create_model", create_model)
+    monkeypatch.setattr(iqa.clip.backbones, "_check_weights_reachable", lambda name, tag: None)
     # SigLIP's tokenizer comes from the Hub too; text plays no part in preprocessing
-    monkeypatch.setattr(iqa.backbones.open_clip, "get_tokenizer", lambda name: open_clip.SimpleTokenizer())
+    monkeypatch.setattr(iqa.clip.backbones.open_clip, "get_tokenizer", lambda name: open_clip.SimpleTokenizer())
 
 
 def photos() -> list[Image.Image]:

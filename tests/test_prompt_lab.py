@@ -3,14 +3,14 @@ import zipfile
 
 import pytest
 
-from iqa.clipiqa import CLIPIQA
-from iqa.compare import compare, ranked, rows_to_csv, split, zip_photos
-from iqa.features import FeatureStore
-from iqa.metrics import srcc
-from iqa.photos import Photo
-from iqa.prompt_lab import LabelledPhotos, load_labelled_uploads, rank_pairs
-from iqa.prompts import PRESETS, PromptPair
-from iqa.results import ScoreResult
+from iqa.clip.features import FeatureStore
+from iqa.lab.prompt_lab import LabelledPhotos, load_labelled_uploads, rank_pairs
+from iqa.labels.metrics import srcc
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.prompts import PRESETS, PromptPair
+from iqa.methods.results import ScoreResult
+from iqa.photos.photo import Photo
+from iqa.report.compare import compare, ranked, rows_to_csv, split, zip_photos
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,16 @@ import json
 
 import pytest
 
-from iqa.prompts import PRESETS, PromptError, PromptPair, check_pairs, load_pairs, preset, save_pairs, usable_pairs
+from iqa.methods.prompts import (
+    PRESETS,
+    PromptError,
+    PromptPair,
+    check_pairs,
+    load_pairs,
+    preset,
+    save_pairs,
+    usable_pairs,
+)
 
 
 def test_presets_hold_the_documented_pairs():

@@ -14,24 +14,23 @@ import pytest
 from PIL import Image
 from skimage import data
 
-from iqa.charts import quality_map_chart
-from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_WRITE, main
-from iqa.clipiqa import CLIPIQA
-from iqa.distortions import distort
-from iqa.features import FeatureStore
-from iqa.names import MAP_WINDOW_LIMIT
-from iqa.photos import Photo
-from iqa.prompts import PRESETS, PromptPair
-from iqa.quality_map import (
+from iqa.cli.main import EXIT_INPUT, EXIT_OK, EXIT_WRITE, main
+from iqa.clip.features import FeatureStore
+from iqa.labels.distortions import distort
+from iqa.methods.clipiqa.quality_map import (
     QualityMapError,
     choose_window,
     colour_range,
     map_scorer,
     quality_map,
-    quality_map_figure,
     window_grid,
 )
-from iqa.resample import resize_image
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.prompts import PRESETS, PromptPair
+from iqa.names import MAP_WINDOW_LIMIT
+from iqa.photos.photo import Photo
+from iqa.photos.resample import resize_image
+from iqa.report.charts import quality_map_chart, quality_map_figure
 
 PAIRS = [
     PromptPair("a sharp photo", "a blurry photo", weight=3.0),

@@ -23,8 +23,8 @@ ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 
-from iqa.photos import open_photos  # noqa: E402
-from iqa.scoring import ScorerSpec, build_scorers  # noqa: E402
+from iqa.methods.scoring import ScorerSpec, build_scorers  # noqa: E402
+from iqa.photos.photo import open_photos  # noqa: E402
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,7 +128,7 @@ def test_decoding_fans_out_over_two_nodes_and_the_rows_equal_the_local_engine(cl
     assert f"scored {PHOTOS} photos, 0 unusable; decoded on 2 nodes" in result.stdout
     found = rows(tmp_path / "out")
     photos, _ = open_photos(sorted(album.glob("*.jpg")))
-    spec = ScorerSpec(backbone="test-tiny-rn", pairs="seed")
+    spec = ScorerSpec(backbone="test-tiny-rn", options={"CLIP-IQA": {"pairs": "seed"}})
     for photo, local in zip(photos, build_scorers(spec)["CLIP-IQA"].score(photos)):
         row = found[str(photo.path.absolute())]
         assert row["clip_iqa"] == pytest.approx(local.score, abs=1e-5) and row["error"] is None

@@ -1,4 +1,4 @@
-"""The Ray engine's decode step (no Ray needed): the checks of iqa.photos, EXIF orientation, JPEG draft."""
+"""The Ray engine's decode step (no Ray needed): the checks of iqa.photos.photo, EXIF orientation, JPEG draft."""
 
 import io
 import subprocess
@@ -10,10 +10,10 @@ from PIL import Image
 
 pytest.importorskip("pyarrow")
 
-from iqa.decode import file_digest  # noqa: E402
-from iqa.photos import PhotoError, open_photo  # noqa: E402
-from iqa.ray_decode import DecodeBatch, decode_photo, draft_request, image_from_row  # noqa: E402
-from iqa.ray_decode import file_digest as ray_file_digest  # noqa: E402
+from iqa.engine.ray_decode import DecodeBatch, decode_photo, draft_request, image_from_row  # noqa: E402
+from iqa.engine.ray_decode import file_digest as ray_file_digest  # noqa: E402
+from iqa.photos.decode import file_digest  # noqa: E402
+from iqa.photos.photo import PhotoError, open_photo  # noqa: E402
 
 
 def jpeg(size, orientation=None) -> bytes:
@@ -78,5 +78,5 @@ def test_a_batch_keeps_going_past_a_bad_file_and_carries_the_pixels():
 
 def test_the_decode_step_hashes_as_the_disk_cache_does_without_importing_torch():
     assert ray_file_digest(b"photo bytes") == file_digest(b"photo bytes")
-    code = "import sys, iqa.ray_engine, iqa.ray_decode; print('torch' in sys.modules)"
+    code = "import sys, iqa.engine.ray_engine, iqa.engine.ray_decode; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

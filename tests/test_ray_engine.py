@@ -8,12 +8,12 @@ import pytest
 ray = pytest.importorskip("ray")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from iqa.cli import EXIT_OK, EXIT_PARTIAL, main  # noqa: E402
-from iqa.grmp.checkpoint import save_checkpoint  # noqa: E402
-from iqa.grmp.model import GRMPConfig, GRMPModel  # noqa: E402
-from iqa.photos import open_photos  # noqa: E402
-from iqa.ray_engine import RayJob, connect, run_job  # noqa: E402
-from iqa.scoring import ScorerSpec, build_scorers  # noqa: E402
+from iqa.cli.main import EXIT_OK, EXIT_PARTIAL, main  # noqa: E402
+from iqa.engine.ray_engine import RayJob, connect, run_job  # noqa: E402
+from iqa.methods.grmp.checkpoint import save_checkpoint  # noqa: E402
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel  # noqa: E402
+from iqa.methods.scoring import ScorerSpec, build_scorers  # noqa: E402
+from iqa.photos.photo import open_photos  # noqa: E402
 
 pytestmark = pytest.mark.slow
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -48,7 +48,9 @@ def test_scores_equal_the_local_engine_with_both_methods(rn_backbone, tmp_path):
     )
     checkpoint = tmp_path / "tiny-seed"
     save_checkpoint(model, checkpoint)
-    spec = ScorerSpec(methods=("CLIP-IQA", "GRMP-IQA"), backbone="test-tiny-rn", checkpoint=str(checkpoint))
+    spec = ScorerSpec(
+        methods=("CLIP-IQA", "GRMP-IQA"), backbone="test-tiny-rn", options={"GRMP-IQA": {"checkpoint": str(checkpoint)}}
+    )
     summary = run_job(RayJob([str(EXAMPLES)], str(tmp_path / "out"), spec))
     assert summary.scored == 64 and summary.errors == []
     rows = read_rows(tmp_path / "out")

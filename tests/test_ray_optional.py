@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from iqa.cli import EXIT_INPUT, main
+from iqa.cli.main import EXIT_INPUT, main
 
 
 def test_without_ray_the_engine_says_how_to_install_it(monkeypatch, tmp_path, capsys):
@@ -66,7 +66,7 @@ def test_the_stall_timeout_must_be_a_positive_number(tmp_path, capsys):
     ],
 )
 def test_the_pool_sizes_follow_the_cluster(node_cpus, gpus, actors, decode_tasks):
-    from iqa.ray_engine import plan_resources
+    from iqa.engine.ray_engine import plan_resources
 
     plan = plan_resources(node_cpus, gpus)
     assert (plan.actors, plan.decode_tasks, plan.actor_gpus) == (actors, decode_tasks, 1 if gpus else 0)

@@ -1,4 +1,4 @@
-"""Native-resolution downsizing (`iqa.resample`): Pillow's bicubic within rounding, and the same pixels
+"""Native-resolution downsizing (`iqa.photos.resample`): Pillow's bicubic within rounding, and the same pixels
 by every route (decoding workers, the in-memory preprocessor, the app's copy of an upload)."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import torch
 from PIL import Image
 from skimage import data
 
-from iqa.clipiqa import CLIPIQA
-from iqa.decode import DecodeOptions, ResizePlan, decode_file, open_bounded
-from iqa.decode_pool import executor
-from iqa.features import FeatureStore
-from iqa.photos import open_photo
-from iqa.pipeline import Pipeline, PipelineOptions
-from iqa.prompts import PRESETS
-from iqa.resample import resize_image, resize_to_chw
+from iqa.clip.features import FeatureStore
+from iqa.engine.decode_pool import executor
+from iqa.engine.pipeline import Pipeline, PipelineOptions
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.prompts import PRESETS
+from iqa.photos.decode import DecodeOptions, ResizePlan, decode_file, open_bounded
+from iqa.photos.photo import open_photo
+from iqa.photos.resample import resize_image, resize_to_chw
 
 
 def photos() -> list[Image.Image]:

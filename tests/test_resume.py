@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from iqa.cli import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WRITE, main
-from iqa.result_files import ResultFile, settings_path
+from iqa.cli.main import EXIT_INPUT, EXIT_OK, EXIT_PARTIAL, EXIT_WRITE, main
+from iqa.engine.result_files import ResultFile, settings_path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.jpg"))

@@ -5,10 +5,11 @@ from dataclasses import replace
 import pytest
 
 from iqa.errors import UsageError
-from iqa.grmp.checkpoint import save_checkpoint
-from iqa.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.checkpoint import save_checkpoint
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.scorer import shares_backbone
+from iqa.methods.scoring import ScorerSpec, build_scorers
 from iqa.names import CLIP_IQA, GRMP_IQA
-from iqa.scoring import ScorerSpec, build_scorers, shares_backbone
 
 BOTH = (CLIP_IQA, GRMP_IQA)
 
@@ -20,7 +21,9 @@ def seed_checkpoint(rn_backbone, tmp_path_factory):
 
 
 def test_a_seed_checkpoint_of_the_same_backbone_scores_from_clip_iqas_features(seed_checkpoint, photos):
-    scorers = build_scorers(ScorerSpec(methods=BOTH, backbone="test-tiny-rn", checkpoint=seed_checkpoint))
+    scorers = build_scorers(
+        ScorerSpec(methods=BOTH, backbone="test-tiny-rn", options={GRMP_IQA: {"checkpoint": seed_checkpoint}})
+    )
     assert list(scorers) == [CLIP_IQA, GRMP_IQA]
     clip, grmp = scorers[CLIP_IQA], scorers[GRMP_IQA]
     assert grmp.backbone is clip.backbone and grmp.store is clip.store
@@ -32,7 +35,9 @@ def test_a_seed_checkpoint_of_the_same_backbone_scores_from_clip_iqas_features(s
 
 
 def test_other_preprocessing_shares_the_backbone_but_not_the_features(seed_checkpoint):
-    spec = ScorerSpec(methods=BOTH, backbone="test-tiny-rn", checkpoint=seed_checkpoint, max_side=128)
+    spec = ScorerSpec(
+        methods=BOTH, backbone="test-tiny-rn", options={GRMP_IQA: {"checkpoint": seed_checkpoint}}, max_side=128
+    )
     scorers = build_scorers(spec)
     assert scorers[GRMP_IQA].backbone is scorers[CLIP_IQA].backbone
     assert scorers[GRMP_IQA].store is not scorers[CLIP_IQA].store

@@ -15,14 +15,15 @@ from conftest import ROOT, running_app
 from gradio_client import Client, handle_file
 from official_reference import tiny_official_state
 
-from iqa.backbones import load_backbone
-from iqa.clipiqa import CLIPIQA
-from iqa.decode import open_bounded
-from iqa.features import FeatureStore
-from iqa.grmp.checkpoint import save_checkpoint
-from iqa.grmp.model import GRMPConfig, GRMPModel, GRMPScorer
+from iqa.clip.backbones import load_backbone
+from iqa.clip.features import FeatureStore
+from iqa.methods.clipiqa.scorer import CLIPIQA
+from iqa.methods.grmp.checkpoint import save_checkpoint
+from iqa.methods.grmp.model import GRMPConfig, GRMPModel
+from iqa.methods.grmp.scorer import GRMPScorer
+from iqa.methods.prompts import PRESETS
 from iqa.names import DEFAULT_MAX_SIDE
-from iqa.prompts import PRESETS
+from iqa.photos.decode import open_bounded
 
 pytestmark = pytest.mark.slow  # one app process for the module
 T_SCALE = "checkpoint's logit scale"
@@ -57,7 +58,7 @@ def _references(official: Path):
     """The same photos, pairs and models without ZeroGPU, in fp32 on the CPU: what the app must show."""
     store = FeatureStore(load_backbone("test-tiny-rn"), max_side=DEFAULT_MAX_SIDE)
     photos = [open_bounded(ROOT / "examples" / name, name, DEFAULT_MAX_SIDE) for name in FILES]
-    from iqa.grmp.official import import_official
+    from iqa.methods.grmp.official import import_official
 
     grmp = GRMPScorer(import_official(official, device="cpu"))
     clip = {r.name: r.score for r in CLIPIQA(store, PRESETS["seed"]).score(photos)}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from .layout import banner
-from .models import Models
+from iqa.app.layout import banner
+from iqa.app.models import Models
 
 ABOUT_FILE = Path(__file__).with_name("about.md")
 LATEX: list[dict[str, str | bool]] = [

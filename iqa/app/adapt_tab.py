@@ -7,20 +7,20 @@ from collections.abc import Sequence
 
 import gradio as gr
 
-from .. import charts
-from ..datasets import load_csv
-from ..grmp.checkpoint import write_checkpoint
-from . import calls
-from .config import EXAMPLES
-from .jobs import AdaptDone, Failed, max_adapt_steps
-from .lab_tab import BUNDLED_SET, UPLOADED_SET, LabHandlers
-from .layout import banner, how_to
-from .messages import shown_as_message
-from .models import CheckpointRef, Models
-from .outputs import AdaptOutput
-from .score_tab import ScoreHandlers
-from .session import Session
-from .zerogpu import on_zerogpu
+from iqa.app import calls
+from iqa.app.config import EXAMPLES
+from iqa.app.jobs import AdaptDone, Failed, max_adapt_steps
+from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET, LabHandlers
+from iqa.app.layout import banner, how_to
+from iqa.app.messages import shown_as_message
+from iqa.app.models import CheckpointRef, Models
+from iqa.app.outputs import AdaptOutput
+from iqa.app.score_tab import ScoreHandlers
+from iqa.app.session import Session
+from iqa.app.zerogpu import on_zerogpu
+from iqa.labels.datasets import load_csv
+from iqa.methods.grmp.checkpoint import write_checkpoint
+from iqa.report import charts
 
 
 class AdaptHandlers(LabHandlers, ScoreHandlers):

@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 import traceback
 
-from ..backbones import BackboneUnavailable, CheckpointMismatch
-from ..features import FeatureStore
-from .calls import Caches
-from .config import MIB
-from .messages import warn
-from .models import Models
-from .session import Session, SessionBudget, release_memory
-from .zerogpu import on_zerogpu
+from iqa.app.calls import Caches
+from iqa.app.config import MIB
+from iqa.app.messages import warn
+from iqa.app.models import Models
+from iqa.app.session import Session, SessionBudget, release_memory
+from iqa.app.zerogpu import on_zerogpu
+from iqa.clip.backbones import BackboneUnavailable, CheckpointMismatch
+from iqa.clip.features import FeatureStore
 
 
 class HandlerBase:

@@ -15,19 +15,8 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from ..compare import ComparedPhoto
-from ..datasets import LabelledImage
-from ..errors import InputError
-from ..features import FeatureStore
-from ..lab.search import Metric
-from ..names import CLIP_IQA, GRMP_IQA
-from ..photos import Photo, PhotoKey
-from ..prompt_lab import LabelledPhotos, LabReport
-from ..prompts import PromptPair
-from ..quality_map import QualityMap, map_scorer, window_keys
-from ..results import ScoreResult
-from . import gpu
-from .jobs import (
+from iqa.app import gpu
+from iqa.app.jobs import (
     CEILING_S,
     FLOOR_S,
     AdaptDone,
@@ -50,8 +39,19 @@ from .jobs import (
     max_adapt_steps,
     photo_seconds,
 )
-from .models import CheckpointRef, Models
-from .zerogpu import on_zerogpu
+from iqa.app.models import CheckpointRef, Models
+from iqa.app.zerogpu import on_zerogpu
+from iqa.clip.features import FeatureStore
+from iqa.errors import InputError
+from iqa.lab.prompt_lab import LabelledPhotos, LabReport
+from iqa.lab.search import Metric
+from iqa.labels.datasets import LabelledImage
+from iqa.methods.clipiqa.quality_map import QualityMap, map_scorer, window_keys
+from iqa.methods.prompts import PromptPair
+from iqa.methods.results import ScoreResult
+from iqa.names import CLIP_IQA, GRMP_IQA
+from iqa.photos.photo import Photo, PhotoKey
+from iqa.report.compare import ComparedPhoto
 
 ProgressFn = Callable[[Progress], None]
 Reply = TypeVar("Reply")

@@ -10,18 +10,16 @@ from collections.abc import Callable, Sequence
 import gradio as gr
 from starlette.middleware import Middleware
 
-from ..backbones import BackboneUnavailable
-from ..tiny_backbones import TEST_BACKBONE_WARNING
-from .about_tab import build_about_tab
-from .adapt_tab import AdaptHandlers, build_adapt_tab
-from .config import AppConfig, parse_args
-from .filter_tab import FilterHandlers, build_filter_tab
-from .lab_calibration import CalibrationHandlers, build_calibration_panel
-from .lab_search import SearchHandlers, build_search_panel
-from .lab_tab import build_lab_tab
-from .layout import CHARTS_JS, CSS, THEME, build_decision_bar
-from .models import Models
-from .outputs import (
+from iqa.app.about_tab import build_about_tab
+from iqa.app.adapt_tab import AdaptHandlers, build_adapt_tab
+from iqa.app.config import AppConfig, parse_args
+from iqa.app.filter_tab import FilterHandlers, build_filter_tab
+from iqa.app.lab_calibration import CalibrationHandlers, build_calibration_panel
+from iqa.app.lab_search import SearchHandlers, build_search_panel
+from iqa.app.lab_tab import build_lab_tab
+from iqa.app.layout import CHARTS_JS, CSS, THEME, build_decision_bar
+from iqa.app.models import Models
+from iqa.app.outputs import (
     AdaptOutput,
     CalibrationOutput,
     CheckpointOutput,
@@ -44,12 +42,14 @@ from .outputs import (
     as_outputs,
     as_values,
 )
-from .photo_panel import PhotoHandlers
-from .score_tab import build_score_tab
-from .security import SecurityHeaders, example_files
-from .session import Session, return_freed_memory_promptly
-from .share import ShareHandlers
-from .table import PromptTableHandlers
+from iqa.app.photo_panel import PhotoHandlers
+from iqa.app.score_tab import build_score_tab
+from iqa.app.security import SecurityHeaders, example_files
+from iqa.app.session import Session, return_freed_memory_promptly
+from iqa.app.share import ShareHandlers
+from iqa.app.table import PromptTableHandlers
+from iqa.clip.backbones import BackboneUnavailable
+from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
 
 
 class Handlers(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .. import charts
-from ..compare import rows_to_csv, split, zip_photos
-from .layout import banner, how_to
-from .messages import shown_as_message, warn
-from .models import Models
-from .outputs import FilterOutput, ZipOutput
-from .score_tab import ATTRIBUTES_NOTE, ScoreHandlers
-from .session import Session
+from iqa.app.layout import banner, how_to
+from iqa.app.messages import shown_as_message, warn
+from iqa.app.models import Models
+from iqa.app.outputs import FilterOutput, ZipOutput
+from iqa.app.score_tab import ATTRIBUTES_NOTE, ScoreHandlers
+from iqa.app.session import Session
+from iqa.report import charts
+from iqa.report.compare import rows_to_csv, split, zip_photos
 
 KEPT = "Kept"
 NONE_KEPT = "Kept: no photo at or above the threshold"

@@ -21,19 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..backbones import BackboneUnavailable
-from ..clipiqa import CLIPIQA, combine, pair_features, pair_probabilities
-from ..errors import InputError, IQAError
-from ..features import FeatureStore, ProgressFn
-from ..grmp.checkpoint import checkpoint_content
-from ..grmp.train import adapt_seed
-from ..lab.search import make_target, search_pairs
-from ..lab.weights import learn_weights
-from ..photos import Photo, PhotoKey
-from ..prompt_lab import LabelledFeatures, LabelledPhotos, labelled_image_features, rank_pairs
-from ..prompts import usable_pairs
-from ..quality_map import map_scorer, quality_map
-from .jobs import (
+from iqa.app.jobs import (
     ADAPT_CEILING_S,
     AdaptDone,
     AdaptJob,
@@ -57,8 +45,20 @@ from .jobs import (
     WeightsReply,
     clamp,
 )
-from .models import REGISTRIES, Models
-from .zerogpu import gpu
+from iqa.app.models import REGISTRIES, Models
+from iqa.app.zerogpu import gpu
+from iqa.clip.backbones import BackboneUnavailable
+from iqa.clip.features import FeatureStore, ProgressFn
+from iqa.errors import InputError, IQAError
+from iqa.lab.prompt_lab import LabelledFeatures, LabelledPhotos, labelled_image_features, rank_pairs
+from iqa.lab.search import make_target, search_pairs
+from iqa.lab.weights import learn_weights
+from iqa.methods.clipiqa.quality_map import map_scorer, quality_map
+from iqa.methods.clipiqa.scorer import CLIPIQA, combine, pair_features, pair_probabilities
+from iqa.methods.grmp.checkpoint import checkpoint_content
+from iqa.methods.grmp.train import adapt_seed
+from iqa.methods.prompts import usable_pairs
+from iqa.photos.photo import Photo, PhotoKey
 
 T = TypeVar("T")
 

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..datasets import LabelledImage
-from ..grmp.checkpoint import checkpoint_paths
-from ..lab.search import Metric, SearchReport
-from ..lab.weights import WeightReport
-from ..photos import Photo, PhotoKey
-from ..prompt_lab import LabReport
-from ..prompts import PromptPair
-from ..quality_map import MAX_WINDOWS, QualityMap
-from ..results import ScoreResult
-from .models import CheckpointRef
+from iqa.app.models import CheckpointRef
+from iqa.lab.prompt_lab import LabReport
+from iqa.lab.search import Metric, SearchReport
+from iqa.lab.weights import WeightReport
+from iqa.labels.datasets import LabelledImage
+from iqa.methods.clipiqa.quality_map import MAX_WINDOWS, QualityMap
+from iqa.methods.grmp.checkpoint import checkpoint_paths
+from iqa.methods.prompts import PromptPair
+from iqa.methods.results import ScoreResult
+from iqa.photos.photo import Photo, PhotoKey
 
 FLOOR_S = 10.0  # a worker's start: fork, the start-up weights moved onto the GPU
 CEILING_S = 60.0  # one call at most: a free visitor's daily quota holds several
@@ -210,7 +210,7 @@ class AdaptStep:
 
 @dataclass
 class AdaptDone:
-    """The adapted model as a checkpoint's content (`iqa.grmp.checkpoint.write_checkpoint`)."""
+    """The adapted model as a checkpoint's content (`iqa.methods.grmp.checkpoint.write_checkpoint`)."""
 
     tensors: dict[str, torch.Tensor]  # on the CPU
     meta: dict

@@ -13,7 +13,13 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 
-from ..lab.calibration import (
+from iqa.app import calls
+from iqa.app.lab_tab import LabHandlers, server_set_label
+from iqa.app.messages import inform, shown_as_message
+from iqa.app.outputs import CalibrationOutput, ThresholdOutput
+from iqa.app.score_tab import TEMPERATURES
+from iqa.app.table import parse_table
+from iqa.lab.calibration import (
     Calibration,
     CalibrationError,
     OperatingPoint,
@@ -22,18 +28,12 @@ from ..lab.calibration import (
     choose_point,
     point_at,
 )
-from ..lab.charts import pr_chart, roc_chart
-from ..lab.labels import require_labels
-from ..names import CLIP_IQA
-from ..photos import Photo
-from ..prompt_lab import LabelledPhotos
-from ..prompts import PromptPair
-from . import calls
-from .lab_tab import LabHandlers, server_set_label
-from .messages import inform, shown_as_message
-from .outputs import CalibrationOutput, ThresholdOutput
-from .score_tab import TEMPERATURES
-from .table import parse_table
+from iqa.lab.prompt_lab import LabelledPhotos
+from iqa.labels.keep import require_labels
+from iqa.methods.prompts import PromptPair
+from iqa.names import CLIP_IQA
+from iqa.photos.photo import Photo
+from iqa.report.lab_charts import pr_chart, roc_chart
 
 TARGETS: dict[str, TargetKind] = {
     "reject precision at least": "precision",

@@ -12,20 +12,20 @@ from collections.abc import Iterator, Sequence
 import gradio as gr
 import pandas as pd
 
-from ..lab.folds import DEFAULT_FOLDS
-from ..lab.search import DEFAULT_MAX_PAIRS, Metric, SearchReport
-from ..lab.vocabulary import VOCABULARY, candidate_pairs, parse_words
-from ..lab.weights import WeightReport
-from ..prompt_lab import LabelledPhotos
-from ..prompts import DEFAULT_PRESET, PromptPair, preset
-from . import calls
-from .jobs import Failed, Progress, SearchReply
-from .lab_tab import LabHandlers, server_set_label
-from .messages import inform, shown_as_message
-from .outputs import PresetOutput, SearchOutput, WeightsOutput
-from .score_tab import TEMPERATURES
-from .session import Session
-from .table import CUSTOM, pairs_table, parse_table
+from iqa.app import calls
+from iqa.app.jobs import Failed, Progress, SearchReply
+from iqa.app.lab_tab import LabHandlers, server_set_label
+from iqa.app.messages import inform, shown_as_message
+from iqa.app.outputs import PresetOutput, SearchOutput, WeightsOutput
+from iqa.app.score_tab import TEMPERATURES
+from iqa.app.session import Session
+from iqa.app.table import CUSTOM, pairs_table, parse_table
+from iqa.lab.folds import DEFAULT_FOLDS
+from iqa.lab.prompt_lab import LabelledPhotos
+from iqa.lab.search import DEFAULT_MAX_PAIRS, Metric, SearchReport
+from iqa.lab.vocabulary import VOCABULARY, candidate_pairs, parse_words
+from iqa.lab.weights import WeightReport
+from iqa.methods.prompts import DEFAULT_PRESET, PromptPair, preset
 
 SEARCH_COLUMNS = ["rank", "figure", "tag", "positive", "negative", "selected"]
 SHOWN_CANDIDATES = 30

@@ -7,19 +7,19 @@ from collections.abc import Sequence
 import gradio as gr
 import pandas as pd
 
-from .. import charts
-from ..prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads
-from ..prompts import PromptPair
-from . import calls
-from .base import HandlerBase
-from .config import EXAMPLES
-from .layout import banner, how_to
-from .messages import inform, shown_as_message
-from .models import Models
-from .outputs import LabOutput, PresetOutput
-from .score_tab import TEMPERATURES
-from .session import Session
-from .table import CUSTOM, pairs_table, parse_table
+from iqa.app import calls
+from iqa.app.base import HandlerBase
+from iqa.app.config import EXAMPLES
+from iqa.app.layout import banner, how_to
+from iqa.app.messages import inform, shown_as_message
+from iqa.app.models import Models
+from iqa.app.outputs import LabOutput, PresetOutput
+from iqa.app.score_tab import TEMPERATURES
+from iqa.app.session import Session
+from iqa.app.table import CUSTOM, pairs_table, parse_table
+from iqa.lab.prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads
+from iqa.methods.prompts import PromptPair
+from iqa.report import charts
 
 LAB_COLUMNS = ["rank", "positive", "negative", "weight", "on", "SRCC", "PLCC"]
 BEST_PAIRS = 3  # how many of the best pairs "use these pairs" turns on

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..charts import MAP_HEIGHT
-from ..names import CLIP_IQA, METHODS
-from ..tiny_backbones import TEST_BACKBONE_WARNING
-from .models import Models
+from iqa.app.models import Models
+from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
+from iqa.methods import registry
+from iqa.names import CLIP_IQA
+from iqa.report.charts import MAP_HEIGHT
 
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 # The banner keeps its own dark-on-yellow colours in both themes (contrast about 11:1). Plotly draws
@@ -120,4 +121,4 @@ def build_decision_bar(ui: dict) -> None:
             elem_id="threshold",
             scale=3,
         )
-        ui["method"] = gr.Radio(list(METHODS), value=CLIP_IQA, label="Decide by", elem_id="method", scale=2)
+        ui["method"] = gr.Radio(registry.names(), value=CLIP_IQA, label="Decide by", elem_id="method", scale=2)

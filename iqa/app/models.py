@@ -6,7 +6,7 @@ that work runs in a worker forked from this process, which inherits the registry
 so a job names a backbone or a checkpoint (`CheckpointRef`) and never carries a model. Everything
 ZeroGPU must move onto the GPU is therefore loaded here at start, on the main thread.
 
-GRMP-IQA scorers are built by `iqa.scoring.grmp_scorer`, which holds the one rule for when a
+GRMP-IQA scorers are built by `iqa.methods.scoring.grmp_scorer`, which holds the one rule for when a
 checkpoint shares CLIP-IQA's backbone and cached features; this module only decides which
 checkpoints may be loaded (an upload is validated first, without torch, and may only use a backbone
 the server started with) and keeps a bounded number of them in memory where the GPU work runs.
@@ -23,17 +23,17 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..backbones import BackboneUnavailable, CheckpointMismatch, load_backbone
-from ..features import FeatureStore
-from ..grmp.checkpoint import CheckpointError, check_checkpoint, checkpoint_paths, read_config
-from ..grmp.model import GRMPConfig, GRMPScorer
-from ..grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
-from ..names import DEFAULT_PRETRAINED, GRMP_IQA
-from ..prompt_lab import LabelledFeatures
-from ..scoring import grmp_scorer, shares_features_of
-from ..tiny_backbones import TEST_BACKBONES
-from .config import AppConfig
-from .zerogpu import on_zerogpu
+from iqa.app.config import AppConfig
+from iqa.app.zerogpu import on_zerogpu
+from iqa.clip.backbones import BackboneUnavailable, CheckpointMismatch, load_backbone
+from iqa.clip.features import FeatureStore
+from iqa.clip.test_backbones import TEST_BACKBONES
+from iqa.lab.prompt_lab import LabelledFeatures
+from iqa.methods.grmp.checkpoint import CheckpointError, check_checkpoint, checkpoint_paths, read_config
+from iqa.methods.grmp.model import GRMPConfig
+from iqa.methods.grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
+from iqa.methods.grmp.scorer import GRMPScorer, grmp_scorer, shares_features_of
+from iqa.names import DEFAULT_PRETRAINED, GRMP_IQA
 
 REAL_BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu", "ViT-L-14-quickgelu")
 NO_GRMP = ""
@@ -123,8 +123,8 @@ class Models:
     def _load_lab_set(self, spec: str) -> LabelledFeatures:
         """The server's labelled set for the Prompt lab, as features on the start-up backbone: encoded once
         into the disk cache, so later starts and every prompt edit only read them."""
-        from ..disk_cache import DiskCache
-        from ..prompt_lab import load_server_dataset
+        from iqa.engine.disk_cache import DiskCache
+        from iqa.lab.prompt_lab import load_server_dataset
 
         return load_server_dataset(spec, self.store(self.config.backbone), DiskCache())
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..compare import unique_name
-from ..decode import open_bounded
-from ..photos import Photo, PhotoError
-from .base import HandlerBase
-from .config import EXAMPLES, MIB
-from .messages import shown_as_message, warn
-from .outputs import ClearedOutput, PhotosOutput
-from .session import Session, thumbnail
+from iqa.app.base import HandlerBase
+from iqa.app.config import EXAMPLES, MIB
+from iqa.app.messages import shown_as_message, warn
+from iqa.app.outputs import ClearedOutput, PhotosOutput
+from iqa.app.session import Session, thumbnail
+from iqa.photos.decode import open_bounded
+from iqa.photos.photo import Photo, PhotoError
+from iqa.report.compare import unique_name
 
 UPLOAD_THREADS = 4  # photos decoded at once per upload
 EXAMPLE_PHOTOS = [

@@ -7,33 +7,39 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from .. import charts
-from ..backbones import BackboneUnavailable
-from ..compare import ComparedPhoto, ranked, rows_to_csv, split
-from ..features import FeatureStore
-from ..names import CLIP_IQA, GRMP_IQA
-from ..prompts import PromptPair, is_attribute_set
-from ..quality_map import QualityMapError
-from ..results import PairScore
-from . import calls
-from .about_tab import loaded_text
-from .base import HandlerBase
-from .layout import banner, how_to
-from .messages import inform, shown_as_message, warn
-from .models import NO_GRMP, CheckpointInfo, CheckpointRef, Models
-from .outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
-from .photo_panel import build_photo_panel
-from .session import Session, icon_html
-from .table import build_prompt_panel, no_pair_reason, parse_table
+from iqa.app import calls
+from iqa.app.about_tab import loaded_text
+from iqa.app.base import HandlerBase
+from iqa.app.layout import banner, how_to
+from iqa.app.messages import inform, shown_as_message, warn
+from iqa.app.models import NO_GRMP, CheckpointInfo, CheckpointRef, Models
+from iqa.app.outputs import CheckpointOutput, MapOutput, PickOutput, RankOutput, ScoreOutput
+from iqa.app.photo_panel import build_photo_panel
+from iqa.app.session import Session, icon_html
+from iqa.app.table import build_prompt_panel, no_pair_reason, parse_table
+from iqa.clip.backbones import BackboneUnavailable
+from iqa.clip.features import FeatureStore
+from iqa.methods import registry
+from iqa.methods.clipiqa.quality_map import QualityMapError
+from iqa.methods.prompts import PromptPair, is_attribute_set
+from iqa.methods.results import PairScore
+from iqa.names import CLIP_IQA, GRMP_IQA
+from iqa.report import charts
+from iqa.report.compare import ComparedPhoto, ranked, rows_to_csv, split
 
 DIGITS = 3  # every score, p and threshold on the page has three decimals
 TEMPERATURES = {"checkpoint's logit scale": None, "t = 1 (the seed's formula)": 1.0}
-# the scores before the name, so that a phone shows them without scrolling sideways
-RANK_COLUMNS = ["#", "photo", CLIP_IQA, GRMP_IQA, "decision", "name"]
+
+
+def rank_columns() -> list[str]:
+    """The ranking's columns: a score per registered method before the name, so that a phone shows
+    them without scrolling sideways."""
+    return ["#", "photo", *registry.names(), "decision", "name"]
 
 
 # dropdowns whose choices are the session's own (its photos, pairs, checkpoints): an API client sends
@@ -154,7 +160,7 @@ class ScoreHandlers(HandlerBase):
         return ScoreOutput(
             session,
             table,
-            pd.DataFrame(columns=RANK_COLUMNS),
+            pd.DataFrame(columns=rank_columns()),
             gr.update(choices=[], value=None),
             None,
             gr.update(choices=[], value=None),
@@ -181,13 +187,15 @@ class ScoreHandlers(HandlerBase):
         return ref
 
     def decision_method(self, session: Session, method: str) -> str | None:
-        """The method decisions are made by: `method`, CLIP-IQA when `method` was not scored, and
-        with attribute prompts GRMP-IQA or nothing (they give no quality score)."""
+        """The method decisions are made by: `method`, the first method scored when `method` was
+        not, and with attribute prompts a method that does not follow them (GRMP-IQA) or nothing:
+        attribute prompts give no quality score."""
         if not session.rows:
             return None
-        if session.attributes:
-            return GRMP_IQA if GRMP_IQA in session.rows[0].results else None
-        return method if method in session.rows[0].results else CLIP_IQA
+        scored = session.rows[0].results
+        if session.attributes:  # only a method that does not follow the prompt table gives a score
+            return next((m.name for m in registry.methods() if m.name in scored and not m.follows_prompts), None)
+        return method if method in scored else next(iter(scored))
 
     def ordered(self, session: Session, method: str) -> list[ComparedPhoto]:
         """Best first by the decision method; in the order added when there is none."""
@@ -198,21 +206,18 @@ class ScoreHandlers(HandlerBase):
     def rerank(self, session: Session, threshold: float, method: str) -> RankOutput:
         """The ranking table and its CSV download, with keep/reject at `threshold` by `method`."""
         if not session.rows:
-            return RankOutput(pd.DataFrame(columns=RANK_COLUMNS), None)
+            return RankOutput(pd.DataFrame(columns=rank_columns()), None)
         by = self.decision_method(session, method)
         kept_names = {row.name for row in split(session.rows, threshold, by)[0]} if by else set()
-        attributes = [_attribute(p) for p in session.rows[0].results[CLIP_IQA].pairs] if session.attributes else []
-        columns = ["#", "photo", *(attributes or [CLIP_IQA]), GRMP_IQA, "decision", "name"]
+        columns = ["#", "photo", *_score_columns(session), "decision", "name"]
         records = []
         for i, row in enumerate(self.ordered(session, method), 1):
-            clip = row.results[CLIP_IQA]
-            values = [f"{p.p:.{DIGITS}f}" for p in clip.pairs] if attributes else [_rounded(row, CLIP_IQA)]
             decision = ("keep" if row.name in kept_names else "reject") if by else "—"
             icon = icon_html(session.icons.get(row.name, ""))
-            records.append([i, icon, *values, _rounded(row, GRMP_IQA), decision, row.name])
+            records.append([i, icon, *_score_cells(session, row), decision, row.name])
         table = pd.DataFrame(records, columns=columns)
         csv_path = session.directory(self.config.work_dir) / "iqa-results.csv"
-        csv_path.write_text(rows_to_csv(session.rows, threshold, by or CLIP_IQA, session.settings), encoding="utf-8")
+        csv_path.write_text(rows_to_csv(session.rows, threshold, by, session.settings), encoding="utf-8")
         return RankOutput(table, str(csv_path))
 
     @shown_as_message
@@ -237,14 +242,12 @@ class ScoreHandlers(HandlerBase):
         row = next((r for r in session.rows if r.name == name), None)
         if row is None:
             return None
-        return charts.pair_breakdown(
-            row.results.get(CLIP_IQA), row.results.get(GRMP_IQA), attributes=session.attributes, name=row.name
-        )
+        return charts.pair_breakdown(list(row.results.values()), attributes=session.attributes, name=row.name)
 
     @staticmethod
     def scatter(session: Session, selected: str | None):
-        """CLIP-IQA against GRMP-IQA, or None (no box) until both were scored."""
-        if not session.rows or GRMP_IQA not in session.rows[0].results:
+        """The first method against a second one (CLIP-IQA against GRMP-IQA), or None (no box) until two were scored."""
+        if not session.rows or len(session.rows[0].results) < 2:
             return None
         return charts.score_scatter(session.rows, selected)
 
@@ -363,6 +366,34 @@ class ScoreHandlers(HandlerBase):
         return gr.update(choices=choices, value=value if value is not None else NO_GRMP)
 
 
+def _attribute_method(session: Session, method: registry.Method) -> bool:
+    """Whether `method`'s column is one per attribute prompt: attribute prompts, a method that follows them."""
+    return session.attributes and method.follows_prompts and method.name in session.rows[0].results
+
+
+def _score_columns(session: Session) -> list[str]:
+    """A score column per registered method, or with attribute prompts one per attribute for the
+    methods that follow the prompt table."""
+    columns = []
+    for method in registry.methods():
+        if _attribute_method(session, method):
+            columns += [_attribute(p) for p in session.rows[0].results[method.name].pairs]
+        else:
+            columns.append(method.name)
+    return columns
+
+
+def _score_cells(session: Session, row: ComparedPhoto) -> list[str]:
+    """`row`'s values under `_score_columns`."""
+    cells = []
+    for method in registry.methods():
+        if _attribute_method(session, method):
+            cells += [f"{p.p:.{DIGITS}f}" for p in row.results[method.name].pairs]
+        else:
+            cells.append(_rounded(row, method.name))
+    return cells
+
+
 def _rounded(row: ComparedPhoto, method: str) -> str:
     """The score as shown: always DIGITS decimals ("0.010", not "0.01"); "" where it was not scored."""
     return f"{row.results[method].score:.{DIGITS}f}" if method in row.results else ""
@@ -410,14 +441,16 @@ def build_score_tab(models: Models, ui: dict) -> None:
     ui["grmp_note"] = gr.Markdown(models.grmp_note, elem_id="grmp-note")
     ui["score"] = gr.Button("Score photos", variant="primary", elem_id="score-button")
     ui["status"] = gr.Markdown(elem_id="score-status")
+    scores: list[Any] = ["str"] * len(registry.names())  # scores as text: 3 decimals each
     ui["ranking"] = gr.Dataframe(
-        headers=RANK_COLUMNS,
+        headers=rank_columns(),
         label="Ranking, best first (keep / reject by the threshold and method at the top)",
-        datatype=["number", "html", "str", "str", "str", "str"],  # scores as text: 3 decimals each
+        datatype=["number", "html", *scores, "str", "str"],
         interactive=False,
         elem_id="ranking",
         max_height=420,
-        column_widths=["32px", "52px", "76px", "80px", "76px", "300px"],  # pixels: nothing is cut, a phone scrolls
+        # pixels: nothing is cut, a phone scrolls
+        column_widths=["32px", "52px", *["80px"] * len(registry.names()), "76px", "300px"],
     )
     with gr.Row():
         with gr.Column(min_width=300):

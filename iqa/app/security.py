@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .config import EXAMPLES
+from iqa.app.config import EXAMPLES
 
 
 class SecurityHeaders:

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..compare import ComparedPhoto
-from ..photos import Photo
-from .config import MIB
-from .models import CheckpointRef
+from iqa.app.config import MIB
+from iqa.app.models import CheckpointRef
+from iqa.photos.photo import Photo
+from iqa.report.compare import ComparedPhoto
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Session:
     digests: dict[str, str] = field(default_factory=dict)  # content digest -> name: a photo is kept once
     rows: list[ComparedPhoto] = field(default_factory=list)
     settings: dict[str, object] = field(default_factory=dict)  # how `rows` were scored, for the CSV
-    attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.prompts)
+    attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.methods.prompts)
     custom_table: Any = None  # the prompt table as last edited (kept when a preset is chosen)
     told_custom_kept: bool = False  # "your edited table is kept" was said (once is enough)
     checkpoints: dict[str, CheckpointRef] = field(default_factory=dict)  # label -> its own (uploaded, adapted)

@@ -16,13 +16,13 @@ import zlib
 import gradio as gr
 import pandas as pd
 
-from ..names import METHODS
-from ..prompts import PromptError, pair_from_record
-from .base import HandlerBase
-from .messages import shown_as_message, warn
-from .outputs import ShareOutput
-from .score_tab import TEMPERATURES
-from .table import pairs_table, parse_table, preset_name
+from iqa.app.base import HandlerBase
+from iqa.app.messages import shown_as_message, warn
+from iqa.app.outputs import ShareOutput
+from iqa.app.score_tab import TEMPERATURES
+from iqa.app.table import pairs_table, parse_table, preset_name
+from iqa.methods import registry
+from iqa.methods.prompts import PromptError, pair_from_record
 
 MAX_LINK = 16_000  # characters of the parameter
 MAX_JSON = 256_000  # bytes once decompressed
@@ -144,7 +144,7 @@ class ShareHandlers(HandlerBase):
             temperature=self._choice(settings.get("temperature"), list(TEMPERATURES)),
             checkpoint=checkpoint if checkpoint in self.models.startup_ids else gr.update(),
             threshold=float(threshold),
-            method=self._choice(settings.get("method"), list(METHODS)),
+            method=self._choice(settings.get("method"), registry.names()),
         )
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""The prompt table of the first tab: its rows read with `iqa.prompts`' rules, and written back."""
+"""The prompt table of the first tab: its rows read with `iqa.methods.prompts`' rules, and written back."""
 
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..prompts import (
+from iqa.app.base import HandlerBase
+from iqa.app.messages import inform, shown_as_message, warn
+from iqa.app.outputs import PresetOutput, RowOutput, TableNameOutput
+from iqa.app.session import Session
+from iqa.methods.prompts import (
     DEFAULT_PRESET,
     PRESETS,
     PromptError,
@@ -18,10 +22,6 @@ from ..prompts import (
     pair_from_record,
     save_pairs,
 )
-from .base import HandlerBase
-from .messages import inform, shown_as_message, warn
-from .outputs import PresetOutput, RowOutput, TableNameOutput
-from .session import Session
 
 PROMPT_COLUMNS = ["on", "positive", "negative", "weight", "status"]
 ZERO_WEIGHTS = "invalid: the enabled weights add up to 0"
@@ -32,7 +32,7 @@ def parse_table(table: pd.DataFrame | None, tokenizer=None) -> tuple[list[Prompt
     """The table's rows as pairs (None where a row cannot be read) and each row's status:
     "ok", "off", or "invalid: <reason>".
 
-    A row is read as a record of a prompt file is (`iqa.prompts.pair_from_record`), so "Y" in the
+    A row is read as a record of a prompt file is (`iqa.methods.prompts.pair_from_record`), so "Y" in the
     "on" column means on here as in a CSV.
     """
     pairs: list[PromptPair | None] = []

@@ -1,1 +1,2 @@
-"""Prompt design and filter calibration on labelled sets: keep/reject labels, pair search, weights."""
+"""The prompt lab (pairs ranked against labels), evaluation of any scorer against labels, and
+prompt design and filter calibration on labelled sets: pair search, learned weights, calibration."""

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from ..errors import InputError
+from iqa.errors import InputError
 
 TargetKind = Literal["precision", "recall", "f1"]
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InputError
+from iqa.errors import InputError
 
 DEFAULT_FOLDS = 5
 DEFAULT_SEED = 0

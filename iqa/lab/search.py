@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 
-from ..clipiqa import pair_features
-from ..errors import InputError
-from ..features import FeatureStore, ProgressFn
-from ..prompts import PromptPair, check_pairs
-from .folds import DEFAULT_FOLDS, DEFAULT_SEED, CrossValidated, label_folds, score_folds, training
-from .labels import require_labels
+from iqa.clip.features import FeatureStore, ProgressFn
+from iqa.errors import InputError
+from iqa.lab.folds import DEFAULT_FOLDS, DEFAULT_SEED, CrossValidated, label_folds, score_folds, training
+from iqa.labels.keep import require_labels
+from iqa.methods.clipiqa.scorer import pair_features
+from iqa.methods.prompts import PromptPair, check_pairs
 
 Metric = Literal["srcc", "auc"]
 METRICS: tuple[Metric, ...] = ("srcc", "auc")

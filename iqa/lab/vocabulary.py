@@ -11,8 +11,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
-from ..prompts import PromptPair
+from iqa.errors import InputError
+from iqa.methods.prompts import PromptPair
 
 TECHNICAL = "technical"
 AESTHETIC = "aesthetic"

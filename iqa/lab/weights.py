@@ -17,11 +17,11 @@ import torch
 from scipy.optimize import nnls
 from scipy.stats import rankdata
 
-from ..errors import InputError
-from ..features import FeatureStore
-from ..prompts import PromptPair, check_pairs
-from .folds import CrossValidated, training
-from .search import Target, column_metric, cross_validate_fixed, probabilities, weighted_mean
+from iqa.clip.features import FeatureStore
+from iqa.errors import InputError
+from iqa.lab.folds import CrossValidated, training
+from iqa.lab.search import Target, column_metric, cross_validate_fixed, probabilities, weighted_mean
+from iqa.methods.prompts import PromptPair, check_pairs
 
 DECIMALS = 3
 

@@ -1,0 +1,1 @@
+"""Quality methods: the registry, the scorer protocol and one package per method."""

@@ -1,0 +1,8 @@
+"""The methods that ship with iqa: one registration line each (a new method adds its own)."""
+
+from iqa.methods.clipiqa.method import CLIP_IQA_METHOD
+from iqa.methods.grmp.method import GRMP_METHOD
+from iqa.methods.registry import register
+
+register(CLIP_IQA_METHOD)
+register(GRMP_METHOD)

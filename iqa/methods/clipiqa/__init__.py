@@ -1,0 +1,1 @@
+"""CLIP-IQA: prompt pairs scored on CLIP features, and its quality map."""
