@@ -422,7 +422,9 @@ def run_maclip(inputs: list[dict], fp16: bool) -> dict:
                 }
             )
             rows.append(row)
-            print("maclip" + ("_fp16" if fp16 else ""), item["photo"], item["resize"], row["score"], views - 1, flush=True)
+            print(
+                "maclip" + ("_fp16" if fp16 else ""), item["photo"], item["resize"], row["score"], views - 1, flush=True
+            )
         capture.close()
     return {"logit_scale_exp": scale, "rows": rows}
 
