@@ -419,6 +419,8 @@ def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session
 
 
 def test_stop_ends_a_running_adaptation_at_its_next_step_and_says_nothing_was_saved(handlers, session):
+    handlers.stop_adapting(session)  # pressed before: the Adapt button clears it as it queues its run
+    handlers.start_adapting(session)
     updates = handlers.adapt(BUNDLED_SET, None, None, 1.0, 2000, "test-tiny-rn", session)
     first = next(updates)  # drawn at the first step: the adaptation runs
     assert first.adapt_status.startswith("Step ")
@@ -426,6 +428,7 @@ def test_stop_ends_a_running_adaptation_at_its_next_step_and_says_nothing_was_sa
     last = list(updates)[-1]
     assert re.match(r"Stopped at step \d+ of 2000: no checkpoint was saved", last.adapt_status), last.adapt_status
     assert last.adapt_download is None and not session.checkpoints
+    handlers.start_adapting(session)
     again = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))[-1]  # Stop is not kept
     assert again.adapt_status.startswith("Done: ")
 
@@ -741,3 +744,12 @@ def test_a_page_event_gets_visibility_updates_and_an_api_client_plain_values():
     page, api = as_outputs(lambda: out)(), as_values(lambda: out)()
     assert page[-1] == gr.update(visible=True) and page[2] == gr.update(value=None, visible=False)
     assert api == [[], [], None, "list.csv", "1 kept", None]  # no update dict, no page-only field
+
+
+def test_the_lab_leaves_out_a_row_the_score_tab_marks_invalid(handlers, session):
+    table = handlers.load_preset("seed")
+    table.loc[len(table)] = [True, "sharp " * 80, "blurry", 1.0, ""]  # over the tokenizer's 77 tokens
+    report = handlers.run_lab(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE)
+    assert len(report.lab_table) == 3  # ranked: the three readable pairs; the long row is left out
+    calibrated = handlers.calibrate_filter(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9)
+    assert "ROC AUC" in calibrated.cal_summary and "sharp sharp" not in calibrated.cal_summary

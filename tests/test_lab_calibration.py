@@ -112,3 +112,12 @@ def test_curves_as_charts_name_each_score_and_mark_the_threshold():
     pr = pr_chart([method], point)
     assert pr.data[0].name == "CLIP-IQA (AP 0.917)" and list(pr.data[0].y) == list(method.curves.precision[1:])
     assert pr.data[1].hovertemplate.startswith(point.sentence())
+
+
+def test_the_printed_threshold_rejects_exactly_the_photos_counted():
+    """Two scores closer than six digits: the threshold between them is printed whole."""
+    scores = [0.41, 0.5123456, 0.51234568, 0.7, 0.8]
+    keep = [False, False, True, True, True]
+    point = choose_point(calibrate("x", scores, keep).curves, "f1", None)
+    printed = float(point.sentence().split()[1])
+    assert printed == point.threshold and sum(s < printed for s in scores) == point.rejected_bad == 2

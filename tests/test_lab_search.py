@@ -10,7 +10,7 @@ from iqa.errors import InputError
 from iqa.lab.folds import label_folds, score_folds
 from iqa.lab.search import as_table, column_metric, make_target, search_pairs, select
 from iqa.lab.vocabulary import VOCABULARY, candidate_pairs, fill, parse_words
-from iqa.lab.weights import fit_weights, learn_weights
+from iqa.lab.weights import cross_validate_weights, fit_weights, learn_weights
 from iqa.methods.prompts import PRESETS, PromptPair
 
 
@@ -146,3 +146,13 @@ def test_learned_weights_favour_the_pair_that_follows_the_labels(store):
     assert report.fitted.mean == 1.0 and report.table is not None and report.table.mean < 1.0
     with pytest.raises(InputError, match="no pair's p rises with the labels"):
         fit_weights(np.stack([1.0 - keep, 0.5 - keep], axis=1), keep.astype(float))
+
+
+def test_a_fold_no_pair_rises_with_is_measured_with_equal_weights_not_refused():
+    rng = np.random.default_rng(0)
+    keep = np.array([True] * 15 + [False] * 15)
+    p = rng.random((30, 1)) * 0.2 + 0.4 + 0.02 * keep[:, None]
+    target = make_target(keep.astype(float), keep.tolist(), "auc", k=5, seed=0)
+    assert fit_weights(p, target.values).tolist() == [1.0]  # all the photos: the pair rises with the labels
+    report = cross_validate_weights(p, target)  # a fold where it does not no longer refuses the report
+    assert len(report.folds) == 5 and all(np.isfinite(report.folds))

@@ -42,7 +42,6 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
         weights, saved here as the session's checkpoint and offered on the first tab and for download.
         """
         self._use(session)
-        session.stop_adapting = False
         labelled = self.labelled_set(source, csv_file, files)
         store = self._store_or_default(backbone)
         steps = int(steps)
@@ -51,15 +50,15 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
         drawn = 0.0
         items = calls.adapt_steps(self.models, store, labelled.images(), steps, float(lam))
         for item in items:
+            if isinstance(item, Failed):
+                raise gr.Error(f"adaptation failed: {item.error}")
+            if isinstance(item, AdaptDone):  # finished: a Stop pressed now no longer loses it
+                done = item
+                continue
             if session.stop_adapting:
                 items.close()  # the GPU call ends, and its training at its next step
                 yield self._stopped(session, history, steps)
                 return
-            if isinstance(item, Failed):
-                raise gr.Error(f"adaptation failed: {item.error}")
-            if isinstance(item, AdaptDone):
-                done = item
-                continue
             history.append({"step": item.step, "loss": item.loss, "val_srcc": item.val_srcc})
             if time.monotonic() - drawn >= 0.5:
                 drawn = time.monotonic()
@@ -107,6 +106,12 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
         )
         chart = charts.training_curves(history) if history else None
         return AdaptOutput(chart, status, session, gr.update(), None)
+
+    @staticmethod
+    def start_adapting(session: Session) -> None:
+        """The Adapt button, before its run is queued: a Stop pressed from now on (the run still
+        waiting in the queue included) ends this run."""
+        session.stop_adapting = False
 
     @staticmethod
     def stop_adapting(session: Session) -> None:

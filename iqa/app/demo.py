@@ -200,7 +200,8 @@ def wire(h: Handlers, ui: dict) -> None:
     # the lab's figures follow the table it now fills: ranked again, the chosen pairs marked on
     used.success(as_outputs(h.run_lab), lab_inputs, LabOutput.components(ui), **private)
     wire_lab_design(h, ui, rescore, refilter_to_link(h, ui, filter_inputs, link_inputs))
-    ui["adapt_run"].click(as_outputs(h.adapt), _adapt_inputs(ui), AdaptOutput.components(ui), **private)
+    adapting = ui["adapt_run"].click(h.start_adapting, [session], None, queue=False, **private)
+    adapting.then(as_outputs(h.adapt), _adapt_inputs(ui), AdaptOutput.components(ui), **private)
     ui["adapt_stop"].click(h.stop_adapting, [session], None, **private)
     # an uploaded or adapted checkpoint is chosen at once: About names it beside what was loaded at start
     ui["checkpoint"].change(h.loaded, [session], ui["loaded"], **private)

@@ -18,7 +18,7 @@ from iqa.app.lab_tab import LabHandlers, server_set_label
 from iqa.app.messages import inform, shown_as_message
 from iqa.app.outputs import CalibrationOutput, ThresholdOutput
 from iqa.app.score_tab import TEMPERATURES
-from iqa.app.table import parse_table
+from iqa.app.table import table_pairs
 from iqa.lab.calibration import (
     Calibration,
     CalibrationError,
@@ -26,6 +26,7 @@ from iqa.lab.calibration import (
     TargetKind,
     calibrate,
     choose_point,
+    exact,
     point_at,
 )
 from iqa.lab.prompt_lab import LabelledPhotos
@@ -72,7 +73,7 @@ class CalibrationHandlers(LabHandlers):
         server = source == server_set_label(self.models)
         labelled = None if server else self.labelled_set(source, csv_file, files)
         store = self._store_or_default(backbone)
-        pairs = [p for p in parse_table(table)[0] if p is not None]
+        pairs = table_pairs(table, store.backbone.tokenizer)
         reply = calls.calibrate_labelled(
             self.models, store, pairs, TEMPERATURES[temperature], labelled, calls.progress_bar(progress)
         )
@@ -125,7 +126,7 @@ def _summary(
     ]
     if bar != point:
         lines.append(
-            f"(The target's own threshold, {point.threshold:g}, needs more than the bar's three decimals: "
+            f"(The target's own threshold, {exact(point.threshold)}, needs more than the bar's three decimals: "
             f"{point.sentence()}.)"
         )
     if pairs:

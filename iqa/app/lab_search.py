@@ -19,7 +19,7 @@ from iqa.app.messages import inform, shown_as_message
 from iqa.app.outputs import PresetOutput, SearchOutput, WeightsOutput
 from iqa.app.score_tab import TEMPERATURES
 from iqa.app.session import Session
-from iqa.app.table import CUSTOM, pairs_table, parse_table
+from iqa.app.table import CUSTOM, pairs_table, table_pairs
 from iqa.lab.folds import DEFAULT_FOLDS
 from iqa.lab.prompt_lab import LabelledPhotos
 from iqa.lab.search import DEFAULT_MAX_PAIRS, Metric, SearchReport
@@ -72,7 +72,7 @@ class SearchHandlers(LabHandlers):
         store = self._store_or_default(backbone)
         candidates = candidate_pairs([*VOCABULARY, *parse_words(words or "", "your words")])
         baselines = {
-            TABLE: [p for p in parse_table(table)[0] if p is not None],
+            TABLE: table_pairs(table, store.backbone.tokenizer),
             f"{DEFAULT_PRESET} preset": preset(DEFAULT_PRESET),
         }
         bar = calls.progress_bar(progress)
@@ -124,7 +124,7 @@ class SearchHandlers(LabHandlers):
         """Non-negative weights for the table's pairs, fitted on the labels, into its weight column."""
         labelled, metric = self._labels(source, csv_file, files)
         store = self._store_or_default(backbone)
-        pairs = [p for p in parse_table(table)[0] if p is not None]
+        pairs = table_pairs(table, store.backbone.tokenizer)
         bar = calls.progress_bar(progress)
         base = calls.labelled_job(self.models, store, pairs, TEMPERATURES[temperature], labelled, bar)
         report = calls.fit_weights(store, base, metric, int(folds), bar).report

@@ -16,7 +16,7 @@ from iqa.app.models import Models
 from iqa.app.outputs import LabOutput, PresetOutput
 from iqa.app.score_tab import TEMPERATURES
 from iqa.app.session import Session
-from iqa.app.table import CUSTOM, pairs_table, parse_table
+from iqa.app.table import CUSTOM, pairs_table, table_pairs
 from iqa.lab.prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads
 from iqa.methods.prompts import PromptPair
 from iqa.report import charts
@@ -61,7 +61,7 @@ class LabHandlers(HandlerBase):
         labelled = None if server is not None else self.labelled_set(source, csv_file, files)
         skipped = server.skipped if server is not None else labelled.skipped if labelled is not None else []
         store = self._store_or_default(backbone)
-        pairs = [p for p in parse_table(table)[0] if p is not None]
+        pairs = table_pairs(table, store.backbone.tokenizer)
         try:
             report = calls.rank_labelled(
                 self.models, store, pairs, TEMPERATURES[temperature], labelled, calls.progress_bar(progress)

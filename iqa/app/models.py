@@ -6,7 +6,7 @@ that work runs in a worker forked from this process, which inherits the registry
 so a job names a backbone or a checkpoint (`CheckpointRef`) and never carries a model. Everything
 ZeroGPU must move onto the GPU is therefore loaded here at start, on the main thread.
 
-GRMP-IQA scorers are built by `iqa.methods.scoring.grmp_scorer`, which holds the one rule for when a
+GRMP-IQA scorers are built by `iqa.methods.grmp.scorer.grmp_scorer`, which holds the one rule for when a
 checkpoint shares CLIP-IQA's backbone and cached features; this module only decides which
 checkpoints may be loaded (an upload is validated first, without torch, and may only use a backbone
 the server started with) and keeps a bounded number of them in memory where the GPU work runs.

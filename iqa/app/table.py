@@ -70,6 +70,13 @@ def no_pair_reason(status: Sequence[str]) -> str:
     return "No usable prompt pair: every row is off or invalid (see the status column)."
 
 
+def table_pairs(table: pd.DataFrame | None, tokenizer) -> list[PromptPair]:
+    """The table's pairs the lab ranks, on or off, without the rows its status marks invalid (an
+    empty side, a prompt over the tokenizer's length): the rows the Score tab leaves out too."""
+    pairs, status = parse_table(table, tokenizer)
+    return [p for p, s in zip(pairs, status) if p is not None and not s.startswith("invalid")]
+
+
 def pairs_table(pairs: Sequence[PromptPair]) -> pd.DataFrame:
     return pd.DataFrame(
         [[p.enabled, p.positive, p.negative, p.weight, "ok" if p.enabled else "off"] for p in pairs],

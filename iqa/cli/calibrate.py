@@ -116,7 +116,7 @@ def format_calibration(
     method: Calibration, point: OperatingPoint, pairs: list[Calibration | str], kind: TargetKind, value: float | None
 ) -> str:
     """The method's figures, the threshold for the target and its counts, then each pair's figures."""
-    from iqa.lab.calibration import describe
+    from iqa.lab.calibration import describe, exact
 
     wanted = "the best F1" if kind == "f1" else f"reject {kind} >= {value:g}"
     lines = [
@@ -128,5 +128,5 @@ def format_calibration(
             lines.append(f"  pair {pair}")
         else:
             lines.append(f"  pair {pair.name}: ROC AUC {pair.auc:.4f}  average precision {pair.average_precision:.4f}")
-    lines.append(f"threshold ({method.name}): {point.threshold:g}")
+    lines.append(f"threshold ({method.name}): {exact(point.threshold)}")
     return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Filter calibration: how well a score finds the bad photos, and where to put the threshold.
 
 Bad photos are the positive class of "reject"; a threshold t rejects a photo whose score is below
-t and keeps the others (as `iqa.filtering.split_by_threshold` does). ROC AUC is the probability
+t and keeps the others (as `iqa.report.filtering.split_by_threshold` does). ROC AUC is the probability
 that a random bad photo scores below a random good one (ties count half); average precision is
 scikit-learn's (step-wise, no interpolation). See METHODS.md, "Calibrating a filter".
 """
@@ -87,7 +87,7 @@ class OperatingPoint:
         bad = self.rejected_bad + self.kept_bad
         good = self.rejected_good + self.kept_good
         return (
-            f"threshold {self.threshold:g} rejects {self.rejected_bad} of {bad} bad photos, "
+            f"threshold {exact(self.threshold)} rejects {self.rejected_bad} of {bad} bad photos, "
             f"loses {self.rejected_good} of {good} good ones"
         )
 
@@ -104,6 +104,12 @@ class Calibration:
     @property
     def n(self) -> int:
         return self.curves.n_bad + self.curves.n_good
+
+
+def exact(threshold: float) -> str:
+    """A threshold as printed: every decimal it has (`short_between` keeps them few), so that
+    `filter --threshold` given the printed number rejects exactly the photos counted."""
+    return repr(float(threshold))
 
 
 def short_between(low: float, high: float) -> float:

@@ -2,7 +2,7 @@
 forward selection whose worth is measured by cross-validation.
 
 The image features are computed once; each candidate costs two text encodings (up to the end
-token, `iqa.text_tower`) and a column of a matrix product. The metric is SRCC against mean opinion
+token, `iqa.clip.text_tower`) and a column of a matrix product. The metric is SRCC against mean opinion
 scores or ROC AUC against keep/reject labels, both computed for all columns at once from ranks.
 The selection greedily adds the pair that most improves the training metric of the pairs' mean p,
 among the `pool` pairs that look best on their own by a linear stand-in for the metric (the

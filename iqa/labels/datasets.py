@@ -33,7 +33,7 @@ class LabelledImage:
     ``ref`` names the pristine source image of a synthetically distorted image, ``distortion``
     its distortion type (e.g. ``"kadid10k:03"``, ``"gaussian_blur"``) and ``level`` its strength
     (1 = mildest); all three are ``None`` for authentically distorted photos. ``keep`` is its
-    keep/reject label (True: keep) where the set has one (`iqa.lab.labels`).
+    keep/reject label (True: keep) where the set has one (`iqa.labels.keep`).
     """
 
     path: Path
