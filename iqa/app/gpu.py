@@ -61,6 +61,7 @@ from iqa.methods.prompts import usable_pairs
 from iqa.photos.photo import Photo, PhotoKey
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 
 def _registry(job) -> Models:
@@ -105,31 +106,36 @@ def _encode(store: FeatureStore, photos: Sequence[Photo | PhotoKey], desc: str) 
         yield Progress(min(start + store.batch_size, len(missing)), len(missing), desc)
 
 
-def _reporting(work: Callable[[ProgressFn], T], desc: str) -> Generator[Progress, None, T]:
-    """Run `work(progress)` in a thread of this call, yielding its progress as it comes; returns its result.
+def _streamed(work: Callable[[Callable[[Item], None]], T], wait: float = 0.1) -> Generator[Item, None, T]:
+    """Run `work(emit)` in a thread of this call, yielding what it emits as it comes; returns its result.
 
     When the caller stops reading (a visitor's Stop: the generator is closed), the work's next
-    progress report raises, so the thread ends with it instead of running on unseen.
+    `emit` raises, so the thread ends with it instead of running on unseen.
     """
-    reports: queue.Queue[Progress] = queue.Queue()
+    items: queue.Queue[Item] = queue.Queue()
     stop = threading.Event()
 
-    def report(done: int, total: int) -> None:
+    def emit(item: Item) -> None:
         if stop.is_set():
             raise _Stopped
-        reports.put(Progress(done, total, desc))
+        items.put(item)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-gpu") as pool:
-        future = pool.submit(work, report)
+        future = pool.submit(work, emit)
         try:
-            while not (future.done() and reports.empty()):
+            while not (future.done() and items.empty()):
                 try:
-                    yield reports.get(timeout=0.1)
+                    yield items.get(timeout=wait)
                 except queue.Empty:
                     continue
         finally:
             stop.set()
     return future.result()
+
+
+def _reporting(work: Callable[[ProgressFn], T], desc: str) -> Generator[Progress, None, T]:
+    """`work(progress)` streamed (`_streamed`), its progress reports as `Progress` items."""
+    return _streamed(lambda emit: work(lambda done, total: emit(Progress(done, total, desc))))
 
 
 @gpu(duration=lambda job: clamp(job.seconds()))
@@ -208,25 +214,14 @@ def adapt(job: AdaptJob) -> Generator[AdaptStep | AdaptDone, None, None]:
     stops reading (ZeroGPU closes the generator), the training stops at its next step.
     """
     store = _registry(job).store(job.backbone)
-    steps: queue.Queue[AdaptStep] = queue.Queue()
-    stop = threading.Event()
 
-    def on_step(step: int, loss: float, val_srcc: float | None) -> None:
-        if stop.is_set():
-            raise _Stopped
-        steps.put(AdaptStep(step, loss, val_srcc))
+    def train(emit: Callable[[AdaptStep], None]):
+        def on_step(step: int, loss: float, val_srcc: float | None) -> None:
+            emit(AdaptStep(step, loss, val_srcc))
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iqa-adapt") as pool:
-        training = pool.submit(adapt_seed, store, list(job.images), job.steps, job.lam, on_step=on_step)
-        try:
-            while not (training.done() and steps.empty()):
-                try:
-                    yield steps.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-        finally:
-            stop.set()
-    model, _ = training.result()
+        return adapt_seed(store, list(job.images), job.steps, job.lam, on_step=on_step)
+
+    model, _ = yield from _streamed(train, wait=0.2)
     yield AdaptDone(*checkpoint_content(model))
 
 
