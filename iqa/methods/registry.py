@@ -63,6 +63,9 @@ class Method:
     unscored: str = ""  # what to do when it has no scores (the app's message), if anything
     needs_store: bool = True  # False: it loads its own backbone when no store is shared with it
     parts: Callable[[ScoreResult], list[Part]] = pair_parts  # its per-pair breakdown for charts
+    # Markdown for the app's About tab: what it computes (its formula, LaTeX in $...$), the settings
+    # that matter, its citation. Empty: the About tab lists the method by name only.
+    about: str = ""
 
     def scorer(self, spec: ScorerSpec, store: FeatureStore | None) -> Scorer:
         module, function = self.build.split(":")
