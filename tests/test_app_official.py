@@ -18,7 +18,7 @@ from iqa.app.about_tab import about_text
 from iqa.app.calls import Caches
 from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
-from iqa.app.models import NO_GRMP, Models
+from iqa.app.models import NO_CHECKPOINT, Models
 from iqa.app.session import Session
 from iqa.methods.grmp.official import DEFAULT_FILE, OfficialCheckpointError, import_official
 from iqa.methods.grmp.scorer import GRMPScorer
@@ -47,9 +47,9 @@ def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_
     for photo in photos:
         files.append(str(tmp_path / f"{photo.name}.png"))
         photo.image.save(files[-1])
-    session = handlers.add_photos(files, Session()).session
-    handlers.score(
-        session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint, 0.5, "GRMP-IQA"
+    session = handlers.photos.add_photos(files, Session()).session
+    handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint, 0.5, "GRMP-IQA"
     )
     assert all(row.result("GRMP-IQA").label == "GRMP-IQA (paper)" for row in session.rows)
     # the app's scores are the official model's, imported directly, on the same session photos
@@ -67,7 +67,7 @@ def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeyp
     monkeypatch.setattr("iqa.methods.grmp.official.download_official", offline)
     config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=DEFAULT_FILE)
     models = Models(config)
-    assert models.startup_checkpoints == {} and models.default_checkpoint == NO_GRMP
+    assert models.startup_checkpoints == {} and models.default_checkpoint == NO_CHECKPOINT
     note = models.grmp_note
     assert "\n" not in note and "column is empty" in note and "could not download" in note
     assert "--grmp-official PATH" in note and "Adapt tab" in note

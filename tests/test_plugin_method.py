@@ -65,7 +65,7 @@ def test_the_apps_ranking_breakdown_and_csv_carry_the_toy(photos, tmp_path):
     handlers = Handlers(Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path)))
     scorers = build_scorers(ScorerSpec(methods=("CLIP-IQA", NAME), backbone="test-tiny-rn"))
     session = Session(rows=compare(photos, list(scorers.values())))
-    ranking = handlers.rerank(session, 0.5, NAME)
+    ranking = handlers.scoring.rerank(session, 0.5, NAME)
     assert NAME in ranking.ranking.columns
     assert "toy_score" in Path(ranking.results_csv).read_text().splitlines()[0]
-    assert "toy light / toy dark" in handlers.breakdown(session, photos[0].name).data[0].y
+    assert "toy light / toy dark" in handlers.scoring.breakdown(session, photos[0].name).data[0].y
