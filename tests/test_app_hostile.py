@@ -146,7 +146,7 @@ def test_max_side_is_what_uploads_keep_and_scoring_uses_and_zero_means_full_size
 def test_the_memory_budget_drops_the_least_recently_used_sessions_photos(handlers, good_photos, monkeypatch):
     sessions = [handlers.photos.add_photos(good_photos, Session()).session for _ in range(3)]
     each = sessions[0].nbytes
-    monkeypatch.setattr(handlers, "budget", SessionBudget(int(2.5 * each), ttl=3600))
+    monkeypatch.setattr(handlers.app, "budget", SessionBudget(int(2.5 * each), ttl=3600))
     for session in sessions:
         handlers.app.budget.use(session)
     handlers.app.budget.use(sessions[1])  # now sessions[0] is the least recently used
@@ -163,7 +163,7 @@ def _score_output(handlers, session):
 
 
 def test_one_session_cannot_take_more_than_the_budget(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", SessionBudget(256 * 256 * 3 + 10, ttl=3600))
+    monkeypatch.setattr(handlers.app, "budget", SessionBudget(256 * 256 * 3 + 10, ttl=3600))
     with pytest.warns(UserWarning, match="the server's limit for all sessions"):
         added = handlers.photos.add_photos(good_photos, Session())
     session, info = added.session, added.photo_info
@@ -171,7 +171,7 @@ def test_one_session_cannot_take_more_than_the_budget(handlers, good_photos, mon
 
 
 def test_idle_sessions_lose_their_photos_and_ended_ones_their_files(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", SessionBudget(1 << 30, ttl=0.2))
+    monkeypatch.setattr(handlers.app, "budget", SessionBudget(1 << 30, ttl=0.2))
     idle = handlers.photos.add_photos(good_photos, Session()).session
     time.sleep(0.3)
     handlers.photos.add_photos(good_photos[:1], Session())
@@ -184,7 +184,7 @@ def test_idle_sessions_lose_their_photos_and_ended_ones_their_files(handlers, go
 
 
 def test_idle_sessions_are_ended_without_any_request(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", SessionBudget(1 << 30, ttl=0.2))
+    monkeypatch.setattr(handlers.app, "budget", SessionBudget(1 << 30, ttl=0.2))
     session = handlers.photos.add_photos(good_photos, Session()).session
     folder = Path(session.folder)
     deadline = time.monotonic() + 10

@@ -18,6 +18,7 @@ from iqa.app.about_tab import about_text
 from iqa.app.calls import Caches
 from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
+from iqa.app.method_settings import MethodSettings
 from iqa.app.models import NO_CHECKPOINT, Models
 from iqa.app.session import Session
 from iqa.methods.grmp.official import DEFAULT_FILE, OfficialCheckpointError, import_official
@@ -122,13 +123,15 @@ def test_a_zerogpu_worker_returns_the_official_models_features_and_results(
     store, ref = models.store("test-tiny-rn"), models.startup_checkpoints["official: tiny_official"]
     store.image_features(photos[:1])  # the parent's thread pool exists before the fork, as in the app
     caches = Caches(2)
-    first = calls.score_photos(models, caches, store, PRESETS["seed"], None, ref, photos)
+    requests = MethodSettings(tuple(PRESETS["seed"]), None, ref).requests(["CLIP-IQA", "GRMP-IQA"])[0]
+    first = calls.score_photos(models, caches, store, requests, photos)
     own = models.scorer(ref).store
     assert own is not store and own.images_encoded == 0  # the paper model's tower ran in the worker only
     assert first.encoded == len(photos) - 1 and store.images_encoded == 1
     assert [type(p).__name__ for p in jobs[0].photos] == ["Photo"] * 3  # its own tower needs the pixels
-    again = calls.score_photos(models, caches, store, PRESETS["seed"], None, ref, photos)
-    assert [type(p).__name__ for p in jobs[1].photos] == ["PhotoKey"] * 3 and jobs[1].grmp_photos == ()
+    again = calls.score_photos(models, caches, store, requests, photos)
+    assert [type(p).__name__ for p in jobs[1].photos] == ["PhotoKey"] * 3
+    assert [call.photos for call in jobs[1].methods if call.name == "GRMP-IQA"] == [()]
     assert again.encoded == 0 and own.images_encoded == 0 and store.images_encoded == 1
     assert [row.results["GRMP-IQA"].variant for row in again.rows] == ["paper"] * len(photos)
     assert [row.results for row in again.rows] == [row.results for row in first.rows]
