@@ -63,7 +63,9 @@ def test_bad_uploads_are_reported_and_the_rest_are_added(handlers, photo_files, 
     huge = tmp_path / "huge.png"
     Image.new("RGB", (600, 400)).save(huge)
     with pytest.warns(UserWarning) as caught:
-        added = handlers.photos.add_photos([photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], Session())
+        added = handlers.photos.add_photos(
+            [photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], Session()
+        )
     session, gallery, info = added.session, added.gallery, added.photo_info
     assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg"]
     assert len(gallery) == 2 and info.startswith("2 photo(s) ready.")
@@ -82,7 +84,9 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
             Image.open(file).point(lambda v, k=k: v // (k + 2)).save(folder / Path(file).name)
             variants.append(str(folder / Path(file).name))
     session = handlers.photos.add_photos(photo_files, Session()).session
-    session = handlers.photos.add_photos(photo_files + variants[:2], session).session  # an upload re-sends earlier files
+    session = handlers.photos.add_photos(
+        photo_files + variants[:2], session
+    ).session  # an upload re-sends earlier files
     assert [p.name for p in session.photos] == [
         "astronaut.jpg",
         "chelsea.jpg",
@@ -179,13 +183,17 @@ def test_all_weights_zero_marks_the_rows_and_clears_every_result(handlers, sessi
     ]
     assert out.status == "No usable prompt pair: every enabled row has weight 0 (give one a weight above 0)."
     assert len(out.ranking) == 0 and out.results_csv is None and out.breakdown is None and session.rows == []
-    assert handlers.filtering.filter(session, 0.5, "CLIP-IQA").filter_summary.startswith("No scores to filter: nothing could")
+    assert handlers.filtering.filter(session, 0.5, "CLIP-IQA").filter_summary.startswith(
+        "No scores to filter: nothing could"
+    )
     zero.loc[2, "weight"] = 0.5  # one positive weight is enough
     assert len(score(handlers, session, zero).ranking) == 3
 
 
 def test_seed_temperature_keeps_scores_near_one_half(handlers, session):
-    ranking = score(handlers, session, handlers.table.load_preset("seed"), temperature="t = 1 (the seed's formula)").ranking
+    ranking = score(
+        handlers, session, handlers.table.load_preset("seed"), temperature="t = 1 (the seed's formula)"
+    ).ranking
     assert all(abs(float(s) - 0.5) < 0.05 for s in ranking["CLIP-IQA"])
 
 
@@ -294,7 +302,9 @@ def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monke
 def test_unavailable_backbone_falls_back_with_a_warning(handlers, session, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.warns(UserWarning, match="cannot load weights.*Scoring with test-tiny-rn instead"):
-        out = handlers.scoring.score(session, handlers.table.load_preset("seed"), "ViT-B-16-quickgelu", T_SCALE, "", 0.5, "CLIP-IQA")
+        out = handlers.scoring.score(
+            session, handlers.table.load_preset("seed"), "ViT-B-16-quickgelu", T_SCALE, "", 0.5, "CLIP-IQA"
+        )
     assert len(out.ranking) == 3
 
 
@@ -338,7 +348,9 @@ def test_nothing_kept_offers_no_zip_and_says_so(handlers, session):
 def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_path):
     csv = tmp_path / "scores.csv"
     csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,2\ncoffee.jpg,1\nghost.jpg,5\n")
-    lab = handlers.lab.run_lab(UPLOADED_SET, str(csv), photo_files, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE)
+    lab = handlers.lab.run_lab(
+        UPLOADED_SET, str(csv), photo_files, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE
+    )
     table, chart, summary = lab.lab_table, lab.lab_chart, lab.lab_summary
     assert len(table) == 3 and list(table["SRCC"]) == sorted(table["SRCC"], reverse=True)
     assert "SRCC of the combined score of the enabled pairs" in summary and "on 3 photos" in summary
@@ -347,7 +359,9 @@ def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_pa
     assert "ghost.jpg: listed in the CSV but not uploaded" in summary
     assert len(chart.data[0].y) == 3
     with pytest.raises(gr.Error, match="upload the photos and a CSV"):
-        handlers.lab.run_lab(UPLOADED_SET, None, photo_files, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE)
+        handlers.lab.run_lab(
+            UPLOADED_SET, None, photo_files, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE
+        )
 
 
 def test_every_tab_shows_the_test_backbone_banner(handlers):
@@ -429,12 +443,16 @@ def test_stop_ends_a_running_adaptation_at_its_next_step_and_says_nothing_was_sa
     assert re.match(r"Stopped at step \d+ of 2000: no checkpoint was saved", last.adapt_status), last.adapt_status
     assert last.adapt_download is None and not session.checkpoints
     handlers.adapting.start_adapting(session)
-    again = list(handlers.adapting.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))[-1]  # Stop is not kept
+    again = list(handlers.adapting.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))[
+        -1
+    ]  # Stop is not kept
     assert again.adapt_status.startswith("Done: ")
 
 
 def test_another_backbone_loads_once_and_scores(handlers, session):
-    out = handlers.scoring.score(session, handlers.table.load_preset("seed"), "test-tiny-vit", T_SCALE, "", 0.5, "CLIP-IQA")
+    out = handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-vit", T_SCALE, "", 0.5, "CLIP-IQA"
+    )
     assert "on test-tiny-vit" in out.status and len(out.ranking) == 3
     assert handlers.models.store("test-tiny-vit") is handlers.models.store("test-tiny-vit")
     assert handlers.models.backbone_choices == ["test-tiny-rn", "test-tiny-vit"]
@@ -661,7 +679,9 @@ def test_quality_map_follows_the_chosen_photo_and_a_prompt_edit_redraws_from_cac
     one_pair = f"{edited.loc[2, 'positive']} / {edited.loc[2, 'negative']}"
     by_pair = handlers.scoring.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair)
     assert by_pair.map_pair["value"] == one_pair and "p(a sharp photo)" in by_pair.map_status
-    gone = handlers.scoring.refresh_map(session, edited.drop(index=2), "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair)
+    gone = handlers.scoring.refresh_map(
+        session, edited.drop(index=2), "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair
+    )
     assert gone.map_pair["value"] == OVERALL  # the deleted pair is no longer offered or drawn
 
     other = handlers.scoring.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL)
@@ -673,7 +693,10 @@ def test_quality_map_follows_the_chosen_photo_and_a_prompt_edit_redraws_from_cac
     assert "test-tiny-vit" in vit.map_status and "windows of 224 px" in vit.map_status  # the new backbone's map
 
     handlers.photos.clear_photos(session)
-    assert handlers.scoring.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL).quality_map is None
+    assert (
+        handlers.scoring.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL).quality_map
+        is None
+    )
 
 
 def test_a_photo_too_small_for_a_quality_map_gets_a_clear_message(handlers, session):
@@ -720,8 +743,12 @@ def test_a_file_taken_out_of_the_upload_box_unscores_its_photo(handlers, photo_f
     assert [p.name for p in session.photos] == ["chelsea.jpg", "coffee.jpg"]
     assert [name for _, name in removed.gallery] == ["chelsea.jpg", "coffee.jpg"]
     assert "astronaut.jpg" not in session.thumbnails and photo_files[0] not in session.sources
-    assert list(score(handlers, session, handlers.table.load_preset("seed")).ranking["name"]).count("astronaut.jpg") == 0
-    assert handlers.photos.add_photos(photo_files[1:], session).photo_info == "2 photo(s) ready."  # never re-added unasked
+    assert (
+        list(score(handlers, session, handlers.table.load_preset("seed")).ranking["name"]).count("astronaut.jpg") == 0
+    )
+    assert (
+        handlers.photos.add_photos(photo_files[1:], session).photo_info == "2 photo(s) ready."
+    )  # never re-added unasked
     cleared = handlers.photos.clear_photos(session)
     assert cleared.files is None and cleared.outputs()[3] is None  # the upload box is emptied too
     assert handlers.photos.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[1]})).photo_info == (
@@ -751,5 +778,7 @@ def test_the_lab_leaves_out_a_row_the_score_tab_marks_invalid(handlers, session)
     table.loc[len(table)] = [True, "sharp " * 80, "blurry", 1.0, ""]  # over the tokenizer's 77 tokens
     report = handlers.lab.run_lab(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE)
     assert len(report.lab_table) == 3  # ranked: the three readable pairs; the long row is left out
-    calibrated = handlers.calibration.calibrate_filter(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9)
+    calibrated = handlers.calibration.calibrate_filter(
+        BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9
+    )
     assert "ROC AUC" in calibrated.cal_summary and "sharp sharp" not in calibrated.cal_summary

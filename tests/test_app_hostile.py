@@ -55,7 +55,9 @@ def _zero_weights(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scores(handlers, session) -> pd.DataFrame:
-    return handlers.scoring.score(session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA").ranking
+    return handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
+    ).ranking
 
 
 # --- handlers, called directly -----------------------------------------------------------------------
@@ -159,7 +161,9 @@ def test_the_memory_budget_drops_the_least_recently_used_sessions_photos(handler
 
 
 def _score_output(handlers, session):
-    return handlers.scoring.score(session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA")
+    return handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
+    )
 
 
 def test_one_session_cannot_take_more_than_the_budget(handlers, good_photos, monkeypatch):

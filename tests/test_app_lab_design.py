@@ -68,7 +68,9 @@ def test_calibration_refusals_are_messages(handlers, table, photo_files, tmp_pat
     scores_only = tmp_path / "scores.csv"
     scores_only.write_text("name,score\n" + "".join(f"{p.rsplit('/', 1)[1]},{i}\n" for i, p in enumerate(photo_files)))
     with pytest.raises(gr.Error, match="3 of 3 photos have no keep/reject label"):
-        handlers.calibration.calibrate_filter(UPLOADED_SET, str(scores_only), photo_files, table, "test-tiny-rn", T_SCALE, F1, 0.9)
+        handlers.calibration.calibrate_filter(
+            UPLOADED_SET, str(scores_only), photo_files, table, "test-tiny-rn", T_SCALE, F1, 0.9
+        )
     with pytest.raises(gr.Error, match="calibrate the filter first"):
         handlers.calibration.use_threshold(None)
 
@@ -79,12 +81,16 @@ def test_uploads_may_carry_labels_alone(handlers, table, photo_files, tmp_path):
     labels.write_text("file,label\n" + "".join(f"{p.rsplit('/', 1)[1]},{label}\n" for p, label in rows))
     labelled = handlers.lab.labelled_set(UPLOADED_SET, str(labels), photo_files)
     assert (labelled.scores, labelled.keep) == ([1.0, 0.0, 1.0], [True, False, True])
-    out = handlers.calibration.calibrate_filter(UPLOADED_SET, str(labels), photo_files, table, "test-tiny-rn", T_SCALE, F1, 0.9)
+    out = handlers.calibration.calibrate_filter(
+        UPLOADED_SET, str(labels), photo_files, table, "test-tiny-rn", T_SCALE, F1, 0.9
+    )
     assert "(3 photos: 1 reject, 2 keep)" in out.cal_summary
 
 
 def test_pair_search_streams_progress_then_the_ranking_and_fills_the_table(handlers, table):
-    steps = list(handlers.search.search_pairs(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "sunny / rainy", 3, 4))
+    steps = list(
+        handlers.search.search_pairs(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "sunny / rainy", 3, 4)
+    )
     progress, done = steps[:-1], steps[-1]
     assert progress and all(s.search_table is None and s.search_summary.startswith("Searching:") for s in progress)
     ranking = done.search_table

@@ -103,7 +103,9 @@ def test_the_app_chooses_scores_and_shows_the_toy_through_its_handlers(photo_fil
     only_clip = handlers.scoring.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, NAME, methods=["CLIP-IQA"])
     assert NAME not in only_clip.ranking.columns and only_clip.scatter is None  # unchecked: its column goes
     query = handlers.share.share_query(table, "test-tiny-rn", T_SCALE, "", 0.5, NAME, [NAME, "CLIP-IQA"])
-    restored = handlers.share.restore_shared(types.SimpleNamespace(query_params={"share": query.removeprefix("?share=")}))
+    restored = handlers.share.restore_shared(
+        types.SimpleNamespace(query_params={"share": query.removeprefix("?share=")})
+    )
     assert restored.methods == both and restored.method == NAME
 
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator, Sequence
 import gradio as gr
 
 from iqa.app import calls
-from iqa.app.config import EXAMPLES
-from iqa.app.jobs import AdaptDone, Failed, max_adapt_steps
 from iqa.app.base import AppContext
 from iqa.app.checkpoints import CheckpointHandlers
+from iqa.app.config import EXAMPLES
 from iqa.app.events import Chains, on
+from iqa.app.jobs import AdaptDone, Failed, max_adapt_steps
 from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET, LabHandlers
 from iqa.app.layout import banner, how_to
 from iqa.app.messages import shown_as_message

@@ -265,7 +265,9 @@ def _score_job(models: Models, store: FeatureStore, plans: Sequence[_Plan], phot
         )
         for plan in plans
     ]
-    pixels = {i for call in calls if not call.own_encoder for i in call.photos if store.image_key(photos[i]) not in known[0]}
+    pixels = {
+        i for call in calls if not call.own_encoder for i in call.photos if store.image_key(photos[i]) not in known[0]
+    }
     pixels |= {i for call in calls if call.own_encoder for i in call.photos}
     return ScoreJob(
         registry=models.id,

@@ -39,7 +39,8 @@ class CheckpointHandlers:
         files = list(upload_ckpt or [])
         by_suffix = {Path(f).suffix.lower(): Path(f) for f in files}
         if len(files) != 2 or set(by_suffix) != {".json", ".safetensors"}:
-            raise gr.Error(f"upload a {self.models.checkpoint_method} checkpoint as its two files: <name>.json and <name>.safetensors")
+            method = self.models.checkpoint_method
+            raise gr.Error(f"upload a {method} checkpoint as its two files: <name>.json and <name>.safetensors")
         stem = by_suffix[".json"].stem
         folder = session.directory(self.config.work_dir) / "checkpoints" / uuid.uuid4().hex[:8]
         folder.mkdir(parents=True)
@@ -72,7 +73,8 @@ class CheckpointHandlers:
             return None
         ref = self.refs(session).get(checkpoint)
         if ref is None:  # the API lets a client send any text
-            warn(f"{self.models.checkpoint_method} checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
+            method = self.models.checkpoint_method
+            warn(f"{method} checkpoint not used: {checkpoint!r} is not one of this session's checkpoints")
         return ref
 
     def choices(self, session: Session, value: str | None = None):

@@ -37,7 +37,11 @@ class FilterHandlers:
         by = self._filter_method(session, method)
         if by is None:
             return FilterOutput(
-                [], [], None, None, ATTRIBUTES_NOTE + " Choose a method that does not follow the prompt table, or a quality preset."
+                [],
+                [],
+                None,
+                None,
+                ATTRIBUTES_NOTE + " Choose a method that does not follow the prompt table, or a quality preset.",
             )
         kept, rejected = split(session.rows, threshold, by)
         list_path = session.directory(self.config.work_dir) / "iqa-filter.csv"

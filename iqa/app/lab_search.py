@@ -13,9 +13,9 @@ import gradio as gr
 import pandas as pd
 
 from iqa.app import calls
-from iqa.app.jobs import Failed, Progress, SearchReply
 from iqa.app.base import AppContext
 from iqa.app.events import PRIVATE, Chains, on
+from iqa.app.jobs import Failed, Progress, SearchReply
 from iqa.app.lab_tab import LabHandlers, server_set_label
 from iqa.app.messages import inform, shown_as_message
 from iqa.app.outputs import PresetOutput, SearchOutput, WeightsOutput

@@ -9,8 +9,8 @@ import pandas as pd
 
 from iqa.app import calls
 from iqa.app.base import AppContext
-from iqa.app.events import Chains, on
 from iqa.app.config import EXAMPLES
+from iqa.app.events import Chains, on
 from iqa.app.layout import banner, how_to
 from iqa.app.messages import inform, shown_as_message
 from iqa.app.models import Models

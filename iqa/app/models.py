@@ -31,11 +31,11 @@ from iqa.clip.backbones import BackboneUnavailable, CheckpointMismatch, load_bac
 from iqa.clip.features import FeatureStore
 from iqa.clip.test_backbones import TEST_BACKBONES
 from iqa.lab.prompt_lab import LabelledFeatures
+from iqa.methods import registry
 from iqa.methods.grmp.checkpoint import CheckpointError, check_checkpoint, checkpoint_paths, read_config
 from iqa.methods.grmp.model import GRMPConfig
 from iqa.methods.grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
 from iqa.methods.grmp.scorer import GRMPScorer, grmp_scorer, shares_features_of
-from iqa.methods import registry
 from iqa.methods.scoring import Scorer, ScorerSpec
 from iqa.names import DEFAULT_PRETRAINED
 
@@ -206,7 +206,9 @@ class Models:
 
     def _info(self, config: GRMPConfig) -> CheckpointInfo:
         store = self.known_store(self._backbone_for(config))
-        return CheckpointInfo(f"{self.checkpoint_method} ({config.variant})", config.backbone, shares_features_of(config, store))
+        return CheckpointInfo(
+            f"{self.checkpoint_method} ({config.variant})", config.backbone, shares_features_of(config, store)
+        )
 
     @property
     def checkpoint_method(self) -> str:
@@ -223,7 +225,9 @@ class Models:
         if isinstance(ref, CheckpointRef):
             return self.scorer(ref)
         method = registry.method(name)
-        spec = ScorerSpec(methods=(name,), backbone=store.backbone.name, device=self.config.device, options={name: options})
+        spec = ScorerSpec(
+            methods=(name,), backbone=store.backbone.name, device=self.config.device, options={name: options}
+        )
         if method.follows_prompts:
             return method.scorer(spec, store)
         key = (name, store.backbone.key, repr(sorted(options.items())))

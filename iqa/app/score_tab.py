@@ -175,7 +175,9 @@ class ScoreHandlers:
             if result.temperature is not None:
                 settings[f"{method.column}_temperature"] = f"{result.temperature:g}"
             if method.follows_prompts and "prompt_pairs" not in settings:
-                settings["prompt_pairs"] = "; ".join(f"{p.positive} / {p.negative} (weight {p.weight:g})" for p in pairs)
+                settings["prompt_pairs"] = "; ".join(
+                    f"{p.positive} / {p.negative} (weight {p.weight:g})" for p in pairs
+                )
         return settings
 
     def _empty(self, session: Session, prompts: pd.DataFrame, status: str) -> ScoreOutput:
@@ -286,7 +288,7 @@ class ScoreHandlers:
         x = scatter_x if scatter_x in chosen else chosen[0] if chosen else None
         y = scatter_y if scatter_y in chosen and scatter_y != x else next((m for m in chosen if m != x), None)
         return AxesOutput(
-            gr.update(choices=chosen, value=method if method in chosen else (chosen or [None])[0]),
+            gr.update(choices=chosen, value=method if method in chosen else next(iter(chosen), None)),
             gr.update(choices=chosen, value=x),
             gr.update(choices=chosen, value=y),
         )
@@ -380,7 +382,7 @@ def scatter_axes(session: Session, x: str | None = None, y: str | None = None) -
     first two chosen methods that were scored; None when fewer than two were."""
     scored = [m for m in shown_methods(session) if any(m in row.results for row in session.rows)]
     if x in scored and y in scored and x != y:
-        return x, y  # type: ignore[return-value]
+        return x, y
     return (scored[0], scored[1]) if len(scored) >= 2 else None
 
 
