@@ -114,3 +114,15 @@ def test_the_about_tab_describes_every_registered_method(toy):
 
     text = about_text()
     assert f"### {NAME}" in text and "arXiv 2207.12396" in text and "The GRMP-IQA model this server uses" in text
+
+
+def test_on_zerogpu_the_toy_is_built_at_start(tmp_path, monkeypatch):
+    """A ZeroGPU worker loses what it loads: a method that keeps its scorer is built on the main thread."""
+    from iqa.app import models as app_models
+    from iqa.app.config import AppConfig
+
+    monkeypatch.setattr(app_models, "on_zerogpu", lambda: True)
+    models = app_models.Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path))
+    assert [key[0] for key in models._methods] == [NAME]  # CLIP-IQA follows the table, GRMP-IQA needs a checkpoint
+    built = next(iter(models._methods.values()))
+    assert built.method == NAME and models.scorer_for(NAME, models.store("test-tiny-rn"), {}) is built

@@ -10,7 +10,7 @@ import traceback
 from iqa.app.calls import Caches
 from iqa.app.config import MIB
 from iqa.app.messages import warn
-from iqa.app.models import Models
+from iqa.app.models import MAX_METHOD_SCORERS, Models
 from iqa.app.session import Session, SessionBudget, release_memory
 from iqa.app.zerogpu import on_zerogpu
 from iqa.clip.backbones import BackboneUnavailable, CheckpointMismatch
@@ -24,8 +24,9 @@ class AppContext:
         self.models = models
         self.config = models.config
         self.budget = SessionBudget(self.config.session_memory_mb * MIB, self.config.session_ttl)
-        # GRMP-IQA results per checkpoint: the start-up ones and the most recent of the sessions' own
-        self.caches = Caches(len(models.startup_checkpoints) + self.config.max_grmp_models)
+        # results of the methods that do not follow the prompt table: per start-up checkpoint, the most
+        # recent of the sessions' own, and per method and options of the others
+        self.caches = Caches(len(models.startup_checkpoints) + self.config.max_grmp_models + MAX_METHOD_SCORERS)
 
     def use(self, session: Session) -> None:
         """Every request of a session: keep the memory budget, and tell it if its photos were dropped."""

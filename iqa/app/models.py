@@ -108,6 +108,8 @@ class Models:
             dict.fromkeys([*self._stores, *(scorer.model.config.backbone for scorer in self._startup.values())])
         )
         self.lab_set = self._load_lab_set(config.lab_dataset) if config.lab_dataset else None
+        if on_zerogpu():  # a worker cannot keep what it loads: methods with weights of their own load here
+            self._build_methods()
         if not self.startup_checkpoints and not self.grmp_note:
             self.grmp_note = (
                 "No GRMP-IQA model loaded, so its column is empty: upload a checkpoint (first tab, Settings), adapt "
@@ -271,6 +273,19 @@ class Models:
         """The store a checkpoint is offered: its own backbone's; one that carries its whole backbone
         (no pretrained tag) is offered the default store, which it will not share."""
         return config.backbone if config.pretrained is not None else self.config.backbone
+
+    def _build_methods(self) -> None:
+        """Every registered method that keeps its scorer (`scorer_for`) and needs no option, built now
+        on the start-up backbone with the page's defaults; one that cannot be built is left to fail
+        on use, with its reason, and logged here."""
+        store = self.store(self.config.backbone)
+        for method in registry.methods():
+            if method.follows_prompts or method.required:
+                continue
+            try:
+                self.scorer_for(method.name, store, {})
+            except (BackboneUnavailable, ValueError, OSError) as err:
+                logger.warning("%s not built at start: %s", method.name, err)
 
     def check_upload(self, path: str) -> CheckpointInfo:
         """An uploaded checkpoint, checked against its tensors without building anything (CheckpointError),

@@ -108,15 +108,14 @@ class PromptTableHandlers:
     @shown_as_message
     def choose_preset(self, preset: str, session: Session) -> PresetOutput:
         """The preset box: a preset's pairs, or back to the custom table (the edits kept)."""
-        name = preset
-        if name == CUSTOM:
+        if preset == CUSTOM:
             if session.custom_table is None:
                 raise gr.Error("no custom table yet: edit the table, or load a prompt set from a file")
             return PresetOutput(session, session.custom_table, CUSTOM, None)
         if session.custom_table is not None and not session.told_custom_kept:
             session.told_custom_kept = True
             inform(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
-        return PresetOutput(session, self.load_preset(name), name, None)
+        return PresetOutput(session, self.load_preset(preset), preset, None)
 
     @shown_as_message
     def table_changed(self, prompts: pd.DataFrame, session: Session) -> TableNameOutput:
@@ -178,15 +177,14 @@ class PromptTableHandlers:
 
     @shown_as_message
     def load_prompts(self, prompt_file: str | None) -> pd.DataFrame:
-        file = prompt_file
-        if not file:
+        if not prompt_file:
             raise gr.Error("choose a prompt set file (.json or .csv) first")
         try:
-            pairs = load_pairs(file)
+            pairs = load_pairs(prompt_file)
         except PromptError as err:
             raise gr.Error(str(err)) from None
         except UnicodeDecodeError:
-            raise gr.Error(f"{Path(file).name} is not a text file; a prompt set is JSON or CSV") from None
+            raise gr.Error(f"{Path(prompt_file).name} is not a text file; a prompt set is JSON or CSV") from None
         return self.check_table(pairs_table(pairs))
 
     def check_table(self, table: pd.DataFrame) -> pd.DataFrame:
