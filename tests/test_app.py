@@ -782,3 +782,14 @@ def test_the_lab_leaves_out_a_row_the_score_tab_marks_invalid(handlers, session)
         BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9
     )
     assert "ROC AUC" in calibrated.cal_summary and "sharp sharp" not in calibrated.cal_summary
+
+
+def test_a_method_that_cannot_be_scored_says_why_and_asks_for_no_gpu_call(handlers, session, monkeypatch):
+    monkeypatch.setattr("iqa.app.calls.gpu.score", lambda job: pytest.fail("a GPU call for nothing"))
+    out = handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "GRMP-IQA", methods=["GRMP-IQA"]
+    )
+    assert "GRMP-IQA: choose a GRMP-IQA checkpoint first." in out.status
+    assert list(out.ranking.columns[2:4]) == ["GRMP-IQA", "decision"] and set(out.ranking["GRMP-IQA"]) == {""}
+    assert out.results_csv is None and out.scatter is None
+    assert "no chosen method could score" in handlers.filtering.filter(session, 0.5, "GRMP-IQA").filter_summary

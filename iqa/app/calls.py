@@ -178,6 +178,8 @@ def score_photos(
     A method that follows the prompt table is scored afresh from cached features; any other's
     results are remembered per photo (`Caches`), so a prompt edit does not score it again.
     """
+    if not requests:  # every chosen method lacks what it needs (a checkpoint): no GPU call
+        return Scored([ComparedPhoto(photo.name, {}) for photo in photos], 0)
     plans = [_plan(models, caches, store, request) for request in requests]
     uncached = {store.image_key(p) for p in store.missing(photos)}
     cost = [

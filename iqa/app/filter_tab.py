@@ -41,7 +41,9 @@ class FilterHandlers:
                 [],
                 None,
                 None,
-                ATTRIBUTES_NOTE + " Choose a method that does not follow the prompt table, or a quality preset.",
+                ATTRIBUTES_NOTE + " Choose a method that does not follow the prompt table, or a quality preset."
+                if session.attributes
+                else "No scores to filter: no chosen method could score (the first tab's status says why).",
             )
         kept, rejected = split(session.rows, threshold, by)
         list_path = session.directory(self.config.work_dir) / "iqa-filter.csv"
@@ -65,6 +67,8 @@ class FilterHandlers:
         if by is None:
             raise gr.Error(
                 "attribute prompts give no quality score to filter by; choose a method that does not follow them"
+                if session.attributes
+                else "no chosen method could score the photos: nothing to zip"
             )
         kept, _ = split(session.rows, threshold, by)
         if not kept:

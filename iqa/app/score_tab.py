@@ -231,6 +231,8 @@ class ScoreHandlers:
             icon = icon_html(session.icons.get(row.name, ""))
             records.append([i, icon, *_score_cells(session, row), decision, row.name])
         table = pd.DataFrame(records, columns=columns)
+        if not any(row.results for row in session.rows):  # no chosen method could score: nothing to download
+            return RankOutput(table, None)
         csv_path = session.directory(self.config.work_dir) / "iqa-results.csv"
         csv_path.write_text(rows_to_csv(session.rows, threshold, by, session.settings), encoding="utf-8")
         return RankOutput(table, str(csv_path))
