@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import gradio as gr
@@ -23,8 +23,8 @@ _INJECTED = (gr.SelectData, gr.Request, gr.DeletedFileData, gr.EventData)
 
 
 class Components(dict):
-    """The page's components by name (a handler's parameter or an `Outputs` field); a missing name
-    says which and who asked."""
+    """The page's components by name (a handler's parameter or an `Outputs` field); looking up a
+    missing name says which, and which names there are."""
 
     def __missing__(self, name: str):
         raise KeyError(f"no component named {name!r}; the page has {', '.join(sorted(self))}")
@@ -54,7 +54,7 @@ def inputs(handler: Callable, ui: Mapping[str, Any]) -> list[Any]:
 def result_type(handler: Callable) -> type[Outputs] | None:
     """The `Outputs` class `handler` returns (or yields), or None when it returns a plain value."""
     hint = _hints(handler).get("return")
-    if typing.get_origin(hint) in (Iterator, typing.Iterator, typing.Generator):
+    if typing.get_origin(hint) in (Iterator, Generator):  # a generator handler: what it yields
         hint = typing.get_args(hint)[0]
     return hint if isinstance(hint, type) and issubclass(hint, Outputs) else None
 
