@@ -122,14 +122,12 @@ class ScoreHandlers:
         for name, error in scored.errors.items():
             warn(f"{name} checkpoint not used: {error}" if name in with_checkpoint else f"{name} not scored: {error}")
         for name, description in scored.descriptions.items():
-            if ref is not None and name not in scored.errors:
+            if ref is not None and name in with_checkpoint:
                 message += f" {name}: {self.models.info(ref).label} on {description}."
         message += "".join(f" {name}: {why}." for name, why in unscored.items())
         if session.attributes:
             message += " " + ATTRIBUTES_NOTE
         names = [row.name for row in self.ordered(session, method)]
-        if not names:  # every chosen method needs what the page lacks (a checkpoint)
-            return self._empty(session, prompts, message)
         photo_pick = photo_pick if photo_pick in names else names[0]
         compare_pick = (
             compare_pick
