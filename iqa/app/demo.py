@@ -102,31 +102,43 @@ def expose_api(h: Handlers, ui: Components) -> None:
     choices update), with no trigger on the page; its inputs are the handler's parameters. A
     client's session holds its photos and checkpoints between calls, as a page's does; results
     follow only the calls a client makes (no chained re-score)."""
-    endpoint("add_photos", h.photos.add_photos, ui)
-    endpoint("add_examples", h.photos.add_examples, ui)
-    endpoint("clear_photos", h.photos.clear_photos, ui)
-    endpoint("load_preset", h.table.choose_preset, ui)
-    endpoint("load_prompts", h.table.load_prompts, ui, out=[ui["prompts"]])
-    endpoint("add_row", h.table.add_row, ui, out=[ui["prompts"]])
-    endpoint("delete_row", h.table.delete_row, ui, out=[ui["prompts"]])
-    endpoint("row_up", h.table.row_up, ui)
-    endpoint("row_down", h.table.row_down, ui)
-    endpoint("save_prompts", h.table.save_prompts, ui, out=[ui["saved_prompts"]])
-    endpoint("upload_checkpoint", h.checkpoints.upload_checkpoint, ui)
-    endpoint("score", h.scoring.score, ui)
-    endpoint("breakdown", h.scoring.show_photo, ui)
-    endpoint("quality_map", h.scoring.draw_map, ui)
-    endpoint("filter", h.filtering.filter, ui)
-    endpoint("zip_kept", h.filtering.zip_kept, ui)
-    endpoint("share", h.share.share_link, ui, out=[ui["share_link"]])
-    endpoint("prompt_lab", h.lab.run_lab, ui)
-    endpoint("use_pairs", h.lab.use_lab_pairs, ui)
-    endpoint("calibrate", h.calibration.calibrate_filter, ui)
-    endpoint("use_threshold", h.calibration.use_threshold, ui)
-    endpoint("search_pairs", h.search.search_pairs, ui)
-    endpoint("use_search", h.search.use_search_pairs, ui)
-    endpoint("fit_weights", h.search.fit_weights, ui)
-    endpoint("adapt", h.adapting.adapt, ui)
+    # the handlers returning a plain value, not an `Outputs`: the component it fills
+    plain = {
+        "load_prompts": "prompts",
+        "add_row": "prompts",
+        "delete_row": "prompts",
+        "save_prompts": "saved_prompts",
+        "share": "share_link",
+    }
+    handlers = {
+        "add_photos": h.photos.add_photos,
+        "add_examples": h.photos.add_examples,
+        "clear_photos": h.photos.clear_photos,
+        "load_preset": h.table.choose_preset,
+        "load_prompts": h.table.load_prompts,
+        "add_row": h.table.add_row,
+        "delete_row": h.table.delete_row,
+        "row_up": h.table.row_up,
+        "row_down": h.table.row_down,
+        "save_prompts": h.table.save_prompts,
+        "upload_checkpoint": h.checkpoints.upload_checkpoint,
+        "score": h.scoring.score,
+        "breakdown": h.scoring.show_photo,
+        "quality_map": h.scoring.draw_map,
+        "filter": h.filtering.filter,
+        "zip_kept": h.filtering.zip_kept,
+        "share": h.share.share_link,
+        "prompt_lab": h.lab.run_lab,
+        "use_pairs": h.lab.use_lab_pairs,
+        "calibrate": h.calibration.calibrate_filter,
+        "use_threshold": h.calibration.use_threshold,
+        "search_pairs": h.search.search_pairs,
+        "use_search": h.search.use_search_pairs,
+        "fit_weights": h.search.fit_weights,
+        "adapt": h.adapting.adapt,
+    }
+    for name, handler in handlers.items():
+        endpoint(name, handler, ui, out=[ui[plain[name]]] if name in plain else None)
 
 
 def launch(demo: gr.Blocks, config: AppConfig, **kwargs):

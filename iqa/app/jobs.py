@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from iqa.app.models import CheckpointRef
+from iqa.app.models import CheckpointRef, checkpoint_in
 from iqa.lab.prompt_lab import LabReport
 from iqa.lab.search import Metric, SearchReport
 from iqa.lab.weights import WeightReport
@@ -89,8 +89,7 @@ class MethodCall:
 
     @property
     def checkpoint(self) -> CheckpointRef | None:
-        ref = self.options.get("checkpoint")
-        return ref if isinstance(ref, CheckpointRef) else None
+        return checkpoint_in(self.options)
 
 
 @dataclass(frozen=True)

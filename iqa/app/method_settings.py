@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from iqa.app.models import CheckpointRef
+from iqa.app.models import CheckpointRef, checkpoint_in
 from iqa.methods import registry
 from iqa.methods.prompts import PromptPair
 
@@ -24,8 +24,7 @@ class MethodRequest:
 
     @property
     def checkpoint(self) -> CheckpointRef | None:
-        ref = self.options.get("checkpoint")
-        return ref if isinstance(ref, CheckpointRef) else None
+        return checkpoint_in(self.options)
 
 
 @dataclass(frozen=True)

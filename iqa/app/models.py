@@ -74,6 +74,12 @@ class CheckpointRef:
         return f"{Path(self.path).name}-{self.digest[:12]}"
 
 
+def checkpoint_in(options: Mapping[str, Any]) -> CheckpointRef | None:
+    """The checkpoint among a method's options (`Method.arguments`), if it reads one."""
+    ref = options.get("checkpoint")
+    return ref if isinstance(ref, CheckpointRef) else None
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What the page says of a checkpoint, read from its config (no model needed)."""
@@ -223,8 +229,8 @@ class Models:
         work runs: a checkpoint's scorer from `scorer`; a method that follows the prompt table built
         anew (cheap: its texts are cached in `store`); any other built once and kept (a plug-in with
         weights of its own loads them once)."""
-        ref = options.get("checkpoint")
-        if isinstance(ref, CheckpointRef):
+        ref = checkpoint_in(options)
+        if ref is not None:
             return self.scorer(ref)
         method = registry.method(name)
         spec = ScorerSpec(
