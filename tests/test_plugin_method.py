@@ -90,6 +90,7 @@ def test_the_app_chooses_scores_and_shows_the_toy_through_its_handlers(photo_fil
     header, first = Path(out.results_csv).read_text().splitlines()[:2]
     assert "toy_score" in header and first.split(",")[header.split(",").index("toy_score")] != ""
     assert "toy light / toy dark" in out.breakdown.data[0].y
+    assert all("toy light / toy dark" in side.y for side in out.side_by_side.data)  # both photos, mirrored
     assert out.scatter.layout.xaxis.title.text.startswith("CLIP-IQA")  # by default the first two chosen
     photo = out.photo_pick["value"]
     turned = handlers.scoring.choose_axes(session, NAME, "CLIP-IQA", photo).scatter
