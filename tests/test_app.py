@@ -48,11 +48,11 @@ def handlers(tmp_path_factory):
 
 @pytest.fixture
 def session(handlers, photo_files):
-    return handlers.add_photos(photo_files, Session()).session
+    return handlers.photos.add_photos(photo_files, Session()).session
 
 
 def score(handlers, session, table, checkpoint="", temperature=T_SCALE, threshold=0.5, method="CLIP-IQA"):
-    return handlers.score(session, table, "test-tiny-rn", temperature, checkpoint, threshold, method)
+    return handlers.scoring.score(session, table, "test-tiny-rn", temperature, checkpoint, threshold, method)
 
 
 def test_bad_uploads_are_reported_and_the_rest_are_added(handlers, photo_files, tmp_path):
@@ -63,7 +63,9 @@ def test_bad_uploads_are_reported_and_the_rest_are_added(handlers, photo_files, 
     huge = tmp_path / "huge.png"
     Image.new("RGB", (600, 400)).save(huge)
     with pytest.warns(UserWarning) as caught:
-        added = handlers.add_photos([photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], Session())
+        added = handlers.photos.add_photos(
+            [photo_files[0], str(text), str(corrupt), str(huge), photo_files[1]], Session()
+        )
     session, gallery, info = added.session, added.gallery, added.photo_info
     assert [p.name for p in session.photos] == ["astronaut.jpg", "chelsea.jpg"]
     assert len(gallery) == 2 and info.startswith("2 photo(s) ready.")
@@ -81,8 +83,10 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
         for file in photo_files:
             Image.open(file).point(lambda v, k=k: v // (k + 2)).save(folder / Path(file).name)
             variants.append(str(folder / Path(file).name))
-    session = handlers.add_photos(photo_files, Session()).session
-    session = handlers.add_photos(photo_files + variants[:2], session).session  # an upload re-sends earlier files
+    session = handlers.photos.add_photos(photo_files, Session()).session
+    session = handlers.photos.add_photos(
+        photo_files + variants[:2], session
+    ).session  # an upload re-sends earlier files
     assert [p.name for p in session.photos] == [
         "astronaut.jpg",
         "chelsea.jpg",
@@ -91,9 +95,9 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
         "chelsea-1.jpg",
     ]
     with pytest.warns(UserWarning, match="only 6 photos"):
-        session = handlers.add_photos(variants, session).session
+        session = handlers.photos.add_photos(variants, session).session
     assert len(session.photos) == 6
-    cleared = handlers.clear_photos(session)
+    cleared = handlers.photos.clear_photos(session)
     assert cleared.gallery == [] and session.photos == [] and session.sources == set()
     assert cleared.photo_info == "No photos yet."
 
@@ -101,15 +105,15 @@ def test_same_names_stay_apart_files_are_added_once_and_the_count_is_limited(han
 def test_the_same_photo_added_twice_is_kept_once(handlers, photo_files, tmp_path):
     again = tmp_path / "again.jpg"
     shutil.copy(photo_files[0], again)
-    session = handlers.add_photos(photo_files[:1], Session()).session
+    session = handlers.photos.add_photos(photo_files[:1], Session()).session
     with pytest.warns(UserWarning, match="again.jpg: the same photo as astronaut.jpg, kept once"):
-        added = handlers.add_photos([str(again), photo_files[1]], session)
+        added = handlers.photos.add_photos([str(again), photo_files[1]], session)
     assert [p.name for p in added.session.photos] == ["astronaut.jpg", "chelsea.jpg"]
     assert "kept once" in added.photo_info
 
 
 def test_score_ranks_photos_and_reports_time_and_device(handlers, session):
-    out = score(handlers, session, handlers.load_preset("pyiqa"))
+    out = score(handlers, session, handlers.table.load_preset("pyiqa"))
     table, ranking, pick, breakdown, status = out.prompts, out.ranking, out.photo_pick, out.breakdown, out.status
     csv_path = out.results_csv
     assert len(ranking) == 3 and list(ranking["#"]) == [1, 2, 3]
@@ -127,7 +131,7 @@ def test_score_ranks_photos_and_reports_time_and_device(handlers, session):
 
 def test_editing_prompts_rescores_from_cached_features(handlers, session):
     store = handlers.models.store("test-tiny-rn")
-    table = handlers.load_preset("seed")
+    table = handlers.table.load_preset("seed")
     first = score(handlers, session, table)
     encoded = store.images_encoded
     table.loc[0, "positive"] = "a crisp photo"
@@ -138,9 +142,9 @@ def test_editing_prompts_rescores_from_cached_features(handlers, session):
 
 
 def test_invalid_rows_are_marked_with_the_reason_and_the_rest_scored(handlers, session):
-    table = handlers.load_preset("seed")
+    table = handlers.table.load_preset("seed")
     table.loc[1, "negative"] = "A Professional  photo"
-    table = handlers.add_row(table).astype({"weight": object})  # the browser may send any text
+    table = handlers.table.add_row(table).astype({"weight": object})  # the browser may send any text
     table.loc[3, ["positive", "negative", "weight"]] = ["sharp", "blurry", "heavy"]
     table.loc[0, "on"] = False
     out = score(handlers, session, table)
@@ -160,13 +164,13 @@ def test_empty_table_or_no_photos_warns_and_keeps_serving(handlers, session):
     with pytest.warns(UserWarning, match="No usable prompt pair"):
         out = score(handlers, session, empty)
     assert out.status == "No usable prompt pair: the prompt table is empty." and len(out.ranking) == 0
-    out = score(handlers, Session(), handlers.load_preset("seed"))  # no warning: a setting may come first
+    out = score(handlers, Session(), handlers.table.load_preset("seed"))  # no warning: a setting may come first
     assert out.status == "No photos to score." and out.breakdown is None and out.results_csv is None
 
 
 def test_all_weights_zero_marks_the_rows_and_clears_every_result(handlers, session):
     """No positive weight is no usable pair: each row says why, and the ranking, CSV and Filter tab are cleared."""
-    table = handlers.load_preset("seed")
+    table = handlers.table.load_preset("seed")
     assert score(handlers, session, table).results_csv is not None
     zero = table.assign(weight=0.0)
     zero.loc[1, "on"] = False
@@ -179,43 +183,47 @@ def test_all_weights_zero_marks_the_rows_and_clears_every_result(handlers, sessi
     ]
     assert out.status == "No usable prompt pair: every enabled row has weight 0 (give one a weight above 0)."
     assert len(out.ranking) == 0 and out.results_csv is None and out.breakdown is None and session.rows == []
-    assert handlers.filter(session, 0.5, "CLIP-IQA").filter_summary.startswith("No scores to filter: nothing could")
+    assert handlers.filtering.filter(session, 0.5, "CLIP-IQA").filter_summary.startswith(
+        "No scores to filter: nothing could"
+    )
     zero.loc[2, "weight"] = 0.5  # one positive weight is enough
     assert len(score(handlers, session, zero).ranking) == 3
 
 
 def test_seed_temperature_keeps_scores_near_one_half(handlers, session):
-    ranking = score(handlers, session, handlers.load_preset("seed"), temperature="t = 1 (the seed's formula)").ranking
+    ranking = score(
+        handlers, session, handlers.table.load_preset("seed"), temperature="t = 1 (the seed's formula)"
+    ).ranking
     assert all(abs(float(s) - 0.5) < 0.05 for s in ranking["CLIP-IQA"])
 
 
 def test_row_editing_add_delete_and_reorder(handlers):
-    table = handlers.load_preset("seed")
-    table = handlers.add_row(table)
+    table = handlers.table.load_preset("seed")
+    table = handlers.table.add_row(table)
     assert len(table) == 4 and table.loc[3, "positive"] == ""
-    moved = handlers.row_up(table, 2)
+    moved = handlers.table.row_up(table, 2)
     assert moved.row_number == 1
     assert list(moved.prompts["positive"][:2]) == ["a professional photo", "a beautiful photo"]
-    moved = handlers.row_down(moved.prompts, 4)
+    moved = handlers.table.row_down(moved.prompts, 4)
     assert moved.row_number == 4
-    shorter = handlers.delete_row(moved.prompts, 1)
+    shorter = handlers.table.delete_row(moved.prompts, 1)
     assert list(shorter["positive"]) == ["a beautiful photo", "a sharp photo", ""]
     with pytest.raises(gr.Error, match="between 1 and 3"):
-        handlers.delete_row(shorter, 7)
+        handlers.table.delete_row(shorter, 7)
 
 
 def test_prompt_sets_save_and_load_and_bad_files_are_refused(handlers, tmp_path):
-    table = handlers.load_preset("paper-look")
+    table = handlers.table.load_preset("paper-look")
     table.loc[2, "weight"] = 2.5
-    saved = handlers.save_prompts(table, Session())
+    saved = handlers.table.save_prompts(table, Session())
     assert saved["visible"] is True
     path = saved["value"]
-    loaded = handlers.load_prompts(path)
+    loaded = handlers.table.load_prompts(path)
     assert loaded.drop(columns="status").equals(table.drop(columns="status"))
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(gr.Error, match="not valid JSON"):
-        handlers.load_prompts(str(bad))
+        handlers.table.load_prompts(str(bad))
 
 
 def _seed_checkpoint(handlers, folder: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -226,13 +234,13 @@ def _seed_checkpoint(handlers, folder: Path, seed: int = 0) -> tuple[Path, Path]
 
 def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_path):
     tensors, config = _seed_checkpoint(handlers, tmp_path)
-    choices = handlers.upload_checkpoint([str(config), str(tensors)], session).checkpoint
+    choices = handlers.checkpoints.upload_checkpoint([str(config), str(tensors)], session).checkpoint
     label, value = choices["choices"][-1]
     assert label == "tiny-seed (uploaded)" and choices["value"] == value
     store = handlers.models.store("test-tiny-rn")
-    score(handlers, session, handlers.load_preset("seed"))
+    score(handlers, session, handlers.table.load_preset("seed"))
     encoded = store.images_encoded
-    out = score(handlers, session, handlers.load_preset("seed"), checkpoint=value, method="GRMP-IQA")
+    out = score(handlers, session, handlers.table.load_preset("seed"), checkpoint=value, method="GRMP-IQA")
     ranking, breakdown, scatter = out.ranking, out.breakdown, out.scatter
     assert all(len(s) == 5 for s in ranking["GRMP-IQA"])  # "0.010": three decimals, always
     assert list(ranking["GRMP-IQA"]) == sorted(ranking["GRMP-IQA"], reverse=True)
@@ -246,11 +254,11 @@ def test_grmp_checkpoint_upload_scores_next_to_clip_iqa(handlers, session, tmp_p
     assert store.images_encoded == encoded  # the seed variant reuses CLIP-IQA's image features
     assert "GRMP-IQA (seed)" in out.status
     assert out.grmp_note == ""  # "no GRMP-IQA model loaded" is no longer true
-    assert "No GRMP-IQA model loaded" in score(handlers, session, handlers.load_preset("seed")).grmp_note
-    about = handlers.loaded(session)  # the About tab: what was loaded at start, then the session's own
+    assert "No GRMP-IQA model loaded" in score(handlers, session, handlers.table.load_preset("seed")).grmp_note
+    about = handlers.checkpoints.loaded(session)  # the About tab: what was loaded at start, then the session's own
     assert "This session's own GRMP-IQA checkpoints** (first tab, Settings): tiny-seed (uploaded)." in about
     assert "No GRMP-IQA model loaded" not in about and "GRMP-IQA checkpoints: none." in about
-    assert "No GRMP-IQA model loaded" in handlers.loaded(Session())
+    assert "No GRMP-IQA model loaded" in handlers.checkpoints.loaded(Session())
 
 
 def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monkeypatch):
@@ -258,9 +266,9 @@ def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monke
     junk_json.write_text('{"hello": 1}')
     junk_tensors.write_bytes(b"\x00" * 16)
     with pytest.raises(gr.Error, match="not a GRMP checkpoint config"):
-        handlers.upload_checkpoint([str(junk_json), str(junk_tensors)], session)
+        handlers.checkpoints.upload_checkpoint([str(junk_json), str(junk_tensors)], session)
     with pytest.raises(gr.Error, match="two files"):
-        handlers.upload_checkpoint([str(junk_json)], session)
+        handlers.checkpoints.upload_checkpoint([str(junk_json)], session)
     # tensors that do not fit the configuration they came with
     tensors, config = _seed_checkpoint(handlers, tmp_path / "edited")
     meta = json.loads(config.read_text())
@@ -271,7 +279,7 @@ def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monke
         match=r"tiny-seed.json: tiny-seed.safetensors: tensor 'prompt_learner.ctx' has "
         r"shape \[4, 32\], which does not fit the config in tiny-seed.json \(n_ctx=8",
     ):
-        handlers.upload_checkpoint([str(config), str(tensors)], session)
+        handlers.checkpoints.upload_checkpoint([str(config), str(tensors)], session)
     # a checkpoint for a backbone the server did not start with: refused, nothing is loaded
     tensors, config = _seed_checkpoint(handlers, tmp_path)
     meta = json.loads(config.read_text())
@@ -283,25 +291,27 @@ def test_bad_checkpoints_give_a_clear_message(handlers, session, tmp_path, monke
         match="needs backbone 'ViT-B-16-quickgelu'; uploaded checkpoints may only use "
         "the backbones this server was started with: test-tiny-rn",
     ):
-        handlers.upload_checkpoint([str(config), str(tensors)], session)
+        handlers.checkpoints.upload_checkpoint([str(config), str(tensors)], session)
     assert set(handlers.models._stores) == loaded
     # a path the session was never given (the API accepts any text) is not loaded either
     with pytest.warns(UserWarning, match="GRMP-IQA checkpoint not used: .* is not one of this session's"):
-        out = score(handlers, session, handlers.load_preset("seed"), checkpoint=str(tmp_path / "tiny-seed"))
+        out = score(handlers, session, handlers.table.load_preset("seed"), checkpoint=str(tmp_path / "tiny-seed"))
     assert len(out.ranking) == 3 and set(out.ranking["GRMP-IQA"]) == {""}  # CLIP-IQA still scored
 
 
 def test_unavailable_backbone_falls_back_with_a_warning(handlers, session, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.warns(UserWarning, match="cannot load weights.*Scoring with test-tiny-rn instead"):
-        out = handlers.score(session, handlers.load_preset("seed"), "ViT-B-16-quickgelu", T_SCALE, "", 0.5, "CLIP-IQA")
+        out = handlers.scoring.score(
+            session, handlers.table.load_preset("seed"), "ViT-B-16-quickgelu", T_SCALE, "", 0.5, "CLIP-IQA"
+        )
     assert len(out.ranking) == 3
 
 
 def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, session):
-    ranking = score(handlers, session, handlers.load_preset("seed")).ranking
+    ranking = score(handlers, session, handlers.table.load_preset("seed")).ranking
     middle = float(ranking["CLIP-IQA"][1])
-    filtered = handlers.filter(session, middle, "CLIP-IQA")
+    filtered = handlers.filtering.filter(session, middle, "CLIP-IQA")
     kept, rejected, list_path, summary = (
         filtered.kept["value"],
         filtered.rejected,
@@ -313,32 +323,34 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     assert filtered.kept_zip is None  # a zip of an earlier split is never offered
     assert filtered.kept["label"] == "Kept" and filtered.make_zip
     assert list(filtered.histogram.layout.shapes)[0].x0 == middle
-    with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
+    with zipfile.ZipFile(handlers.filtering.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
         assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
     decisions = [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]]
     assert decisions == ["keep", "keep", "reject"]
     with pytest.warns(UserWarning, match="filtering by CLIP-IQA"):
-        assert handlers.filter(session, middle, "GRMP-IQA").filter_summary == summary
-    table = handlers.rerank(session, 1.01, "CLIP-IQA").ranking
+        assert handlers.filtering.filter(session, middle, "GRMP-IQA").filter_summary == summary
+    table = handlers.scoring.rerank(session, 1.01, "CLIP-IQA").ranking
     assert set(table["decision"]) == {"reject"}
     with pytest.raises(gr.Error, match="score photos"):
-        handlers.zip_kept(Session(), 0.5, "CLIP-IQA")
+        handlers.filtering.zip_kept(Session(), 0.5, "CLIP-IQA")
 
 
 def test_nothing_kept_offers_no_zip_and_says_so(handlers, session):
-    ranking = score(handlers, session, handlers.load_preset("seed")).ranking
+    ranking = score(handlers, session, handlers.table.load_preset("seed")).ranking
     above = float(max(ranking["CLIP-IQA"])) + 0.001
-    filtered = handlers.filter(session, above, "CLIP-IQA")
+    filtered = handlers.filtering.filter(session, above, "CLIP-IQA")
     assert filtered.kept["value"] == [] and filtered.kept["label"] == "Kept: no photo at or above the threshold"
     assert not filtered.make_zip and filtered.outputs()[-1] == gr.update(visible=False)
     with pytest.raises(gr.Error, match="nothing to zip"):
-        handlers.zip_kept(session, above, "CLIP-IQA")
+        handlers.filtering.zip_kept(session, above, "CLIP-IQA")
 
 
 def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_path):
     csv = tmp_path / "scores.csv"
     csv.write_text("name,score\nastronaut.jpg,3\nchelsea.jpg,2\ncoffee.jpg,1\nghost.jpg,5\n")
-    lab = handlers.run_lab(UPLOADED_SET, str(csv), photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE)
+    lab = handlers.lab.run_lab(
+        UPLOADED_SET, str(csv), photo_files, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE
+    )
     table, chart, summary = lab.lab_table, lab.lab_chart, lab.lab_summary
     assert len(table) == 3 and list(table["SRCC"]) == sorted(table["SRCC"], reverse=True)
     assert "SRCC of the combined score of the enabled pairs" in summary and "on 3 photos" in summary
@@ -347,7 +359,9 @@ def test_prompt_lab_on_uploaded_photos_with_scores(handlers, photo_files, tmp_pa
     assert "ghost.jpg: listed in the CSV but not uploaded" in summary
     assert len(chart.data[0].y) == 3
     with pytest.raises(gr.Error, match="upload the photos and a CSV"):
-        handlers.run_lab(UPLOADED_SET, None, photo_files, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE)
+        handlers.lab.run_lab(
+            UPLOADED_SET, None, photo_files, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE
+        )
 
 
 def test_every_tab_shows_the_test_backbone_banner(handlers):
@@ -404,7 +418,7 @@ def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session
         files.append(str(path))
     csv = tmp_path / "scores.csv"
     csv.write_text("name,score\n" + "".join(f"{Path(f).name},{1 if 'dark' in f else 4}\n" for f in files))
-    updates = list(handlers.adapt(UPLOADED_SET, str(csv), files, 1.0, 20, "test-tiny-rn", session))
+    updates = list(handlers.adapting.adapt(UPLOADED_SET, str(csv), files, 1.0, 20, "test-tiny-rn", session))
     last = updates[-1]
     chart, status, choices, download = last.adapt_chart, last.adapt_status, last.checkpoint, last.adapt_download
     assert len(chart.data[0].x) == 20 and list(chart.data[0].x) == list(range(1, 21))
@@ -414,27 +428,31 @@ def test_adapt_streams_the_chart_and_offers_the_new_checkpoint(handlers, session
     assert sorted(Path(f).suffix for f in download) == [".json", ".safetensors"]
     saved = next(Path(f).read_text() for f in download if f.endswith(".json"))
     assert str(tmp_path) not in saved and "/" not in str(json.loads(saved)["config"]["training"]["train_images"])
-    ranking = score(handlers, session, handlers.load_preset("seed"), checkpoint=stem, method="GRMP-IQA").ranking
+    ranking = score(handlers, session, handlers.table.load_preset("seed"), checkpoint=stem, method="GRMP-IQA").ranking
     assert ranking["GRMP-IQA"].ne("").all()
 
 
 def test_stop_ends_a_running_adaptation_at_its_next_step_and_says_nothing_was_saved(handlers, session):
-    handlers.stop_adapting(session)  # pressed before: the Adapt button clears it as it queues its run
-    handlers.start_adapting(session)
-    updates = handlers.adapt(BUNDLED_SET, None, None, 1.0, 2000, "test-tiny-rn", session)
+    handlers.adapting.stop_adapting(session)  # pressed before: the Adapt button clears it as it queues its run
+    handlers.adapting.start_adapting(session)
+    updates = handlers.adapting.adapt(BUNDLED_SET, None, None, 1.0, 2000, "test-tiny-rn", session)
     first = next(updates)  # drawn at the first step: the adaptation runs
     assert first.adapt_status.startswith("Step ")
-    handlers.stop_adapting(session)
+    handlers.adapting.stop_adapting(session)
     last = list(updates)[-1]
     assert re.match(r"Stopped at step \d+ of 2000: no checkpoint was saved", last.adapt_status), last.adapt_status
     assert last.adapt_download is None and not session.checkpoints
-    handlers.start_adapting(session)
-    again = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))[-1]  # Stop is not kept
+    handlers.adapting.start_adapting(session)
+    again = list(handlers.adapting.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))[
+        -1
+    ]  # Stop is not kept
     assert again.adapt_status.startswith("Done: ")
 
 
 def test_another_backbone_loads_once_and_scores(handlers, session):
-    out = handlers.score(session, handlers.load_preset("seed"), "test-tiny-vit", T_SCALE, "", 0.5, "CLIP-IQA")
+    out = handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-vit", T_SCALE, "", 0.5, "CLIP-IQA"
+    )
     assert "on test-tiny-vit" in out.status and len(out.ranking) == 3
     assert handlers.models.store("test-tiny-vit") is handlers.models.store("test-tiny-vit")
     assert handlers.models.backbone_choices == ["test-tiny-rn", "test-tiny-vit"]
@@ -463,10 +481,10 @@ def test_a_checkpoint_changed_after_it_was_chosen_is_refused(handlers, tmp_path)
 
 
 def test_clicking_a_ranking_row_shows_its_breakdown(handlers, session):
-    ranking = score(handlers, session, handlers.load_preset("seed")).ranking
+    ranking = score(handlers, session, handlers.table.load_preset("seed")).ranking
     name = ranking["name"][2]
     event = gr.SelectData(None, {"index": [2, 0], "value": 3, "row_value": list(ranking.iloc[2]), "selected": True})
-    picked = handlers.pick_ranked(session, None, event)
+    picked = handlers.scoring.pick_ranked(session, None, event)
     assert picked.photo_pick["value"] == name and picked.breakdown.layout.title.text.startswith(f"{name}<br>CLIP-IQA")
 
 
@@ -474,7 +492,7 @@ def test_the_table_reads_on_as_a_prompt_file_does(handlers, tmp_path):
     csv = tmp_path / "pairs.csv"
     csv.write_text("positive,negative,weight,enabled\nsharp,blurry,1,Y\nclean,noisy,1,no\n")
     from_file = [p.enabled for p in load_pairs(csv)]
-    table = handlers.load_preset("seed").head(2).assign(on=["Y", "no"])
+    table = handlers.table.load_preset("seed").head(2).assign(on=["Y", "no"])
     from_table = [p.enabled for p in parse_table(table)[0]]
     assert from_file == from_table == [True, False]
 
@@ -489,21 +507,21 @@ def test_every_typed_output_names_a_component_of_the_page(handlers):
 
 
 def test_the_chosen_photos_stay_chosen_when_a_table_edit_rescores(handlers, session):
-    first = score(handlers, session, handlers.load_preset("seed"))
+    first = score(handlers, session, handlers.table.load_preset("seed"))
     names = first.photo_pick["choices"]
     picked, other = names[-1], names[0]
-    table = handlers.delete_row(handlers.load_preset("seed"), 1)
-    out = handlers.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", picked, other)
+    table = handlers.table.delete_row(handlers.table.load_preset("seed"), 1)
+    out = handlers.scoring.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", picked, other)
     assert out.photo_pick["value"] == picked and out.compare_pick["value"] == other
     assert out.breakdown.layout.title.text.startswith(picked)
     assert len(out.breakdown.data[0].y) == 2 and "with 2 pair(s)" in out.status  # the deleted pair is gone
     assert [trace.name for trace in out.side_by_side.data] == [picked, other]
-    gone = handlers.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", "deleted.jpg", None)
+    gone = handlers.scoring.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", "deleted.jpg", None)
     assert gone.photo_pick["value"] == gone.ranking["name"][0]  # a photo no longer there: the best one
 
 
 def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
-    out = score(handlers, session, handlers.load_preset("paper-look"))
+    out = score(handlers, session, handlers.table.load_preset("paper-look"))
     assert list(out.ranking.columns) == [
         "#",
         "photo",
@@ -521,12 +539,12 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
     assert list(out.ranking.iloc[0, 2:8]) == [f"{p.p:.3f}" for p in row.results["CLIP-IQA"].pairs]
     assert set(out.ranking["decision"]) == {"—"}  # no quality score to decide by
     assert "not averaged" in out.breakdown.layout.title.text and "attribute prompts" in out.status
-    filtered = handlers.filter(session, 0.5, "CLIP-IQA")
+    filtered = handlers.filtering.filter(session, 0.5, "CLIP-IQA")
     assert filtered.kept == filtered.rejected == [] and "never averaged" in filtered.filter_summary
 
 
 def test_the_csv_holds_each_pair_and_the_settings_and_no_server_paths(handlers, session):
-    out = score(handlers, session, handlers.load_preset("seed"))
+    out = score(handlers, session, handlers.table.load_preset("seed"))
     header, *lines = list(csv_module.reader(Path(out.results_csv).read_text().splitlines()))
     assert header[:7] == ["rank", "name", "clip_iqa", "grmp_iqa", "decision", "method", "threshold"]
     assert (
@@ -544,32 +562,32 @@ def test_the_csv_holds_each_pair_and_the_settings_and_no_server_paths(handlers, 
 
 def test_a_preset_never_silently_discards_edits_and_a_loaded_file_is_named(handlers, tmp_path):
     session = Session()
-    table = handlers.load_preset("seed")
+    table = handlers.table.load_preset("seed")
     table.loc[0, "positive"] = "a stunning photo"
-    named = handlers.table_changed(table, session)
+    named = handlers.table.table_changed(table, session)
     assert named.preset == "custom" and named.saved_prompts is None
-    chosen = handlers.choose_preset("pyiqa", session)  # says (gr.Info) that the edits are kept
+    chosen = handlers.table.choose_preset("pyiqa", session)  # says (gr.Info) that the edits are kept
     assert chosen.preset == "pyiqa" and len(chosen.prompts) == 5
-    back = handlers.choose_preset("custom", session)
+    back = handlers.table.choose_preset("custom", session)
     assert back.prompts.loc[0, "positive"] == "a stunning photo"
-    saved = handlers.save_prompts(handlers.load_preset("paper-feel"), session)["value"]
-    assert handlers.table_changed(handlers.load_prompts(saved), session).preset == "paper-feel"
+    saved = handlers.table.save_prompts(handlers.table.load_preset("paper-feel"), session)["value"]
+    assert handlers.table.table_changed(handlers.table.load_prompts(saved), session).preset == "paper-feel"
 
 
 def test_the_share_link_says_why_there_is_none(handlers):
     empty = pd.DataFrame(columns=PROMPT_COLUMNS)
-    assert handlers.share_link(empty, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA") == (
+    assert handlers.share.share_link(empty, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA") == (
         "No link: the prompt table has no readable pair."
     )
 
 
 def test_share_link_restores_the_table_and_settings(handlers):
-    table = handlers.load_preset("seed")
+    table = handlers.table.load_preset("seed")
     table.loc[1, "on"] = False
     table.loc[2, "weight"] = 2.5
-    query = handlers.share_query(table, "test-tiny-vit", "t = 1 (the seed's formula)", "", 0.4321, "GRMP-IQA")
+    query = handlers.share.share_query(table, "test-tiny-vit", "t = 1 (the seed's formula)", "", 0.4321, "GRMP-IQA")
     assert query.startswith("?share=")
-    restored = handlers.restore_shared(_request(share=query.removeprefix("?share=")))
+    restored = handlers.share.restore_shared(_request(share=query.removeprefix("?share=")))
     assert restored.prompts.drop(columns="status").equals(table.drop(columns="status"))
     assert (restored.backbone, restored.temperature, restored.threshold, restored.method) == (
         "test-tiny-vit",
@@ -593,7 +611,7 @@ def test_share_link_restores_the_table_and_settings(handlers):
 )
 def test_a_bad_share_link_is_one_warning_and_changes_nothing(handlers, link, message):
     with pytest.warns(UserWarning, match=message):
-        restored = handlers.restore_shared(_request(share=link))
+        restored = handlers.share.restore_shared(_request(share=link))
     assert all(value == {"__type__": "update"} for value in restored.outputs())
 
 
@@ -602,8 +620,8 @@ def _request(**params):
 
 
 def test_use_these_pairs_sends_the_best_pairs_to_the_table(handlers):
-    lab = handlers.run_lab(BUNDLED_SET, None, None, handlers.load_preset("pyiqa"), "test-tiny-rn", T_SCALE)
-    sent = handlers.use_lab_pairs(lab.lab_table, Session())
+    lab = handlers.lab.run_lab(BUNDLED_SET, None, None, handlers.table.load_preset("pyiqa"), "test-tiny-rn", T_SCALE)
+    sent = handlers.lab.use_lab_pairs(lab.lab_table, Session())
     best = lab.lab_table.sort_values("SRCC", ascending=False)
     assert list(sent.prompts["positive"]) == list(best["positive"])
     expected_on = [i < 3 and srcc > 0 for i, srcc in enumerate(best["SRCC"])]
@@ -621,7 +639,7 @@ def test_an_adaptation_that_stops_early_says_so(handlers, session, monkeypatch):
         return model, []
 
     monkeypatch.setattr("iqa.app.gpu.adapt_seed", stops_early)
-    last = list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 40, "test-tiny-rn", session))[-1]
+    last = list(handlers.adapting.adapt(BUNDLED_SET, None, None, 1.0, 40, "test-tiny-rn", session))[-1]
     assert "stopped early after 7 of 40 steps" in last.checkpoint["choices"][-1][0]
     assert "Stopped early at step 7 of 40" in last.adapt_status
 
@@ -636,13 +654,13 @@ def test_quality_map_follows_the_chosen_photo_and_a_prompt_edit_redraws_from_cac
         image.thumbnail((400, 400))
         files.append(str(tmp_path / f"{name}.jpg"))
         image.save(files[-1])
-    session = handlers.add_photos(files, Session()).session
-    table = handlers.load_preset("seed")
+    session = handlers.photos.add_photos(files, Session()).session
+    table = handlers.table.load_preset("seed")
     score(handlers, session, table)
-    closed = handlers.refresh_map(session, table, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
+    closed = handlers.scoring.refresh_map(session, table, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
     assert closed.quality_map is None and closed.map_status == ""  # never computed with a re-score unasked
 
-    drawn = handlers.draw_map(session, table, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
+    drawn = handlers.scoring.draw_map(session, table, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
     figure = drawn.quality_map
     assert figure.layout.title.text.startswith("Quality map of astronaut.jpg") and "astronaut.jpg" in drawn.map_status
     assert [trace.type for trace in figure.data] == ["image", "heatmap"]
@@ -654,33 +672,38 @@ def test_quality_map_follows_the_chosen_photo_and_a_prompt_edit_redraws_from_cac
     edited = table.copy()
     edited.loc[0, "positive"] = "a crisp, well exposed photo"
     score(handlers, session, edited)
-    redrawn = handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
+    redrawn = handlers.scoring.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "astronaut.jpg", OVERALL)
     assert store.images_encoded == encoded and store.texts_encoded == texts + 1  # windows from the cache
     assert list(redrawn.quality_map.data[1].z.flat) != list(figure.data[1].z.flat)  # the new pair's values
 
     one_pair = f"{edited.loc[2, 'positive']} / {edited.loc[2, 'negative']}"
-    by_pair = handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair)
+    by_pair = handlers.scoring.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair)
     assert by_pair.map_pair["value"] == one_pair and "p(a sharp photo)" in by_pair.map_status
-    gone = handlers.refresh_map(session, edited.drop(index=2), "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair)
+    gone = handlers.scoring.refresh_map(
+        session, edited.drop(index=2), "test-tiny-rn", T_SCALE, "astronaut.jpg", one_pair
+    )
     assert gone.map_pair["value"] == OVERALL  # the deleted pair is no longer offered or drawn
 
-    other = handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL)
+    other = handlers.scoring.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL)
     assert other.quality_map.layout.title.text.startswith("Quality map of chelsea.jpg")
     assert tuple(other.quality_map.layout.yaxis.range) == (266, 0) != tuple(figure.layout.yaxis.range)  # 400x266
     assert other.quality_map.data[0].source != figure.data[0].source  # the other photo under the map
 
-    vit = handlers.refresh_map(session, edited, "test-tiny-vit", T_SCALE, "chelsea.jpg", OVERALL)
+    vit = handlers.scoring.refresh_map(session, edited, "test-tiny-vit", T_SCALE, "chelsea.jpg", OVERALL)
     assert "test-tiny-vit" in vit.map_status and "windows of 224 px" in vit.map_status  # the new backbone's map
 
-    handlers.clear_photos(session)
-    assert handlers.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL).quality_map is None
+    handlers.photos.clear_photos(session)
+    assert (
+        handlers.scoring.refresh_map(session, edited, "test-tiny-rn", T_SCALE, "chelsea.jpg", OVERALL).quality_map
+        is None
+    )
 
 
 def test_a_photo_too_small_for_a_quality_map_gets_a_clear_message(handlers, session):
-    table = handlers.load_preset("seed")
+    table = handlers.table.load_preset("seed")
     score(handlers, session, table)
     small = next(p for p in session.photos if min(p.image.size) < 128)
-    out = handlers.draw_map(session, table, "test-tiny-rn", T_SCALE, small.name, OVERALL)
+    out = handlers.scoring.draw_map(session, table, "test-tiny-rn", T_SCALE, small.name, OVERALL)
     assert out.quality_map is None and "No quality map" in out.map_status and "128 px window" in out.map_status
 
 
@@ -706,37 +729,41 @@ def test_startup_checkpoints_stay_in_memory_whatever_is_uploaded(handlers, tmp_p
 def test_messages_are_text_not_html(handlers, photo_files):
     """Gradio renders a notice as HTML: "<name>" is escaped, so the page shows it."""
     with pytest.raises(gr.Error) as refused:
-        handlers.upload_checkpoint(photo_files[:1], Session())
+        handlers.checkpoints.upload_checkpoint(photo_files[:1], Session())
     assert refused.value.message.endswith("&lt;name&gt;.json and &lt;name&gt;.safetensors")
     with pytest.raises(gr.Error) as missing:  # wrapped twice (choose_preset calls load_preset): escaped once
-        handlers.choose_preset("<b>x</b> & y", Session())
+        handlers.table.choose_preset("<b>x</b> & y", Session())
     assert "'&lt;b&gt;x&lt;/b&gt; &amp; y'" in missing.value.message
 
 
 def test_a_file_taken_out_of_the_upload_box_unscores_its_photo(handlers, photo_files):
-    session = handlers.add_photos(photo_files, Session()).session
-    score(handlers, session, handlers.load_preset("seed"))
-    removed = handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[0]}))
+    session = handlers.photos.add_photos(photo_files, Session()).session
+    score(handlers, session, handlers.table.load_preset("seed"))
+    removed = handlers.photos.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[0]}))
     assert [p.name for p in session.photos] == ["chelsea.jpg", "coffee.jpg"]
     assert [name for _, name in removed.gallery] == ["chelsea.jpg", "coffee.jpg"]
     assert "astronaut.jpg" not in session.thumbnails and photo_files[0] not in session.sources
-    assert list(score(handlers, session, handlers.load_preset("seed")).ranking["name"]).count("astronaut.jpg") == 0
-    assert handlers.add_photos(photo_files[1:], session).photo_info == "2 photo(s) ready."  # never re-added unasked
-    cleared = handlers.clear_photos(session)
+    assert (
+        list(score(handlers, session, handlers.table.load_preset("seed")).ranking["name"]).count("astronaut.jpg") == 0
+    )
+    assert (
+        handlers.photos.add_photos(photo_files[1:], session).photo_info == "2 photo(s) ready."
+    )  # never re-added unasked
+    cleared = handlers.photos.clear_photos(session)
     assert cleared.files is None and cleared.outputs()[3] is None  # the upload box is emptied too
-    assert handlers.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[1]})).photo_info == (
+    assert handlers.photos.remove_upload(session, gr.DeletedFileData(None, {"path": photo_files[1]})).photo_info == (
         "No photos yet."
     )
 
 
 def test_each_notice_once_and_a_clear_word_on_an_empty_table(handlers, capsys):
-    session = Session(custom_table=handlers.load_preset("seed"))
-    handlers.choose_preset("pyiqa", session)
-    handlers.choose_preset("seed", session)
+    session = Session(custom_table=handlers.table.load_preset("seed"))
+    handlers.table.choose_preset("pyiqa", session)
+    handlers.table.choose_preset("seed", session)
     assert capsys.readouterr().out.count("Your edited table is kept") == 1  # gr.Info prints outside Gradio
     empty = pd.DataFrame(columns=PROMPT_COLUMNS)
     with pytest.raises(gr.Error, match="the prompt table has no rows: add one first"):
-        handlers.delete_row(empty, 1)
+        handlers.table.delete_row(empty, 1)
 
 
 def test_a_page_event_gets_visibility_updates_and_an_api_client_plain_values():
@@ -747,9 +774,22 @@ def test_a_page_event_gets_visibility_updates_and_an_api_client_plain_values():
 
 
 def test_the_lab_leaves_out_a_row_the_score_tab_marks_invalid(handlers, session):
-    table = handlers.load_preset("seed")
+    table = handlers.table.load_preset("seed")
     table.loc[len(table)] = [True, "sharp " * 80, "blurry", 1.0, ""]  # over the tokenizer's 77 tokens
-    report = handlers.run_lab(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE)
+    report = handlers.lab.run_lab(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE)
     assert len(report.lab_table) == 3  # ranked: the three readable pairs; the long row is left out
-    calibrated = handlers.calibrate_filter(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9)
+    calibrated = handlers.calibration.calibrate_filter(
+        BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9
+    )
     assert "ROC AUC" in calibrated.cal_summary and "sharp sharp" not in calibrated.cal_summary
+
+
+def test_a_method_that_cannot_be_scored_says_why_and_asks_for_no_gpu_call(handlers, session, monkeypatch):
+    monkeypatch.setattr("iqa.app.calls.gpu.score", lambda job: pytest.fail("a GPU call for nothing"))
+    out = handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "GRMP-IQA", methods=["GRMP-IQA"]
+    )
+    assert "GRMP-IQA: choose a GRMP-IQA checkpoint first." in out.status
+    assert list(out.ranking.columns[2:4]) == ["GRMP-IQA", "decision"] and set(out.ranking["GRMP-IQA"]) == {""}
+    assert out.results_csv is None and out.scatter is None
+    assert "no chosen method could score" in handlers.filtering.filter(session, 0.5, "GRMP-IQA").filter_summary

@@ -272,6 +272,34 @@ def test_no_stale_state_after_any_table_edit_and_the_chosen_photo_stays(open_pag
     )
 
 
+def _headers(page) -> list[str]:
+    return [h.strip() for h in page.locator("#ranking thead th").all_inner_texts()]
+
+
+def test_the_method_chooser_sets_the_columns_and_the_scatters_axes(open_page, tmp_path):
+    page = open_page()
+    _add_examples(page)
+    _upload_checkpoint(page, tmp_path)
+    page.wait_for_selector("#scatter .js-plotly-plot", timeout=TIMEOUT)
+    page.locator("#methods").get_by_label("GRMP-IQA").uncheck()  # unchecked: its column and the scatter go
+    page.wait_for_function(
+        "![...document.querySelectorAll('#ranking thead th')].some(h => h.innerText.includes('GRMP-IQA'))",
+        timeout=TIMEOUT,
+    )
+    page.wait_for_selector("#scatter", state="hidden", timeout=TIMEOUT)
+    assert "CLIP-IQA" in " ".join(_headers(page))
+    page.locator("#methods").get_by_label("GRMP-IQA").check()
+    page.wait_for_selector("#scatter .js-plotly-plot", timeout=TIMEOUT)
+    assert "GRMP-IQA" in " ".join(_headers(page))
+    for axis, method in (("#scatter-y", "CLIP-IQA"), ("#scatter-x", "GRMP-IQA")):  # GRMP-IQA across, CLIP-IQA up
+        page.click(f"{axis} input")
+        page.locator(axis).get_by_role("option", name=method, exact=True).click()
+    page.wait_for_function(
+        "document.querySelector('#scatter .xtitle')?.textContent?.startsWith('GRMP-IQA')", timeout=TIMEOUT
+    )
+    assert page.locator("#scatter .ytitle").text_content().startswith("CLIP-IQA")
+
+
 def _luminance(rgb: list[float]) -> float:
     channels = [c / 255 for c in rgb[:3]]
     linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]

@@ -10,6 +10,8 @@ from conftest import running_app
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
+from iqa.app.share import decode_share
+
 pytestmark = pytest.mark.slow  # one app process for the module
 ROOT = Path(__file__).resolve().parents[1]
 T_SCALE = "checkpoint's logit scale"
@@ -103,6 +105,17 @@ def test_the_api_is_one_plain_endpoint_per_action_and_the_page_events_are_not_in
     assert isinstance(out["breakdown"], dict) and out["breakdown"]["type"] == "plotly"
     link = _plain(client.predict(*_share_args(out["prompts"]), api_name="/share"))
     assert link.startswith("?share=")
+
+
+def test_score_takes_the_chosen_methods_and_the_link_carries_them(client):
+    table = client.predict("seed", api_name="/load_preset")[0]
+    both = _score(client, table)
+    assert both["ranking"]["headers"][2:4] == ["CLIP-IQA", "GRMP-IQA"]  # on by default
+    args = (table, "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA", None, None)
+    only = _plain(client.predict(*args, ["CLIP-IQA"], api_name="/score"))
+    assert only[1]["headers"][2:4] == ["CLIP-IQA", "decision"]  # GRMP-IQA unchecked: its column gone
+    link = _plain(client.predict(*_share_args(table), ["GRMP-IQA"], api_name="/share"))
+    assert decode_share(link.removeprefix("?share="))["methods"] == ["GRMP-IQA"]
 
 
 def _share_args(table):

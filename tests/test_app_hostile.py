@@ -55,7 +55,9 @@ def _zero_weights(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scores(handlers, session) -> pd.DataFrame:
-    return handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA").ranking
+    return handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
+    ).ranking
 
 
 # --- handlers, called directly -----------------------------------------------------------------------
@@ -65,7 +67,7 @@ def _scores(handlers, session) -> pd.DataFrame:
 def test_hostile_photos_are_reported_by_name_and_good_ones_still_added(handlers, good_photos, case, tmp_path):
     files = [str(p) for p in case.make(tmp_path)]
     with pytest.warns(UserWarning):
-        added = handlers.add_photos([*files, good_photos[0]], Session())
+        added = handlers.photos.add_photos([*files, good_photos[0]], Session())
     session, gallery, info = added.session, added.gallery, added.photo_info
     assert re.search(case.message, info), info
     assert len(session.photos) == 1 and len(gallery) == 1
@@ -74,18 +76,18 @@ def test_hostile_photos_are_reported_by_name_and_good_ones_still_added(handlers,
 
 @pytest.mark.parametrize("case", _params(CHECKPOINT_CASES))
 def test_hostile_checkpoints_are_refused_with_their_reason_and_build_nothing(handlers, good_photos, case, tmp_path):
-    session = handlers.add_photos(good_photos, Session()).session
+    session = handlers.photos.add_photos(good_photos, Session()).session
     stores, sentinel = set(handlers.models._stores), Path("/tmp/iqa-hostile-pickle-ran")
     sentinel.unlink(missing_ok=True)
     with pytest.raises(gr.Error, match=case.message) as caught:
-        handlers.upload_checkpoint([str(p) for p in case.make(tmp_path)], session)
+        handlers.checkpoints.upload_checkpoint([str(p) for p in case.make(tmp_path)], session)
     assert "\n" not in str(caught.value)
     assert set(handlers.models._stores) == stores and not sentinel.exists()
     assert session.checkpoints == {} and not list((Path(session.folder) / "checkpoints").glob("*/*"))
     tensors, json_path = good_checkpoint(tmp_path / "good")
-    choices = handlers.upload_checkpoint([str(json_path), str(tensors)], session).checkpoint
-    out = handlers.score(
-        session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, choices["value"], 0.5, "GRMP-IQA"
+    choices = handlers.checkpoints.upload_checkpoint([str(json_path), str(tensors)], session).checkpoint
+    out = handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, choices["value"], 0.5, "GRMP-IQA"
     )
     assert out.ranking["GRMP-IQA"].ne("").all()
 
@@ -93,22 +95,22 @@ def test_hostile_checkpoints_are_refused_with_their_reason_and_build_nothing(han
 @pytest.mark.parametrize("case", _params(PROMPT_CASES))
 def test_hostile_prompt_files_give_their_message(handlers, case, tmp_path):
     with pytest.raises(gr.Error, match=case.message):
-        handlers.load_prompts(str(case.make(tmp_path)[0]))
-    assert len(handlers.load_preset("seed")) == 3
+        handlers.table.load_prompts(str(case.make(tmp_path)[0]))
+    assert len(handlers.table.load_preset("seed")) == 3
 
 
 def test_zero_weight_sum_is_a_clear_message_not_a_generic_error(handlers, good_photos):
-    session = handlers.add_photos(good_photos, Session()).session
+    session = handlers.photos.add_photos(good_photos, Session()).session
     with pytest.warns(UserWarning, match=ZERO_WEIGHTS_MESSAGE):
-        out = handlers.score(
-            session, _zero_weights(handlers.load_preset("seed")), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
+        out = handlers.scoring.score(
+            session, _zero_weights(handlers.table.load_preset("seed")), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
         )
     assert re.search(ZERO_WEIGHTS_MESSAGE, out.status) and len(out.ranking) == 0
     assert len(_scores(handlers, session)) == 3
 
 
 def test_unexpected_errors_become_a_message_too(handlers, monkeypatch, good_photos):
-    session = handlers.add_photos(good_photos, Session()).session
+    session = handlers.photos.add_photos(good_photos, Session()).session
     monkeypatch.setattr("iqa.app.calls.gpu.score", lambda *a, **k: {}["boom"])
     with pytest.raises(gr.Error, match=r"internal error \(KeyError: 'boom'\); the server log has the details"):
         _scores(handlers, session)
@@ -117,10 +119,10 @@ def test_unexpected_errors_become_a_message_too(handlers, monkeypatch, good_phot
 def test_photos_are_downsized_on_upload_and_downloads_keep_the_original(handlers, tmp_path):
     big = tmp_path / "big.png"
     Image.effect_noise((3000, 2000), 40).convert("RGB").save(big)
-    session = handlers.add_photos([str(big)], Session()).session
+    session = handlers.photos.add_photos([str(big)], Session()).session
     assert session.photos[0].image.size == (256, 171) and session.nbytes < 256 * 171 * 3 + 5000
     _scores(handlers, session)
-    with zipfile.ZipFile(handlers.zip_kept(session, 0.0, "CLIP-IQA").kept_zip) as archive:
+    with zipfile.ZipFile(handlers.filtering.zip_kept(session, 0.0, "CLIP-IQA").kept_zip) as archive:
         assert archive.read("big.png") == big.read_bytes()
 
 
@@ -135,7 +137,7 @@ def test_max_side_is_what_uploads_keep_and_scoring_uses_and_zero_means_full_size
     assert handlers.models.store("test-tiny-rn").preprocessor.max_side == (max_side or None)
     big = tmp_path / "big.png"
     Image.effect_noise((1500, 1000), 40).convert("RGB").save(big)
-    session = handlers.add_photos([str(big)], Session()).session
+    session = handlers.photos.add_photos([str(big)], Session()).session
     assert session.photos[0].image.size == kept  # 0 never shrinks a photo to 1x1
     _scores(handlers, session)
     notes = session.rows[0].result("CLIP-IQA").notes
@@ -144,48 +146,50 @@ def test_max_side_is_what_uploads_keep_and_scoring_uses_and_zero_means_full_size
 
 
 def test_the_memory_budget_drops_the_least_recently_used_sessions_photos(handlers, good_photos, monkeypatch):
-    sessions = [handlers.add_photos(good_photos, Session()).session for _ in range(3)]
+    sessions = [handlers.photos.add_photos(good_photos, Session()).session for _ in range(3)]
     each = sessions[0].nbytes
-    monkeypatch.setattr(handlers, "budget", SessionBudget(int(2.5 * each), ttl=3600))
+    monkeypatch.setattr(handlers.app, "budget", SessionBudget(int(2.5 * each), ttl=3600))
     for session in sessions:
-        handlers.budget.use(session)
-    handlers.budget.use(sessions[1])  # now sessions[0] is the least recently used
-    handlers.add_photos(good_photos[:1], Session())  # a new session needs room
+        handlers.app.budget.use(session)
+    handlers.app.budget.use(sessions[1])  # now sessions[0] is the least recently used
+    handlers.photos.add_photos(good_photos[:1], Session())  # a new session needs room
     assert sessions[0].photos == [] and len(sessions[1].photos) == len(sessions[2].photos) == 3
     with pytest.warns(UserWarning, match="dropped this session's photos \\(least recently used first\\)"):
         out = _score_output(handlers, sessions[0])
     assert out.status == "No photos to score."
-    assert handlers.budget.total <= int(2.5 * each)
+    assert handlers.app.budget.total <= int(2.5 * each)
 
 
 def _score_output(handlers, session):
-    return handlers.score(session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA")
+    return handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, "", 0.5, "CLIP-IQA"
+    )
 
 
 def test_one_session_cannot_take_more_than_the_budget(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", SessionBudget(256 * 256 * 3 + 10, ttl=3600))
+    monkeypatch.setattr(handlers.app, "budget", SessionBudget(256 * 256 * 3 + 10, ttl=3600))
     with pytest.warns(UserWarning, match="the server's limit for all sessions"):
-        added = handlers.add_photos(good_photos, Session())
+        added = handlers.photos.add_photos(good_photos, Session())
     session, info = added.session, added.photo_info
     assert len(session.photos) < len(good_photos) and "the rest were not added" in info
 
 
 def test_idle_sessions_lose_their_photos_and_ended_ones_their_files(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", SessionBudget(1 << 30, ttl=0.2))
-    idle = handlers.add_photos(good_photos, Session()).session
+    monkeypatch.setattr(handlers.app, "budget", SessionBudget(1 << 30, ttl=0.2))
+    idle = handlers.photos.add_photos(good_photos, Session()).session
     time.sleep(0.3)
-    handlers.add_photos(good_photos[:1], Session())
+    handlers.photos.add_photos(good_photos[:1], Session())
     assert idle.photos == [] and "idle for more than 0.2 s" in idle.notice
-    ended = handlers.add_photos(good_photos, Session()).session
+    ended = handlers.photos.add_photos(good_photos, Session()).session
     folder = Path(ended.folder)
     assert any(folder.rglob("*.jpg"))
-    handlers.end_session(ended)
+    handlers.app.end_session(ended)
     assert not folder.exists() and ended.photos == []
 
 
 def test_idle_sessions_are_ended_without_any_request(handlers, good_photos, monkeypatch):
-    monkeypatch.setattr(handlers, "budget", SessionBudget(1 << 30, ttl=0.2))
-    session = handlers.add_photos(good_photos, Session()).session
+    monkeypatch.setattr(handlers.app, "budget", SessionBudget(1 << 30, ttl=0.2))
+    session = handlers.photos.add_photos(good_photos, Session()).session
     folder = Path(session.folder)
     deadline = time.monotonic() + 10
     while (session.photos or folder.exists()) and time.monotonic() < deadline:  # the sweeper runs in its thread
@@ -195,11 +199,11 @@ def test_idle_sessions_are_ended_without_any_request(handlers, good_photos, monk
 
 def test_a_checkpoint_path_the_session_was_not_given_is_not_loaded(handlers, good_photos, tmp_path):
     tensors, json_path = good_checkpoint(tmp_path)
-    session = handlers.add_photos(good_photos, Session()).session
+    session = handlers.photos.add_photos(good_photos, Session()).session
     with pytest.warns(UserWarning, match="is not one of this session's checkpoints"):
-        out = handlers.score(
+        out = handlers.scoring.score(
             session,
-            handlers.load_preset("seed"),
+            handlers.table.load_preset("seed"),
             "test-tiny-rn",
             T_SCALE,
             str(json_path.with_suffix("")),
@@ -214,7 +218,7 @@ def test_allowed_backbones_are_loaded_at_start_and_accepted_for_uploads(tmp_path
     handlers = Handlers(Models(config))
     assert handlers.models.upload_backbones == ("test-tiny-vit", "test-tiny-rn")
     tensors, json_path = good_checkpoint(tmp_path)
-    choices = handlers.upload_checkpoint([str(json_path), str(tensors)], Session()).checkpoint
+    choices = handlers.checkpoints.upload_checkpoint([str(json_path), str(tensors)], Session()).checkpoint
     assert choices["choices"][-1][0] == "tiny (uploaded)"
     assert parse_args(["--allow-backbone", "a", "--allow-backbone", "b"]).allow_backbones == ["a", "b"]
 

@@ -25,20 +25,20 @@ def test_the_server_set_ranks_pairs_like_the_same_photos_in_memory(tmp_path, mon
     assert handlers.models.lab_set is not None and handlers.models.lab_set.encoded == 64
 
     table = pairs_table(PRESETS["pyiqa"])
-    server = handlers.run_lab(label, None, None, table, "test-tiny-rn", T_SCALE)
-    bundled = handlers.run_lab(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE)
+    server = handlers.lab.run_lab(label, None, None, table, "test-tiny-rn", T_SCALE)
+    bundled = handlers.lab.run_lab(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE)
     assert "on 64 photos" in server.lab_summary
     assert server.lab_table["SRCC"].tolist() == bundled.lab_table["SRCC"].tolist()
 
     calibrated = [
-        handlers.calibrate_filter(source, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9)
+        handlers.calibration.calibrate_filter(source, None, None, table, "test-tiny-rn", T_SCALE, "best F1", 0.9)
         for source in (label, BUNDLED_SET)
     ]
     assert calibrated[0].cal_threshold == calibrated[1].cal_threshold
     assert calibrated[0].cal_summary.split("\n\n")[:2] == calibrated[1].cal_summary.split("\n\n")[:2]
     assert "features only: no photos to show" in calibrated[0].cal_summary and calibrated[0].cal_false_keeps is None
     searched = [
-        list(handlers.search_pairs(source, None, None, table, "test-tiny-rn", T_SCALE, "", 2, 3))[-1]
+        list(handlers.search.search_pairs(source, None, None, table, "test-tiny-rn", T_SCALE, "", 2, 3))[-1]
         for source in (label, BUNDLED_SET)
     ]
     assert searched[0].search_summary == searched[1].search_summary

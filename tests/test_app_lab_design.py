@@ -29,11 +29,11 @@ def handlers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def table(handlers):
-    return handlers.load_preset("pyiqa")
+    return handlers.table.load_preset("pyiqa")
 
 
 def test_calibration_on_the_bundled_set_gives_the_bar_a_threshold_and_shows_the_mistakes(handlers, table):
-    out = handlers.calibrate_filter(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, RECALL, 0.6)
+    out = handlers.calibration.calibrate_filter(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, RECALL, 0.6)
     assert "(64 photos: 40 reject, 24 keep)" in out.cal_summary
     assert round(out.cal_threshold, 3) == out.cal_threshold
     rejects = int(out.cal_summary.split("rejects ")[1].split(" of 40")[0])
@@ -47,13 +47,13 @@ def test_calibration_on_the_bundled_set_gives_the_bar_a_threshold_and_shows_the_
     assert scores == sorted(scores, reverse=True) and all(s >= out.cal_threshold for s in scores)
     assert all(float(c.rsplit(" · ", 1)[1]) <= out.cal_threshold for _, c in out.cal_false_rejects or [])
     assert out.cal_roc.data[1].name.startswith(f"{CLIP_IQA} (AUC") and len(out.cal_roc.data) == 1 + 1 + 5 + 1
-    bar = handlers.use_threshold(out.cal_threshold)
+    bar = handlers.calibration.use_threshold(out.cal_threshold)
     assert (bar.threshold, bar.method) == (out.cal_threshold, CLIP_IQA)
 
 
 def test_the_threshold_counts_are_those_of_the_scores_the_app_gives(handlers, table, tmp_path):
-    out = handlers.calibrate_filter(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, F1, 0.9)
-    labelled = handlers.labelled_set(BUNDLED_SET, None, None)
+    out = handlers.calibration.calibrate_filter(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, F1, 0.9)
+    labelled = handlers.lab.labelled_set(BUNDLED_SET, None, None)
     from iqa.app import calls
     from iqa.app.score_tab import TEMPERATURES
 
@@ -68,23 +68,29 @@ def test_calibration_refusals_are_messages(handlers, table, photo_files, tmp_pat
     scores_only = tmp_path / "scores.csv"
     scores_only.write_text("name,score\n" + "".join(f"{p.rsplit('/', 1)[1]},{i}\n" for i, p in enumerate(photo_files)))
     with pytest.raises(gr.Error, match="3 of 3 photos have no keep/reject label"):
-        handlers.calibrate_filter(UPLOADED_SET, str(scores_only), photo_files, table, "test-tiny-rn", T_SCALE, F1, 0.9)
+        handlers.calibration.calibrate_filter(
+            UPLOADED_SET, str(scores_only), photo_files, table, "test-tiny-rn", T_SCALE, F1, 0.9
+        )
     with pytest.raises(gr.Error, match="calibrate the filter first"):
-        handlers.use_threshold(None)
+        handlers.calibration.use_threshold(None)
 
 
 def test_uploads_may_carry_labels_alone(handlers, table, photo_files, tmp_path):
     labels = tmp_path / "labels.csv"
     rows = zip(photo_files, ["keep", "reject", "good"])
     labels.write_text("file,label\n" + "".join(f"{p.rsplit('/', 1)[1]},{label}\n" for p, label in rows))
-    labelled = handlers.labelled_set(UPLOADED_SET, str(labels), photo_files)
+    labelled = handlers.lab.labelled_set(UPLOADED_SET, str(labels), photo_files)
     assert (labelled.scores, labelled.keep) == ([1.0, 0.0, 1.0], [True, False, True])
-    out = handlers.calibrate_filter(UPLOADED_SET, str(labels), photo_files, table, "test-tiny-rn", T_SCALE, F1, 0.9)
+    out = handlers.calibration.calibrate_filter(
+        UPLOADED_SET, str(labels), photo_files, table, "test-tiny-rn", T_SCALE, F1, 0.9
+    )
     assert "(3 photos: 1 reject, 2 keep)" in out.cal_summary
 
 
 def test_pair_search_streams_progress_then_the_ranking_and_fills_the_table(handlers, table):
-    steps = list(handlers.search_pairs(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "sunny / rainy", 3, 4))
+    steps = list(
+        handlers.search.search_pairs(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "sunny / rainy", 3, 4)
+    )
     progress, done = steps[:-1], steps[-1]
     assert progress and all(s.search_table is None and s.search_summary.startswith("Searching:") for s in progress)
     ranking = done.search_table
@@ -95,7 +101,7 @@ def test_pair_search_streams_progress_then_the_ranking_and_fills_the_table(handl
     assert "64 photos (24 keep, 40 reject), 4 folds" in done.search_summary
     for line in ("selected pairs", "the prompt table:", "pyiqa preset:"):
         assert line in done.search_summary
-    used = handlers.use_search_pairs(ranking, Session())
+    used = handlers.search.use_search_pairs(ranking, Session())
     assert list(used.prompts["positive"]) == list(selected["positive"]) and used.prompts["on"].all()
 
 
@@ -115,7 +121,7 @@ def test_a_stopped_search_ends_its_work(handlers, table, monkeypatch):
         return real(*args, progress=counted, **kwargs)
 
     monkeypatch.setattr(gpu, "search_pairs", spying)
-    steps = handlers.search_pairs(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "", 3, 4)
+    steps = handlers.search.search_pairs(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, "", 3, 4)
     assert next(steps).search_summary.startswith("Searching:")
     steps.close()  # returns once the search's thread has ended
     assert 1 <= len(reported) < 189
@@ -124,7 +130,7 @@ def test_a_stopped_search_ends_its_work(handlers, table, monkeypatch):
 
 def test_fitted_weights_go_into_the_table_with_their_report(handlers, table):
     session = Session()
-    out = handlers.fit_weights(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, 4, session)
+    out = handlers.search.fit_weights(BUNDLED_SET, None, None, table, "test-tiny-rn", T_SCALE, 4, session)
     weights = list(out.prompts["weight"])
     assert max(weights) == 1.0 and min(weights) >= 0 and len(weights) == 5
     assert "fitted weights:" in out.fit_summary and "the table's own weights:" in out.fit_summary

@@ -18,7 +18,8 @@ from iqa.app.about_tab import about_text
 from iqa.app.calls import Caches
 from iqa.app.config import AppConfig, parse_args
 from iqa.app.demo import Handlers, build_demo
-from iqa.app.models import NO_GRMP, Models
+from iqa.app.method_settings import MethodSettings
+from iqa.app.models import NO_CHECKPOINT, Models
 from iqa.app.session import Session
 from iqa.methods.grmp.official import DEFAULT_FILE, OfficialCheckpointError, import_official
 from iqa.methods.grmp.scorer import GRMPScorer
@@ -47,9 +48,9 @@ def test_the_official_model_is_the_default_and_scores_next_to_clip_iqa(official_
     for photo in photos:
         files.append(str(tmp_path / f"{photo.name}.png"))
         photo.image.save(files[-1])
-    session = handlers.add_photos(files, Session()).session
-    handlers.score(
-        session, handlers.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint, 0.5, "GRMP-IQA"
+    session = handlers.photos.add_photos(files, Session()).session
+    handlers.scoring.score(
+        session, handlers.table.load_preset("seed"), "test-tiny-rn", T_SCALE, models.default_checkpoint, 0.5, "GRMP-IQA"
     )
     assert all(row.result("GRMP-IQA").label == "GRMP-IQA (paper)" for row in session.rows)
     # the app's scores are the official model's, imported directly, on the same session photos
@@ -67,7 +68,7 @@ def test_without_the_official_file_the_app_starts_and_says_why(tmp_path, monkeyp
     monkeypatch.setattr("iqa.methods.grmp.official.download_official", offline)
     config = AppConfig(backbone="test-tiny-rn", work_dir=tmp_path / "work", grmp_official=DEFAULT_FILE)
     models = Models(config)
-    assert models.startup_checkpoints == {} and models.default_checkpoint == NO_GRMP
+    assert models.startup_checkpoints == {} and models.default_checkpoint == NO_CHECKPOINT
     note = models.grmp_note
     assert "\n" not in note and "column is empty" in note and "could not download" in note
     assert "--grmp-official PATH" in note and "Adapt tab" in note
@@ -122,13 +123,15 @@ def test_a_zerogpu_worker_returns_the_official_models_features_and_results(
     store, ref = models.store("test-tiny-rn"), models.startup_checkpoints["official: tiny_official"]
     store.image_features(photos[:1])  # the parent's thread pool exists before the fork, as in the app
     caches = Caches(2)
-    first = calls.score_photos(models, caches, store, PRESETS["seed"], None, ref, photos)
+    requests = MethodSettings(tuple(PRESETS["seed"]), None, ref).requests(["CLIP-IQA", "GRMP-IQA"])[0]
+    first = calls.score_photos(models, caches, store, requests, photos)
     own = models.scorer(ref).store
     assert own is not store and own.images_encoded == 0  # the paper model's tower ran in the worker only
     assert first.encoded == len(photos) - 1 and store.images_encoded == 1
     assert [type(p).__name__ for p in jobs[0].photos] == ["Photo"] * 3  # its own tower needs the pixels
-    again = calls.score_photos(models, caches, store, PRESETS["seed"], None, ref, photos)
-    assert [type(p).__name__ for p in jobs[1].photos] == ["PhotoKey"] * 3 and jobs[1].grmp_photos == ()
+    again = calls.score_photos(models, caches, store, requests, photos)
+    assert [type(p).__name__ for p in jobs[1].photos] == ["PhotoKey"] * 3
+    assert [call.photos for call in jobs[1].methods if call.name == "GRMP-IQA"] == [()]
     assert again.encoded == 0 and own.images_encoded == 0 and store.images_encoded == 1
     assert [row.results["GRMP-IQA"].variant for row in again.rows] == ["paper"] * len(photos)
     assert [row.results for row in again.rows] == [row.results for row in first.rows]

@@ -18,6 +18,7 @@ from iqa.app import adapt_tab, calls, gpu, jobs
 from iqa.app.config import EXAMPLES, AppConfig
 from iqa.app.demo import Handlers
 from iqa.app.lab_tab import BUNDLED_SET
+from iqa.app.method_settings import MethodSettings
 from iqa.app.models import CheckpointRef, Models
 from iqa.app.session import Session
 from iqa.clip.backbones import load_backbone
@@ -88,25 +89,25 @@ def recorded(tmp_path_factory, photo_files):
         patch.setattr(calls.gpu, name, recording)
     config = AppConfig(backbone="test-tiny-rn", work_dir=folder / "work", grmp_official=str(official))
     handlers = Handlers(Models(config))
-    session = handlers.add_photos(photo_files, Session()).session
-    table = handlers.load_preset("seed")
+    session = handlers.photos.add_photos(photo_files, Session()).session
+    table = handlers.table.load_preset("seed")
     default = handlers.models.default_checkpoint
-    handlers.score(session, table, "test-tiny-rn", T_SCALE, default, 0.5, "CLIP-IQA")
+    handlers.scoring.score(session, table, "test-tiny-rn", T_SCALE, default, 0.5, "CLIP-IQA")
     edited = table.copy()
     edited.loc[0, "positive"] = "a crisp photo"
-    handlers.score(session, edited, "test-tiny-rn", T_SCALE, default, 0.5, "CLIP-IQA")
-    handlers.draw_map(session, edited, "test-tiny-rn", T_SCALE, session.photos[0].name, OVERALL)
-    handlers.run_lab(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE)
-    handlers.calibrate_filter(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, "best F1", 0.9)
-    list(handlers.search_pairs(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, "sunny / rainy", 2, 3))
-    handlers.fit_weights(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, 3, session)
-    list(handlers.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))
+    handlers.scoring.score(session, edited, "test-tiny-rn", T_SCALE, default, 0.5, "CLIP-IQA")
+    handlers.scoring.draw_map(session, edited, "test-tiny-rn", T_SCALE, session.photos[0].name, OVERALL)
+    handlers.lab.run_lab(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE)
+    handlers.calibration.calibrate_filter(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, "best F1", 0.9)
+    list(handlers.search.search_pairs(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, "sunny / rainy", 2, 3))
+    handlers.search.fit_weights(BUNDLED_SET, None, None, edited, "test-tiny-rn", T_SCALE, 3, session)
+    list(handlers.adapting.adapt(BUNDLED_SET, None, None, 1.0, 10, "test-tiny-rn", session))
     backbone = handlers.models.store("test-tiny-rn").backbone
     config = GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=backbone.pretrained, seed=5)
     model = GRMPModel(config, backbone)
     tensors, json_path = save_checkpoint(model, folder / "upload" / "mine")
-    chosen = handlers.upload_checkpoint([str(json_path), str(tensors)], session).checkpoint["value"]
-    handlers.score(session, table, "test-tiny-rn", T_SCALE, chosen, 0.5, "GRMP-IQA")
+    chosen = handlers.checkpoints.upload_checkpoint([str(json_path), str(tensors)], session).checkpoint["value"]
+    handlers.scoring.score(session, table, "test-tiny-rn", T_SCALE, chosen, 0.5, "GRMP-IQA")
     patch.undo()
     return calls_made
 
@@ -141,13 +142,15 @@ def test_a_job_is_small_apart_from_its_photos(recorded):
 def test_a_prompt_edit_sends_no_pixels(recorded):
     scores = [job for job, _ in recorded if isinstance(job, jobs.ScoreJob)]
     assert jobs.pixel_count(scores[0].photos) == 3  # first seen: encoded there
-    assert jobs.pixel_count(scores[1].photos) == 0 and scores[1].grmp_photos == ()  # the edit: cached features
+    assert jobs.pixel_count(scores[1].photos) == 0  # the edit: cached features
+    assert [call.photos for call in scores[1].methods if call.name == "GRMP-IQA"] == [()]  # its results remembered
 
 
 def test_durations_follow_the_work_within_the_ceiling():
     photos = tuple(Photo(f"p{i}", _image()) for i in range(4))
-    small = jobs.ScoreJob("r", "ViT-B-16-quickgelu", tuple(PRESETS["seed"]), None, photos[:1], ({}, {}))
-    big = jobs.ScoreJob("r", "ViT-B-16-quickgelu", tuple(PRESETS["seed"]), None, photos * 1000, ({}, {}))
+    clip = (jobs.MethodCall("CLIP-IQA", {"pairs": tuple(PRESETS["seed"])}, ()),)
+    small = jobs.ScoreJob("r", "ViT-B-16-quickgelu", photos[:1], ({}, {}), clip)
+    big = jobs.ScoreJob("r", "ViT-B-16-quickgelu", photos * 1000, ({}, {}), clip)
     assert small.seconds() < big.seconds()
     assert jobs.clamp(small.seconds()) == jobs.FLOOR_S and jobs.clamp(big.seconds()) == jobs.CEILING_S
     adapt = jobs.AdaptJob("r", "RN50-quickgelu", (), 300, 1.0)
@@ -157,13 +160,13 @@ def test_durations_follow_the_work_within_the_ceiling():
 def test_a_request_too_big_for_one_call_is_split_and_scores_the_same(handlers_models, photos, monkeypatch):
     models = handlers_models
     store = models.store("test-tiny-rn")
-    whole = calls.score_photos(models, calls.Caches(2), store, PRESETS["seed"], None, None, photos)
+    whole = calls.score_photos(models, calls.Caches(2), store, _requests(), photos)
     store.clear()
     made: list = []
     real = gpu.score
     monkeypatch.setattr(calls.gpu, "score", lambda job: made.append(job) or real(job))
     monkeypatch.setattr(calls, "per_call", lambda backbone: 2)
-    split = calls.score_photos(models, calls.Caches(2), store, PRESETS["seed"], None, None, photos)
+    split = calls.score_photos(models, calls.Caches(2), store, _requests(), photos)
     assert [jobs.pixel_count(job.photos) for job in made] == [2, 1]
     assert [row.name for row in split.rows] == [row.name for row in whole.rows]
     for one, other in zip(split.rows, whole.rows):  # batches of other sizes: float rounding apart
@@ -194,6 +197,11 @@ def handlers_models(tmp_path_factory) -> Models:
     return Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path_factory.mktemp("work")))
 
 
+def _requests(ref: CheckpointRef | None = None) -> list:
+    """What the Score tab asks for with the seed preset: CLIP-IQA, and GRMP-IQA when `ref` is given."""
+    return MethodSettings(tuple(PRESETS["seed"]), None, ref).requests(["CLIP-IQA", "GRMP-IQA"])[0]
+
+
 def _image():
     from PIL import Image
 
@@ -205,11 +213,11 @@ def test_a_seed_checkpoint_of_another_backbone_gets_the_pixels_its_own_store_nee
     test-tiny-vit, whose store has none of them: the photos must travel with their pixels."""
     models = handlers_models
     store = models.store("test-tiny-rn")
-    calls.score_photos(models, calls.Caches(2), store, PRESETS["seed"], None, None, photos)
+    calls.score_photos(models, calls.Caches(2), store, _requests(), photos)
     vit = models.store("test-tiny-vit").backbone
     config = GRMPConfig(variant="seed", backbone="test-tiny-vit", pretrained=vit.pretrained, seed=7)
     save_checkpoint(GRMPModel(config, vit), tmp_path / "vit-seed")
     ref = CheckpointRef.of(tmp_path / "vit-seed")
-    scored = calls.score_photos(models, calls.Caches(2), store, PRESETS["seed"], None, ref, photos)
+    scored = calls.score_photos(models, calls.Caches(2), store, _requests(ref), photos)
     assert [row.results["GRMP-IQA"].variant for row in scored.rows] == ["seed"] * len(photos)
     assert scored.encoded == 0  # CLIP-IQA's own features came from the cache

@@ -117,17 +117,17 @@ def test_app_upload_reloads_exactly(photos, tmp_path):
     for photo in photos:
         files.append(str(tmp_path / f"{photo.name}.png"))
         photo.image.save(files[-1])
-    session = handlers.add_photos(files, Session()).session
+    session = handlers.photos.add_photos(files, Session()).session
 
     seed = GRMPModel(GRMPConfig(variant="seed", backbone="test-tiny-rn", pretrained=server.pretrained), server)
     perturb(seed.trainable_parameters(), seed=5)
     paper = paper_carrying_its_backbone(tmp_path)
     for name, model in (("seed", seed), ("paper", paper)):
         tensors, json_path = save_checkpoint(model, tmp_path / name)
-        choices = handlers.upload_checkpoint([str(json_path), str(tensors)], session).checkpoint
-        handlers.score(
+        choices = handlers.checkpoints.upload_checkpoint([str(json_path), str(tensors)], session).checkpoint
+        handlers.scoring.score(
             session,
-            handlers.load_preset("seed"),
+            handlers.table.load_preset("seed"),
             "test-tiny-rn",
             "checkpoint's logit scale",
             choices["value"],

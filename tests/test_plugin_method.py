@@ -15,6 +15,7 @@ from iqa.report import charts
 from iqa.report.compare import compare, rows_to_csv
 
 TEST = ["--backbone", "test-tiny-rn"]
+T_SCALE = "checkpoint's logit scale"
 
 
 @pytest.fixture(autouse=True)
@@ -56,16 +57,73 @@ def test_ray_rows_csv_and_breakdown_carry_the_toy(album, photos, toy):
     assert all(0 <= score <= 1 for score in table.column("toy_score").to_pylist())
 
 
-def test_the_apps_ranking_breakdown_and_csv_carry_the_toy(photos, tmp_path):
+def test_the_app_chooses_scores_and_shows_the_toy_through_its_handlers(photo_files, tmp_path, monkeypatch):
+    """The toy chosen in the Score tab's chooser: scored on the GPU path (every job and reply pickled,
+    as ZeroGPU sends them), remembered, and in the ranking, breakdown, scatter, filter, CSV and share link."""
+    import types
+    from multiprocessing.reduction import ForkingPickler
+
+    from iqa.app import calls, gpu
     from iqa.app.config import AppConfig
     from iqa.app.demo import Handlers
     from iqa.app.models import Models
     from iqa.app.session import Session
 
+    def crossed(value):
+        return ForkingPickler.loads(ForkingPickler.dumps(value))
+
+    sent: list = []
+    real = gpu.score
+
+    def pickled(job):
+        sent.append(crossed(job))
+        return (crossed(item) for item in real(sent[-1]))
+
+    monkeypatch.setattr(calls.gpu, "score", pickled)
     handlers = Handlers(Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path)))
-    scorers = build_scorers(ScorerSpec(methods=("CLIP-IQA", NAME), backbone="test-tiny-rn"))
-    session = Session(rows=compare(photos, list(scorers.values())))
-    ranking = handlers.rerank(session, 0.5, NAME)
-    assert NAME in ranking.ranking.columns
-    assert "toy_score" in Path(ranking.results_csv).read_text().splitlines()[0]
-    assert "toy light / toy dark" in handlers.breakdown(session, photos[0].name).data[0].y
+    session = handlers.photos.add_photos(photo_files, Session()).session
+    table = handlers.table.load_preset("seed")
+    both = ["CLIP-IQA", NAME]
+    out = handlers.scoring.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, NAME, methods=both)
+    assert list(out.ranking.columns[2:4]) == both and "GRMP-IQA" not in out.ranking.columns
+    assert all(0 <= float(cell) <= 1 for cell in out.ranking[NAME])
+    header, first = Path(out.results_csv).read_text().splitlines()[:2]
+    assert "toy_score" in header and first.split(",")[header.split(",").index("toy_score")] != ""
+    assert "toy light / toy dark" in out.breakdown.data[0].y
+    assert all("toy light / toy dark" in side.y for side in out.side_by_side.data)  # both photos, mirrored
+    assert out.scatter.layout.xaxis.title.text.startswith("CLIP-IQA")  # by default the first two chosen
+    photo = out.photo_pick["value"]
+    turned = handlers.scoring.choose_axes(session, NAME, "CLIP-IQA", photo).scatter
+    assert turned.layout.xaxis.title.text.startswith(NAME) and turned.layout.yaxis.title.text.startswith("CLIP-IQA")
+    assert f"the {NAME} score >=" in handlers.filtering.filter(session, 0.5, NAME).filter_summary
+    edited = table.copy()
+    edited.loc[0, "positive"] = "a crisp photo"
+    handlers.scoring.score(session, edited, "test-tiny-rn", T_SCALE, "", 0.5, NAME, methods=both)
+    toy_calls = [call for call in sent[-1].methods if call.name == NAME]
+    assert toy_calls[0].photos == ()  # a prompt edit: the toy's results were remembered
+    only_clip = handlers.scoring.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, NAME, methods=["CLIP-IQA"])
+    assert NAME not in only_clip.ranking.columns and only_clip.scatter is None  # unchecked: its column goes
+    query = handlers.share.share_query(table, "test-tiny-rn", T_SCALE, "", 0.5, NAME, [NAME, "CLIP-IQA"])
+    restored = handlers.share.restore_shared(
+        types.SimpleNamespace(query_params={"share": query.removeprefix("?share=")})
+    )
+    assert restored.methods == both and restored.method == NAME
+
+
+def test_the_about_tab_describes_every_registered_method(toy):
+    from iqa.app.about_tab import about_text
+
+    text = about_text()
+    assert f"### {NAME}" in text and "arXiv 2207.12396" in text and "The GRMP-IQA model this server uses" in text
+
+
+def test_on_zerogpu_the_toy_is_built_at_start(tmp_path, monkeypatch):
+    """A ZeroGPU worker loses what it loads: a method that keeps its scorer is built on the main thread."""
+    from iqa.app import models as app_models
+    from iqa.app.config import AppConfig
+
+    monkeypatch.setattr(app_models, "on_zerogpu", lambda: True)
+    models = app_models.Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path))
+    assert [key[0] for key in models._methods] == [NAME]  # CLIP-IQA follows the table, GRMP-IQA needs a checkpoint
+    built = next(iter(models._methods.values()))
+    assert built.method == NAME and models.scorer_for(NAME, models.store("test-tiny-rn"), {}) is built

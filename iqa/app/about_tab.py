@@ -1,4 +1,5 @@
-"""The About tab: the methods and their settings (from about.md, which the README links to), and what is loaded."""
+"""The About tab: each registered method as its descriptor describes it (`Method.about`), what this
+server uses (about.md), and what is loaded."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import gradio as gr
 
 from iqa.app.layout import banner
 from iqa.app.models import Models
+from iqa.methods import registry
 
 ABOUT_FILE = Path(__file__).with_name("about.md")
 LATEX: list[dict[str, str | bool]] = [
@@ -18,19 +20,21 @@ LATEX: list[dict[str, str | bool]] = [
 
 
 def about_text() -> str:
-    """The methods, formulas, settings and citations: one file, shown here and linked from the README."""
-    return ABOUT_FILE.read_text(encoding="utf-8")
+    """Every registered method's formula, settings and citation (its `Method.about`; the name alone
+    when it has none), then what this server uses (about.md)."""
+    sections = [f"### {m.name}\n{m.about.strip()}".strip() for m in registry.methods()]
+    return "\n\n".join([*sections, ABOUT_FILE.read_text(encoding="utf-8")])
 
 
 def loaded_text(models: Models, session_checkpoints: Sequence[str] = ()) -> str:
     """What this server loaded at start, and the checkpoints this session uploaded or adapted since."""
     text = (
-        f"**Loaded at start:** CLIP-IQA backbone {models.description}; {_downsizing(models.config.max_side)}. "
-        f"GRMP-IQA checkpoints: {', '.join(models.startup_checkpoints) or 'none'}."
+        f"**Loaded at start:** backbone {models.description}; {_downsizing(models.config.max_side)}. "
+        f"{models.checkpoint_method} checkpoints: {', '.join(models.startup_checkpoints) or 'none'}."
     )
     if session_checkpoints:
         own = ", ".join(session_checkpoints)
-        return f"{text}\n\n**This session's own GRMP-IQA checkpoints** (first tab, Settings): {own}."
+        return f"{text}\n\n**This session's own {models.checkpoint_method} checkpoints** (first tab, Settings): {own}."
     return f"{text} {models.grmp_note}"
 
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import gradio as gr
 
 from iqa.app import calls
+from iqa.app.base import AppContext
+from iqa.app.checkpoints import CheckpointHandlers
 from iqa.app.config import EXAMPLES
+from iqa.app.events import Chains, on
 from iqa.app.jobs import AdaptDone, Failed, max_adapt_steps
 from iqa.app.lab_tab import BUNDLED_SET, UPLOADED_SET, LabHandlers
 from iqa.app.layout import banner, how_to
 from iqa.app.messages import shown_as_message
 from iqa.app.models import CheckpointRef, Models
 from iqa.app.outputs import AdaptOutput
-from iqa.app.score_tab import ScoreHandlers
 from iqa.app.session import Session
 from iqa.app.zerogpu import on_zerogpu
 from iqa.labels.datasets import load_csv
@@ -23,27 +25,33 @@ from iqa.methods.grmp.checkpoint import write_checkpoint
 from iqa.report import charts
 
 
-class AdaptHandlers(LabHandlers, ScoreHandlers):
+class AdaptHandlers:
+    """Few-shot adaptation on the lab's kind of labelled set (`lab`); the result joins `checkpoints`."""
+
+    def __init__(self, app: AppContext, lab: LabHandlers, checkpoints: CheckpointHandlers):
+        self.app, self.lab, self.checkpoints = app, lab, checkpoints
+        self.models, self.config = app.models, app.config
+
     @shown_as_message
     def adapt(
         self,
-        source: str,
-        csv_file: str | None,
-        files: Sequence[str] | None,
+        adapt_source: str,
+        adapt_csv: str | None,
+        adapt_files: Sequence[str] | None,
         lam: float,
         steps: float,
         backbone: str,
         session: Session,
         progress=gr.Progress(),
-    ):
+    ) -> Iterator[AdaptOutput]:
         """Few-shot adaptation of the seed variant, streaming the loss / validation-SRCC chart.
 
         The GPU call yields every step, drawn at most twice a second; its last yield is the adapted
         weights, saved here as the session's checkpoint and offered on the first tab and for download.
         """
-        self._use(session)
-        labelled = self.labelled_set(source, csv_file, files)
-        store = self._store_or_default(backbone)
+        self.app.use(session)
+        labelled = self.lab.labelled_set(adapt_source, adapt_csv, adapt_files)
+        store = self.app.store_or_default(backbone)
         steps = int(steps)
         history: list[dict] = []
         done: AdaptDone | None = None
@@ -62,7 +70,7 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
             history.append({"step": item.step, "loss": item.loss, "val_srcc": item.val_srcc})
             if time.monotonic() - drawn >= 0.5:
                 drawn = time.monotonic()
-                self.budget.use(session)  # a long adaptation is not idle
+                self.app.budget.use(session)  # a long adaptation is not idle
                 progress((len(history), steps), desc="adapting")
                 yield AdaptOutput(
                     charts.training_curves(history), f"Step {len(history)} of {steps}…", session, gr.update(), None
@@ -78,7 +86,7 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
         label = f"{stem.name} (adapted, λ={lam:g}, {ran_text})"
         ref = CheckpointRef.of(stem)
         session.checkpoints[label] = ref
-        self.caches.results(ref).description = store.backbone.description
+        self.app.caches.results(calls.checkpoint_key(ref)).description = store.backbone.description
         record = done.meta["config"]["training"]
         status = (
             f"Done: {len(labelled.images())} labelled photos on {store.backbone.description}; best step "
@@ -94,7 +102,7 @@ class AdaptHandlers(LabHandlers, ScoreHandlers):
             charts.training_curves(history),
             status,
             session,
-            self.checkpoint_choices(session, ref.id),
+            self.checkpoints.choices(session, ref.id),
             [str(tensors), str(config)],
         )
 
@@ -152,3 +160,11 @@ def max_steps(models: Models) -> int:
         return 2000
     photos = len(load_csv(EXAMPLES / "labels.csv"))
     return max(10, max_adapt_steps(models.config.backbone, photos) // 10 * 10)
+
+
+def wire_adapt_tab(h: AdaptHandlers, ui: dict, chains: Chains) -> None:
+    """Adapt (a Stop pressed from the click on, the queue included, ends the run) and Stop; the
+    adapted checkpoint is chosen on the first tab, which re-scores (`wire_score_tab`)."""
+    adapting = on(ui["adapt_run"].click, h.start_adapting, ui, out=[], queue=False)
+    on(adapting.then, h.adapt, ui)
+    on(ui["adapt_stop"].click, h.stop_adapting, ui, out=[])

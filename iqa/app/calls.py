@@ -1,7 +1,7 @@
 """The handlers' side of the GPU boundary: jobs built from this process's caches, run, and their
 replies merged back.
 
-A job carries pixels only for photos this process has no features (or GRMP-IQA result) for, and
+A job carries pixels only for photos this process has no features (or remembered result) for, and
 the cached features of the others, so a prompt edit sends no pixel and re-encodes nothing even in a
 fresh ZeroGPU worker. Calls run in the handler's own thread, never in a pool's: ZeroGPU schedules a
 call with the Gradio request of the thread that makes it (the visitor's quota and priority).
@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from iqa.app import gpu
@@ -30,6 +30,7 @@ from iqa.app.jobs import (
     LabelledJob,
     LabJob,
     MapJob,
+    MethodCall,
     Progress,
     ScoreJob,
     SearchJob,
@@ -39,6 +40,7 @@ from iqa.app.jobs import (
     max_adapt_steps,
     photo_seconds,
 )
+from iqa.app.method_settings import MethodRequest
 from iqa.app.models import CheckpointRef, Models
 from iqa.app.zerogpu import on_zerogpu
 from iqa.clip.features import FeatureStore
@@ -46,10 +48,10 @@ from iqa.errors import InputError
 from iqa.lab.prompt_lab import LabelledPhotos, LabReport
 from iqa.lab.search import Metric
 from iqa.labels.datasets import LabelledImage
+from iqa.methods import registry
 from iqa.methods.clipiqa.quality_map import QualityMap, map_scorer, window_keys
 from iqa.methods.prompts import PromptPair
 from iqa.methods.results import ScoreResult
-from iqa.names import CLIP_IQA, GRMP_IQA
 from iqa.photos.photo import Photo, PhotoKey
 from iqa.report.compare import ComparedPhoto
 
@@ -83,10 +85,11 @@ def run(call: Callable[..., Iterator[Progress | Reply]], job: object, progress: 
 
 
 class ResultCache:
-    """One GRMP-IQA checkpoint's results remembered per photo content (least recently used dropped first)."""
+    """One method's results (with one checkpoint or set of options) remembered per photo content
+    (least recently used dropped first)."""
 
     def __init__(self, max_items: int = 20_000):
-        self.description = ""  # the backbone the checkpoint scores on, in words, once a call has said
+        self.description = ""  # what the method scores on, in words, once a call has said
         self._results: OrderedDict[str, ScoreResult] = OrderedDict()
         self._max_items = max_items
         self._lock = threading.Lock()
@@ -106,28 +109,42 @@ class ResultCache:
 
 
 class Caches:
-    """This process's GRMP-IQA result caches, one per checkpoint content, the least recent dropped first."""
+    """This process's result caches of the methods that do not follow the prompt table, one per
+    method and options (a checkpoint's content, or the backbone and options), the least recent dropped first."""
 
     def __init__(self, max_checkpoints: int):
         self._caches: OrderedDict[str, ResultCache] = OrderedDict()
         self._max = max_checkpoints
         self._lock = threading.Lock()
 
-    def results(self, ref: CheckpointRef) -> ResultCache:
+    def results(self, key: str) -> ResultCache:
         with self._lock:
-            cache = self._caches.setdefault(ref.digest, ResultCache())
-            self._caches.move_to_end(ref.digest)
+            cache = self._caches.setdefault(key, ResultCache())
+            self._caches.move_to_end(key)
             while len(self._caches) > self._max:
                 self._caches.popitem(last=False)
             return cache
+
+
+def checkpoint_key(ref: CheckpointRef) -> str:
+    """A checkpoint's results' cache: by its content (whichever backbone the page shows)."""
+    return f"checkpoint:{ref.digest}"
+
+
+def result_key(request: MethodRequest, store: FeatureStore) -> str:
+    """Where `request`'s results are remembered: its checkpoint's content, or its method, backbone and options."""
+    ref = request.checkpoint
+    if ref is not None:
+        return checkpoint_key(ref)
+    return f"{request.name}:{store.backbone.key}:{sorted(request.options.items())!r}"
 
 
 @dataclass
 class Scored:
     rows: list[ComparedPhoto]
     encoded: int  # images encoded by the backbone in this request (the rest came from the caches)
-    grmp_description: str = ""
-    grmp_error: str = ""  # why GRMP-IQA's checkpoint could not be used
+    descriptions: dict[str, str] = field(default_factory=dict)  # by method: what it scored on, in words
+    errors: dict[str, str] = field(default_factory=dict)  # by method: why it could not score
 
 
 def per_call(backbone: str) -> int:
@@ -135,48 +152,86 @@ def per_call(backbone: str) -> int:
     return max(1, int((CEILING_S - FLOOR_S) / photo_seconds(backbone)))
 
 
+@dataclass
+class _Plan:
+    """One method of a request: where its results are remembered (None: it follows the prompt
+    table, scored afresh from cached features), and whether it encodes with its own tower."""
+
+    request: MethodRequest
+    results: ResultCache | None
+    own_encoder: bool
+
+    def needs(self, photo: Photo) -> bool:
+        return self.results is None or self.results.get(photo.digest) is None
+
+
 def score_photos(
     models: Models,
     caches: Caches,
     store: FeatureStore,
-    pairs: Sequence[PromptPair],
-    temperature: float | None,
-    ref: CheckpointRef | None,
+    requests: Sequence[MethodRequest],
     photos: Sequence[Photo],
     progress: ProgressFn | None = None,
 ) -> Scored:
-    """CLIP-IQA (and GRMP-IQA of `ref`) of every photo, in as many calls as the ceiling needs."""
-    results = caches.results(ref) if ref is not None else None
-    grmp_encodes = ref is not None and not _scores_from(models, ref, store)
+    """Each requested method's results for every photo, in as many calls as the ceiling needs.
+
+    A method that follows the prompt table is scored afresh from cached features; any other's
+    results are remembered per photo (`Caches`), so a prompt edit does not score it again.
+    """
+    if not requests:  # every chosen method lacks what it needs (a checkpoint): no GPU call
+        return Scored([ComparedPhoto(photo.name, {}) for photo in photos], 0)
+    plans = [_plan(models, caches, store, request) for request in requests]
     uncached = {store.image_key(p) for p in store.missing(photos)}
     cost = [
-        int(store.image_key(photo) in uncached)
-        + int(results is not None and grmp_encodes and results.get(photo.digest) is None)
+        int(store.image_key(photo) in uncached and any(p.needs(photo) for p in plans if not p.own_encoder))
+        + sum(p.needs(photo) for p in plans if p.own_encoder)
         for photo in photos
-    ]  # images a call encodes for each photo: CLIP-IQA's features, GRMP-IQA's own tower
+    ]  # images a call encodes for each photo: the backbone's features, each own tower's
     budget, total, done = per_call(store.backbone.name), sum(cost), 0
-    clip: list[ScoreResult] = []
+    fresh: dict[str, list[ScoreResult]] = {p.request.name: [] for p in plans if p.results is None}
     scored = Scored([], 0)
     for part in _parts(list(range(len(photos))), cost, budget):
-        job = _score_job(models, store, pairs, temperature, ref, [photos[i] for i in part], results, grmp_encodes)
+        job = _score_job(models, store, plans, [photos[i] for i in part])
         reply = run(gpu.score, job, _offset(progress, done, total))
         done += sum(cost[i] for i in part)
         store.merge(reply.added)
         scored.encoded += len(reply.added[0])
-        scored.grmp_error = reply.grmp_error or scored.grmp_error
-        if results is not None:
-            results.description = reply.grmp_description or results.description
-            for index, result in zip(job.grmp_photos, reply.grmp):
-                results.put(job.photos[index].digest, result)
-        clip += reply.clip
-    scored.grmp_description = results.description if results is not None else ""
-    for photo, result in zip(photos, clip):
-        row = {CLIP_IQA: result}
-        cached = results.get(photo.digest) if results is not None else None
-        if cached is not None:
-            row[GRMP_IQA] = replace(cached, name=photo.name)
+        scored.errors.update(reply.errors)
+        for plan, call in zip(plans, job.methods):
+            results = reply.results.get(call.name, [])
+            if plan.results is None:
+                fresh[call.name] += results
+                continue
+            plan.results.description = reply.descriptions.get(call.name) or plan.results.description
+            for index, result in zip(call.photos, results):
+                plan.results.put(job.photos[index].digest, result)
+    for plan in plans:
+        name = plan.request.name
+        description = plan.results.description if plan.results is not None else ""
+        if description and name not in scored.errors:
+            scored.descriptions[name] = description
+    for i, photo in enumerate(photos):
+        row: dict[str, ScoreResult] = {}
+        for plan in plans:
+            name = plan.request.name
+            if plan.results is None:
+                if len(fresh[name]) == len(photos):
+                    row[name] = fresh[name][i]
+            else:
+                cached = plan.results.get(photo.digest)
+                if cached is not None:
+                    row[name] = replace(cached, name=photo.name)
         scored.rows.append(ComparedPhoto(photo.name, row))
     return scored
+
+
+def _plan(models: Models, caches: Caches, store: FeatureStore, request: MethodRequest) -> _Plan:
+    method = registry.method(request.name)
+    if method.follows_prompts:
+        return _Plan(request, None, False)
+    ref = request.checkpoint
+    own = not _scores_from(models, ref, store) if ref is not None else not method.needs_store
+    return _Plan(request, caches.results(result_key(request, store)), own)
 
 
 def _scores_from(models: Models, ref: CheckpointRef, store: FeatureStore) -> bool:
@@ -200,31 +255,28 @@ def _parts(indices: list[int], cost: list[int], budget: int) -> Iterator[list[in
         yield part
 
 
-def _score_job(
-    models: Models,
-    store: FeatureStore,
-    pairs: Sequence[PromptPair],
-    temperature: float | None,
-    ref: CheckpointRef | None,
-    photos: list[Photo],
-    results: ResultCache | None,
-    grmp_encodes: bool,
-) -> ScoreJob:
-    known = store.export([store.image_key(p) for p in photos], _texts(pairs))
-    grmp = [i for i, p in enumerate(photos) if results is not None and results.get(p.digest) is None]
-    pixels = {i for i, p in enumerate(photos) if store.image_key(p) not in known[0]}
-    if grmp_encodes:
-        pixels |= set(grmp)
+def _score_job(models: Models, store: FeatureStore, plans: Sequence[_Plan], photos: list[Photo]) -> ScoreJob:
+    pairs = [pair for plan in plans for pair in plan.request.options.get("pairs", ())]
+    known = store.export([store.image_key(p) for p in photos], _texts(list(dict.fromkeys(pairs))))
+    calls = [
+        MethodCall(
+            plan.request.name,
+            dict(plan.request.options),
+            tuple(i for i, p in enumerate(photos) if plan.needs(p)),
+            plan.own_encoder,
+        )
+        for plan in plans
+    ]
+    pixels = {
+        i for call in calls if not call.own_encoder for i in call.photos if store.image_key(photos[i]) not in known[0]
+    }
+    pixels |= {i for call in calls if call.own_encoder for i in call.photos}
     return ScoreJob(
         registry=models.id,
         backbone=store.backbone.name,
-        pairs=tuple(pairs),
-        temperature=temperature,
         photos=tuple(p if i in pixels else p.key() for i, p in enumerate(photos)),
         known=known,
-        checkpoint=ref,
-        grmp_photos=tuple(grmp),
-        grmp_encodes=grmp_encodes,
+        methods=tuple(calls),
     )
 
 
@@ -296,8 +348,8 @@ def _encode_in_parts(
 def load_checkpoint(models: Models, caches: Caches, ref: CheckpointRef) -> str:
     """Load an uploaded checkpoint where the GPU work runs, refused there with its reason; returns
     the backbone it scores on, in words."""
-    caches.results(ref).description = run(gpu.load_checkpoint, CheckpointJob(models.id, ref))
-    return caches.results(ref).description
+    caches.results(checkpoint_key(ref)).description = run(gpu.load_checkpoint, CheckpointJob(models.id, ref))
+    return caches.results(checkpoint_key(ref)).description
 
 
 def adapt_steps(

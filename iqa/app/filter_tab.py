@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from iqa.app.layout import banner, how_to
+from iqa.app.base import AppContext
+from iqa.app.events import PRIVATE, Chains, on
+from iqa.app.layout import THRESHOLD_JS, banner, how_to
 from iqa.app.messages import shown_as_message, warn
 from iqa.app.models import Models
 from iqa.app.outputs import FilterOutput, ZipOutput
@@ -17,19 +19,31 @@ KEPT = "Kept"
 NONE_KEPT = "Kept: no photo at or above the threshold"
 
 
-class FilterHandlers(ScoreHandlers):
+class FilterHandlers:
+    """Keep / reject by the decision bar, with `scoring`'s choice of method."""
+
+    def __init__(self, app: AppContext, scoring: ScoreHandlers):
+        self.app, self.scoring = app, scoring
+        self.models, self.config = app.models, app.config
+
     @shown_as_message
     def filter(self, session: Session, threshold: float, method: str) -> FilterOutput:
         """Kept and rejected galleries, the score histogram and the decision list, by `method`'s score
         against `threshold`; the kept photos' zip is cleared (it held the previous split)."""
-        self._use(session)
+        self.app.use(session)
         if not session.rows:
             why = "nothing could be scored (the first tab's status says why)" if session.photos else "no photos yet"
             return FilterOutput([], [], None, None, f"No scores to filter: {why}.")
         by = self._filter_method(session, method)
         if by is None:
             return FilterOutput(
-                [], [], None, None, ATTRIBUTES_NOTE + " Choose a GRMP-IQA checkpoint or a quality preset."
+                [],
+                [],
+                None,
+                None,
+                ATTRIBUTES_NOTE + " Choose a method that does not follow the prompt table, or a quality preset."
+                if session.attributes
+                else "No scores to filter: no chosen method could score (the first tab's status says why).",
             )
         kept, rejected = split(session.rows, threshold, by)
         list_path = session.directory(self.config.work_dir) / "iqa-filter.csv"
@@ -46,12 +60,16 @@ class FilterHandlers(ScoreHandlers):
     @shown_as_message
     def zip_kept(self, session: Session, threshold: float, method: str) -> ZipOutput:
         """A zip of the kept photos (their original files where there are any)."""
-        self._use(session)
+        self.app.use(session)
         if not session.rows:
             raise gr.Error("score photos on the first tab first")
         by = self._filter_method(session, method)
         if by is None:
-            raise gr.Error("attribute prompts give no quality score to filter by; choose a GRMP-IQA checkpoint")
+            raise gr.Error(
+                "attribute prompts give no quality score to filter by; choose a method that does not follow them"
+                if session.attributes
+                else "no chosen method could score the photos: nothing to zip"
+            )
         kept, _ = split(session.rows, threshold, by)
         if not kept:
             raise gr.Error(f"no photo has a {by} score at or above {threshold:.3f}: nothing to zip")
@@ -60,7 +78,7 @@ class FilterHandlers(ScoreHandlers):
         return ZipOutput(str(zip_photos([by_name[r.name] for r in kept if r.name in by_name], path)))
 
     def _filter_method(self, session: Session, method: str) -> str | None:
-        by = self.decision_method(session, method)
+        by = self.scoring.decision_method(session, method)
         if by is not None and by != method:
             why = "attribute prompts give no quality score" if session.attributes else f"no {method} scores"
             warn(f"{why}; filtering by {by}")
@@ -84,3 +102,15 @@ def build_filter_tab(models: Models, ui: dict) -> None:
             ui["kept_zip"] = gr.File(
                 label="Download the kept photos (zip)", interactive=False, visible=False, elem_id="kept-zip"
             )
+
+
+def wire_filter_tab(h: FilterHandlers, ui: dict, chains: Chains):
+    """The decision bar: a new threshold (put in range and rounded in the box first, so the box shows
+    the value used) or method re-filters and re-ranks; the zip on request. Returns the threshold's
+    event once in range, which the share link follows."""
+    threshold = ui["threshold"]
+    shown = threshold.input(None, threshold, threshold, js=THRESHOLD_JS, **PRIVATE)
+    for event in (shown.then, ui["method"].input):
+        on(on(event, h.filter, ui, trigger_mode="always_last").then, chains.scoring.rerank, ui)
+    on(ui["make_zip"].click, h.zip_kept, ui)
+    return shown

@@ -54,10 +54,11 @@ from iqa.lab.prompt_lab import LabelledFeatures, LabelledPhotos, labelled_image_
 from iqa.lab.search import make_target, search_pairs
 from iqa.lab.weights import learn_weights
 from iqa.methods.clipiqa.quality_map import map_scorer, quality_map
-from iqa.methods.clipiqa.scorer import CLIPIQA, combine, pair_features, pair_probabilities
+from iqa.methods.clipiqa.scorer import combine, pair_features, pair_probabilities
 from iqa.methods.grmp.checkpoint import checkpoint_content
 from iqa.methods.grmp.train import adapt_seed
 from iqa.methods.prompts import usable_pairs
+from iqa.methods.scoring import Scorer
 from iqa.photos.photo import Photo, PhotoKey
 
 T = TypeVar("T")
@@ -141,29 +142,40 @@ def _reporting(work: Callable[[ProgressFn], T], desc: str) -> Generator[Progress
 @gpu(duration=lambda job: clamp(job.seconds()))
 @_failures_as_values
 def score(job: ScoreJob) -> Iterator[Progress | ScoreReply]:
-    """CLIP-IQA of every photo, GRMP-IQA of those without a remembered result."""
+    """Each method of the job on its photos, each built by its registry entry (`Models.scorer_for`):
+    the page's backbone store encodes the photos the methods reading it lack, a method with its own
+    tower (or a checkpoint it cannot share features with) encodes its own."""
     models, store, mark = _prepared(job)
-    yield from _encode(store, job.photos, "encoding photos")
-    clip = CLIPIQA(store, job.pairs, job.temperature).score(job.photos)
-    reply = ScoreReply(clip, [], ({}, {}))
-    if job.checkpoint is not None and job.grmp_photos:
+    shared = sorted({i for call in job.methods if not call.own_encoder for i in call.photos})
+    yield from _encode(store, [job.photos[i] for i in shared], "encoding photos")
+    reply = ScoreReply({}, ({}, {}))
+    for call in job.methods:
         try:
-            scorer = models.scorer(job.checkpoint)
+            scorer = models.scorer_for(call.name, store, call.options)
         except (BackboneUnavailable, ValueError, OSError) as err:  # ValueError: CheckpointError, CheckpointMismatch
-            reply.grmp_error = str(err)
-        else:
-            photos = [job.photos[i] for i in job.grmp_photos]
-            yield from _encode(scorer.store, photos, "encoding photos for GRMP-IQA")
-            reply.grmp, reply.grmp_description = scorer.score(photos), scorer.model.description
+            reply.errors[call.name] = str(err)
+            continue
+        photos = [job.photos[i] for i in call.photos]
+        if call.own_encoder:
+            yield from _encode(scorer.store, photos, f"encoding photos for {call.name}")
+        reply.results[call.name] = scorer.score(photos)
+        reply.descriptions[call.name] = description(scorer)
     reply.added = store.added_since(mark)
     yield reply
+
+
+def description(scorer: Scorer) -> str:
+    """What a scorer scores on, in words: its model's own description where it has one (a
+    checkpoint's backbone and where its weights came from), else its backbone's."""
+    model = getattr(scorer, "model", None)
+    return str(getattr(model, "description", "")) or scorer.backbone.description
 
 
 @gpu(duration=lambda job: clamp(job.seconds()))
 @_failures_as_values
 def load_checkpoint(job: CheckpointJob) -> Iterator[str]:
     """Load a checkpoint (kept where the GPU work runs); yields the backbone it scores on, in words."""
-    yield _registry(job).scorer(job.checkpoint).model.description
+    yield description(_registry(job).scorer(job.checkpoint))
 
 
 @gpu(duration=lambda job: clamp(job.seconds()))

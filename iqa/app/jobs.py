@@ -14,11 +14,12 @@ the ceiling into several calls, and refuses an adaptation that cannot fit one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from iqa.app.models import CheckpointRef
+from iqa.app.models import CheckpointRef, checkpoint_in
 from iqa.lab.prompt_lab import LabReport
 from iqa.lab.search import Metric, SearchReport
 from iqa.lab.weights import WeightReport
@@ -77,33 +78,47 @@ def pixel_count(photos: tuple[Photo | PhotoKey, ...]) -> int:
 
 
 @dataclass(frozen=True)
+class MethodCall:
+    """One registered method of a `ScoreJob`: its name, its options (`Method.arguments`: prompt
+    pairs, a temperature, a `CheckpointRef`), and the indices of the job's photos it scores."""
+
+    name: str
+    options: dict[str, Any]
+    photos: tuple[int, ...]
+    own_encoder: bool = False  # it encodes with a tower of its own (its photos travel with pixels)
+
+    @property
+    def checkpoint(self) -> CheckpointRef | None:
+        return checkpoint_in(self.options)
+
+
+@dataclass(frozen=True)
 class ScoreJob:
-    """Score `photos` with CLIP-IQA (and GRMP-IQA for those at `grmp_photos`)."""
+    """Score `photos` with each of `methods` (each on its own photos)."""
 
     registry: str
     backbone: str
-    pairs: tuple[PromptPair, ...]
-    temperature: float | None
     photos: tuple[Photo | PhotoKey, ...]
     known: tuple[dict, dict]  # the backbone store's cached features of these photos and of the pairs' texts
-    checkpoint: CheckpointRef | None = None
-    grmp_photos: tuple[int, ...] = ()  # indices of photos without a remembered GRMP-IQA result
-    grmp_encodes: bool = False  # GRMP-IQA encodes with its own image tower (its photos travel with pixels)
+    methods: tuple[MethodCall, ...] = ()
+
+    def texts(self) -> int:
+        pairs = {pair for call in self.methods for pair in call.options.get("pairs", ())}
+        return 2 * len(pairs) - len(self.known[1])
 
     def seconds(self) -> float:
-        encodes = pixel_count(self.photos) + (len(self.grmp_photos) if self.grmp_encodes else 0)
-        texts = 2 * len(self.pairs) - len(self.known[1])
-        loading = load_seconds(self.checkpoint) if self.grmp_photos else 0.0
-        return FLOOR_S + loading + encodes * photo_seconds(self.backbone) + max(texts, 0) * TEXT_S
+        own = sum(len(call.photos) for call in self.methods if call.own_encoder)
+        loading = sum(load_seconds(call.checkpoint) for call in self.methods if call.photos)
+        encodes = pixel_count(self.photos) + own
+        return FLOOR_S + loading + encodes * photo_seconds(self.backbone) + max(self.texts(), 0) * TEXT_S
 
 
 @dataclass
 class ScoreReply:
-    clip: list[ScoreResult]
-    grmp: list[ScoreResult]  # for `grmp_photos`, in their order
+    results: dict[str, list[ScoreResult]]  # by method, for its call's photos in their order
     added: tuple[dict, dict]  # what the backbone's store cached during the call
-    grmp_description: str = ""  # the GRMP-IQA model's backbone, where its weights came from
-    grmp_error: str = ""  # why the checkpoint could not be used (then `grmp` is empty)
+    descriptions: dict[str, str] = field(default_factory=dict)  # by method: what it scored on, in words
+    errors: dict[str, str] = field(default_factory=dict)  # by method: why it could not score (a checkpoint refused)
 
 
 @dataclass(frozen=True)

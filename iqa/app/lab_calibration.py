@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from iqa.app import calls
-from iqa.app.lab_tab import LabHandlers, server_set_label
+from iqa.app.base import AppContext
+from iqa.app.events import Chains, on
+from iqa.app.lab_tab import LabHandlers, server_set_label, table_method
 from iqa.app.messages import inform, shown_as_message
 from iqa.app.outputs import CalibrationOutput, ThresholdOutput
 from iqa.app.score_tab import TEMPERATURES
@@ -32,7 +34,6 @@ from iqa.lab.calibration import (
 from iqa.lab.prompt_lab import LabelledPhotos
 from iqa.labels.keep import require_labels
 from iqa.methods.prompts import PromptPair
-from iqa.names import CLIP_IQA
 from iqa.photos.photo import Photo
 from iqa.report.lab_charts import pr_chart, roc_chart
 
@@ -54,33 +55,39 @@ HOW_TO = (
 )
 
 
-class CalibrationHandlers(LabHandlers):
+class CalibrationHandlers:
+    """The filter calibrated on the lab's labelled set (`lab`)."""
+
+    def __init__(self, app: AppContext, lab: LabHandlers):
+        self.app, self.lab = app, lab
+        self.models, self.config = app.models, app.config
+
     @shown_as_message
     def calibrate_filter(
         self,
-        source: str,
-        csv_file: str | None,
-        files: Sequence[str] | None,
-        table: pd.DataFrame,
+        lab_source: str,
+        lab_csv: str | None,
+        lab_files: Sequence[str] | None,
+        prompts: pd.DataFrame,
         backbone: str,
         temperature: str,
-        target: str,
-        value: float,
+        cal_target: str,
+        cal_value: float,
         progress=gr.Progress(),
     ) -> CalibrationOutput:
         """AUC, average precision and curves of CLIP-IQA (and of each pair) on the labelled set, the
         threshold for the target, its counts and the photos it gets wrong."""
-        server = source == server_set_label(self.models)
-        labelled = None if server else self.labelled_set(source, csv_file, files)
-        store = self._store_or_default(backbone)
-        pairs = table_pairs(table, store.backbone.tokenizer)
+        server = lab_source == server_set_label(self.models)
+        labelled = None if server else self.lab.labelled_set(lab_source, lab_csv, lab_files)
+        store = self.app.store_or_default(backbone)
+        pairs = table_pairs(prompts, store.backbone.tokenizer)
         reply = calls.calibrate_labelled(
             self.models, store, pairs, TEMPERATURES[temperature], labelled, calls.progress_bar(progress)
         )
         keep = require_labels(reply.keep)
         scores = reply.scores.double().numpy()
-        method = calibrate(CLIP_IQA, scores, keep)
-        point = choose_point(method.curves, TARGETS[target], float(value))
+        method = calibrate(table_method(), scores, keep)
+        point = choose_point(method.curves, TARGETS[cal_target], float(cal_value))
         bar = point_at(method.curves, round(point.threshold, BAR_DECIMALS))
         per_pair = _per_pair(reply.pairs, reply.p.double().numpy(), keep)
         false_keeps, false_rejects = _mistakes(labelled, scores, keep, bar.threshold)
@@ -94,12 +101,12 @@ class CalibrationHandlers(LabHandlers):
         )
 
     @shown_as_message
-    def use_threshold(self, threshold: float | None) -> ThresholdOutput:
+    def use_threshold(self, cal_threshold: float | None) -> ThresholdOutput:
         """The calibrated threshold into the bar (deciding by CLIP-IQA, which it was calibrated on)."""
-        if threshold is None:
+        if cal_threshold is None:
             raise gr.Error("calibrate the filter first")
-        inform(f"The threshold bar now keeps CLIP-IQA scores of {threshold:g} and above.")
-        return ThresholdOutput(float(threshold), CLIP_IQA)
+        inform(f"The cal_threshold bar now keeps CLIP-IQA scores of {cal_threshold:g} and above.")
+        return ThresholdOutput(float(cal_threshold), table_method())
 
 
 def _per_pair(pairs: Sequence[PromptPair], p: np.ndarray, keep: list[bool]) -> list[Calibration]:
@@ -118,7 +125,7 @@ def _summary(
 ) -> str:
     c = method.curves
     lines = [
-        f"**{CLIP_IQA}** finds the bad photos with **ROC AUC {method.auc:.3f}** and **average precision "
+        f"**{method.name}** finds the bad photos with **ROC AUC {method.auc:.3f}** and **average precision "
         f"{method.average_precision:.3f}** ({method.n} photos: {c.n_bad} reject, {c.n_good} keep).",
         f"**Threshold {bar.threshold:g}**: rejects {bar.rejected_bad} of {c.n_bad} bad photos, loses "
         f"{bar.rejected_good} of {c.n_good} good ones (reject precision {bar.precision:.3f}, "
@@ -186,3 +193,9 @@ def build_calibration_panel(ui: dict) -> None:
                 columns=6,
                 elem_id="cal-false-rejects",
             )
+
+
+def wire_calibration_panel(h: CalibrationHandlers, ui: dict, chains: Chains) -> None:
+    """Calibrating; its threshold into the bar, which the filter, the ranking and the link follow."""
+    on(ui["cal_run"].click, h.calibrate_filter, ui)
+    chains.follow_threshold(on(ui["cal_use"].click, h.use_threshold, ui))

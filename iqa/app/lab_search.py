@@ -13,6 +13,8 @@ import gradio as gr
 import pandas as pd
 
 from iqa.app import calls
+from iqa.app.base import AppContext
+from iqa.app.events import PRIVATE, Chains, on
 from iqa.app.jobs import Failed, Progress, SearchReply
 from iqa.app.lab_tab import LabHandlers, server_set_label
 from iqa.app.messages import inform, shown_as_message
@@ -40,7 +42,13 @@ HOW_TO = (
 )
 
 
-class SearchHandlers(LabHandlers):
+class SearchHandlers:
+    """Pair search and learned weights on the lab's labelled set (`lab`)."""
+
+    def __init__(self, app: AppContext, lab: LabHandlers):
+        self.app, self.lab = app, lab
+        self.models, self.config = app.models, app.config
+
     def _labels(
         self, source: str, csv_file: str | None, files: Sequence[str] | None
     ) -> tuple[LabelledPhotos | None, Metric]:
@@ -49,35 +57,35 @@ class SearchHandlers(LabHandlers):
         if source == server_set_label(self.models):
             assert self.models.lab_set is not None  # offered only when there is one
             return None, _metric(self.models.lab_set.keep)
-        labelled = self.labelled_set(source, csv_file, files)
+        labelled = self.lab.labelled_set(source, csv_file, files)
         return labelled, _metric(labelled.keep)
 
     @shown_as_message
     def search_pairs(
         self,
-        source: str,
-        csv_file: str | None,
-        files: Sequence[str] | None,
-        table: pd.DataFrame,
+        lab_source: str,
+        lab_csv: str | None,
+        lab_files: Sequence[str] | None,
+        prompts: pd.DataFrame,
         backbone: str,
         temperature: str,
-        words: str,
-        max_pairs: float,
-        folds: float,
+        search_words: str,
+        search_max_pairs: float,
+        search_folds: float,
         progress=gr.Progress(),
     ) -> Iterator[SearchOutput]:
         """Rank the vocabulary's pairs and the visitor's words, select a set, and cross-validate it
         beside the prompt table and the pyiqa preset; progress as it goes."""
-        labelled, metric = self._labels(source, csv_file, files)
-        store = self._store_or_default(backbone)
-        candidates = candidate_pairs([*VOCABULARY, *parse_words(words or "", "your words")])
+        labelled, metric = self._labels(lab_source, lab_csv, lab_files)
+        store = self.app.store_or_default(backbone)
+        candidates = candidate_pairs([*VOCABULARY, *parse_words(search_words or "", "your words")])
         baselines = {
-            TABLE: table_pairs(table, store.backbone.tokenizer),
+            TABLE: table_pairs(prompts, store.backbone.tokenizer),
             f"{DEFAULT_PRESET} preset": preset(DEFAULT_PRESET),
         }
         bar = calls.progress_bar(progress)
         base = calls.labelled_job(self.models, store, [], TEMPERATURES[temperature], labelled, bar)
-        steps = calls.search_steps(base, candidates, baselines, metric, int(folds), int(max_pairs))
+        steps = calls.search_steps(base, candidates, baselines, metric, int(search_folds), int(search_max_pairs))
         reply: SearchReply | None = None
         try:
             for item in steps:
@@ -111,23 +119,23 @@ class SearchHandlers(LabHandlers):
     @shown_as_message
     def fit_weights(
         self,
-        source: str,
-        csv_file: str | None,
-        files: Sequence[str] | None,
-        table: pd.DataFrame,
+        lab_source: str,
+        lab_csv: str | None,
+        lab_files: Sequence[str] | None,
+        prompts: pd.DataFrame,
         backbone: str,
         temperature: str,
-        folds: float,
+        search_folds: float,
         session: Session,
         progress=gr.Progress(),
     ) -> WeightsOutput:
         """Non-negative weights for the table's pairs, fitted on the labels, into its weight column."""
-        labelled, metric = self._labels(source, csv_file, files)
-        store = self._store_or_default(backbone)
-        pairs = table_pairs(table, store.backbone.tokenizer)
+        labelled, metric = self._labels(lab_source, lab_csv, lab_files)
+        store = self.app.store_or_default(backbone)
+        pairs = table_pairs(prompts, store.backbone.tokenizer)
         bar = calls.progress_bar(progress)
         base = calls.labelled_job(self.models, store, pairs, TEMPERATURES[temperature], labelled, bar)
-        report = calls.fit_weights(store, base, metric, int(folds), bar).report
+        report = calls.fit_weights(store, base, metric, int(search_folds), bar).report
         weighted = pairs_table(report.pairs)
         session.custom_table = weighted.copy()
         inform("The prompt table's weights are now the fitted ones.")
@@ -200,3 +208,12 @@ def build_search_panel(ui: dict) -> None:
             label="Candidates, best first",
             elem_id="search-table",
         )
+
+
+def wire_search_panel(h: SearchHandlers, ui: dict, chains: Chains) -> None:
+    """The search (Stop cancels it: its generator closes, and the GPU call with it), its pairs and the
+    fitted weights into the table, which re-scores."""
+    search = on(ui["search_run"].click, h.search_pairs, ui)
+    ui["search_stop"].click(None, None, None, cancels=[search], **PRIVATE)
+    chains.rescore(on(ui["search_use"].click, h.use_search_pairs, ui))
+    chains.rescore(on(ui["fit_run"].click, h.fit_weights, ui))

@@ -8,8 +8,9 @@ import gradio as gr
 import pandas as pd
 
 from iqa.app import calls
-from iqa.app.base import HandlerBase
+from iqa.app.base import AppContext
 from iqa.app.config import EXAMPLES
+from iqa.app.events import Chains, on
 from iqa.app.layout import banner, how_to
 from iqa.app.messages import inform, shown_as_message
 from iqa.app.models import Models
@@ -18,6 +19,7 @@ from iqa.app.score_tab import TEMPERATURES
 from iqa.app.session import Session
 from iqa.app.table import CUSTOM, pairs_table, table_pairs
 from iqa.lab.prompt_lab import LabelledPhotos, load_labelled_folder, load_labelled_uploads
+from iqa.methods import registry
 from iqa.methods.prompts import PromptPair
 from iqa.report import charts
 
@@ -34,7 +36,13 @@ def server_set_label(models: Models) -> str | None:
     return f"server set: {models.config.lab_dataset} ({len(models.lab_set.scores)} photos)"
 
 
-class LabHandlers(HandlerBase):
+class LabHandlers:
+    """The Prompt lab: its labelled set, the pairs ranked against it, the best ones into the table."""
+
+    def __init__(self, app: AppContext):
+        self.app = app
+        self.models, self.config = app.models, app.config
+
     def labelled_set(self, source: str, csv_file: str | None, files: Sequence[str] | None) -> LabelledPhotos:
         if source == BUNDLED_SET:
             return load_labelled_folder(EXAMPLES / "labels.csv")
@@ -48,20 +56,20 @@ class LabHandlers(HandlerBase):
     @shown_as_message
     def run_lab(
         self,
-        source: str,
-        csv_file: str | None,
-        files: Sequence[str] | None,
-        table: pd.DataFrame,
+        lab_source: str,
+        lab_csv: str | None,
+        lab_files: Sequence[str] | None,
+        prompts: pd.DataFrame,
         backbone: str,
         temperature: str,
         progress=gr.Progress(),
     ) -> LabOutput:
-        """Rank every valid prompt pair of the table by SRCC/PLCC on a labelled set."""
-        server = self.models.lab_set if source == server_set_label(self.models) else None
-        labelled = None if server is not None else self.labelled_set(source, csv_file, files)
+        """Rank every valid prompt pair of the prompts by SRCC/PLCC on a labelled set."""
+        server = self.models.lab_set if lab_source == server_set_label(self.models) else None
+        labelled = None if server is not None else self.labelled_set(lab_source, lab_csv, lab_files)
         skipped = server.skipped if server is not None else labelled.skipped if labelled is not None else []
-        store = self._store_or_default(backbone)
-        pairs = table_pairs(table, store.backbone.tokenizer)
+        store = self.app.store_or_default(backbone)
+        pairs = table_pairs(prompts, store.backbone.tokenizer)
         try:
             report = calls.rank_labelled(
                 self.models, store, pairs, TEMPERATURES[temperature], labelled, calls.progress_bar(progress)
@@ -123,3 +131,18 @@ def build_lab_tab(models: Models, ui: dict) -> None:
         headers=LAB_COLUMNS, interactive=False, label="Pairs, best SRCC first", elem_id="lab-table"
     )
     ui["lab_chart"] = gr.Plot(label="SRCC / PLCC per pair", visible=False, elem_id="lab-chart")
+
+
+def wire_lab_tab(h: LabHandlers, ui: dict, chains: Chains) -> None:
+    """Ranking the table's pairs; the best ones into the table, which re-scores, and the lab's figures
+    follow the table it now fills (ranked again, the chosen pairs marked on)."""
+    on(ui["lab_run"].click, h.run_lab, ui)
+    used = on(ui["lab_use"].click, h.use_lab_pairs, ui)
+    chains.rescore(used)
+    on(used.success, h.run_lab, ui)
+
+
+def table_method() -> str:
+    """The method the lab designs prompts and filters for: the first registered one that follows the
+    prompt table (its score is the weighted mean of p over the table's pairs, as the lab computes it)."""
+    return next(m.name for m in registry.methods() if m.follows_prompts)

@@ -8,7 +8,6 @@ import gradio as gr
 from iqa.app.models import Models
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
 from iqa.methods import registry
-from iqa.names import CLIP_IQA
 from iqa.report.charts import MAP_HEIGHT
 
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
@@ -121,4 +120,9 @@ def build_decision_bar(ui: dict) -> None:
             elem_id="threshold",
             scale=3,
         )
-        ui["method"] = gr.Radio(registry.names(), value=CLIP_IQA, label="Decide by", elem_id="method", scale=2)
+        first = next(m.name for m in registry.methods() if m.on_by_default)
+        ui["method"] = gr.Radio(registry.names(), value=first, label="Decide by", elem_id="method", scale=2)
+
+
+# the threshold as used: within [0, 1], with the page's three decimals (DIGITS)
+THRESHOLD_JS = "(t) => Math.min(1, Math.max(0, Math.round(Number(t) * 1000) / 1000 || 0))"

@@ -20,8 +20,10 @@ import threading
 import uuid
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from iqa.app.config import AppConfig
 from iqa.app.zerogpu import on_zerogpu
@@ -29,14 +31,17 @@ from iqa.clip.backbones import BackboneUnavailable, CheckpointMismatch, load_bac
 from iqa.clip.features import FeatureStore
 from iqa.clip.test_backbones import TEST_BACKBONES
 from iqa.lab.prompt_lab import LabelledFeatures
+from iqa.methods import registry
 from iqa.methods.grmp.checkpoint import CheckpointError, check_checkpoint, checkpoint_paths, read_config
 from iqa.methods.grmp.model import GRMPConfig
 from iqa.methods.grmp.official import DEFAULT_DESCRIPTION, DEFAULT_FILE, converted_official
 from iqa.methods.grmp.scorer import GRMPScorer, grmp_scorer, shares_features_of
-from iqa.names import DEFAULT_PRETRAINED, GRMP_IQA
+from iqa.methods.scoring import Scorer, ScorerSpec
+from iqa.names import DEFAULT_PRETRAINED
 
 REAL_BACKBONES = ("RN50-quickgelu", "ViT-B-16-quickgelu", "ViT-L-14-quickgelu")
-NO_GRMP = ""
+NO_CHECKPOINT = ""  # the checkpoint dropdown's "none"
+MAX_METHOD_SCORERS = 8  # scorers of methods without a checkpoint kept where the GPU work runs
 logger = logging.getLogger(__name__)
 
 # Every live registry by id: a job names its registry, which the ZeroGPU worker inherited by fork.
@@ -69,6 +74,12 @@ class CheckpointRef:
         return f"{Path(self.path).name}-{self.digest[:12]}"
 
 
+def checkpoint_in(options: Mapping[str, Any]) -> CheckpointRef | None:
+    """The checkpoint among a method's options (`Method.arguments`), if it reads one."""
+    ref = options.get("checkpoint")
+    return ref if isinstance(ref, CheckpointRef) else None
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """What the page says of a checkpoint, read from its config (no model needed)."""
@@ -89,6 +100,7 @@ class Models:
         self._stores: dict[str, FeatureStore] = {}
         self._startup: dict[str, GRMPScorer] = {}  # by digest: loaded at start, never evicted
         self._loaded: OrderedDict[str, GRMPScorer] = OrderedDict()  # uploads and adaptations, least recent first
+        self._methods: OrderedDict[tuple, Scorer] = OrderedDict()  # other methods' scorers, least recent first
         self.store(config.backbone)
         for name in self._eager_backbones():
             self._try_store(name)
@@ -102,6 +114,8 @@ class Models:
             dict.fromkeys([*self._stores, *(scorer.model.config.backbone for scorer in self._startup.values())])
         )
         self.lab_set = self._load_lab_set(config.lab_dataset) if config.lab_dataset else None
+        if on_zerogpu():  # a worker cannot keep what it loads: methods with weights of their own load here
+            self._build_methods()
         if not self.startup_checkpoints and not self.grmp_note:
             self.grmp_note = (
                 "No GRMP-IQA model loaded, so its column is empty: upload a checkpoint (first tab, Settings), adapt "
@@ -136,7 +150,7 @@ class Models:
     @property
     def default_checkpoint(self) -> str:
         """The GRMP-IQA checkpoint chosen when a page opens: the official model, else the first given."""
-        return next((ref.id for ref in self.startup_checkpoints.values()), NO_GRMP)
+        return next((ref.id for ref in self.startup_checkpoints.values()), NO_CHECKPOINT)
 
     def _load_official(self, source: str) -> None:
         """Convert (once, cached on disk) and load an official GRMP-IQA file; say in one line if it cannot be had."""
@@ -200,7 +214,41 @@ class Models:
 
     def _info(self, config: GRMPConfig) -> CheckpointInfo:
         store = self.known_store(self._backbone_for(config))
-        return CheckpointInfo(f"{GRMP_IQA} ({config.variant})", config.backbone, shares_features_of(config, store))
+        return CheckpointInfo(
+            f"{self.checkpoint_method} ({config.variant})", config.backbone, shares_features_of(config, store)
+        )
+
+    @property
+    def checkpoint_method(self) -> str:
+        """The registered method the checkpoints here are for: the one reading a `checkpoint` option
+        (these files are its format: `iqa.methods.grmp.checkpoint`)."""
+        return next((m.name for m in registry.methods() if "checkpoint" in m.arguments), "")
+
+    def scorer_for(self, name: str, store: FeatureStore, options: Mapping[str, Any]) -> Scorer:
+        """Registered method `name` with `options` (`Method.arguments`) next to `store`, where the GPU
+        work runs: a checkpoint's scorer from `scorer`; a method that follows the prompt table built
+        anew (cheap: its texts are cached in `store`); any other built once and kept (a plug-in with
+        weights of its own loads them once)."""
+        ref = checkpoint_in(options)
+        if ref is not None:
+            return self.scorer(ref)
+        method = registry.method(name)
+        spec = ScorerSpec(
+            methods=(name,), backbone=store.backbone.name, device=self.config.device, options={name: options}
+        )
+        if method.follows_prompts:
+            return method.scorer(spec, store)
+        key = (name, store.backbone.key, repr(sorted(options.items())))
+        with self._lock:
+            if key in self._methods:
+                self._methods.move_to_end(key)
+                return self._methods[key]
+        scorer = method.scorer(spec, store)
+        with self._lock:
+            self._methods[key] = scorer
+            while len(self._methods) > MAX_METHOD_SCORERS:
+                self._methods.popitem(last=False)
+        return scorer
 
     def scorer(self, ref: CheckpointRef) -> GRMPScorer:
         """The GRMP-IQA scorer of a checkpoint, loaded on first use where the GPU work runs.
@@ -231,6 +279,19 @@ class Models:
         """The store a checkpoint is offered: its own backbone's; one that carries its whole backbone
         (no pretrained tag) is offered the default store, which it will not share."""
         return config.backbone if config.pretrained is not None else self.config.backbone
+
+    def _build_methods(self) -> None:
+        """Every registered method that keeps its scorer (`scorer_for`) and needs no option, built now
+        on the start-up backbone with the page's defaults; one that cannot be built is left to fail
+        on use, with its reason, and logged here."""
+        store = self.store(self.config.backbone)
+        for method in registry.methods():
+            if method.follows_prompts or method.required:
+                continue
+            try:
+                self.scorer_for(method.name, store, {})
+            except (BackboneUnavailable, ValueError, OSError) as err:
+                logger.warning("%s not built at start: %s", method.name, err)
 
     def check_upload(self, path: str) -> CheckpointInfo:
         """An uploaded checkpoint, checked against its tensors without building anything (CheckpointError),

@@ -104,6 +104,23 @@ class PickOutput(Outputs):
 
 
 @dataclass
+class ScatterOutput(Outputs):
+    """The scatter with the two methods chosen for it."""
+
+    HIDDEN_WHEN_EMPTY = ("scatter",)
+    scatter: Any
+
+
+@dataclass
+class AxesOutput(Outputs):
+    """What offers the chosen methods: the decision bar's method and the scatter's two axes (dropdown updates)."""
+
+    method: Any
+    scatter_x: Any
+    scatter_y: Any
+
+
+@dataclass
 class MapOutput(Outputs):
     """The quality map of the chosen photo: the pair choices (they follow the table), the figure, a message."""
 
@@ -145,6 +162,7 @@ class ShareOutput(Outputs):
     checkpoint: Any
     threshold: Any
     method: Any
+    methods: Any
 
 
 @dataclass

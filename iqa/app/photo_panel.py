@@ -9,8 +9,9 @@ from pathlib import Path
 
 import gradio as gr
 
-from iqa.app.base import HandlerBase
+from iqa.app.base import AppContext
 from iqa.app.config import EXAMPLES, MIB
+from iqa.app.events import Chains, on
 from iqa.app.messages import shown_as_message, warn
 from iqa.app.outputs import ClearedOutput, PhotosOutput
 from iqa.app.session import Session, thumbnail
@@ -26,12 +27,18 @@ EXAMPLE_PHOTOS = [
 ]
 
 
-class PhotoHandlers(HandlerBase):
+class PhotoHandlers:
+    """Adding and removing the session's photos."""
+
+    def __init__(self, app: AppContext):
+        self.app = app
+        self.models, self.config = app.models, app.config
+
     @shown_as_message
     def add_photos(self, files: Sequence[str] | None, session: Session) -> PhotosOutput:
         """Open uploaded files into the session, each downsized to the scorers' largest side at once;
         bad ones are reported and skipped."""
-        self._use(session)
+        self.app.use(session)
         messages = []
         taken = {p.name for p in session.photos}
         thumbs = session.directory(self.config.work_dir) / "thumbnails"
@@ -52,11 +59,11 @@ class PhotoHandlers(HandlerBase):
                 continue
             taken.add(photo.name)
             session.digests[photo.digest] = photo.name
-            self.budget.use(session)  # a long upload is not idle, and others give way as it grows
+            self.app.budget.use(session)  # a long upload is not idle, and others give way as it grows
             session.photos.append(photo)
             session.uploads[str(file)] = photo.name
             session.thumbnails[photo.name], session.icons[photo.name] = thumbnail(photo, thumbs)
-        self.budget.use(session)
+        self.app.budget.use(session)
         for message in messages:
             warn(message)
         return PhotosOutput(session, self.gallery(session), self._photo_summary(session, messages))
@@ -83,7 +90,7 @@ class PhotoHandlers(HandlerBase):
         if len(session.photos) >= self.config.max_photos:
             return f"only {self.config.max_photos} photos per session; the rest were not added"
         largest = (self.config.max_side**2 if self.config.max_side else self.config.max_pixels) * 3
-        if self.budget.room(session) < largest:
+        if self.app.budget.room(session) < largest:
             return (
                 f"this session holds {session.nbytes / MIB:.0f} MiB of photos, the server's limit for all "
                 f"sessions ({self.config.session_memory_mb} MiB); the rest were not added"
@@ -96,14 +103,14 @@ class PhotoHandlers(HandlerBase):
     @shown_as_message
     def remove_upload(self, session: Session, event: gr.DeletedFileData) -> PhotosOutput:
         """A file's x in the upload box: its photo leaves the session (the re-score that follows unscores it)."""
-        self._use(session)
+        self.app.use(session)
         session.forget_upload(event.file.path)
         return PhotosOutput(session, self.gallery(session), self._photo_summary(session, []))
 
     @shown_as_message
     def clear_photos(self, session: Session) -> ClearedOutput:
         """ "Clear photos": the session's photos and the upload box's files (an upload re-sends the box's)."""
-        self._use(session)
+        self.app.use(session)
         session.drop_photos()
         return ClearedOutput(session, [], "No photos yet.")
 
@@ -127,3 +134,12 @@ def build_photo_panel(ui: dict) -> None:
         ui["clear"] = gr.Button("Clear photos", size="sm")
     ui["photo_info"] = gr.Markdown("No photos yet.", elem_id="photo-info")
     ui["gallery"] = gr.Gallery(label="Photos to score", columns=4, height=260, show_label=False, elem_id="gallery")
+
+
+def wire_photo_panel(h: PhotoHandlers, ui: dict, chains: Chains) -> None:
+    """New photos re-score; cleared ones leave no results behind (the upload box emptied too)."""
+    chains.rescore(on(ui["files"].upload, h.add_photos, ui))
+    chains.rescore(on(ui["examples"].click, h.add_examples, ui))
+    for trigger in (ui["clear"].click, ui["files"].clear):
+        chains.refilter(on(on(trigger, h.clear_photos, ui).then, chains.scoring.clear_results, ui))
+    chains.rescore(on(ui["files"].delete, h.remove_upload, ui))

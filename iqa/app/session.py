@@ -33,6 +33,8 @@ class Session:
     icons: dict[str, str] = field(default_factory=dict)  # name -> tiny data URI
     digests: dict[str, str] = field(default_factory=dict)  # content digest -> name: a photo is kept once
     rows: list[ComparedPhoto] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)  # the methods chosen when `rows` were scored (their columns)
+    axes: tuple[str | None, str | None] = (None, None)  # the scatter's two methods, as last chosen on the page
     settings: dict[str, object] = field(default_factory=dict)  # how `rows` were scored, for the CSV
     attributes: bool = False  # `rows` were scored with attribute prompts: no quality score (iqa.methods.prompts)
     custom_table: Any = None  # the prompt table as last edited (kept when a preset is chosen)

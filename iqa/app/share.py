@@ -12,14 +12,17 @@ import binascii
 import json
 import math
 import zlib
+from collections.abc import Sequence
+from dataclasses import fields
 
 import gradio as gr
 import pandas as pd
 
-from iqa.app.base import HandlerBase
+from iqa.app.base import AppContext
+from iqa.app.events import Chains, inputs, on
 from iqa.app.messages import shown_as_message, warn
 from iqa.app.outputs import ShareOutput
-from iqa.app.score_tab import TEMPERATURES
+from iqa.app.score_tab import TEMPERATURES, chosen_methods
 from iqa.app.table import pairs_table, parse_table, preset_name
 from iqa.methods import registry
 from iqa.methods.prompts import PromptError, pair_from_record
@@ -76,19 +79,26 @@ def share_table(settings: dict) -> pd.DataFrame:
 NO_LINK = "No link: the prompt table has no readable pair."
 
 
-class ShareHandlers(HandlerBase):
+class ShareHandlers:
+    """Share links: made from the page's settings, read when a page opens with one."""
+
+    def __init__(self, app: AppContext):
+        self.app = app
+        self.models, self.config = app.models, app.config
+
     @shown_as_message
     def share_query(
         self,
-        table: pd.DataFrame,
+        prompts: pd.DataFrame,
         backbone: str,
         temperature: str,
         checkpoint: str,
         threshold: float,
         method: str,
+        methods: Sequence[str] | None = None,
     ) -> str:
-        """The query string of a link to these prompts and settings (the page adds its own address)."""
-        pairs = [p for p in parse_table(table)[0] if p is not None]
+        """The query string of a link to these prompts, methods and settings (the page adds its own address)."""
+        pairs = [p for p in parse_table(prompts)[0] if p is not None]
         if not pairs:
             raise gr.Error("the prompt table has no readable pair to share")
         settings = {
@@ -100,6 +110,7 @@ class ShareHandlers(HandlerBase):
             "temperature": temperature,
             "threshold": float(threshold),
             "method": method,
+            "methods": chosen_methods(methods),
         }
         if checkpoint in self.models.startup_ids:  # a session's own does not travel
             settings["checkpoint"] = checkpoint
@@ -108,25 +119,26 @@ class ShareHandlers(HandlerBase):
     @shown_as_message
     def share_link(
         self,
-        table: pd.DataFrame,
+        prompts: pd.DataFrame,
         backbone: str,
         temperature: str,
         checkpoint: str,
         threshold: float,
         method: str,
+        methods: Sequence[str] | None = None,
     ) -> str:
         """The link's query after any change of what it holds, or why there is none (no notice: it
         follows every edit, and the table's status column already says what is wrong)."""
-        if not any(p is not None for p in parse_table(table)[0]):
+        if not any(p is not None for p in parse_table(prompts)[0]):
             return NO_LINK
-        return self.share_query(table, backbone, temperature, checkpoint, threshold, method)
+        return self.share_query(prompts, backbone, temperature, checkpoint, threshold, method, methods)
 
     @shown_as_message
     def restore_shared(self, request: gr.Request) -> ShareOutput:
         """When the page opens with `?share=...`: that table and those settings; else nothing changes."""
         text = request.query_params.get("share") if request is not None else None
         if not text:
-            return ShareOutput(*(gr.update() for _ in range(7)))
+            return _unchanged()
         try:
             settings = decode_share(text)
             table = share_table(settings)
@@ -135,7 +147,7 @@ class ShareHandlers(HandlerBase):
                 raise ShareError(f"threshold {threshold!r} is not a number between 0 and 1")
         except ShareError as err:
             warn(f"the shared link could not be read: {err}")
-            return ShareOutput(*(gr.update() for _ in range(7)))
+            return _unchanged()
         checkpoint = settings.get("checkpoint")
         return ShareOutput(
             prompts=table,
@@ -145,9 +157,32 @@ class ShareHandlers(HandlerBase):
             checkpoint=checkpoint if checkpoint in self.models.startup_ids else gr.update(),
             threshold=float(threshold),
             method=self._choice(settings.get("method"), registry.names()),
+            methods=_methods(settings.get("methods")),
         )
 
     @staticmethod
     def _choice(value: object, choices: list[str]):
         """`value` when it is one of `choices`, else no change (a link from another server)."""
         return value if isinstance(value, str) and value in choices else gr.update()
+
+
+def _unchanged() -> ShareOutput:
+    return ShareOutput(*(gr.update() for _ in fields(ShareOutput)))
+
+
+def _methods(value: object):
+    """A link's methods: those of them registered here (a link from a server with other methods
+    keeps the ones this one knows); no change when it names none (a link made before the chooser)."""
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        return gr.update()
+    known = chosen_methods(value)
+    return known if known else gr.update()
+
+
+def wire_share(h: ShareHandlers, ui: dict, chains: Chains, demo: gr.Blocks, threshold_shown) -> None:
+    """A page opened from a link takes its settings; the link follows every change of what it holds,
+    the server's included (the threshold's once it is put in range: `threshold_shown`)."""
+    chains.relink(on(demo.load, h.restore_shared, ui).then)
+    link_inputs = inputs(h.share_link, ui)
+    for trigger in [c.change for c in link_inputs if c is not ui["threshold"]] + [threshold_shown.then]:
+        chains.relink(trigger, trigger_mode="always_last")

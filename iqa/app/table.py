@@ -8,7 +8,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from iqa.app.base import HandlerBase
+from iqa.app.base import AppContext
+from iqa.app.events import PRIVATE, Chains, on
 from iqa.app.messages import inform, shown_as_message, warn
 from iqa.app.outputs import PresetOutput, RowOutput, TableNameOutput
 from iqa.app.session import Session
@@ -90,9 +91,13 @@ def preset_name(table: pd.DataFrame) -> str:
     return next((name for name, preset in PRESETS.items() if pairs == preset), CUSTOM)
 
 
-class PromptTableHandlers(HandlerBase):
+class PromptTableHandlers:
     """Editing the prompt table: presets, rows, files. An edited table is kept as the session's
     'custom' table, so choosing a preset never loses it."""
+
+    def __init__(self, app: AppContext):
+        self.app = app
+        self.models, self.config = app.models, app.config
 
     @shown_as_message
     def load_preset(self, name: str) -> pd.DataFrame:
@@ -101,35 +106,35 @@ class PromptTableHandlers(HandlerBase):
         return pairs_table(PRESETS[name])
 
     @shown_as_message
-    def choose_preset(self, name: str, session: Session) -> PresetOutput:
+    def choose_preset(self, preset: str, session: Session) -> PresetOutput:
         """The preset box: a preset's pairs, or back to the custom table (the edits kept)."""
-        if name == CUSTOM:
+        if preset == CUSTOM:
             if session.custom_table is None:
                 raise gr.Error("no custom table yet: edit the table, or load a prompt set from a file")
             return PresetOutput(session, session.custom_table, CUSTOM, None)
         if session.custom_table is not None and not session.told_custom_kept:
             session.told_custom_kept = True
             inform(f"Your edited table is kept: choose '{CUSTOM}' in the preset box to get it back.")
-        return PresetOutput(session, self.load_preset(name), name, None)
+        return PresetOutput(session, self.load_preset(preset), preset, None)
 
     @shown_as_message
-    def table_changed(self, table: pd.DataFrame, session: Session) -> TableNameOutput:
+    def table_changed(self, prompts: pd.DataFrame, session: Session) -> TableNameOutput:
         """After an edit, a row change or a loaded file: keep the table as the custom one (unless it is a
         preset), name it in the preset box, and drop the saved file, which held the table before."""
-        name = preset_name(table)
+        name = preset_name(prompts)
         if name == CUSTOM:
-            session.custom_table = table.copy()
+            session.custom_table = prompts.copy()
         return TableNameOutput(session, name, None)
 
     @shown_as_message
-    def add_row(self, table: pd.DataFrame) -> pd.DataFrame:
+    def add_row(self, prompts: pd.DataFrame) -> pd.DataFrame:
         row = pd.DataFrame([[True, "", "", 1.0, "new: fill in both prompts"]], columns=PROMPT_COLUMNS)
-        return pd.concat([table, row], ignore_index=True)
+        return pd.concat([prompts, row], ignore_index=True)
 
     @shown_as_message
-    def delete_row(self, table: pd.DataFrame, row: float | None) -> pd.DataFrame:
-        index = self._row_index(table, row)
-        return table.drop(index=table.index[index]).reset_index(drop=True)
+    def delete_row(self, prompts: pd.DataFrame, row_number: float | None) -> pd.DataFrame:
+        index = self._row_index(prompts, row_number)
+        return prompts.drop(index=prompts.index[index]).reset_index(drop=True)
 
     def move_row(self, table: pd.DataFrame, row: float | None, step: int):
         """Move row number `row` (1-based) up (step -1) or down (+1); returns the table and new number."""
@@ -140,12 +145,12 @@ class PromptTableHandlers(HandlerBase):
         return table.iloc[order].reset_index(drop=True), target + 1
 
     @shown_as_message
-    def row_up(self, table: pd.DataFrame, row: float | None) -> RowOutput:
-        return RowOutput(*self.move_row(table, row, -1))
+    def row_up(self, prompts: pd.DataFrame, row_number: float | None) -> RowOutput:
+        return RowOutput(*self.move_row(prompts, row_number, -1))
 
     @shown_as_message
-    def row_down(self, table: pd.DataFrame, row: float | None) -> RowOutput:
-        return RowOutput(*self.move_row(table, row, 1))
+    def row_down(self, prompts: pd.DataFrame, row_number: float | None) -> RowOutput:
+        return RowOutput(*self.move_row(prompts, row_number, 1))
 
     @staticmethod
     def _row_index(table: pd.DataFrame, row: float | None) -> int:
@@ -161,9 +166,9 @@ class PromptTableHandlers(HandlerBase):
         return event.index[0] + 1
 
     @shown_as_message
-    def save_prompts(self, table: pd.DataFrame, session: Session):
+    def save_prompts(self, prompts: pd.DataFrame, session: Session):
         """Write the table as a JSON prompt set and show it for download."""
-        pairs, status = parse_table(table)
+        pairs, status = parse_table(prompts)
         usable = [p for p in pairs if p is not None]
         if len(usable) < len(pairs):
             warn(f"{len(pairs) - len(usable)} row(s) with an unreadable weight were not saved")
@@ -171,15 +176,15 @@ class PromptTableHandlers(HandlerBase):
         return gr.update(value=str(path), visible=True)
 
     @shown_as_message
-    def load_prompts(self, file: str | None) -> pd.DataFrame:
-        if not file:
+    def load_prompts(self, prompt_file: str | None) -> pd.DataFrame:
+        if not prompt_file:
             raise gr.Error("choose a prompt set file (.json or .csv) first")
         try:
-            pairs = load_pairs(file)
+            pairs = load_pairs(prompt_file)
         except PromptError as err:
             raise gr.Error(str(err)) from None
         except UnicodeDecodeError:
-            raise gr.Error(f"{Path(file).name} is not a text file; a prompt set is JSON or CSV") from None
+            raise gr.Error(f"{Path(prompt_file).name} is not a text file; a prompt set is JSON or CSV") from None
         return self.check_table(pairs_table(pairs))
 
     def check_table(self, table: pd.DataFrame) -> pd.DataFrame:
@@ -215,3 +220,29 @@ def build_prompt_panel(ui: dict) -> None:
         ui["prompt_file"] = gr.UploadButton("Load prompt set (.json/.csv)", file_types=[".json", ".csv"], size="sm")
         ui["save"] = gr.Button("Save prompt set as JSON", size="sm")
     ui["saved_prompts"] = gr.File(label="Saved prompt set", interactive=False, visible=False)
+
+
+def wire_prompt_panel(h: PromptTableHandlers, ui: dict, chains: Chains) -> None:
+    """Every change of the table (a preset, a file, an edit, a row added, moved or deleted) re-scores."""
+    prompts = ui["prompts"]
+    chains.rescore(on(ui["preset"].input, h.choose_preset, ui))
+    chains.edited(on(ui["prompt_file"].upload, h.load_prompts, ui, out=prompts))
+    once = prompts.input(None, prompts, None, js=SAME_EDIT_JS, **PRIVATE)
+    chains.rescore(on(once.success, h.table_changed, ui))
+    on(prompts.select, h.select_row, ui, out=ui["row_number"])
+    chains.edited(on(ui["add"].click, h.add_row, ui, out=prompts))
+    chains.edited(on(ui["delete"].click, h.delete_row, ui, out=prompts))
+    for button, handler in ((ui["up"], h.row_up), (ui["down"], h.row_down)):
+        chains.edited(on(button.click, handler, ui))
+    on(ui["save"].click, h.save_prompts, ui, out=ui["saved_prompts"])
+
+
+# Enter in a table cell sends the same input event twice (gradio 6.31): the second (the same table
+# within half a second) is stopped in the browser, so that each edit scores once and warns once
+SAME_EDIT_JS = """(table) => {
+    const key = JSON.stringify(table), now = Date.now();
+    if (key === window.lastEdit && now - window.lastEditAt < 500) throw new Error('the same edit again');
+    window.lastEdit = key;
+    window.lastEditAt = now;
+    return table;
+}"""

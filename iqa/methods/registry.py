@@ -66,6 +66,8 @@ class Method:
     # Markdown for the app's About tab: what it computes (its formula, LaTeX in $...$), the settings
     # that matter, its citation. Empty: the About tab lists the method by name only.
     about: str = ""
+    # Checked in the app's method chooser when a page opens (the others are one click away).
+    on_by_default: bool = False
 
     def scorer(self, spec: ScorerSpec, store: FeatureStore | None) -> Scorer:
         module, function = self.build.split(":")

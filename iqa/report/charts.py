@@ -193,15 +193,20 @@ def _label(pair: PairScore) -> str:
     return f"{pair.positive} / {pair.negative}"
 
 
-def score_scatter(rows: Sequence[ComparedPhoto], selected: str | None = None) -> go.Figure:
-    """The first registered method (x) against the next one scored (y; CLIP-IQA against GRMP-IQA),
-    one dot per photo, the selected one highlighted; each axis spans its data (with a margin), and
-    the dotted diagonal marks equal scores where the two ranges overlap. Names go where they
-    overlap nothing (`_label_places`); a crowded dot's name is on hover."""
-    first, *others = registry.methods()
-    scored_methods = {m for row in rows for m in row.results}
-    second = next((m for m in others if m.name in scored_methods), others[0])
-    x_name, y_name = first.name, second.name
+def score_scatter(
+    rows: Sequence[ComparedPhoto], selected: str | None = None, axes: tuple[str, str] | None = None
+) -> go.Figure:
+    """Method `axes[0]` (x) against `axes[1]` (y); by default the first registered method against
+    the next one scored (CLIP-IQA against GRMP-IQA), one dot per photo, the selected one
+    highlighted; each axis spans its data (with a margin), and the dotted diagonal marks equal
+    scores where the two ranges overlap. Names go where they overlap nothing (`_label_places`); a
+    crowded dot's name is on hover."""
+    if axes is None:
+        first, *others = registry.methods()
+        scored_methods = {m for row in rows for m in row.results}
+        axes = (first.name, next((m for m in others if m.name in scored_methods), others[0]).name)
+    x_name, y_name = axes
+    second = registry.method(y_name)
     scored = [row for row in rows if x_name in row.results and y_name in row.results]
     xs = [r.results[x_name].score for r in scored]
     ys = [r.results[y_name].score for r in scored]

@@ -32,6 +32,23 @@ def grmp_parts(result: ScoreResult) -> list[Part]:
     return parts
 
 
+ABOUT = r"""
+Few-shot quality assessment with learned prompts and gradient regularization (Li et al.,
+[arXiv 2409.05381](https://arxiv.org/abs/2409.05381); ICCV 2025 as *Few-Shot Image Quality Assessment via
+Adaptation of Vision-Language Models*). Learned context vectors form "X X X X high quality." /
+"X X X X low quality."; the score is p(high quality) under CLIP's logit scale. Meta-prompt pre-training over
+distortion tasks, then fine-tuning on a few labelled photos (soft-label cross-entropy), where the quality
+gradient $g_q$ loses its component along the semantic (scene) gradient $g_s$ when the two agree:
+
+$$g = g_q - \lambda \frac{\langle g_q, g_s\rangle}{\lVert g_s\rVert^2}\, g_s
+\quad \text{if } \langle g_q, g_s\rangle > 0$$
+
+with λ = 5 in the paper. The **seed** variant (this project's source document) keeps both encoders frozen
+and trains the prompt plus a small MLP on the two cosines with MSE + λ·mean((Δcos − Δy)²) over photo pairs;
+its image features are the cached CLIP-IQA ones, so it adapts within a minute on a CPU (third tab). Settings that
+matter: the checkpoint (and the backbone it was trained on), λ and the number of steps.
+"""
+
 GRMP_METHOD = Method(
     name=GRMP_IQA,
     option="grmp",
@@ -44,4 +61,6 @@ GRMP_METHOD = Method(
     unscored="choose a GRMP-IQA checkpoint first",
     needs_store=False,
     parts=grmp_parts,
+    about=ABOUT,
+    on_by_default=True,
 )
