@@ -6,8 +6,9 @@ from iqa.methods.registry import Method, Part
 from iqa.methods.results import ScoreResult
 from iqa.names import MA_CLIP
 
-# The keys of `ScoreResult.extras` a MA-CLIP result carries: means over its views.
-VIEWS, CONSISTENCY, MAGNITUDE, W_C, W_M = "views", "c", "m", "w_c", "w_m"
+# The keys of `ScoreResult.extras` a MA-CLIP result carries: the number of views, and means over
+# them of c, m, the fusion weights and the fused score (before it is clipped to [0, 1]).
+VIEWS, CONSISTENCY, MAGNITUDE, W_C, W_M, FUSED = "views", "c", "m", "w_c", "w_m", "fused"
 
 
 def maclip_parts(result: ScoreResult) -> list[Part]:

@@ -3,7 +3,8 @@
 Per view (`iqa.clip.views`: the 224 px windows every 128 px, then the whole photo at 224), c is
 CLIP-IQA's score from the prompt pairs and m the Box-Cox magnitude cue of the unnormalised feature;
 the view scores w_c·c + w_m·m with [w_c, w_m] = softmax([1 + d, 0.6 - d]), d = c - m, and the photo
-the plain mean over its views, as pyiqa's `maclip` computes it (in float32, on any device).
+the plain mean over its views, as pyiqa's `maclip` computes it (in float32, on any device), clipped
+to [0, 1] like every score here (pyiqa does not clip; see `_clipped`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from iqa.clip.features import FeatureStore, ProgressFn
 from iqa.clip.views import ViewStore
 from iqa.errors import InputError
 from iqa.methods.clipiqa.scorer import check_finite, pair_features
-from iqa.methods.maclip.method import CONSISTENCY, MAGNITUDE, VIEWS, W_C, W_M
+from iqa.methods.maclip.method import CONSISTENCY, FUSED, MAGNITUDE, VIEWS, W_C, W_M
 from iqa.methods.prompts import DEFAULT_PRESET, PromptPair, load_pairs, usable_pairs
 from iqa.methods.results import PairScore, ScoreResult
 from iqa.names import MA_CLIP
@@ -106,18 +107,20 @@ class MACLIP:
     ) -> list[ScoreResult]:
         """Scores from cached view features [N, V, D + 1] (the prompt-editing fast path: no image encoded)."""
         views = self.views(features)
-        scores = views.mean(views.fused)
-        check_finite(scores, names, MA_CLIP)
+        fused = views.mean(views.fused)
+        check_finite(fused, names, MA_CLIP)
+        scores = fused.clamp(0.0, 1.0)
         s_pos, s_neg, p = views.mean(views.s_pos), views.mean(views.s_neg), views.mean(views.p)
         extras = {key: views.mean(value) for key, value in ((CONSISTENCY, views.c), (MAGNITUDE, views.m))}
         extras |= {W_C: views.mean(views.w_c), W_M: views.mean(views.w_m), VIEWS: views.valid.sum(dim=1).float()}
+        extras[FUSED] = fused
         notes = notes or [[] for _ in names]
         return [
             ScoreResult(
                 name=name,
                 score=float(scores[i]),
                 method=MA_CLIP,
-                notes=list(notes[i]),
+                notes=[*notes[i], *_clipped(float(fused[i]), float(extras[MAGNITUDE][i]))],
                 temperature=self.temperature,
                 pairs=[
                     PairScore(pair.positive, pair.negative, float(s_pos[i, j]), float(s_neg[i, j]), float(p[i, j]), pair.weight)
@@ -127,6 +130,14 @@ class MACLIP:
             )
             for i, name in enumerate(names)
         ]
+
+
+def _clipped(fused: float, magnitude: float) -> list[str]:
+    """A note when the mean of the views' scores left [0, 1] (the score is then clipped to it): only
+    a magnitude cue beyond 1 does that, as on the test backbones; never on the reference weights."""
+    if 0.0 <= fused <= 1.0:
+        return []
+    return [f"MA-CLIP's mean {fused:.3f} (magnitude cue m = {magnitude:.3f}) is outside [0, 1]: clipped"]
 
 
 def build(spec: ScorerSpec, store: FeatureStore | None) -> MACLIP:
