@@ -75,8 +75,9 @@ def test_fusion_follows_the_formula_view_by_view(store, big_photos):
     assert features.shape == (3, 10, store.backbone.embed_dim + 1)  # 7, 10 and 1 views, NaN-padded
     views = scorer.views(features)
     assert views.valid.sum(dim=1).tolist() == [7, 10, 1]
-    positive, negative = store.text_features([p.positive for p in scorer.pairs]), store.text_features(
-        [p.negative for p in scorer.pairs]
+    positive, negative = (
+        store.text_features([p.positive for p in scorer.pairs]),
+        store.text_features([p.negative for p in scorer.pairs]),
     )
     for i, count in enumerate([7, 10, 1]):
         for v in range(count):

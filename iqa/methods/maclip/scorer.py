@@ -123,7 +123,14 @@ class MACLIP:
                 notes=[*notes[i], *_clipped(float(fused[i]), float(extras[MAGNITUDE][i]))],
                 temperature=self.temperature,
                 pairs=[
-                    PairScore(pair.positive, pair.negative, float(s_pos[i, j]), float(s_neg[i, j]), float(p[i, j]), pair.weight)
+                    PairScore(
+                        pair.positive,
+                        pair.negative,
+                        float(s_pos[i, j]),
+                        float(s_neg[i, j]),
+                        float(p[i, j]),
+                        pair.weight,
+                    )
                     for j, pair in enumerate(self.pairs)
                 ],
                 extras={key: float(value[i]) for key, value in extras.items()},
