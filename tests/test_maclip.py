@@ -230,3 +230,12 @@ def test_breakdown_has_each_pair_the_magnitude_and_the_two_weights(store, big_ph
     assert len(set(bars.y)) == 8 and "#f4a261" in bars.marker.color
     about = registry.method(MA_CLIP).about
     assert "arxiv.org/abs/2511.09948" in about and "$" in about and "Box-Cox" in about
+
+
+def test_a_vit_backbone_gets_the_same_views_through_its_own_tower(vit_backbone, big_photos):
+    scorer = build_scorers(ScorerSpec(methods=(MA_CLIP,), backbone="test-tiny-vit"), FeatureStore(vit_backbone))[
+        MA_CLIP
+    ]
+    results = scorer.score(big_photos)
+    assert [r.extras[VIEWS] for r in results] == [7, 10, 1] and all(0 <= r.score <= 1 for r in results)
+    assert scorer.store.preprocessor.native_resolution and scorer.store.image_encoder_calls == 3  # a call per photo size
