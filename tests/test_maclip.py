@@ -238,4 +238,5 @@ def test_a_vit_backbone_gets_the_same_views_through_its_own_tower(vit_backbone, 
     ]
     results = scorer.score(big_photos)
     assert [r.extras[VIEWS] for r in results] == [7, 10, 1] and all(0 <= r.score <= 1 for r in results)
-    assert scorer.store.preprocessor.native_resolution and scorer.store.image_encoder_calls == 3  # a call per photo size
+    assert scorer.store.preprocessor.native_resolution
+    assert scorer.store.image_encoder_calls == 3  # a call per photo size
