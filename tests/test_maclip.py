@@ -240,3 +240,14 @@ def test_a_vit_backbone_gets_the_same_views_through_its_own_tower(vit_backbone, 
     assert [r.extras[VIEWS] for r in results] == [7, 10, 1] and all(0 <= r.score <= 1 for r in results)
     assert scorer.store.preprocessor.native_resolution
     assert scorer.store.image_encoder_calls == 3  # a call per photo size
+
+
+def test_the_view_cache_is_bounded_by_views_not_photos(store, big_photos):
+    views = ViewStore(store, max_views=12)
+    views.image_features(big_photos[:1])  # 7 views
+    views.image_features(big_photos[1:2])  # 10 more: the first photo is dropped
+    assert views.missing(big_photos[:2]) == big_photos[:1] and views.views_encoded == 17
+    views.image_features(big_photos[2:])  # 1 more: 11 held
+    assert views.missing(big_photos) == big_photos[:1]
+    views.clear()
+    assert views.missing(big_photos) == big_photos

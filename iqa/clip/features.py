@@ -252,8 +252,7 @@ class FeatureStore:
                 if progress:
                     progress(done, total)
 
-    @staticmethod
-    def _put(cache: OrderedDict, key, value: torch.Tensor, limit: int) -> None:
+    def _put(self, cache: OrderedDict, key, value: torch.Tensor, limit: int) -> None:
         cache[key] = value
         while len(cache) > limit:
             cache.popitem(last=False)

@@ -16,6 +16,7 @@ number of views with NaN rows.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -25,12 +26,14 @@ import torch.nn.functional as F
 
 from iqa.clip.features import FeatureStore
 from iqa.clip.preprocess import Preprocessor, preprocessor_for
+from iqa.names import DEFAULT_MAX_SIDE
 
 WINDOW = 224  # pyiqa's MA-CLIP: 224 px windows ...
 STRIDE = 128  # ... every 128 px
 BOX_COX_LAMBDA = 0.5  # the magnitude cue's Box-Cox transform
 SIGMA_EPS = 1e-6  # added to the standard deviation the magnitudes are divided by
 VIEW_BATCH = 32  # views per encoder call: memory stays bounded whatever the photo's size
+MAX_VIEWS = 100_000  # views held in memory at most (RN50: 410 MB; 2,700 photos of 1024x768), oldest dropped
 
 
 def magnitude_cue(raw: torch.Tensor) -> torch.Tensor:
@@ -93,22 +96,17 @@ class ViewStore(FeatureStore):
     """Per photo, its views' normalised features and magnitude cues ([V, D + 1]), cached like any
     store's features; texts are the `base` store's (one text cache for every method)."""
 
-    def __init__(self, base: FeatureStore, view_batch: int = VIEW_BATCH):
-        max_side = getattr(base.preprocessor, "max_side", None)
+    def __init__(self, base: FeatureStore, view_batch: int = VIEW_BATCH, max_views: int = MAX_VIEWS):
+        max_side = base.preprocessor.max_side if isinstance(base.preprocessor, Preprocessor) else DEFAULT_MAX_SIDE
         native = preprocessor_for(base.backbone, max_side, native_resolution=True)
         fields = {name: getattr(native, name) for name in native.__dataclass_fields__}
         fields["native_resolution"] = True  # cut from the photo's own pixels, whatever the backbone
         self.cutter = ViewPreprocessor(**fields, window=base.backbone.image_size)
-        super().__init__(
-            base.backbone,
-            self.cutter,
-            batch_size=base.batch_size,
-            max_images=base._limits[0],
-            max_side=max_side,
-        )
+        super().__init__(base.backbone, self.cutter, batch_size=base.batch_size, max_images=max_views)
         self.base = base
         self.view_batch = view_batch
         self.views_encoded = 0
+        self._views_held = 0
 
     @classmethod
     def over(cls, base: FeatureStore) -> ViewStore:
@@ -120,6 +118,21 @@ class ViewStore(FeatureStore):
 
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
         return self.base.text_features(texts)
+
+    def clear(self) -> None:
+        super().clear()
+        self._views_held = 0
+
+    def _put(self, cache: OrderedDict, key, value: torch.Tensor, limit: int) -> None:
+        """Photos' entries bounded by their views in all (`max_views`): a photo of 700 views weighs 700."""
+        if cache is not self._images:
+            return super()._put(cache, key, value, limit)
+        if key in cache:
+            self._views_held -= len(cache.pop(key))
+        cache[key] = value
+        self._views_held += len(value)
+        while self._views_held > limit and len(cache) > 1:
+            self._views_held -= len(cache.popitem(last=False)[1])
 
     @property
     def row_layout(self) -> tuple[int, int]:
