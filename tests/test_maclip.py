@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +32,7 @@ from iqa.photos.photo import Photo
 from iqa.report import charts
 
 TEST = ["--backbone", "test-tiny-rn"]
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +198,19 @@ def test_command_line_score_out_filter_and_eval(tmp_path, big_photos, capsys):
     (album / "labels.csv").write_text("path,score\nastronaut.jpg,1\nchelsea.jpg,2\ncoffee.jpg,3\n")
     assert main(["eval", "--dataset", "csv", "--root", str(album), *TEST, "--method", "maclip"]) == EXIT_OK
     assert "MA-CLIP on csv (3 images): SRCC" in capsys.readouterr().out
+
+
+def test_calibrate_reads_view_features_through_the_disk_cache(tmp_path, capsys):
+    labels = ["--dataset", "csv", "--root", str(EXAMPLES / "labels.csv"), *TEST, "--cache-dir", str(tmp_path)]
+    printed = []
+    for _ in range(2):  # encoded, then every photo's views from the disk cache: the same figures
+        assert main(["calibrate", *labels, "--method", "clipiqa,maclip"]) == EXIT_OK
+        printed.append(capsys.readouterr().out)
+    assert "MA-CLIP: ROC AUC" in printed[0] and "(64 photos: 40 reject, 24 keep)" in printed[0]
+    assert printed[0].count("  pair ") == 10 and printed[1] == printed[0]
+    with sqlite3.connect(tmp_path / "features.sqlite") as db:
+        views = db.execute("SELECT count(*) FROM features WHERE preprocess LIKE 'views%'").fetchone()[0]
+    assert views == 64
 
 
 def test_ray_rows_name_each_methods_pairs(tmp_path, big_photos):

@@ -114,7 +114,13 @@ class FeatureStore:
         self.text_encoder_calls = self.texts_encoded = 0
 
     def image_features(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> torch.Tensor:
-        """[N, D] float32 features on the CPU, in the order of `photos` (`collate` of each photo's).
+        """[N, D] float32 features on the CPU, in the order of `photos`: `collate` of `image_values`."""
+        return self.collate(self.image_values(photos, progress))
+
+    def image_values(
+        self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None
+    ) -> list[torch.Tensor]:
+        """Each photo's cached value (here its [D] feature; a views store's [V, D + 1]), in order.
 
         A photo that cannot be preprocessed within the bounds (see `preprocess.shape_problem`) raises
         PhotoError naming it before any work is done; `open_photo` already refuses such photos. A
@@ -130,7 +136,7 @@ class FeatureStore:
             if len(missing) < len(keys):
                 logger.info("%d of %d photos' features from the cache", len(keys) - len(missing), len(keys))
             self._encode_images(missing, progress)
-            return self.collate(self._values(self._images, keys))
+            return self._values(self._images, keys)
 
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
         """[M, D] float32 features on the CPU, in the order of `texts`."""
