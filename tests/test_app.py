@@ -315,7 +315,7 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     assert list(filtered.histogram.layout.shapes)[0].x0 == middle
     with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
         assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
-    decisions = [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]]
+    decisions = [row["decision"] for row in csv_module.DictReader(Path(list_path).open())]
     assert decisions == ["keep", "keep", "reject"]
     with pytest.warns(UserWarning, match="filtering by CLIP-IQA"):
         assert handlers.filter(session, middle, "GRMP-IQA").filter_summary == summary
