@@ -514,6 +514,7 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
         "Colorful/Dull",
         "High contrast/Low contrast",
         "GRMP-IQA",
+        "MA-CLIP",  # registered, not scored by the app yet: an empty column
         "decision",
         "name",
     ]
@@ -528,7 +529,7 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
 def test_the_csv_holds_each_pair_and_the_settings_and_no_server_paths(handlers, session):
     out = score(handlers, session, handlers.load_preset("seed"))
     header, *lines = list(csv_module.reader(Path(out.results_csv).read_text().splitlines()))
-    assert header[:7] == ["rank", "name", "clip_iqa", "grmp_iqa", "decision", "method", "threshold"]
+    assert header[:8] == ["rank", "name", "clip_iqa", "grmp_iqa", "ma_clip", "decision", "method", "threshold"]
     assert (
         "clip_iqa p[a sharp photo / a blurry photo]" in header
         and "clip_iqa s_neg[a sharp photo / a blurry photo]" in header
