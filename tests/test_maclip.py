@@ -267,3 +267,15 @@ def test_the_view_cache_is_bounded_by_views_not_photos(store, big_photos):
     assert views.missing(big_photos) == big_photos[:1]
     views.clear()
     assert views.missing(big_photos) == big_photos
+
+
+def test_clip_iqa_and_the_views_share_one_decode_and_resize(rn_backbone, tmp_path, big_photos):
+    from iqa.photos.decode import DecodeOptions, decode_file
+
+    path = tmp_path / "coffee.png"
+    big_photos[1].image.save(path)
+    store = FeatureStore(rn_backbone, max_side=300)
+    plans = (store.preprocessor.resize_plan(), ViewStore.over(store).preprocessor.resize_plan())
+    assert plans[0] == plans[1]
+    decoded = decode_file(path, "coffee", DecodeOptions(plans))
+    assert decoded.pixels[0] is decoded.pixels[1] and decoded.pixels[0].shape == (3, 300, 300)
