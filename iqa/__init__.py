@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from iqa.errors import IQAError
-from iqa.names import CLIP_IQA, DEFAULT_BACKBONE, DEFAULT_PRETRAINED, GRMP_IQA
+from iqa.names import CLIP_IQA, DEFAULT_BACKBONE, DEFAULT_PRETRAINED, GRMP_IQA, MA_CLIP
 
 _LAZY = {
     "Backbone": "clip.backbones",
@@ -19,6 +19,7 @@ _LAZY = {
     "load_backbone": "clip.backbones",
     "CLIPIQA": "methods.clipiqa.scorer",
     "pair_probabilities": "methods.clipiqa.scorer",
+    "MACLIP": "methods.maclip.scorer",
     "FeatureStore": "clip.features",
     "Photo": "photos.photo",
     "PhotoError": "photos.photo",
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_BACKBONE",
     "DEFAULT_PRETRAINED",
     "GRMP_IQA",
+    "MA_CLIP",
     "IQAError",
     "Backbone",
     "BackboneUnavailable",
@@ -49,6 +51,7 @@ __all__ = [
     "load_backbone",
     "CLIPIQA",
     "pair_probabilities",
+    "MACLIP",
     "FeatureStore",
     "Photo",
     "PhotoError",
@@ -72,6 +75,7 @@ if TYPE_CHECKING:
     from iqa.clip.features import FeatureStore
     from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
     from iqa.methods.clipiqa.scorer import CLIPIQA, pair_probabilities
+    from iqa.methods.maclip.scorer import MACLIP
     from iqa.methods.prompts import PRESETS, PromptError, PromptPair, load_pairs, save_pairs
     from iqa.methods.results import PairScore, ScoreResult
     from iqa.methods.scoring import Scorer, ScorerSpec, build_scorers

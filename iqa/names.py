@@ -10,6 +10,7 @@ from __future__ import annotations
 # registry entries (`iqa.methods.registry`).
 CLIP_IQA = "CLIP-IQA"
 GRMP_IQA = "GRMP-IQA"
+MA_CLIP = "MA-CLIP"
 
 DEFAULT_BACKBONE = "RN50-quickgelu"
 DEFAULT_PRETRAINED = "openai"

@@ -325,7 +325,7 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     assert list(filtered.histogram.layout.shapes)[0].x0 == middle
     with zipfile.ZipFile(handlers.filtering.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
         assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
-    decisions = [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]]
+    decisions = [row["decision"] for row in csv_module.DictReader(Path(list_path).open())]
     assert decisions == ["keep", "keep", "reject"]
     with pytest.warns(UserWarning, match="filtering by CLIP-IQA"):
         assert handlers.filtering.filter(session, middle, "GRMP-IQA").filter_summary == summary
@@ -532,6 +532,7 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
         "Colorful/Dull",
         "High contrast/Low contrast",
         "GRMP-IQA",
+        "MA-CLIP",  # registered, not scored by the app yet: an empty column
         "decision",
         "name",
     ]
@@ -546,7 +547,7 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
 def test_the_csv_holds_each_pair_and_the_settings_and_no_server_paths(handlers, session):
     out = score(handlers, session, handlers.table.load_preset("seed"))
     header, *lines = list(csv_module.reader(Path(out.results_csv).read_text().splitlines()))
-    assert header[:7] == ["rank", "name", "clip_iqa", "grmp_iqa", "decision", "method", "threshold"]
+    assert header[:8] == ["rank", "name", "clip_iqa", "grmp_iqa", "ma_clip", "decision", "method", "threshold"]
     assert (
         "clip_iqa p[a sharp photo / a blurry photo]" in header
         and "clip_iqa s_neg[a sharp photo / a blurry photo]" in header

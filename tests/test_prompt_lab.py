@@ -123,9 +123,13 @@ def test_compare_ranks_splits_and_writes_both_scores(rn_backbone, photos, tmp_pa
     kept, rejected = split(rows, 0.5, "GRMP-IQA")
     assert [r.name for r in kept] == ["astronaut", "coffee"] and [r.name for r in rejected] == ["chelsea"]
     lines = rows_to_csv(rows, 0.5, "GRMP-IQA").splitlines()
-    assert lines[0].startswith("rank,name,clip_iqa,grmp_iqa,decision")
-    assert lines[1].startswith("1,astronaut,") and ",0.900000,keep,GRMP-IQA,0.5," in lines[1]
-    assert lines[3].startswith("3,chelsea,") and ",reject," in lines[3]
+    header = lines[0].split(",")  # a column per registered method (those not scored stay empty), then the decision
+    assert header[:4] == ["rank", "name", "clip_iqa", "grmp_iqa"] and header.index("decision") > 3
+    rows = [dict(zip(header, line.split(","))) for line in lines[1:]]
+    assert [row["name"] for row in rows] == ["astronaut", "coffee", "chelsea"]
+    assert [row["grmp_iqa"] for row in rows] == ["0.900000", "0.500000", "0.100000"]
+    assert [row["decision"] for row in rows] == ["keep", "keep", "reject"]
+    assert (rows[0]["method"], rows[0]["threshold"]) == ("GRMP-IQA", "0.5")
     with pytest.raises(ValueError, match="no GRMP-IQA scores"):
         ranked(compare(photos, [CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"])]), "GRMP-IQA")
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -106,11 +107,20 @@ class FeatureStore:
         self._texts: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._limits = (max_images, max_texts)
         self._lock = threading.Lock()
+        # Stores of another preprocessing over this one's backbone and texts (MA-CLIP's views,
+        # `iqa.clip.views.ViewStore.over`), kept as long as this one so that their features are too.
+        self.derived: dict[str, FeatureStore] = {}
         self.image_encoder_calls = self.images_encoded = 0
         self.text_encoder_calls = self.texts_encoded = 0
 
     def image_features(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> torch.Tensor:
-        """[N, D] float32 features on the CPU, in the order of `photos`.
+        """[N, D] float32 features on the CPU, in the order of `photos`: `collate` of `image_values`."""
+        return self.collate(self.image_values(photos, progress))
+
+    def image_values(
+        self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None
+    ) -> list[torch.Tensor]:
+        """Each photo's cached value (here its [D] feature; a views store's [V, D + 1]), in order.
 
         A photo that cannot be preprocessed within the bounds (see `preprocess.shape_problem`) raises
         PhotoError naming it before any work is done; `open_photo` already refuses such photos. A
@@ -126,7 +136,7 @@ class FeatureStore:
             if len(missing) < len(keys):
                 logger.info("%d of %d photos' features from the cache", len(keys) - len(missing), len(keys))
             self._encode_images(missing, progress)
-            return self._stack(self._images, keys)
+            return self._values(self._images, keys)
 
     def text_features(self, texts: Sequence[str]) -> torch.Tensor:
         """[M, D] float32 features on the CPU, in the order of `texts`."""
@@ -139,7 +149,8 @@ class FeatureStore:
                 self.texts_encoded += len(missing)
                 for text, feature in zip(missing, features):
                     self._put(self._texts, text, feature, self._limits[1])
-            return self._stack(self._texts, texts)
+            values = self._values(self._texts, texts)
+            return torch.stack(values) if values else torch.empty(0, self.backbone.embed_dim)
 
     def notes(self, photo: Photo | PhotoKey) -> list[str]:
         """What the user should know about this photo's score: resizing, and a meaningless backbone."""
@@ -195,6 +206,32 @@ class FeatureStore:
         with self._lock:
             self._images.clear()
             self._texts.clear()
+        for derived in self.derived.values():
+            derived.clear()
+
+    def collate(self, values: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The features of several photos from each one's cached value (here a [D] vector): [N, D]."""
+        return torch.stack(list(values)) if values else torch.empty(0, self.encoder.embed_dim)
+
+    @property
+    def row_layout(self) -> tuple[int, int]:
+        """(D, extra): a photo's cached value is one or more records of D unit-length values followed
+        by `extra` other numbers (here one record, no extra); the disk cache checks rows by it."""
+        return self.encoder.embed_dim, 0
+
+    def from_row(self, row: np.ndarray) -> torch.Tensor:
+        """A photo's cached value from its flat float32 row in the disk cache."""
+        return torch.from_numpy(row)
+
+    def encode_pixels(self, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Each photo's cached value (here its L2-normalised feature, float32 on the CPU) from a batch
+        of same-sized, preprocessed photos [N, 3, H, W]; the one place photos are encoded, for the
+        in-memory route and the streaming pipeline alike."""
+        with torch.no_grad():
+            features = F.normalize(self.encoder.encode_image(batch).float(), dim=-1).cpu()
+        self.image_encoder_calls += 1
+        self.images_encoded += len(batch)
+        return list(features)
 
     def _encode_images(self, missing: dict, progress: ProgressFn | None) -> None:
         """Encode in batches of same-sized inputs: native resolution cannot pad without changing scores.
@@ -215,24 +252,19 @@ class FeatureStore:
             for start in range(0, len(group), self.batch_size):
                 chunk = group[start : start + self.batch_size]
                 batch = torch.stack(list(_workers().map(self.preprocessor, [photo.image for _, photo in chunk])))
-                features = F.normalize(self.encoder.encode_image(batch).float(), dim=-1).cpu()
-                self.image_encoder_calls += 1
-                self.images_encoded += len(chunk)
-                for (key, _), feature in zip(chunk, features):
+                for (key, _), feature in zip(chunk, self.encode_pixels(batch)):
                     self._put(self._images, key, feature, self._limits[0])
                 done += len(chunk)
                 if progress:
                     progress(done, total)
 
-    @staticmethod
-    def _put(cache: OrderedDict, key, value: torch.Tensor, limit: int) -> None:
+    def _put(self, cache: OrderedDict, key, value: torch.Tensor, limit: int) -> None:
         cache[key] = value
         while len(cache) > limit:
             cache.popitem(last=False)
 
-    def _stack(self, cache: OrderedDict, keys: Sequence) -> torch.Tensor:
-        if not keys:
-            return torch.empty(0, self.encoder.embed_dim)
+    @staticmethod
+    def _values(cache: OrderedDict, keys: Sequence) -> list[torch.Tensor]:
         for key in keys:
             cache.move_to_end(key)
-        return torch.stack([cache[key] for key in keys])
+        return [cache[key] for key in keys]

@@ -122,11 +122,19 @@ def row_check(model: str, preprocess: str, digest: str, vector_bytes: bytes) -> 
     return hashlib.blake2b(key + b"\0" + vector_bytes, digest_size=CHECK_BYTES).digest()
 
 
-def plausible(vector: np.ndarray) -> bool:
-    """Whether a vector is what an image feature is: finite and of unit length."""
+def plausible(vector: np.ndarray, dim: int | None = None, extra: int = 0) -> bool:
+    """Whether a vector is what image features are: finite and of unit length; with `extra`, one or
+    more records of `dim` unit-length values followed by `extra` other numbers (MA-CLIP's views:
+    each view's feature and its magnitude cue)."""
     if not np.isfinite(vector).all():
         return False
-    return abs(float(np.linalg.norm(vector.astype(np.float64))) - 1.0) <= NORM_TOLERANCE
+    if not extra:
+        return abs(float(np.linalg.norm(vector.astype(np.float64))) - 1.0) <= NORM_TOLERANCE
+    assert dim is not None, "records with extra numbers need their dimension"
+    if vector.size == 0 or vector.size % (dim + extra):
+        return False
+    norms = np.linalg.norm(vector.astype(np.float64).reshape(-1, dim + extra)[:, :dim], axis=1)
+    return bool((np.abs(norms - 1.0) <= NORM_TOLERANCE).all())
 
 
 class DiskCache:
@@ -151,8 +159,11 @@ class DiskCache:
         if self._make_folder():
             self._open()
 
-    def get(self, model: str, preprocess: str, digests: Iterable[str], dim: int) -> dict[str, np.ndarray]:
-        """The cached vectors of `digests` that are there and pass their check (see the module)."""
+    def get(
+        self, model: str, preprocess: str, digests: Iterable[str], dim: int, extra: int = 0
+    ) -> dict[str, np.ndarray]:
+        """The cached vectors of `digests` that are there and pass their check (see the module; `extra`
+        as `plausible` takes it: rows of several records)."""
         wanted = list(dict.fromkeys(digests))
         found: dict[str, np.ndarray] = {}
         broken: list[str] = []
@@ -164,7 +175,7 @@ class DiskCache:
                 (model, preprocess, *chunk),
             )
             for digest, blob in rows:
-                vector = self._checked(model, preprocess, digest, blob, dim)
+                vector = self._checked(model, preprocess, digest, blob, dim, extra)
                 if vector is None:
                     broken.append(digest)
                 else:
@@ -176,23 +187,32 @@ class DiskCache:
             self._delete(model, preprocess, broken)
         return found
 
-    def _checked(self, model: str, preprocess: str, digest: str, blob: object, dim: int) -> np.ndarray | None:
+    def _checked(
+        self, model: str, preprocess: str, digest: str, blob: object, dim: int, extra: int = 0
+    ) -> np.ndarray | None:
         """A row's vector when its length, checksum and values are right; else None."""
-        if not isinstance(blob, bytes) or len(blob) != 4 * dim + CHECK_BYTES:
+        if not isinstance(blob, bytes) or len(blob) < CHECK_BYTES:
+            return None
+        values, odd = divmod(len(blob) - CHECK_BYTES, 4)
+        whole_records = values > 0 and values % (dim + extra) == 0 if extra else values == dim
+        if odd or not whole_records:
             return None
         data, check = blob[:-CHECK_BYTES], blob[-CHECK_BYTES:]
         if row_check(model, preprocess, digest, data) != check:
             return None
         vector = np.frombuffer(data, dtype="<f4").copy()
-        return vector if plausible(vector) else None
+        return vector if plausible(vector, dim, extra) else None
 
-    def put(self, model: str, preprocess: str, vectors: Mapping[str, np.ndarray]) -> None:
-        """Store unit-length float32 vectors by digest (any other is not stored), then evict past the bound."""
+    def put(
+        self, model: str, preprocess: str, vectors: Mapping[str, np.ndarray], dim: int | None = None, extra: int = 0
+    ) -> None:
+        """Store unit-length float32 vectors by digest (any other is not stored; `dim` and `extra` as
+        `plausible` takes them), then evict past the bound."""
         now = time.time()
         rows = []
         for digest, v in vectors.items():
-            vector = np.asarray(v, dtype="<f4")
-            if plausible(vector):
+            vector = np.asarray(v, dtype="<f4").ravel()
+            if plausible(vector, dim, extra):
                 data = vector.tobytes()
                 rows.append((model, preprocess, digest, data + row_check(model, preprocess, digest, data), now))
         if rows and self._write(

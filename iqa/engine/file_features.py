@@ -47,7 +47,7 @@ class FileFeatures:
     """Features of the files that could be used, in their order; `index[i]` is the i-th one's position
     in the paths asked for. `skipped` names each file left out and why."""
 
-    features: torch.Tensor  # [N, D] float32, L2-normalised
+    features: torch.Tensor  # [N, D] float32, L2-normalised (a views store's: its `collate`, [N, V, D + 1])
     index: list[int]
     skipped: list[str] = field(default_factory=list)
     from_cache: int = 0
@@ -63,9 +63,9 @@ def file_features(
     of `iqa.photos.photo.open_photo`), encoded and stored, so memory holds one chunk of photos at most.
     A file that cannot be read or decoded is named in `skipped`; the rest go on.
     """
-    model, preprocess, dim = store.backbone.key, store.preprocessor.key, store.backbone.embed_dim
-    rows: list[torch.Tensor] = []
-    result = FileFeatures(torch.empty(0, dim), [])
+    model, preprocess, layout = store.backbone.key, store.preprocessor.key, store.row_layout
+    values: list[torch.Tensor] = []
+    result = FileFeatures(store.collate([]), [])
     for start in range(0, len(paths), CHUNK):
         digests: dict[int, str] = {}
         for i in range(start, min(start + CHUNK, len(paths))):
@@ -73,18 +73,18 @@ def file_features(
                 digests[i] = _checked_digest(Path(paths[i]))
             except PhotoError as err:
                 result.skipped.append(str(err))
-        found = cache.get(model, preprocess, digests.values(), dim) if cache is not None else {}
+        found = cache.get(model, preprocess, digests.values(), *layout) if cache is not None else {}
         new = _encode_missing(paths, {i: d for i, d in digests.items() if d not in found}, store, result)
         if cache is not None and new:
-            cache.put(model, preprocess, new)
+            cache.put(model, preprocess, new, *layout)
         result.from_cache += sum(1 for d in digests.values() if d in found)
         for i, digest in digests.items():
             vector = found.get(digest, new.get(digest))
             if vector is not None:
                 result.index.append(i)
-                rows.append(torch.from_numpy(np.asarray(vector, dtype=np.float32)))
-    if rows:
-        result.features = torch.stack(rows)
+                values.append(store.from_row(np.asarray(vector, dtype=np.float32)))
+    if values:
+        result.features = store.collate(values)
     logger.info("%d photos' features from the disk cache, %d encoded", result.from_cache, result.encoded)
     return result
 
@@ -122,8 +122,7 @@ def _encode_missing(
             except PhotoError as err:
                 reasons[digest] = err.reason
         if photos:
-            features = store.image_features(photos).numpy()
-            new.update(zip(digests, features))
+            new.update(zip(digests, (value.numpy().ravel() for value in store.image_values(photos))))
             result.encoded += len(photos)
     result.skipped += [f"{paths[i]}: {reasons[d]}" for i, d in missing.items() if d in reasons]
     return new

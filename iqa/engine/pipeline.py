@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from iqa.clip.backbones import Backbone
@@ -276,14 +275,11 @@ class Pipeline:
             if cache is None or source.cache_model is None or not batch:
                 continue
             found = cache.get(
-                source.cache_model,
-                self._preprocess_key(index),
-                [i.digest for i in batch],
-                source.store.encoder.embed_dim,
+                source.cache_model, self._preprocess_key(index), [i.digest for i in batch], *source.store.row_layout
             )
             for item in batch:
                 if item.digest in found:
-                    item.features[index] = torch.from_numpy(found[item.digest])
+                    item.features[index] = source.store.from_row(found[item.digest])
 
     def _finish(self, batch: list[_Pending], pool: DecodePool) -> list[PhotoScores]:
         """Wait for the batch's decodes, encode what is missing, score, and count."""
@@ -314,7 +310,7 @@ class Pipeline:
         per_scorer = []
         for scorer, index in zip(self.scorers, self._source_of):
             store = self.sources[index].store
-            features = torch.stack([item.features[index] for item in good])  # type: ignore[misc]
+            features = store.collate([item.features[index] for item in good])  # type: ignore[misc]
             notes = [store.notes_for_size(item.size) for item in good]
             per_scorer.append(scorer.score_features(features, [i.name for i in good], notes))
         self.counts.scored += len(good)
@@ -356,12 +352,13 @@ class Pipeline:
                 features = self._features(source, inputs)
                 for (item, _), feature in zip(chunk, features):
                     item.features[index] = feature
-                    new[item.digest] = feature.numpy()
+                    new[item.digest] = feature.numpy().ravel()
         if new and self.options.cache is not None and source.cache_model is not None:
-            self.options.cache.put(source.cache_model, self._preprocess_key(index), new)
+            self.options.cache.put(source.cache_model, self._preprocess_key(index), new, *source.store.row_layout)
 
-    def _features(self, source: _Source, batch: torch.Tensor) -> torch.Tensor:
-        """[N, D] normalised float32 features on the CPU of a uint8 (or preprocessed float) batch."""
+    def _features(self, source: _Source, batch: torch.Tensor) -> list[torch.Tensor]:
+        """Each photo's cached value (`FeatureStore.encode_pixels`: a normalised float32 feature on the
+        CPU, or a views store's [V, D + 1]) from a uint8 (or preprocessed float) batch."""
         store = source.store
         if batch.dtype == torch.uint8:
             device = _device(store)
@@ -369,11 +366,7 @@ class Pipeline:
                 batch = batch.pin_memory().to(device, non_blocking=True)
             assert isinstance(store.preprocessor, Preprocessor)  # only its resize plan gives uint8 batches
             batch = store.preprocessor.normalize(batch)
-        with torch.no_grad():
-            features = F.normalize(store.encoder.encode_image(batch).float(), dim=-1).cpu()
-        store.image_encoder_calls += 1
-        store.images_encoded += len(batch)
-        return features
+        return store.encode_pixels(batch)
 
 
 @cache

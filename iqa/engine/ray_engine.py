@@ -470,18 +470,22 @@ class ScoreBatch:
         }
         out: dict[str, Any] = {key: batch[key] for key in ("path", "digest", "width", "height")}
         notes = [[str(note)] if note else [] for note in batch["note"]]
-        for method, scorer in self.scorers.items():
-            out.update(self._columns(registry.method(method), scorer, photos, errors, notes))
+        methods = [registry.method(name) for name in self.scorers]
+        named = sum(method.follows_prompts for method in methods) > 1  # p columns of two methods: named apart
+        for method, scorer in zip(methods, self.scorers.values()):
+            out.update(self._columns(method, scorer, photos, errors, notes, named))
         out["notes"] = ["; ".join(n) for n in notes]
         out["error"] = pa.array(errors, pa.string())
         out[NODE_COLUMN] = batch[NODE_COLUMN]
         return pa.table(out)
 
     def _columns(
-        self, method: registry.Method, scorer: Any, photos: dict, errors: list, notes: list[list[str]]
+        self, method: registry.Method, scorer: Any, photos: dict, errors: list, notes: list[list[str]], named: bool
     ) -> dict[str, np.ndarray]:
         """The method's score column, and for a method whose results follow the prompt table,
-        a `p[positive / negative]` column per pair (the same pairs in every row)."""
+        a `p[positive / negative]` column per pair (the same pairs in every row); `named`: when
+        several methods follow it (CLIP-IQA and MA-CLIP), `p[METHOD: positive / negative]`, as in
+        `--out` files."""
         n = len(errors)
         pairs = getattr(scorer, "pairs", []) if method.follows_prompts else []
         scores, p = np.full(n, np.nan), np.full((n, len(pairs)), np.nan)
@@ -491,7 +495,8 @@ class ScoreBatch:
             if pairs:
                 p[i] = [pair.p for pair in result.pairs]
         columns = {method.column: scores}
-        columns.update({f"p[{pair.positive} / {pair.negative}]": p[:, j] for j, pair in enumerate(pairs)})
+        prefix = f"{method.name}: " if named else ""
+        columns.update({f"p[{prefix}{pair.positive} / {pair.negative}]": p[:, j] for j, pair in enumerate(pairs)})
         return columns
 
     @staticmethod

@@ -2,7 +2,9 @@
 
 from iqa.methods.clipiqa.method import CLIP_IQA_METHOD
 from iqa.methods.grmp.method import GRMP_METHOD
+from iqa.methods.maclip.method import MA_CLIP_METHOD
 from iqa.methods.registry import register
 
 register(CLIP_IQA_METHOD)
 register(GRMP_METHOD)
+register(MA_CLIP_METHOD)

@@ -31,6 +31,9 @@ class ScoreResult:
     notes: list[str] = field(default_factory=list)
     variant: str | None = None  # GRMP-IQA: "seed" or "paper"
     temperature: float | None = None  # t in p = sigmoid(t * (s_pos - s_neg))
+    # Figures behind the score besides the pairs, by name (MA-CLIP: its magnitude cue and fusion
+    # weights, means over its views), for its breakdown and the JSON output.
+    extras: dict[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
