@@ -58,13 +58,13 @@ class ScoringError(IQAError, ValueError):
     """A score came out as NaN or infinite; it is never returned as a number."""
 
 
-def check_finite(scores: torch.Tensor, names: Sequence[str]) -> None:
+def check_finite(scores: torch.Tensor, names: Sequence[str], method: str = CLIP_IQA) -> None:
     """Raise ScoringError naming the photos whose score is not finite (a NaN must never leave here)."""
     bad = [name for name, ok in zip(names, torch.isfinite(scores).tolist()) if not ok]
     if bad:
         shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ScoringError(
-            f"CLIP-IQA gave no finite score for {shown} (non-finite image features or weights); nothing was scored"
+            f"{method} gave no finite score for {shown} (non-finite image features or weights); nothing was scored"
         )
 
 
