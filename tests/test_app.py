@@ -30,6 +30,7 @@ from iqa.app.session import Session
 from iqa.app.share import encode_share
 from iqa.app.table import PROMPT_COLUMNS, parse_table
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
+from iqa.methods import registry
 from iqa.methods.grmp.checkpoint import CheckpointError, save_checkpoint
 from iqa.methods.grmp.model import GRMPConfig, GRMPModel
 from iqa.methods.prompts import load_pairs
@@ -315,7 +316,7 @@ def test_filter_splits_at_the_threshold_and_zips_the_kept_photos(handlers, sessi
     assert list(filtered.histogram.layout.shapes)[0].x0 == middle
     with zipfile.ZipFile(handlers.zip_kept(session, middle, "CLIP-IQA").kept_zip) as archive:
         assert sorted(archive.namelist()) == sorted(ranking["name"][:2])
-    decisions = [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]]
+    decisions = [row["decision"] for row in csv_module.DictReader(Path(list_path).open())]
     assert decisions == ["keep", "keep", "reject"]
     with pytest.warns(UserWarning, match="filtering by CLIP-IQA"):
         assert handlers.filter(session, middle, "GRMP-IQA").filter_summary == summary
@@ -513,7 +514,7 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
         "Noisy/Clean",
         "Colorful/Dull",
         "High contrast/Low contrast",
-        "GRMP-IQA",
+        *registry.names()[1:],  # the other methods' columns
         "decision",
         "name",
     ]
@@ -528,7 +529,8 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
 def test_the_csv_holds_each_pair_and_the_settings_and_no_server_paths(handlers, session):
     out = score(handlers, session, handlers.load_preset("seed"))
     header, *lines = list(csv_module.reader(Path(out.results_csv).read_text().splitlines()))
-    assert header[:7] == ["rank", "name", "clip_iqa", "grmp_iqa", "decision", "method", "threshold"]
+    columns = [m.column for m in registry.methods()]  # clip_iqa, grmp_iqa, and every other method's
+    assert header[: 5 + len(columns)] == ["rank", "name", *columns, "decision", "method", "threshold"]
     assert (
         "clip_iqa p[a sharp photo / a blurry photo]" in header
         and "clip_iqa s_neg[a sharp photo / a blurry photo]" in header
