@@ -224,3 +224,13 @@ def test_a_hub_file_is_pinned_by_its_hash(monkeypatch, tmp_path):
     with pytest.raises(HubFileMismatch, match=f"not the pinned {PROMPTS_SHA256}"):
         hub_file("chaofengc/IQA-PyTorch-Weights", path.name, "", sha256=PROMPTS_SHA256)
     assert hub_file("chaofengc/IQA-PyTorch-Weights", path.name, "", sha256=file_sha256(path)[:8]) == path
+
+
+def test_the_context_file_option_reads_its_environment_variable(album, tmp_path, monkeypatch):
+    torch.save((torch.randn(16, 32, generator=torch.Generator().manual_seed(9)) / 6).half(), tmp_path / "mine.pth")
+    monkeypatch.setenv("IQA_CLIPIQA_PLUS_PROMPTS", str(tmp_path / "mine.pth"))
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(album), *TEST, "--method", "clipiqa+", "--out", str(out)]) == EXIT_OK
+    settings = json.loads((tmp_path / "scores.csv.settings.json").read_text())["scorers"][0]
+    assert settings["prompts"].startswith("mine.pth")
+    assert settings["prompts_sha256"] == file_sha256(tmp_path / "mine.pth")
