@@ -6,6 +6,7 @@ import pytest
 from iqa.clip.features import FeatureStore
 from iqa.lab.prompt_lab import LabelledPhotos, load_labelled_uploads, rank_pairs
 from iqa.labels.metrics import srcc
+from iqa.methods import registry
 from iqa.methods.clipiqa.scorer import CLIPIQA
 from iqa.methods.prompts import PRESETS, PromptPair
 from iqa.methods.results import ScoreResult
@@ -123,8 +124,9 @@ def test_compare_ranks_splits_and_writes_both_scores(rn_backbone, photos, tmp_pa
     kept, rejected = split(rows, 0.5, "GRMP-IQA")
     assert [r.name for r in kept] == ["astronaut", "coffee"] and [r.name for r in rejected] == ["chelsea"]
     lines = rows_to_csv(rows, 0.5, "GRMP-IQA").splitlines()
-    assert lines[0].startswith("rank,name,clip_iqa,grmp_iqa,decision")
-    assert lines[1].startswith("1,astronaut,") and ",0.900000,keep,GRMP-IQA,0.5," in lines[1]
+    columns = ",".join(m.column for m in registry.methods())  # clip_iqa, grmp_iqa, then the others (empty here)
+    assert lines[0].startswith(f"rank,name,{columns},decision")
+    assert lines[1].startswith("1,astronaut,") and ",0.900000," in lines[1] and ",keep,GRMP-IQA,0.5," in lines[1]
     assert lines[3].startswith("3,chelsea,") and ",reject," in lines[3]
     with pytest.raises(ValueError, match="no GRMP-IQA scores"):
         ranked(compare(photos, [CLIPIQA(FeatureStore(rn_backbone), PRESETS["seed"])]), "GRMP-IQA")
