@@ -234,3 +234,11 @@ def test_the_context_file_option_reads_its_environment_variable(album, tmp_path,
     settings = json.loads((tmp_path / "scores.csv.settings.json").read_text())["scorers"][0]
     assert settings["prompts"].startswith("mine.pth")
     assert settings["prompts_sha256"] == file_sha256(tmp_path / "mine.pth")
+
+
+@pytest.mark.parametrize("option", ["--clipiqa-plus-prompts", "--qualiclip-weights"])
+def test_a_missing_local_file_is_one_line(album, tmp_path, capsys, option):
+    method = "clipiqa+" if option == "--clipiqa-plus-prompts" else "qualiclip"
+    assert main(["score", str(album), *TEST, "--method", method, option, str(tmp_path / "nope.pth")]) == EXIT_WEIGHTS
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "nope.pth does not exist" in error
