@@ -11,6 +11,8 @@ from __future__ import annotations
 CLIP_IQA = "CLIP-IQA"
 GRMP_IQA = "GRMP-IQA"
 MA_CLIP = "MA-CLIP"
+CLIP_IQA_PLUS = "CLIP-IQA+"
+QUALICLIP = "QualiCLIP"
 
 DEFAULT_BACKBONE = "RN50-quickgelu"
 DEFAULT_PRETRAINED = "openai"
@@ -23,3 +25,6 @@ REGULARIZERS = ("pairwise", "projection", "none")
 # The official GRMP-IQA release on the Hugging Face Hub.
 HUB_REPO = "zzhowe/GRMP-IQA"
 DEFAULT_FILE = "clive_50_prompt_lda_5.0.pt"
+
+# The reference library's (pyiqa's) weights on the Hugging Face Hub: CLIP-IQA+'s learned prompts, QualiCLIP.
+PYIQA_WEIGHTS_REPO = "chaofengc/IQA-PyTorch-Weights"

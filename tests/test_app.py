@@ -30,6 +30,7 @@ from iqa.app.session import Session
 from iqa.app.share import encode_share
 from iqa.app.table import PROMPT_COLUMNS, parse_table
 from iqa.clip.test_backbones import TEST_BACKBONE_WARNING
+from iqa.methods import registry
 from iqa.methods.grmp.checkpoint import CheckpointError, save_checkpoint
 from iqa.methods.grmp.model import GRMPConfig, GRMPModel
 from iqa.methods.prompts import load_pairs
@@ -531,8 +532,7 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
         "Noisy/Clean",
         "Colorful/Dull",
         "High contrast/Low contrast",
-        "GRMP-IQA",
-        "MA-CLIP",  # registered, not scored by the app yet: an empty column
+        *registry.names()[1:],  # the other methods' columns
         "decision",
         "name",
     ]
@@ -547,7 +547,8 @@ def test_attribute_presets_are_shown_one_value_per_attribute(handlers, session):
 def test_the_csv_holds_each_pair_and_the_settings_and_no_server_paths(handlers, session):
     out = score(handlers, session, handlers.table.load_preset("seed"))
     header, *lines = list(csv_module.reader(Path(out.results_csv).read_text().splitlines()))
-    assert header[:8] == ["rank", "name", "clip_iqa", "grmp_iqa", "ma_clip", "decision", "method", "threshold"]
+    columns = [m.column for m in registry.methods()]  # clip_iqa, grmp_iqa, and every other method's
+    assert header[: 5 + len(columns)] == ["rank", "name", *columns, "decision", "method", "threshold"]
     assert (
         "clip_iqa p[a sharp photo / a blurry photo]" in header
         and "clip_iqa s_neg[a sharp photo / a blurry photo]" in header

@@ -14,9 +14,13 @@ import pytest
 from hostile_app import good_checkpoint
 
 from iqa.app.share import decode_share
+from iqa.methods import registry
 from iqa.report import charts
 
 ROOT = Path(__file__).resolve().parents[1]
+# The ranking's columns: #, photo, one per registered method, decision, name.
+DECISION_COL = 2 + len(registry.names())
+NAME_COL = DECISION_COL + 1
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "artifacts"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -213,7 +217,7 @@ def test_upload_edit_prompt_score_and_see_ranking_and_chart(open_page):
         "[...document.querySelectorAll('#breakdown text')].some(t => t.textContent.includes('A stunning image'))",
         timeout=TIMEOUT,
     )
-    names = page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts()
+    names = page.locator(f'#ranking [data-testid^="cell-"][data-col="{NAME_COL}"]').all_inner_texts()
     assert sorted(names) == ["astronaut.jpg", "chelsea_jpeg_L5.jpg"]
     assert page.locator('#ranking [data-testid^="cell-"][data-col="1"] img').count() == 2
     status = page.inner_text("#score-status")
@@ -346,9 +350,9 @@ def test_phone_layout_shows_whole_scores_and_readable_charts(open_page):
     _add_examples(page)
     cut = page.evaluate(
         """() => [...document.querySelectorAll('#ranking [data-testid^="cell-"]')]
-            .filter(c => ['2', '4'].includes(c.dataset.col))
+            .filter(c => ['2', 'DECISION_COL'].includes(c.dataset.col))
             .filter(c => c.scrollWidth > c.clientWidth + 1 || c.innerText.includes('…'))
-            .map(c => c.innerText)"""
+            .map(c => c.innerText)""".replace("DECISION_COL", str(DECISION_COL))
     )
     assert cut == []
     scores = page.locator('#ranking [data-testid^="cell-"][data-col="2"]').all_inner_texts()
@@ -356,9 +360,9 @@ def test_phone_layout_shows_whole_scores_and_readable_charts(open_page):
     on_screen = page.evaluate(
         """() => {
             const shown = document.querySelector('#ranking .table-wrap').getBoundingClientRect().right;
-            return [...document.querySelectorAll('#ranking [data-testid^="cell-"][data-col="4"]')]
+            return [...document.querySelectorAll('#ranking [data-testid^="cell-"][data-col="DECISION_COL"]')]
                 .every(c => c.getBoundingClientRect().right <= shown);
-        }"""
+        }""".replace("DECISION_COL", str(DECISION_COL))
     )
     assert on_screen  # the scores and the decision fit the phone's width, no sideways scrolling needed
     box = page.locator("#breakdown .js-plotly-plot").bounding_box()
@@ -567,7 +571,7 @@ def test_all_weights_zero_clears_every_result_with_a_reason(open_page, tmp_path)
     page.wait_for_function(
         "document.querySelector('#prompt-table')?.innerText?.includes('weights add up to 0')", timeout=TIMEOUT
     )
-    assert page.locator('#ranking [data-testid^="cell-"][data-col="5"]').count() == 0
+    assert page.locator(f'#ranking [data-testid^="cell-"][data-col="{NAME_COL}"]').count() == 0
     assert page.locator("#breakdown").is_hidden()
     assert _no_error_badges(page) == []
     page.get_by_role("tab", name="Filter").click()
@@ -585,7 +589,7 @@ def test_the_photo_set_is_what_the_upload_box_shows(open_page):
     _wait_status(page, "Scored 2 photo(s)")
     page.locator("#photo-upload button[aria-label='Remove this file']").first.click()  # its x: unscored
     _wait_status(page, "Scored 1 photo(s)")
-    names = page.locator('#ranking [data-testid^="cell-"][data-col="5"]').all_inner_texts()
+    names = page.locator(f'#ranking [data-testid^="cell-"][data-col="{NAME_COL}"]').all_inner_texts()
     assert names == ["chelsea_jpeg_L5.jpg"]
     assert page.locator("#gallery .thumbnail-item").count() == 1
     page.click("button:text-is('Clear photos')")  # the box is emptied too
@@ -597,8 +601,8 @@ def test_the_photo_set_is_what_the_upload_box_shows(open_page):
     page.set_input_files("#photo-upload input[type=file]", [str(photos[2])])  # the cleared photos stay out
     _wait_status(page, "Scored 1 photo(s)")
     page.wait_for_function(
-        """() => [...document.querySelectorAll('#ranking [data-testid^="cell-"][data-col="5"]')]
-            .map(c => c.innerText).join() === 'coffee.jpg'""",
+        """() => [...document.querySelectorAll('#ranking [data-testid^="cell-"][data-col="NAME_COL"]')]
+            .map(c => c.innerText).join() === 'coffee.jpg'""".replace("NAME_COL", str(NAME_COL)),
         timeout=TIMEOUT,
     )
     _shot(page, "light-upload-box")

@@ -1,5 +1,6 @@
 """The running app, driven through gradio_client: one server, started offline on the test backbone."""
 
+import csv as csv_module
 import json
 import urllib.request
 import zipfile
@@ -11,6 +12,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from iqa.app.share import decode_share
+from iqa.methods import registry
 
 pytestmark = pytest.mark.slow  # one app process for the module
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +66,8 @@ def test_full_scoring_round_trip_then_rescore_from_cache(client):
     assert len(ranking["data"]) == 3 and ranking["headers"][2] == "CLIP-IQA"
     assert "test-tiny-rn" in status and "cpu" in status
     assert out["breakdown"]["type"] == "plotly" and out["scatter"] is None  # no GRMP-IQA: no empty scatter
-    assert Path(out["csv"]).read_text().startswith("rank,name,clip_iqa,grmp_iqa,decision")
+    columns = ",".join(m.column for m in registry.methods())  # clip_iqa, grmp_iqa, and the others
+    assert Path(out["csv"]).read_text().startswith(f"rank,name,{columns},decision")
     table["data"][0][1] = "a stunning photo"
     rescored = _score(client, table)
     reranked, status = rescored["ranking"], rescored["status"]
@@ -129,7 +132,7 @@ def test_filter_and_downloads(client):
     )
     assert len(kept) == 3 and rejected == [] and summary.startswith("3 kept, 0 rejected")
     assert histogram["type"] == "plotly" and kept_zip is None
-    assert [line.split(",")[4] for line in Path(list_path).read_text().splitlines()[1:]] == ["keep"] * 3
+    assert [row["decision"] for row in csv_module.DictReader(Path(list_path).open())] == ["keep"] * 3
     with zipfile.ZipFile(_plain(client.predict(0.0, "CLIP-IQA", api_name="/zip_kept"))) as archive:
         assert sorted(archive.namelist()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
 

@@ -16,7 +16,7 @@ from typing import Any
 from iqa.methods import registry
 from iqa.methods.clipiqa.method import CLIP_IQA_METHOD
 from iqa.methods.prompts import DEFAULT_PRESET, PRESETS
-from iqa.names import DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAINED, GRMP_IQA
+from iqa.names import CLIP_IQA_PLUS, DEFAULT_BACKBONE, DEFAULT_MAX_SIDE, DEFAULT_PRETRAINED, GRMP_IQA, QUALICLIP
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -120,9 +120,23 @@ TEMPERATURE = Option(
     type=float,
 )
 CHECKPOINT = Option("--checkpoint", f"{GRMP_IQA} checkpoint (for --method grmp)")
+CLIPIQA_PLUS_PROMPTS = Option(
+    "--clipiqa-plus-prompts",
+    f"{CLIP_IQA_PLUS}'s learned context, a local copy of pyiqa's CLIP-IQA+_learned_prompts-603f3273.pth "
+    "(for --method clipiqa+; default: downloaded from the Hugging Face Hub once)",
+    env=("IQA_CLIPIQA_PLUS_PROMPTS",),
+    extra={"metavar": "PATH"},
+)
+QUALICLIP_WEIGHTS = Option(
+    "--qualiclip-weights",
+    f"{QUALICLIP}'s fine-tuned RN50, a local copy of pyiqa's QualiCLIP.pth "
+    "(for --method qualiclip; default: downloaded from the Hugging Face Hub once)",
+    env=("IQA_QUALICLIP_WEIGHTS",),
+    extra={"metavar": "PATH"},
+)
 
 
 def method_options() -> tuple[Option, ...]:
     """--method (its choices from the registry, read when a parser is built), and the options the
     built-in methods read (`Method.arguments`)."""
-    return (_method_option(), PAIRS, TEMPERATURE, CHECKPOINT)
+    return (_method_option(), PAIRS, TEMPERATURE, CHECKPOINT, CLIPIQA_PLUS_PROMPTS, QUALICLIP_WEIGHTS)

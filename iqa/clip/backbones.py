@@ -10,14 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import socket
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlparse
 
 import open_clip
 import torch
@@ -25,6 +23,7 @@ import torch.nn.functional as F
 from open_clip.modified_resnet import ModifiedResNet
 
 from iqa.clip.devices import parse_dtype, pick_device, precision_name
+from iqa.clip.hub import hub_offline, hub_reachable
 from iqa.clip.test_backbones import TEST_BACKBONES, build_test_model, is_test_backbone
 from iqa.clip.text_tower import TextTower
 from iqa.errors import IQAError
@@ -177,6 +176,49 @@ def load_backbone(
         tokenizer = open_clip.get_tokenizer(name)
     source = _weights_source(name, tag, tag if checkpoint is not None else None)
     logger.info("loaded backbone %s: %s", name, source)
+    return _wrap(name, tag, model, tokenizer, device, dtype, native_resolution, source)
+
+
+def backbone_from_state(
+    name: str,
+    state: Mapping[str, torch.Tensor],
+    tag: str,
+    source: str,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> Backbone:
+    """Backbone `name` holding the weights `state` (a whole state dict, in open_clip's key names):
+    for a method whose file carries a fine-tuned CLIP besides other tensors (QualiCLIP).
+
+    `tag` names the weights in `Backbone.key` (feature caches): give it the file's hash. A state
+    of another architecture raises CheckpointMismatch naming the tensors that do not fit.
+    """
+    device = pick_device(device)
+    dtype = parse_dtype(dtype, device)
+    if is_test_backbone(name):
+        model, tokenizer = build_test_model(name), open_clip.tokenizer.SimpleTokenizer()
+    else:
+        with _no_random_init_warning():
+            model = open_clip.create_model(name, pretrained=None)
+        tokenizer = open_clip.get_tokenizer(name)
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise CheckpointMismatch(f"{source} does not fit backbone {name!r}: {problem}")
+    model.load_state_dict(dict(state), strict=True)
+    logger.info("loaded backbone %s: %s", name, source)
+    return _wrap(name, tag, model, tokenizer, device, dtype, None, source)
+
+
+def _wrap(
+    name: str,
+    tag: str | None,
+    model: open_clip.CLIP,
+    tokenizer: Callable[[list[str]], torch.Tensor],
+    device: torch.device,
+    dtype: torch.dtype,
+    native_resolution: bool | None,
+    source: str,
+) -> Backbone:
     logit_scale = float(model.logit_scale.detach().float().exp())
     # every tensor in one dtype: open_clip's convert_weights_to_lp leaves LayerNorms in fp32, which
     # CUDA's layer norm refuses to mix with half-precision activations
@@ -275,9 +317,8 @@ def _check_weights_reachable(name: str, tag: str) -> None:
     repo = open_clip.get_pretrained_cfg(name, tag).get("hf_hub", "")
     if _hub_weights_cached(repo):
         return
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if offline or not _hub_reachable():
-        cause = "HF_HUB_OFFLINE is set" if offline else "the Hugging Face Hub cannot be reached"
+    if hub_offline() or not hub_reachable():
+        cause = "HF_HUB_OFFLINE is set" if hub_offline() else "the Hugging Face Hub cannot be reached"
         raise BackboneUnavailable(_unavailable_message(name, tag, cause))
 
 
@@ -294,17 +335,6 @@ def _hub_weights_cached(repo: str) -> bool:
         else [open_clip.constants.HF_SAFE_WEIGHTS_NAME, open_clip.constants.HF_WEIGHTS_NAME]
     )
     return any(isinstance(try_to_load_from_cache(repo_id, n), str) for n in names)
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    from huggingface_hub import constants
-
-    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def _unavailable_message(name: str, tag: str, cause) -> str:
@@ -331,12 +361,7 @@ def _checkpoint_file(path: Path) -> Path:
 
 
 def _load_checkpoint_into(model: open_clip.CLIP, name: str, path: Path) -> None:
-    try:
-        state = _read_state_dict(path)
-    except pickle.UnpicklingError as err:
-        raise BadCheckpoint(f"refused to load {path}: {unpickling_reason(err)}") from None
-    except Exception as err:
-        raise BadCheckpoint(f"{path} is not a readable checkpoint: {unreadable_reason(path, err)}") from None
+    state = read_state_dict(path)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     problem = state_mismatch(model.state_dict(), state)
     if problem:
@@ -344,6 +369,26 @@ def _load_checkpoint_into(model: open_clip.CLIP, name: str, path: Path) -> None:
             f"{path.name} does not fit backbone {name!r}: {problem}. It was probably saved from another backbone."
         )
     model.load_state_dict(state, strict=True)
+
+
+def read_weights(path: Path) -> object:
+    """What a weights file holds (a tensor, or a dictionary of them), read without running code:
+    `.safetensors`, or `torch.load(weights_only=True)`. A file that would need code to unpickle,
+    or that is not a checkpoint at all, raises BadCheckpoint with one line saying why."""
+    if not path.is_file():
+        raise BackboneUnavailable(f"weights file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: noise
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise BadCheckpoint(f"refused to load {path}: {unpickling_reason(err)}") from None
+    except Exception as err:
+        raise BadCheckpoint(f"{path} is not a readable checkpoint: {unreadable_reason(path, err)}") from None
 
 
 def unpickling_reason(err: Exception) -> str:
@@ -376,18 +421,13 @@ def unreadable_reason(path: Path, err: Exception) -> str:
     return f"not {kind} ({type(err).__name__}{': ' + text if text else ''})"
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: noise
-        warnings.simplefilter("ignore", UserWarning)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A file's state dict (under `state_dict` where it nests one), read as `read_weights` reads it."""
+    state = read_weights(path)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError("expected a dictionary of tensors")
+        raise BadCheckpoint(f"{path} is not a readable checkpoint: expected a dictionary of tensors")
     return state
 
 

@@ -5,11 +5,16 @@ are replaced by learned context vectors, the start token and everything after th
 words, ".", end token, padding) stay fixed. The same context is shared by both prompts unless
 `class_specific` is set. This is the prompt learner of CoOp and of the GRMP-IQA code
 (`prompt_learner2` there), written for open_clip's batch-first text towers.
+
+CLIP-IQA+ places the class words in the middle instead (`class_position="middle"`): start token,
+the first half of the context, the class words, the second half, then the end token. Its prompt
+texts are the same, so the end token keeps its position and the tower pools the same place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +38,8 @@ class PromptLearner(nn.Module):
     "<ctx> <class text>." through the tower, so gradients reach `ctx` (and any tower weights that
     train). With `ctx_init` the context starts as the word embeddings of that text and the prompt
     equals the hard prompt "<ctx_init> <class text>."; without it the context is drawn from
-    N(0, 0.02^2) with a generator seeded by `seed`.
+    N(0, 0.02^2) with a generator seeded by `seed`. `class_position="middle"` puts the class words
+    (every token between the context and the end token) between the two halves of the context.
     """
 
     tokenized_prompts: Tensor  # a buffer: the prompts' token ids
@@ -47,8 +53,11 @@ class PromptLearner(nn.Module):
         ctx_init: str | None = None,
         class_specific: bool = False,
         seed: int = 0,
+        class_position: Literal["end", "middle"] = "end",
     ):
         super().__init__()
+        if class_position not in ("end", "middle"):
+            raise ValueError(f"class_position must be 'end' or 'middle', got {class_position!r}")
         if n_ctx < 1:
             raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
         if len(class_texts) < 2:
@@ -58,6 +67,7 @@ class PromptLearner(nn.Module):
         self.n_ctx = n_ctx
         self.ctx_init = ctx_init
         self.class_specific = class_specific
+        self.class_position = class_position
         n_cls = len(self.class_texts)
         device = tower.token_embedding.weight.device
 
@@ -83,6 +93,8 @@ class PromptLearner(nn.Module):
         self.prompt_texts = tuple(f"{context_text} {text}." for text in self.class_texts)
         # Token ids only: the fixed embeddings are looked up from the tower at every forward.
         self.register_buffer("tokenized_prompts", tokenizer(list(self.prompt_texts)).to(device), persistent=False)
+        # the class words' lengths in tokens (those of the prompt after the context, end token excluded)
+        self.class_lengths = tuple(count_tokens(tokenizer, text) - n_ctx for text in self.prompt_texts)
 
     @property
     def n_cls(self) -> int:
@@ -109,16 +121,30 @@ class PromptLearner(nn.Module):
             return self.tower.embed(self.tokenized_prompts).float()
 
     def prompt_embeddings(self) -> Tensor:
-        """[n_cls, L, width]: start token, the learned context, then the fixed suffix."""
+        """[n_cls, L, width]: start token, the learned context, then the fixed suffix (class words
+        in the middle of the context with `class_position="middle"`)."""
         fixed = self._fixed_embeddings()
         ctx = self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(self.n_cls, -1, -1)
-        return torch.cat([fixed[:, :1], ctx.to(fixed.dtype), fixed[:, 1 + self.n_ctx :]], dim=1)
+        ctx = ctx.to(fixed.dtype)
+        if self.class_position == "end":
+            return torch.cat([fixed[:, :1], ctx, fixed[:, 1 + self.n_ctx :]], dim=1)
+        half, start = self.n_ctx // 2, 1 + self.n_ctx
+        rows = [
+            torch.cat([row[:1], own[:half], row[start : start + k], own[half:], row[start + k :]])
+            for row, own, k in zip(fixed, ctx, self.class_lengths)
+        ]
+        return torch.stack(rows)
 
     def forward(self) -> Tensor:
         return self.tower.encode_embeddings(self.prompt_embeddings(), self.tokenized_prompts)
 
     def display_texts(self) -> tuple[str, ...]:
-        """How the learned prompts are shown to people, e.g. "[4 learned tokens] high quality"."""
+        """How the learned prompts are shown to people, e.g. "[4 learned tokens] high quality", or
+        "[8 learned tokens] Good photo. [8 learned tokens]" with the class words in the middle."""
+        if self.class_position == "middle":
+            half = self.n_ctx // 2
+            first, second = f"[{half} learned tokens]", f"[{self.n_ctx - half} learned tokens]"
+            return tuple(f"{first} {text} {second}" for text in self.class_texts)
         return tuple(f"[{self.n_ctx} learned tokens] {text}" for text in self.class_texts)
 
 

@@ -9,7 +9,6 @@ official checkpoints, which carry their own fine-tuned CLIP). The frozen rest co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -28,6 +27,7 @@ from iqa.clip.backbones import (
     load_backbone,
     state_mismatch,
 )
+from iqa.clip.hub import file_sha256 as file_sha256  # re-exported: its users import it from here
 from iqa.errors import IQAError
 from iqa.methods.grmp.model import GRMPConfig, GRMPModel
 
@@ -144,15 +144,6 @@ def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_config(path: str | os.PathLike) -> GRMPConfig:

@@ -35,6 +35,7 @@ from iqa.clip.backbones import (
     unpickling_reason,
     unreadable_reason,
 )
+from iqa.clip.hub import HubFileUnavailable, hub_file
 from iqa.clip.test_backbones import TEST_BACKBONES
 from iqa.errors import IQAError
 from iqa.locations import default_cache_dir
@@ -67,19 +68,14 @@ class OfficialCheckpointError(IQAError, ValueError):
 
 def download_official(filename: str = DEFAULT_FILE, repo_id: str = HUB_REPO, cache_dir: str | None = None) -> Path:
     """Path of an official checkpoint from the Hugging Face Hub (the local cache when it is there)."""
-    from huggingface_hub import hf_hub_download, try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache_dir)
-    if isinstance(cached, str):
-        return Path(cached)
+    way_out = (
+        f"Without internet access, download it elsewhere (https://huggingface.co/{repo_id}) and "
+        f"import the local file with import_official(path)."
+    )
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, cache_dir=cache_dir, etag_timeout=10))
-    except Exception as err:  # network errors, offline mode, unknown file: all mean "not available"
-        raise OfficialCheckpointError(
-            f"could not download {filename} from the Hugging Face Hub repository {repo_id} ({err}). "
-            f"Without internet access, download it elsewhere (https://huggingface.co/{repo_id}) and "
-            f"import the local file with import_official(path)."
-        ) from err
+        return hub_file(repo_id, filename, way_out, cache_dir=cache_dir)
+    except HubFileUnavailable as err:
+        raise OfficialCheckpointError(str(err)) from err
 
 
 def read_official_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -1,0 +1,1 @@
+"""QualiCLIP: a quality-aware fine-tuned CLIP RN50 with fixed antonym prompts (registered in `iqa.methods.builtin`)."""
