@@ -9,6 +9,7 @@ import pytest
 from toy_method import NAME
 
 from iqa.cli.main import EXIT_OK, main
+from iqa.methods import registry
 from iqa.methods.registry import Method, register, unregister
 from iqa.methods.scoring import ScorerSpec, build_scorers
 from iqa.report import charts
@@ -124,6 +125,8 @@ def test_on_zerogpu_the_toy_is_built_at_start(tmp_path, monkeypatch):
 
     monkeypatch.setattr(app_models, "on_zerogpu", lambda: True)
     models = app_models.Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path))
-    assert [key[0] for key in models._methods] == [NAME]  # CLIP-IQA follows the table, GRMP-IQA needs a checkpoint
-    built = next(iter(models._methods.values()))
+    kept = [m.name for m in registry.methods() if not m.follows_prompts and not m.required]
+    assert NAME in kept and "CLIP-IQA" not in kept and "GRMP-IQA" not in kept  # follows the table; needs a checkpoint
+    assert [key[0] for key in models._methods] == kept
+    built = next(scorer for key, scorer in models._methods.items() if key[0] == NAME)
     assert built.method == NAME and models.scorer_for(NAME, models.store("test-tiny-rn"), {}) is built

@@ -6,7 +6,6 @@ import pytest
 from iqa.clip.features import FeatureStore
 from iqa.lab.prompt_lab import LabelledPhotos, load_labelled_uploads, rank_pairs
 from iqa.labels.metrics import srcc
-from iqa.methods import registry
 from iqa.methods.clipiqa.scorer import CLIPIQA
 from iqa.methods.prompts import PRESETS, PromptPair
 from iqa.methods.results import ScoreResult
