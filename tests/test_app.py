@@ -795,3 +795,39 @@ def test_a_method_that_cannot_be_scored_says_why_and_asks_for_no_gpu_call(handle
     assert list(out.ranking.columns[2:4]) == ["GRMP-IQA", "decision"] and set(out.ranking["GRMP-IQA"]) == {""}
     assert out.results_csv is None and out.scatter is None
     assert "no chosen method could score" in handlers.filtering.filter(session, 0.5, "GRMP-IQA").filter_summary
+
+
+def test_every_registered_method_is_scored_by_the_app_and_maclip_follows_a_prompt_edit(
+    photo_files, tmp_path, monkeypatch
+):
+    """The five methods chosen at once, every GPU job and reply pickled as ZeroGPU sends them: a
+    score from each; a prompt edit re-scores MA-CLIP from its cached view features."""
+    from multiprocessing.reduction import ForkingPickler
+
+    from iqa.app import calls, gpu
+    from iqa.clip.views import ViewStore
+
+    def crossed(value):
+        return ForkingPickler.loads(ForkingPickler.dumps(value))
+
+    real = gpu.score
+    monkeypatch.setattr(calls.gpu, "score", lambda job: (crossed(item) for item in real(crossed(job))))
+    app = Handlers(Models(AppConfig(backbone="test-tiny-rn", work_dir=tmp_path)))
+    chosen = [name for name in registry.names() if name != "GRMP-IQA"]  # GRMP-IQA needs a checkpoint
+    assert {"CLIP-IQA", "CLIP-IQA+", "MA-CLIP", "QualiCLIP"} <= set(chosen)
+    session = app.photos.add_photos(photo_files, Session()).session
+    table = app.table.load_preset("pyiqa")
+    first = app.scoring.score(session, table, "test-tiny-rn", T_SCALE, "", 0.5, "MA-CLIP", methods=chosen)
+    assert list(first.ranking.columns[2 : 2 + len(chosen)]) == chosen
+    assert all(0 <= float(cell) <= 1 for name in chosen for cell in first.ranking[name])
+    views = ViewStore.over(app.scoring.app.models.store("test-tiny-rn"))
+    encoded = views.image_encoder_calls
+    assert encoded > 0
+    edited = table.copy()
+    edited.iloc[0, 1:3] = ["a crisp photo", "a smeared photo"]
+    again = app.scoring.score(session, edited, "test-tiny-rn", T_SCALE, "", 0.5, "MA-CLIP", methods=chosen)
+    assert views.image_encoder_calls == encoded  # the views' features came from the cache
+    before = session.rows[0].results
+    assert before["MA-CLIP"].pairs[0].positive == "a crisp photo"
+    plus = [dict(zip(out.ranking["name"], out.ranking["CLIP-IQA+"])) for out in (first, again)]
+    assert plus[0] == plus[1]  # its pair is learned: a prompt edit leaves it as it was

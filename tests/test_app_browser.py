@@ -18,8 +18,8 @@ from iqa.methods import registry
 from iqa.report import charts
 
 ROOT = Path(__file__).resolve().parents[1]
-# The ranking's columns: #, photo, one per registered method, decision, name.
-DECISION_COL = 2 + len(registry.names())
+# The ranking's columns: #, photo, one per method the chooser checks at start, decision, name.
+DECISION_COL = 2 + sum(m.on_by_default for m in registry.methods())
 NAME_COL = DECISION_COL + 1
 CHROMIUM = Path(os.environ.get("IQA_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "artifacts"
@@ -302,6 +302,43 @@ def test_the_method_chooser_sets_the_columns_and_the_scatters_axes(open_page, tm
         "document.querySelector('#scatter .xtitle')?.textContent?.startsWith('GRMP-IQA')", timeout=TIMEOUT
     )
     assert page.locator("#scatter .ytitle").text_content().startswith("CLIP-IQA")
+
+
+def test_five_methods_side_by_side_on_the_bundled_photos(open_page, tmp_path):
+    """Every registered method chosen: a column each in the ranking, each in the chosen photo's
+    breakdown, and the scatter across any two of them."""
+    page = open_page()
+    _add_examples(page)
+    _upload_checkpoint(page, tmp_path)
+    others = [name for name in registry.names() if name not in ("CLIP-IQA", "GRMP-IQA")]
+    assert {"CLIP-IQA+", "MA-CLIP", "QualiCLIP"} <= set(others)
+    for name in others:
+        page.locator("#methods").get_by_label(name, exact=True).check()
+        page.wait_for_function(
+            f"[...document.querySelectorAll('#ranking thead th')].some(h => h.innerText.trim() === {name!r})",
+            timeout=TIMEOUT,
+        )
+    _wait_status(page, "Scored 12 photo")
+    headers = _headers(page)
+    assert all(name in headers for name in registry.names())
+    for name in registry.names():  # a score in every method's column of the first row
+        cell = page.locator(f'#ranking [data-testid^="cell-"][data-col="{headers.index(name)}"]').first
+        assert re.fullmatch(r"0\.\d{3}|1\.000", cell.inner_text().strip()), (name, cell.inner_text())
+    for part in ("MLP head", "CLIP-IQA+: learned", "MA-CLIP: ", "QualiCLIP: "):
+        page.wait_for_function(
+            f"document.querySelector('#breakdown')?.textContent?.includes({part!r})", timeout=TIMEOUT
+        )
+    for axis, method in (("#scatter-x", "MA-CLIP"), ("#scatter-y", "QualiCLIP")):
+        page.click(f"{axis} input")
+        page.locator(axis).get_by_role("option", name=method, exact=True).click()
+    page.wait_for_function(
+        """() => document.querySelector('#scatter .xtitle')?.textContent?.startsWith('MA-CLIP')
+            && document.querySelector('#scatter .ytitle')?.textContent?.startsWith('QualiCLIP')""",
+        timeout=TIMEOUT,
+    )
+    assert not page.evaluate(UNREADABLE_JS, "#scatter")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "five-methods-desktop.png"), full_page=True)
 
 
 def _luminance(rgb: list[float]) -> float:

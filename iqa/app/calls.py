@@ -228,9 +228,10 @@ def score_photos(
 def _plan(models: Models, caches: Caches, store: FeatureStore, request: MethodRequest) -> _Plan:
     method = registry.method(request.name)
     if method.follows_prompts:
-        return _Plan(request, None, False)
+        return _Plan(request, None, method.own_features)
     ref = request.checkpoint
     own = not _scores_from(models, ref, store) if ref is not None else not method.needs_store
+    own = own or method.own_features
     return _Plan(request, caches.results(result_key(request, store)), own)
 
 

@@ -66,6 +66,9 @@ class Method:
     # Markdown for the app's About tab: what it computes (its formula, LaTeX in $...$), the settings
     # that matter, its citation. Empty: the About tab lists the method by name only.
     about: str = ""
+    # Its image features live in a store of its own, derived from the shared one (MA-CLIP's views):
+    # the app sends it every photo's pixels, and its scorer's store encodes what it lacks.
+    own_features: bool = False
     # Checked in the app's method chooser when a page opens (the others are one click away).
     on_by_default: bool = False
 

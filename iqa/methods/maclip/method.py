@@ -82,4 +82,5 @@ MA_CLIP_METHOD = Method(
     arguments=("pairs", "temperature"),
     parts=maclip_parts,
     about=ABOUT,
+    own_features=True,  # its views' features: `iqa.clip.views.ViewStore`, derived from the shared store
 )
