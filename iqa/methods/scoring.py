@@ -106,3 +106,12 @@ def feature_store(spec: ScorerSpec) -> FeatureStore:
 
     backbone = load_backbone(spec.backbone, spec.pretrained, spec.weights, spec.device, spec.dtype)
     return FeatureStore(backbone, batch_size=spec.batch_size, max_side=spec.max_side)
+
+
+def score_from_store(
+    scorer: Scorer, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None
+) -> list[ScoreResult]:
+    """The usual `Scorer.score`: the photos' features from the scorer's store, then `score_features`
+    (with each photo's preprocessing notes)."""
+    features = scorer.store.image_features(photos, progress)
+    return scorer.score_features(features, [p.name for p in photos], [scorer.store.notes(p) for p in photos])

@@ -20,11 +20,39 @@ from iqa.clip.preprocess import Preprocessor
 from iqa.errors import InputError, IQAError
 from iqa.methods.prompts import DEFAULT_PRESET, PromptPair, load_pairs, usable_pairs
 from iqa.methods.results import PairScore, ScoreResult
+from iqa.methods.scoring import score_from_store
 from iqa.names import CLIP_IQA
 from iqa.photos.photo import Photo, PhotoKey
 
 if TYPE_CHECKING:
     from iqa.methods.scoring import ScorerSpec
+
+
+def prompt_setup(
+    backbone: Backbone, pairs: Sequence[PromptPair], temperature: float | None
+) -> tuple[list[PromptPair], float]:
+    """The pairs the backbone's tokenizer can read, and the temperature (None: the backbone's logit
+    scale), checked: what every method scoring the prompt table starts from."""
+    usable = usable_pairs(list(pairs), backbone.tokenizer)
+    t = backbone.logit_scale if temperature is None else float(temperature)
+    if not t > 0:
+        raise InputError(f"temperature must be > 0, got {temperature!r}")
+    return usable, t
+
+
+def prompt_settings(pairs: Sequence[PromptPair], temperature: float) -> dict[str, object]:
+    """The prompt table and temperature as a method's `settings` record them."""
+    return {"pairs": [[p.positive, p.negative, p.weight, p.enabled] for p in pairs], "temperature": temperature}
+
+
+def pair_scores(
+    pairs: Sequence[PromptPair], s_pos: torch.Tensor, s_neg: torch.Tensor, p: torch.Tensor
+) -> list[PairScore]:
+    """One photo's `PairScore` per pair, from its rows of cosines and probabilities."""
+    return [
+        PairScore(pair.positive, pair.negative, float(s_pos[j]), float(s_neg[j]), float(p[j]), pair.weight)
+        for j, pair in enumerate(pairs)
+    ]
 
 
 def pair_probabilities(
@@ -78,10 +106,7 @@ class CLIPIQA:
             raise InputError(f"CLIP-IQA scores with CLIP's preprocessing, not {type(store.preprocessor).__name__}")
         self.store = store
         self.preprocessor = store.preprocessor
-        self.pairs = usable_pairs(list(pairs), store.backbone.tokenizer)
-        self.temperature = store.backbone.logit_scale if temperature is None else float(temperature)
-        if not self.temperature > 0:
-            raise InputError(f"temperature must be > 0, got {temperature!r}")
+        self.pairs, self.temperature = prompt_setup(store.backbone, pairs, temperature)
 
     @property
     def backbone(self) -> Backbone:
@@ -89,12 +114,10 @@ class CLIPIQA:
 
     def settings(self) -> dict[str, object]:
         """What its scores depend on besides the image features: the pairs and the temperature."""
-        pairs = [[p.positive, p.negative, p.weight, p.enabled] for p in self.pairs]
-        return {"pairs": pairs, "temperature": self.temperature}
+        return prompt_settings(self.pairs, self.temperature)
 
     def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
-        images = self.store.image_features(photos, progress)
-        return self.score_features(images, [p.name for p in photos], [self.store.notes(p) for p in photos])
+        return score_from_store(self, photos, progress)
 
     def score_features(
         self, images: torch.Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None
@@ -113,17 +136,7 @@ class CLIPIQA:
                 method=CLIP_IQA,
                 notes=list(notes[i]),
                 temperature=self.temperature,
-                pairs=[
-                    PairScore(
-                        pair.positive,
-                        pair.negative,
-                        float(s_pos[i, j]),
-                        float(s_neg[i, j]),
-                        float(p[i, j]),
-                        pair.weight,
-                    )
-                    for j, pair in enumerate(self.pairs)
-                ],
+                pairs=pair_scores(self.pairs, s_pos[i], s_neg[i], p[i]),
             )
             for i, name in enumerate(names)
         ]

@@ -25,6 +25,7 @@ from iqa.errors import InputError
 from iqa.methods.clipiqa.scorer import check_finite, pair_probabilities
 from iqa.methods.clipiqa_plus.context import N_CTX, TEST_CONTEXT_SEED, LearnedContext, learned_context, text_width
 from iqa.methods.results import PairScore, ScoreResult
+from iqa.methods.scoring import score_from_store
 from iqa.names import CLIP_IQA_PLUS
 from iqa.photos.photo import Photo, PhotoKey
 
@@ -78,8 +79,7 @@ class CLIPIQAPlus:
         return {"prompts": self.context.source, "prompts_sha256": self.context.digest, "temperature": self.temperature}
 
     def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
-        images = self.store.image_features(photos, progress)
-        return self.score_features(images, [p.name for p in photos], [self.store.notes(p) for p in photos])
+        return score_from_store(self, photos, progress)
 
     def score_features(
         self, images: torch.Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None

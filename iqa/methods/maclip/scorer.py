@@ -19,11 +19,11 @@ import torch
 from iqa.clip.backbones import Backbone
 from iqa.clip.features import FeatureStore, ProgressFn
 from iqa.clip.views import ViewStore
-from iqa.errors import InputError
-from iqa.methods.clipiqa.scorer import check_finite, pair_features
+from iqa.methods.clipiqa.scorer import check_finite, pair_features, pair_scores, prompt_settings, prompt_setup
 from iqa.methods.maclip.method import CONSISTENCY, FUSED, MAGNITUDE, VIEWS, W_C, W_M
-from iqa.methods.prompts import DEFAULT_PRESET, PromptPair, load_pairs, usable_pairs
-from iqa.methods.results import PairScore, ScoreResult
+from iqa.methods.prompts import DEFAULT_PRESET, PromptPair, load_pairs
+from iqa.methods.results import ScoreResult
+from iqa.methods.scoring import score_from_store
 from iqa.names import MA_CLIP
 from iqa.photos.photo import Photo, PhotoKey
 
@@ -78,10 +78,7 @@ class MACLIP:
 
     def __init__(self, store: FeatureStore, pairs: Sequence[PromptPair], temperature: float | None = None):
         self.store = ViewStore.over(store)
-        self.pairs = usable_pairs(list(pairs), store.backbone.tokenizer)
-        self.temperature = store.backbone.logit_scale if temperature is None else float(temperature)
-        if not self.temperature > 0:
-            raise InputError(f"temperature must be > 0, got {temperature!r}")
+        self.pairs, self.temperature = prompt_setup(store.backbone, pairs, temperature)
 
     @property
     def backbone(self) -> Backbone:
@@ -89,12 +86,10 @@ class MACLIP:
 
     def settings(self) -> dict[str, object]:
         """What its scores depend on besides the view features: the pairs, the temperature, the fusion."""
-        pairs = [[p.positive, p.negative, p.weight, p.enabled] for p in self.pairs]
-        return {"pairs": pairs, "temperature": self.temperature, "fusion": [BASE_COS, BASE_NORM, ALPHA]}
+        return {**prompt_settings(self.pairs, self.temperature), "fusion": [BASE_COS, BASE_NORM, ALPHA]}
 
     def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
-        features = self.store.image_features(photos, progress)
-        return self.score_features(features, [p.name for p in photos], [self.store.notes(p) for p in photos])
+        return score_from_store(self, photos, progress)
 
     def views(self, features: torch.Tensor) -> ViewScores:
         """Every view's figures from the view store's features [N, V, D + 1]."""
@@ -122,17 +117,7 @@ class MACLIP:
                 method=MA_CLIP,
                 notes=[*notes[i], *_clipped(float(fused[i]), float(extras[MAGNITUDE][i]))],
                 temperature=self.temperature,
-                pairs=[
-                    PairScore(
-                        pair.positive,
-                        pair.negative,
-                        float(s_pos[i, j]),
-                        float(s_neg[i, j]),
-                        float(p[i, j]),
-                        pair.weight,
-                    )
-                    for j, pair in enumerate(self.pairs)
-                ],
+                pairs=pair_scores(self.pairs, s_pos[i], s_neg[i], p[i]),
                 extras={key: float(value[i]) for key, value in extras.items()},
             )
             for i, name in enumerate(names)

@@ -26,6 +26,7 @@ from iqa.methods.clipiqa.scorer import check_finite
 from iqa.methods.qualiclip.method import PAIRS, TEMPERATURE_DIVISOR
 from iqa.methods.qualiclip.weights import qualiclip_weights
 from iqa.methods.results import PairScore, ScoreResult
+from iqa.methods.scoring import score_from_store
 from iqa.names import QUALICLIP
 from iqa.photos.photo import Photo, PhotoKey
 
@@ -62,8 +63,7 @@ class QualiCLIPScorer:
         return {"weights": self.source, "temperature": self.temperature}
 
     def score(self, photos: Sequence[Photo | PhotoKey], progress: ProgressFn | None = None) -> list[ScoreResult]:
-        images = self.store.image_features(photos, progress)
-        return self.score_features(images, [p.name for p in photos], [self.store.notes(p) for p in photos])
+        return score_from_store(self, photos, progress)
 
     def score_features(
         self, images: torch.Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None
