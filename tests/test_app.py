@@ -831,3 +831,16 @@ def test_every_registered_method_is_scored_by_the_app_and_maclip_follows_a_promp
     assert before["MA-CLIP"].pairs[0].positive == "a crisp photo"
     plus = [dict(zip(out.ranking["name"], out.ranking["CLIP-IQA+"])) for out in (first, again)]
     assert plus[0] == plus[1]  # its pair is learned: a prompt edit leaves it as it was
+
+
+def test_the_rankings_widths_follow_its_columns():
+    """Each chosen method's column fits its name; the fixed columns keep their widths; a long pair
+    name is capped so a phone still shows the first scores."""
+    from iqa.app.outputs import ranking_layout, ranking_update
+
+    columns = ["#", "photo", "CLIP-IQA", "CLIP-IQA+", "QualiCLIP", "High contrast/Low contrast", "decision", "name"]
+    datatype, widths = ranking_layout(columns)
+    assert datatype == ["number", "html", "str", "str", "str", "str", "str", "str"]
+    assert widths == ["32px", "52px", "80px", "90px", "90px", "110px", "76px", "300px"]
+    update = ranking_update(pd.DataFrame(columns=columns))
+    assert update["column_widths"] == widths and list(update["value"].columns) == columns

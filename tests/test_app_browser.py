@@ -321,6 +321,7 @@ def test_five_methods_side_by_side_on_the_bundled_photos(open_page, tmp_path):
     _wait_status(page, "Scored 12 photo")
     headers = _headers(page)
     assert all(name in headers for name in registry.names())
+    assert page.evaluate(CUT_HEADERS_JS, "#ranking") == []  # "CLIP-IQA+", "QualiCLIP" whole: widths follow the columns
     for name in registry.names():  # a score in every method's column of the first row
         cell = page.locator(f'#ranking [data-testid^="cell-"][data-col="{headers.index(name)}"]').first
         assert re.fullmatch(r"0\.\d{3}|1\.000", cell.inner_text().strip()), (name, cell.inner_text())

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -34,6 +34,8 @@ class Outputs:
             value = getattr(self, f.name)
             if f.name in self.HIDDEN_WHEN_EMPTY:
                 value = gr.update(value=value, visible=value is not None)
+            elif f.name == "ranking" and isinstance(value, pd.DataFrame):
+                value = ranking_update(value)
             values.append(value)
         return values
 
@@ -48,6 +50,24 @@ class Outputs:
     @classmethod
     def api_components(cls, ui: Mapping[str, Any]) -> list[Any]:
         return [ui[f.name] for f in fields(cls) if f.name not in cls.PAGE_ONLY]  # type: ignore[arg-type]
+
+
+RANK_FIXED = {"#": ("number", "32px"), "photo": ("html", "52px"), "decision": ("str", "76px"), "name": ("str", "300px")}
+
+
+def ranking_layout(columns: Sequence[str]) -> tuple[list[Any], list[Any]]:
+    """The ranking's datatypes and widths in pixels for `columns`: a score column (a method's or a
+    pair's) as text with 3 decimals, wide enough for a method's name whole (about 10 px a character,
+    at most 110: a long pair name is cut, its cells are short), so a phone shows the default ones."""
+    layout = [RANK_FIXED.get(c, ("str", f"{min(110, max(80, 10 * len(c)))}px")) for c in columns]
+    return [kind for kind, _ in layout], [width for _, width in layout]
+
+
+def ranking_update(frame: pd.DataFrame) -> dict[str, Any]:
+    """The ranking with the datatypes and widths of its own columns (the methods chosen and the
+    attribute presets' pairs change them)."""
+    datatype, widths = ranking_layout(list(frame.columns))
+    return gr.update(value=frame, datatype=datatype, column_widths=widths)
 
 
 def _plain(value: Any) -> Any:

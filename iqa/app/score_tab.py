@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -18,7 +17,7 @@ from iqa.app.layout import banner, how_to
 from iqa.app.messages import shown_as_message, warn
 from iqa.app.method_settings import MethodSettings
 from iqa.app.models import NO_CHECKPOINT, CheckpointRef, Models
-from iqa.app.outputs import AxesOutput, MapOutput, PickOutput, RankOutput, ScatterOutput, ScoreOutput
+from iqa.app.outputs import AxesOutput, MapOutput, PickOutput, RankOutput, ScatterOutput, ScoreOutput, ranking_layout
 from iqa.app.photo_panel import build_photo_panel
 from iqa.app.session import Session, icon_html
 from iqa.app.table import build_prompt_panel, no_pair_reason, parse_table
@@ -472,17 +471,15 @@ def build_score_tab(models: Models, ui: dict) -> None:
     ui["grmp_note"] = gr.Markdown(models.grmp_note, elem_id="grmp-note")
     ui["score"] = gr.Button("Score photos", variant="primary", elem_id="score-button")
     ui["status"] = gr.Markdown(elem_id="score-status")
-    shown = len(default_methods())
-    scores: list[Any] = ["str"] * shown  # scores as text: 3 decimals each
+    datatype, widths = ranking_layout(rank_columns())  # each score's header whole; a phone scrolls
     ui["ranking"] = gr.Dataframe(
         headers=rank_columns(),
         label="Ranking, best first (keep / reject by the threshold and method at the top)",
-        datatype=["number", "html", *scores, "str", "str"],
+        datatype=datatype,
         interactive=False,
         elem_id="ranking",
         max_height=420,
-        # pixels: nothing is cut, a phone scrolls
-        column_widths=["32px", "52px", *["80px"] * shown, "76px", "300px"],
+        column_widths=widths,
     )
     with gr.Row():
         with gr.Column(min_width=300):
