@@ -55,6 +55,14 @@ def pair_scores(
     ]
 
 
+def check_clip_preprocessing(store: FeatureStore, method: str) -> Preprocessor:
+    """The store's preprocessor; refused unless photos are fed as CLIP feeds them (GRMP-IQA's
+    official store feeds them otherwise)."""
+    if not isinstance(store.preprocessor, Preprocessor):
+        raise InputError(f"{method} scores with CLIP's preprocessing, not {type(store.preprocessor).__name__}")
+    return store.preprocessor
+
+
 def pair_probabilities(
     image_features: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, temperature: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -102,10 +110,8 @@ class CLIPIQA:
     method = label = CLIP_IQA
 
     def __init__(self, store: FeatureStore, pairs: Sequence[PromptPair], temperature: float | None = None):
-        if not isinstance(store.preprocessor, Preprocessor):
-            raise InputError(f"CLIP-IQA scores with CLIP's preprocessing, not {type(store.preprocessor).__name__}")
+        self.preprocessor = check_clip_preprocessing(store, CLIP_IQA)
         self.store = store
-        self.preprocessor = store.preprocessor
         self.pairs, self.temperature = prompt_setup(store.backbone, pairs, temperature)
 
     @property

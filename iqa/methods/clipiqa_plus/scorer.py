@@ -19,10 +19,8 @@ import torch.nn.functional as F
 
 from iqa.clip.backbones import Backbone
 from iqa.clip.features import FeatureStore, ProgressFn
-from iqa.clip.preprocess import Preprocessor
 from iqa.clip.prompt_learner import PromptLearner
-from iqa.errors import InputError
-from iqa.methods.clipiqa.scorer import check_finite, pair_probabilities
+from iqa.methods.clipiqa.scorer import check_clip_preprocessing, check_finite, pair_probabilities
 from iqa.methods.clipiqa_plus.context import N_CTX, TEST_CONTEXT_SEED, LearnedContext, learned_context, text_width
 from iqa.methods.results import PairScore, ScoreResult
 from iqa.methods.scoring import score_from_store
@@ -62,8 +60,7 @@ class CLIPIQAPlus:
     method = label = CLIP_IQA_PLUS
 
     def __init__(self, store: FeatureStore, context: LearnedContext):
-        if not isinstance(store.preprocessor, Preprocessor):
-            raise InputError(f"CLIP-IQA+ scores with CLIP's preprocessing, not {type(store.preprocessor).__name__}")
+        check_clip_preprocessing(store, CLIP_IQA_PLUS)
         self.store = store
         self.context = context
         self.temperature = store.backbone.logit_scale

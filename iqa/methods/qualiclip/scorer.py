@@ -19,13 +19,12 @@ import torch.nn.functional as F
 
 from iqa.clip.backbones import Backbone
 from iqa.clip.features import FeatureStore, ProgressFn
-from iqa.clip.preprocess import Preprocessor
 from iqa.clip.test_backbones import is_test_backbone
-from iqa.errors import InputError
-from iqa.methods.clipiqa.scorer import check_finite
+from iqa.methods.clipiqa.scorer import check_clip_preprocessing, check_finite, pair_probabilities, pair_scores
+from iqa.methods.prompts import PromptPair
 from iqa.methods.qualiclip.method import PAIRS, TEMPERATURE_DIVISOR
 from iqa.methods.qualiclip.weights import qualiclip_weights
-from iqa.methods.results import PairScore, ScoreResult
+from iqa.methods.results import ScoreResult
 from iqa.methods.scoring import score_from_store
 from iqa.names import QUALICLIP
 from iqa.photos.photo import Photo, PhotoKey
@@ -44,8 +43,7 @@ class QualiCLIPScorer:
     method = label = QUALICLIP
 
     def __init__(self, store: FeatureStore, prompt_features: torch.Tensor | None = None, source: str = ""):
-        if not isinstance(store.preprocessor, Preprocessor):
-            raise InputError(f"QualiCLIP scores with CLIP's preprocessing, not {type(store.preprocessor).__name__}")
+        check_clip_preprocessing(store, QUALICLIP)
         self.store = store
         self.source = source or store.backbone.description
         texts = [text for pair in PAIRS for text in pair]
@@ -53,6 +51,7 @@ class QualiCLIPScorer:
         features = F.normalize(features.float(), dim=-1).cpu()
         self.positive, self.negative = features[0::2], features[1::2]
         self.temperature = store.backbone.logit_scale / TEMPERATURE_DIVISOR
+        self.pairs = [PromptPair(positive, negative) for positive, negative in PAIRS]
 
     @property
     def backbone(self) -> Backbone:
@@ -69,8 +68,7 @@ class QualiCLIPScorer:
         self, images: torch.Tensor, names: Sequence[str], notes: Sequence[list[str]] | None = None
     ) -> list[ScoreResult]:
         """Scores from image features of `store` that are already computed."""
-        s_pos, s_neg = images @ self.positive.T, images @ self.negative.T
-        p = torch.sigmoid(self.temperature * (s_pos - s_neg))  # the two-way softmax of t·cos
+        s_pos, s_neg, p = pair_probabilities(images, self.positive, self.negative, self.temperature)
         scores = p.mean(dim=1)
         check_finite(scores, names, QUALICLIP)
         notes = notes or [[] for _ in names]
@@ -78,10 +76,7 @@ class QualiCLIPScorer:
             ScoreResult(
                 name=name,
                 score=float(scores[i]),
-                pairs=[
-                    PairScore(positive, negative, float(s_pos[i, j]), float(s_neg[i, j]), float(p[i, j]))
-                    for j, (positive, negative) in enumerate(PAIRS)
-                ],
+                pairs=pair_scores(self.pairs, s_pos[i], s_neg[i], p[i]),
                 method=QUALICLIP,
                 notes=list(notes[i]),
                 temperature=self.temperature,
